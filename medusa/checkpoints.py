@@ -1,0 +1,161 @@
+"""Reading and writing Medusa head weights in the three layouts found in the wild.
+
+- project format: ``medusa_heads.safetensors`` + ``medusa_heads.json`` (shape, base model, sharing);
+- Medusa-1 (FasterDecoding "v0.1"): ``medusa_lm_head.pt`` + ``config.json`` with ``medusa_num_heads``,
+  ``medusa_num_layers``, ``base_model_name_or_path``;
+- Medusa-2 (FasterDecoding "v1.0"): ``medusa_head.{k}...`` tensors inside the full model's own weight files.
+All use FasterDecoding's key layout (``{k}.{j}.linear.weight``, ``{k}.{L}.weight``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import MedusaError
+from .heads import HeadConfig, MedusaHeads, infer_head_config
+from .hub import fetch, is_local
+
+HEADS_CONFIG = "medusa_heads.json"
+HEADS_WEIGHTS = "medusa_heads.safetensors"
+MEDUSA1_WEIGHTS = ("medusa_lm_head.safetensors", "medusa_lm_head.pt")
+MEDUSA2_PREFIX = "medusa_head."
+FORMAT_NAME = "medusa-heads"
+
+
+@dataclass
+class HeadCheckpoint:
+    """Head tensors as read from disk, before they are matched to a base model."""
+
+    state: dict[str, torch.Tensor]
+    format: str  # "project" | "medusa-1" | "medusa-2"
+    source: str
+    base_model: str | None = None
+    declared: dict = field(default_factory=dict)
+
+
+def save_heads(heads: MedusaHeads, folder: str | Path, base_model: str, extra: dict | None = None) -> Path:
+    """Write the project format: small (a shared projection is not stored) and safe to load (safetensors)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous().cpu() for k, v in heads.head_state_dict().items()}
+    save_file(state, str(folder / HEADS_WEIGHTS))
+    meta = {"format": FORMAT_NAME, "version": 1, **heads.config.to_dict(), "base_model": base_model, **(extra or {})}
+    (folder / HEADS_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def save_medusa1(heads: MedusaHeads, folder: str | Path, base_model: str) -> Path:
+    """Write FasterDecoding's Medusa-1 layout so their tools load our heads (projection always materialised)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in heads.heads.state_dict().items()}
+    torch.save(state, folder / MEDUSA1_WEIGHTS[1])
+    cfg = {
+        "medusa_num_heads": heads.config.num_heads,
+        "medusa_num_layers": heads.config.num_layers,
+        "base_model_name_or_path": base_model,
+    }
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    return folder
+
+
+def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or truncated file
+        raise MedusaError(f"cannot read head weights {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MedusaError(f"cannot read {path}: {exc}") from None
+
+
+def read_head_checkpoint(location: str, token: str | None = None) -> HeadCheckpoint | None:
+    """Heads stored on their own (project or Medusa-1 format) at a folder, file or hub id; None if none there."""
+    path = Path(location)
+    if path.is_file():  # a bare weights file
+        cfg_path = path.parent / HEADS_CONFIG
+        declared = _read_json(cfg_path) if cfg_path.is_file() else {}
+        fmt = "project" if path.name == HEADS_WEIGHTS else "medusa-1"
+        return HeadCheckpoint(_load_tensor_file(path), fmt, str(path), declared.get("base_model"), declared)
+    cfg = fetch(location, HEADS_CONFIG, token, required=False)
+    if cfg is not None:
+        declared = _read_json(cfg)
+        if declared.get("format") != FORMAT_NAME:
+            raise MedusaError(f"{cfg} is not a medusa heads config (format={declared.get('format')!r})")
+        weights = fetch(location, HEADS_WEIGHTS, token)
+        return HeadCheckpoint(_load_tensor_file(weights), "project", location, declared.get("base_model"), declared)
+    for name in MEDUSA1_WEIGHTS:
+        weights = fetch(location, name, token, required=False)
+        if weights is not None:
+            conf = fetch(location, "config.json", token, required=False)
+            declared = _read_json(conf) if conf is not None else {}
+            return HeadCheckpoint(
+                _load_tensor_file(weights), "medusa-1", location, declared.get("base_model_name_or_path"), declared
+            )
+    return None
+
+
+def _weight_files(location: str, token: str | None) -> list[Path]:
+    """The model's weight files that hold Medusa-2 head tensors (via the shard index when there is one)."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = fetch(location, index_name, token, required=False)
+        if index is not None:
+            weight_map = _read_json(index).get("weight_map", {})
+            shards = sorted({f for k, f in weight_map.items() if k.startswith(MEDUSA2_PREFIX)})
+            return [fetch(location, s, token) for s in shards]
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        single = fetch(location, name, token, required=False)
+        if single is not None:
+            return [single]
+    return []
+
+
+def read_medusa2_heads(location: str, token: str | None = None) -> HeadCheckpoint | None:
+    """``medusa_head.*`` tensors inside a full model checkpoint (Medusa-2), or None when it has none."""
+    state: dict[str, torch.Tensor] = {}
+    for path in _weight_files(location, token):
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    for key in f.keys():
+                        if key.startswith(MEDUSA2_PREFIX):
+                            state[key[len(MEDUSA2_PREFIX):]] = f.get_tensor(key)
+            except Exception as exc:
+                raise MedusaError(f"cannot read model weights {path}: {exc}") from None
+        else:
+            full = _load_tensor_file(path)
+            state.update({k[len(MEDUSA2_PREFIX):]: v for k, v in full.items() if k.startswith(MEDUSA2_PREFIX)})
+    if not state:
+        return None
+    conf = fetch(location, "config.json", token, required=False)
+    declared = _read_json(conf) if conf is not None else {}
+    return HeadCheckpoint(state, "medusa-2", location, location if not is_local(location) else None, declared)
+
+
+def build_heads(ckpt: HeadCheckpoint, base_model) -> MedusaHeads:
+    """Match head tensors to a loaded base model: shape checks, then a tensor-for-tensor load."""
+    lm_head = base_model.get_output_embeddings()
+    hidden, vocab = lm_head.weight.shape[1], lm_head.weight.shape[0]
+    try:
+        config: HeadConfig = infer_head_config(ckpt.state, hidden, vocab)
+    except ValueError as exc:
+        raise MedusaError(f"heads at {ckpt.source} do not fit this base model: {exc}") from None
+    heads = MedusaHeads(config, lm_head)
+    heads.load_head_state_dict(ckpt.state)
+    return heads.to(device=lm_head.weight.device, dtype=lm_head.weight.dtype)

@@ -1,0 +1,160 @@
+"""Command line: the seed's flags (and their short aliases) plus the project's own; errors are one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .console import say
+from .embedded import EMBEDDED_NAME
+from .errors import MedusaError
+from .settings import SETUPS, RunSettings
+
+DESCRIPTION = (
+    "Evaluate Medusa parallel decoding on Indic→English translation. With no flags: the embedded SmolLM2 model "
+    "on the shipped FLORES-200 sample, offline. With --hf-token alone: the seed protocol "
+    "(FasterDecoding/medusa-v1.0-vicuna-7b-v1.5 on ai4bharat/IN22-Gen)."
+)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage + error; we print one line that says what to do."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        say(f"error: {message} (see python medusa.py --help)")
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="medusa.py", description=DESCRIPTION, allow_abbrev=False)
+    seed = p.add_argument_group("the seed's flags")
+    seed.add_argument("--hf-token", "-token", default=None, help="Hugging Face token (or env HF_TOKEN); "
+                      "given as a flag with nothing else, it selects the seed protocol")
+    seed.add_argument("--decoding-strategy", "-ds", default="single-head", choices=["single-head", "multi-head"])
+    seed.add_argument("--beam-width", "-w", type=positive_int, default=2, help="beams for multi-head drafting (2)")
+    seed.add_argument("--use-no-medusa-heads", "-nmh", type=positive_int, default=2,
+                      help="how many Medusa heads to use (2)")
+    seed.add_argument("--model-name", "-m", default=None,
+                      help=f"hub id, local folder, .gguf file or '{EMBEDDED_NAME}' (default depends on --setup)")
+    seed.add_argument("--max-input-len", "-mil", type=positive_int, default=1000, help="prompt tokens kept (1000)")
+    seed.add_argument("--max-output-len", "-mol", type=positive_int, default=50, help="new tokens at most (50)")
+    seed.add_argument("--debug", "-db", action="store_true", help="print every prediction and library logs")
+
+    more = p.add_argument_group("more")
+    more.add_argument("--setup", choices=["auto", *SETUPS], default="auto",
+                      help="defaults for model, data and prompt: 'seed' (the course protocol) or 'embedded' "
+                      "(offline); auto = seed when --hf-token is passed, else embedded")
+    more.add_argument("--medusa-heads", default=None, help="heads to put on the base model (folder, file or hub id)")
+    more.add_argument("--dataset", "-d", default=None,
+                      help="hub id, local file/folder, or a shipped sample: flores200-sample, in22-gen-sample")
+    more.add_argument("--split", default="test", help="dataset split for hub data (test)")
+    more.add_argument("--src-lang", default="hin_Deva", help="source language code (hin_Deva)")
+    more.add_argument("--tgt-lang", default="eng_Latn", help="target language code (eng_Latn)")
+    more.add_argument("--num-examples", "-n", type=positive_int, default=50, help="first N rows (50)")
+    more.add_argument("--all-examples", action="store_true", help="use every row instead of --num-examples")
+    more.add_argument("--prompt-style", choices=["auto", "seed", "chat"], default="auto",
+                      help="seed = the course's prompt; chat = the tokenizer's chat template; auto = by setup")
+    more.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    more.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
+                      help="auto = float32 on CPU, the checkpoint's half type (else bfloat16) on CUDA")
+    more.add_argument("--output-dir", "-o", default=None, help="where predictions.jsonl and summary.json go "
+                      "(default results/SETUP-STRATEGY-TIME)")
+    more.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
+    more.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up generation")
+    more.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> RunSettings:
+    setup = args.setup
+    if setup == "auto":
+        setup = "seed" if args.hf_token is not None else "embedded"
+    defaults = SETUPS[setup]
+    prompt_style = args.prompt_style if args.prompt_style != "auto" else defaults["prompt_style"]
+    return RunSettings(
+        setup=setup,
+        model_name=args.model_name or defaults["model_name"],
+        medusa_heads=args.medusa_heads,
+        dataset=args.dataset or defaults["dataset"],
+        split=args.split,
+        src_lang=args.src_lang,
+        tgt_lang=args.tgt_lang,
+        num_examples=None if args.all_examples else args.num_examples,
+        decoding_strategy=args.decoding_strategy,
+        beam_width=args.beam_width,
+        use_no_medusa_heads=args.use_no_medusa_heads,
+        max_input_len=args.max_input_len,
+        max_output_len=args.max_output_len,
+        prompt_style=prompt_style,
+        device=args.device,
+        dtype=args.dtype,
+        output_dir=args.output_dir,
+        seed=args.seed,
+        warmup=not args.no_warmup,
+        resume=args.resume,
+        debug=args.debug,
+        hf_token=args.hf_token or os.environ.get("HF_TOKEN") or None,
+    )
+
+
+def quiet_libraries(debug: bool) -> None:
+    """Library warnings and download bars drown our progress bar; --debug brings them back."""
+    if debug:
+        return
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        import datasets
+
+        datasets.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    quiet_libraries(settings.debug)
+    say(f"setup: {settings.setup} — model {settings.model_name}, data {settings.dataset}, "
+        f"strategy {settings.decoding_strategy}, prompt {settings.prompt_style}")
+    try:
+        from .runner import run
+
+        run(settings)
+    except MedusaError as exc:
+        say(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        say("interrupted: finished examples are saved; rerun with --resume and the same --output-dir to continue")
+        return 130
+    except torch_oom_errors() as exc:  # type: ignore[misc]
+        say(f"error: out of memory ({str(exc).splitlines()[0]}); try --dtype float16, a smaller "
+            "--max-input-len or --device cpu")
+        return 3
+    return 0
+
+
+def torch_oom_errors() -> tuple[type[BaseException], ...]:
+    import torch
+
+    return (torch.cuda.OutOfMemoryError,) if hasattr(torch.cuda, "OutOfMemoryError") else ()

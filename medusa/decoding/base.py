@@ -1,0 +1,101 @@
+"""The one interface every decoding strategy implements: draft a token tree, then accept a path of it.
+
+The loop in :mod:`medusa.decoding.loop` owns everything else (prefill, one verify forward per step, cache
+update, stop rules), so a strategy is only its drafting and acceptance rules.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Tree:
+    """Draft tokens as a forest in topological order: ``parents[i] < i``, or -1 for a first-level node.
+
+    First-level nodes continue the committed sequence; a node's depth decides its position id.
+    """
+
+    tokens: list[int]
+    parents: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.tokens) != len(self.parents) or not self.tokens:
+            raise ValueError("a tree needs one parent per token and at least one token")
+        for i, p in enumerate(self.parents):
+            if not -1 <= p < i:
+                raise ValueError(f"node {i} has parent {p}: parents must precede their children")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def depths(self) -> list[int]:
+        depth: list[int] = []
+        for p in self.parents:
+            depth.append(0 if p < 0 else depth[p] + 1)
+        return depth
+
+    @property
+    def is_chain(self) -> bool:
+        """A single path from one first-level node: plain causal attention suffices, no tree mask."""
+        return all(p == i - 1 for i, p in enumerate(self.parents))
+
+    def path_to(self, node: int) -> list[int]:
+        path = []
+        while node >= 0:
+            path.append(node)
+            node = self.parents[node]
+        return path[::-1]
+
+
+@dataclass
+class DecodeState:
+    """What a strategy may look at: base/head logits after the last committed token, and the output so far."""
+
+    logits: torch.Tensor  # [V] base logits predicting the next token
+    head_logits: torch.Tensor | None  # [K, V]: head k predicts the token k+1 after the next one
+    generated: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Verified:
+    """Output of the verify forward for each tree node: base logits [N, V] and head logits [K, N, V]."""
+
+    logits: torch.Tensor
+    head_logits: torch.Tensor | None
+
+
+@dataclass
+class GenerationResult:
+    """Generated ids (stop token excluded) with per-step acceptance counts."""
+
+    tokens: list[int]
+    accepted_per_step: list[int]
+    stop_reason: str  # "eos" | "length"
+
+    @property
+    def steps(self) -> int:
+        return len(self.accepted_per_step)
+
+
+class Strategy(ABC):
+    """Drafting + acceptance rule. ``num_heads`` is how many head distributions the loop must compute."""
+
+    name: str = ""
+    num_heads: int = 0
+
+    def first_token(self, state: DecodeState) -> int | None:
+        """The token this rule will surely accept first, if it is decided before verification (greedy)."""
+        return None
+
+    @abstractmethod
+    def draft(self, state: DecodeState, budget: int) -> Tree:
+        """Candidate continuations of at most ``budget`` tokens along any path."""
+
+    @abstractmethod
+    def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
+        """Node indices of the accepted path, starting at a first-level node; never empty."""

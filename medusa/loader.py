@@ -1,0 +1,134 @@
+"""Turn ``--model-name`` (+ ``--medusa-heads``) into a :class:`MedusaModel`: which format, which base, which heads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoints import HeadCheckpoint, build_heads, read_head_checkpoint, read_medusa2_heads
+from .console import say
+from .embedded import EMBEDDED_NAME, EMBEDDED_REPO, converted_dir, embedded_gguf
+from .errors import MedusaError
+from .hub import fetch
+from .model import MedusaModel, ModelInfo
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadSettings:
+    """What to load and where; ``dtype='auto'`` means fp32 on CPU and the checkpoint's half type on CUDA."""
+
+    model_name: str = EMBEDDED_NAME
+    medusa_heads: str | None = None
+    token: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MedusaError(
+            f"--device {name} was asked for but CUDA is not available here; use --device cpu "
+            "(or install a CUDA build of torch, see the README)"
+        )
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise MedusaError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device, config_dtype=None) -> torch.dtype:
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cpu":
+        return torch.float32
+    if config_dtype in (torch.float16, torch.bfloat16, "float16", "bfloat16"):
+        return DTYPES[config_dtype] if isinstance(config_dtype, str) else config_dtype
+    return torch.bfloat16
+
+
+def _read_config(location: str, token: str | None) -> dict:
+    path = fetch(location, "config.json", token)
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise MedusaError(f"cannot read {path}: {exc}") from None
+
+
+def _load_base(location: str, token: str | None, device: torch.device, dtype_name: str):
+    """A transformers causal LM and its tokenizer, from a folder, a hub id or a GGUF file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict = {"token": token}
+    config = _read_config(location, token)
+    config_dtype = config.get("torch_dtype") or config.get("dtype")
+    dtype = resolve_dtype(dtype_name, device, config_dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    except MedusaError:
+        raise
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        raise MedusaError(f"cannot load model '{location}': {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def _heads_from(location: str, token: str | None) -> HeadCheckpoint | None:
+    ckpt = read_head_checkpoint(location, token)
+    if ckpt is None:
+        raise MedusaError(
+            f"no Medusa heads at '{location}': expected medusa_heads.json + medusa_heads.safetensors "
+            "or medusa_lm_head.pt"
+        )
+    return ckpt
+
+
+def load_model(settings: LoadSettings) -> MedusaModel:
+    """Detect the checkpoint kind and load base + heads; heads given with ``--medusa-heads`` win."""
+    device = resolve_device(settings.device)
+    name, token = settings.model_name, settings.token
+    heads_ckpt: HeadCheckpoint | None = None
+
+    if name == EMBEDDED_NAME:
+        base_location, base_label = str(converted_dir(embedded_gguf())), f"{EMBEDDED_REPO} (embedded GGUF Q4_1)"
+    elif name.endswith(".gguf"):
+        if not Path(name).is_file():
+            raise MedusaError(f"GGUF file {name} does not exist")
+        base_location, base_label = str(converted_dir(Path(name))), name
+    else:
+        own = read_head_checkpoint(name, token)
+        if own is not None:  # a heads-only checkpoint: the base is named inside
+            heads_ckpt = own
+            base_location = own.base_model
+            if not base_location:
+                raise MedusaError(f"{name} holds heads but names no base model (base_model / base_model_name_or_path)")
+        else:
+            _read_config(name, token)  # fails early, with a clear message, for unknown names
+            base_location = name
+            if settings.medusa_heads is None:
+                heads_ckpt = read_medusa2_heads(name, token)
+        base_label = base_location
+
+    if settings.medusa_heads is not None:
+        heads_ckpt = _heads_from(settings.medusa_heads, token)
+
+    say(f"loading base model {base_label} on {device}")
+    base, tokenizer = _load_base(base_location, token, device, settings.dtype)
+    heads = build_heads(heads_ckpt, base) if heads_ckpt is not None else None
+    info = ModelInfo(
+        name=name,
+        base=base_label,
+        heads=heads_ckpt.source if heads_ckpt else None,
+        head_format=heads_ckpt.format if heads_ckpt else None,
+        extra={"dtype": str(base.dtype).replace("torch.", ""), "device": str(device)},
+    )
+    if heads is not None:
+        info.extra["head_config"] = heads.config.to_dict()
+    return MedusaModel(base, tokenizer, heads, info)

@@ -1,0 +1,172 @@
+"""A causal LM plus optional Medusa heads, giving base and head logits from one forward pass."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .heads import MedusaHeads
+
+
+@dataclass
+class ModelInfo:
+    """Where the weights came from, for the results files and the console banner."""
+
+    name: str
+    base: str
+    heads: str | None = None
+    head_format: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class StepOutput:
+    """One forward pass: base logits [B, L, V], head logits [K, B, L, V] (or None) and the hidden states."""
+
+    logits: torch.Tensor
+    head_logits: torch.Tensor | None
+    hidden: torch.Tensor
+
+
+class MedusaModel(nn.Module):
+    """Wraps any transformers causal LM (Llama, Mistral, Qwen2, ...) through its public forward inputs only.
+
+    Besides :meth:`step`, which the decoders use, it offers FasterDecoding's call shape
+    (``model(input_ids, medusa_forward=True, output_orig=True)``, ``get_tokenizer()``, ``medusa_head``) so that
+    code written against the original library runs on it unchanged.
+    """
+
+    def __init__(self, base: nn.Module, tokenizer, heads: MedusaHeads | None = None, info: ModelInfo | None = None):
+        super().__init__()
+        self.base_model = base
+        self.tokenizer = tokenizer
+        self.heads = heads
+        self.info = info or ModelInfo(name=getattr(base.config, "_name_or_path", "?"), base="?")
+
+    @property
+    def config(self):
+        return self.base_model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.base_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.base_model.parameters()).dtype
+
+    @property
+    def num_heads(self) -> int:
+        return 0 if self.heads is None else len(self.heads)
+
+    @property
+    def medusa_head(self) -> nn.ModuleList:
+        """FasterDecoding's attribute: the list of heads, each mapping hidden states to logits."""
+        if self.heads is None:
+            raise AttributeError("this model has no Medusa heads")
+        return self.heads.heads
+
+    @property
+    def medusa(self) -> int:
+        return self.num_heads
+
+    def get_tokenizer(self):
+        return self.tokenizer
+
+    def lm_head(self) -> nn.Module:
+        return self.base_model.get_output_embeddings()
+
+    def decoder(self) -> nn.Module:
+        return self.base_model.get_decoder()
+
+    def _run_decoder(self, input_ids, cache, position_ids, attention_mask):
+        """The decoder's forward; the cache keyword is ``cache`` from transformers 5.2x, ``past_key_values`` before."""
+        decoder = self.decoder()
+        if not hasattr(self, "_cache_kw"):
+            params = inspect.signature(decoder.forward).parameters
+            self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        kwargs = {self._cache_kw: cache}
+        return decoder(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            use_cache=cache is not None,
+            **kwargs,
+        )
+
+    def step(
+        self,
+        input_ids: torch.Tensor,
+        past_key_values=None,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        num_heads: int = 0,
+        last_only: bool = False,
+    ) -> StepOutput:
+        """Run the decoder once and project; ``last_only`` projects just the final position (prefill)."""
+        out = self._run_decoder(input_ids, past_key_values, position_ids, attention_mask)
+        hidden = out.last_hidden_state
+        if last_only:
+            hidden = hidden[:, -1:]
+        logits = self.lm_head()(hidden)
+        head_logits = None
+        if num_heads:
+            if num_heads > self.num_heads:
+                raise ValueError(f"asked for {num_heads} heads, the model has {self.num_heads}")
+            head_logits = self.heads(hidden, num_heads)
+        return StepOutput(logits=logits, head_logits=head_logits, hidden=hidden)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values=None,
+        output_orig: bool = False,
+        position_ids: torch.Tensor | None = None,
+        medusa_forward: bool = True,
+        **kwargs,
+    ):
+        """FasterDecoding's signature: ``(medusa_logits [K,B,L,V], outputs, orig_logits [B,L,V])``."""
+        if not medusa_forward:
+            return self.base_model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                past_key_values=past_key_values,
+                position_ids=position_ids,
+                **kwargs,
+            )
+        outputs = self._run_decoder(input_ids, past_key_values, position_ids, attention_mask)
+        hidden = outputs.last_hidden_state
+        if self.heads is None:
+            raise ValueError("medusa_forward needs Medusa heads; this model has none")
+        medusa_logits = self.heads(hidden)
+        if output_orig:
+            return medusa_logits, outputs, self.lm_head()(hidden)
+        return medusa_logits
+
+
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+
+
+def stop_token_ids(tokenizer, base_model) -> set[int]:
+    """Every id that ends a reply: the configured EOS ids plus known end-of-turn markers in the vocabulary.
+
+    Needed because some checkpoints name the wrong EOS (the embedded GGUF has reported ``<|im_start|>``),
+    while a chat model actually ends its turn with ``<|im_end|>``.
+    """
+    ids: set[int] = set()
+    for source in (getattr(base_model, "generation_config", None), tokenizer):
+        eos = getattr(source, "eos_token_id", None)
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif isinstance(eos, (list, tuple)):
+            ids.update(int(e) for e in eos)
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if len(ids) > 1 and bos in ids and tokenizer.convert_ids_to_tokens(bos) == "<|im_start|>":
+        ids.discard(bos)  # the GGUF mislabel: a turn *starts* with it
+    return ids

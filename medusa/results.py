@@ -1,0 +1,97 @@
+"""Result files: one JSON line per example, written as it finishes, and a summary JSON at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from .errors import MedusaError
+
+PREDICTIONS = "predictions.jsonl"
+SUMMARY = "summary.json"
+LIBRARIES = ("medusa", "torch", "transformers", "datasets", "sacrebleu", "rouge-score", "huggingface-hub", "accelerate")
+
+
+class PredictionLog:
+    """Append-only JSONL: each line is flushed and synced, so an interrupted run keeps every finished example."""
+
+    def __init__(self, folder: Path, resume: bool) -> None:
+        self.path = folder / PREDICTIONS
+        self.done: dict[int, dict] = {}
+        if resume and self.path.exists():
+            rows = read_predictions(self.path)
+            self.done = {row["index"]: row for row in rows}
+            # rewrite without a line cut off by the crash, so new rows start on a line of their own
+            self.path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        elif self.path.exists() and self.path.stat().st_size > 0:
+            raise MedusaError(f"{self.path} already exists: pass --resume to continue that run or choose another --output-dir")
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.done[row["index"]] = row
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """Rows of a predictions file; a line cut off by a crash is ignored, anything else corrupt is an error."""
+    rows = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if n == len(lines):
+                break
+            raise MedusaError(f"{path} line {n} is not valid JSON: move the file away or fix it") from None
+    return rows
+
+
+def library_versions() -> dict[str, str | None]:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_summary(folder: Path, summary: dict) -> Path:
+    path = folder / SUMMARY
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

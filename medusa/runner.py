@@ -1,0 +1,175 @@
+"""One evaluation run: data → model → decode every example (timed) → metrics → result files."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .console import say
+from .data import load_examples
+from .decoding import generate, make_strategy
+from .errors import MedusaError
+from .loader import LoadSettings, load_model
+from .metrics import SpeedStats, compute_all
+from .model import MedusaModel, stop_token_ids
+from .prompts import encode_prompt, process_reference
+from .results import PredictionLog, device_description, git_commit, library_versions, write_summary
+from .settings import RunSettings
+
+
+@dataclass
+class Timer:
+    """Wall time of a region, synchronising CUDA on both ends so queued kernels are counted."""
+
+    device: torch.device
+
+    def __enter__(self) -> "Timer":
+        self._sync()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sync()
+        self.seconds = time.perf_counter() - self.start
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def check_heads(model: MedusaModel, settings: RunSettings, needs_heads: bool) -> None:
+    k, s = model.num_heads, settings.use_no_medusa_heads
+    if k and s > k:
+        raise MedusaError(f"--use-no-medusa-heads {s} asks for more heads than the checkpoint has ({k}); use 1..{k}")
+    if needs_heads and not k:
+        raise MedusaError(
+            f"--decoding-strategy {settings.decoding_strategy} needs Medusa heads and {model.info.name} has none; "
+            "pass --medusa-heads PATH or a Medusa checkpoint"
+        )
+
+
+def default_output_dir(settings: RunSettings) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"{settings.setup}-{settings.decoding_strategy}-{stamp}"
+
+
+def run(settings: RunSettings) -> dict:
+    """Evaluate one strategy on one dataset; returns the summary that is also written to disk."""
+    torch.manual_seed(settings.seed)
+    examples, data_info = load_examples(
+        settings.dataset, settings.src_lang, settings.tgt_lang, settings.num_examples, settings.hf_token, settings.split
+    )
+    if not examples:
+        raise MedusaError(f"{settings.dataset} has no rows to evaluate")
+    strategy = make_strategy(settings.decoding_strategy, settings.use_no_medusa_heads, settings.beam_width)
+    model = load_model(
+        LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device, settings.dtype)
+    )
+    check_heads(model, settings, strategy.num_heads > 0)
+    tokenizer = model.tokenizer
+    stops = stop_token_ids(tokenizer, model.base_model)
+    say(f"model: {model.info.base}" + (f" + heads {model.info.heads} ({model.info.head_format}, "
+        f"{model.num_heads} heads)" if model.info.heads else " (no Medusa heads)")
+        + f"; {model.info.extra['dtype']} on {model.info.extra['device']}")
+    say(f"data: {data_info.name} ({data_info.kind}), {len(examples)} examples, {settings.src_lang} → {settings.tgt_lang}"
+        + ("" if data_info.has_references else " (no references: speed only)"))
+
+    out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
+    if settings.resume and not settings.output_dir:
+        raise MedusaError("--resume needs the --output-dir of the run to continue")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = PredictionLog(out_dir, settings.resume)
+
+    def prompt_of(source: str) -> list[int]:
+        return encode_prompt(tokenizer, source, settings.src_lang, settings.tgt_lang, settings.prompt_style,
+                             settings.max_input_len)
+
+    if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
+        generate(model, strategy, prompt_of(examples[0].source), min(8, settings.max_output_len), stops)
+
+    from tqdm.auto import tqdm
+
+    todo = [ex for ex in examples if ex.index not in log.done]
+    if len(todo) < len(examples):
+        say(f"resuming: {len(examples) - len(todo)} examples already in {log.path}")
+    try:
+        for ex in tqdm(todo, desc=settings.decoding_strategy, unit="ex", dynamic_ncols=True):
+            ids = prompt_of(ex.source)
+            with Timer(model.device) as timer:
+                result = generate(model, strategy, ids, settings.max_output_len, stops)
+            prediction = tokenizer.decode(result.tokens, skip_special_tokens=True)
+            reference = process_reference(tokenizer, ex.target, settings.max_output_len) if ex.target is not None else None
+            row = {
+                "index": ex.index,
+                "source": ex.source,
+                "target": ex.target,
+                "reference": reference,
+                "prediction": prediction,
+                "prompt_tokens": len(ids),
+                "tokens": len(result.tokens),
+                "seconds": timer.seconds,
+                "steps": result.steps,
+                "stop_reason": result.stop_reason,
+            }
+            log.write(row)
+            if settings.debug:
+                say(f"[{ex.index}] {prediction!r}  (ref: {reference!r}, {len(result.tokens)} tokens, "
+                    f"{timer.seconds:.3f} s)")
+    finally:
+        log.close()
+
+    rows = [log.done[ex.index] for ex in examples]
+    speed = SpeedStats(seconds=sum(r["seconds"] for r in rows), tokens=sum(r["tokens"] for r in rows))
+    metrics: dict = {}
+    if data_info.has_references:
+        metrics = compute_all([r["prediction"] for r in rows], [r["reference"] for r in rows], settings.tgt_lang)
+    steps = sum(r["steps"] for r in rows)
+    summary = {
+        "metrics": metrics,
+        "speed": {
+            "rtf": speed.rtf,
+            "tokens_per_second": speed.tokens_per_second,
+            "generation_seconds": speed.seconds,
+            "generated_tokens": speed.tokens,
+            "decoding_steps": steps,
+            "tokens_per_step": speed.tokens / steps if steps else math.nan,
+        },
+        "examples": len(rows),
+        "settings": settings.public_dict(),
+        "model": {"name": model.info.name, "base": model.info.base, "heads": model.info.heads,
+                  "head_format": model.info.head_format, **model.info.extra},
+        "dataset": vars(data_info),
+        "device": device_description(model.device),
+        "libraries": library_versions(),
+        "git_commit": git_commit(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "output_dir": str(out_dir),
+    }
+    write_summary(out_dir, summary)
+    print_summary(summary)
+    say(f"results: {out_dir / log.path.name} and {out_dir / 'summary.json'}")
+    return summary
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def print_summary(summary: dict) -> None:
+    """The seed's lines first (BLEU, ROUGE-1/2/LCS, RTF), then the standard scores and speed."""
+    m, s = summary["metrics"], summary["speed"]
+    print(f"BLEU: {_fmt(m.get('bleu'))}")
+    print(f"ROUGE-1: {_fmt(m.get('rouge1'))}")
+    print(f"ROUGE-2: {_fmt(m.get('rouge2'))}")
+    print(f"ROUGE-LCS: {_fmt(m.get('rougeL'))}")
+    print(f"RTF: {_fmt(s['rtf'])}")
+    if m:
+        print(f"sacreBLEU: {m['sacrebleu']:.2f} ({m['sacrebleu_signature']})")
+        print(f"chrF: {m['chrf']:.2f} ({m['chrf_signature']})")
+    print(f"tokens/s: {s['tokens_per_second']:.2f} ({s['generated_tokens']} tokens in {s['generation_seconds']:.2f} s, "
+          f"{summary['examples']} examples, {s['tokens_per_step']:.2f} tokens/step)", flush=True)

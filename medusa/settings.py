@@ -1,0 +1,50 @@
+"""Run settings as one dataclass, and the two ready-made setups (offline embedded default, seed protocol)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .embedded import EMBEDDED_NAME
+
+SEED_MODEL = "FasterDecoding/medusa-v1.0-vicuna-7b-v1.5"
+SEED_DATASET = "ai4bharat/IN22-Gen"
+EMBEDDED_DATASET = "flores200-sample"
+
+SETUPS = {
+    "seed": {"model_name": SEED_MODEL, "dataset": SEED_DATASET, "prompt_style": "seed"},
+    "embedded": {"model_name": EMBEDDED_NAME, "dataset": EMBEDDED_DATASET, "prompt_style": "chat"},
+}
+
+
+@dataclass
+class RunSettings:
+    """Everything one evaluation run depends on; written to the summary file (the token never is)."""
+
+    setup: str = "embedded"
+    model_name: str = EMBEDDED_NAME
+    medusa_heads: str | None = None
+    dataset: str = EMBEDDED_DATASET
+    split: str = "test"
+    src_lang: str = "hin_Deva"
+    tgt_lang: str = "eng_Latn"
+    num_examples: int | None = 50
+    decoding_strategy: str = "single-head"
+    beam_width: int = 2
+    use_no_medusa_heads: int = 2
+    max_input_len: int = 1000
+    max_output_len: int = 50
+    prompt_style: str = "chat"
+    device: str = "auto"
+    dtype: str = "auto"
+    output_dir: str | None = None
+    seed: int = 0
+    warmup: bool = True
+    resume: bool = False
+    debug: bool = False
+    hf_token: str | None = None
+
+    def public_dict(self) -> dict:
+        """The settings without the token (only whether one was given)."""
+        d = asdict(self)
+        d["hf_token"] = "given" if self.hf_token else None
+        return d

@@ -1,0 +1,84 @@
+"""Shared test fixtures: everything offline, tiny random models and a byte-level tokenizer built in memory."""
+
+from __future__ import annotations
+
+import os
+
+# before transformers / datasets / huggingface_hub are imported anywhere: they read these at import time
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+TRAIN_TEXT = [
+    "You are an AI assistant whose purpose is to perform translation. Given the following sentence in Hindi, "
+    "translate it to English:\n\ncompletion:",
+    "उन्होंने कहा कि अब हमारे पास चार महीने उम्र वाले चूहे हैं।",
+    "We now have four month old mice that are not diabetic, he added.",
+    "The quick brown fox jumps over the lazy dog. 0123456789",
+]
+SPECIAL = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tokenizer(vocab_size: int = 400):
+    """A byte-level BPE tokenizer trained in memory: encodes any text (Hindi too) with no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(TRAIN_TEXT, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<unk>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def tiny_config(kind: str = "llama", vocab_size: int = 400, **overrides):
+    """Small random configs; GQA (4 query heads on 2 KV heads) unless overridden."""
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    common.update(overrides)
+    return {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[kind](**common)
+
+
+def make_model(kind: str = "llama", seed: int = 0, **overrides):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(kind, **overrides))
+    with torch.no_grad():  # random init of this size is near-uniform; sharpen it so greedy paths vary
+        for p in model.parameters():
+            p.mul_(4.0) if p.dim() > 1 else None
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A saved tiny Llama + tokenizer folder, usable as --model-name."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    make_model().save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,159 @@
+"""The command line end to end on a tiny model, and every bad-input case as a one-line error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from medusa.checkpoints import save_heads
+from medusa.cli import build_parser, main, settings_from_args
+from medusa.heads import HeadConfig, MedusaHeads
+from medusa.settings import SEED_DATASET, SEED_MODEL
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_end_to_end_tiny_model_writes_both_files(tiny_model_dir, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(
+        ["-m", str(tiny_model_dir), "--num-examples", "3", "-mol", "12", "-o", str(out_dir), "--prompt-style", "seed"],
+        capsys,
+    )
+    assert code == 0, err
+    for line in ("BLEU:", "ROUGE-1:", "ROUGE-2:", "ROUGE-LCS:", "RTF:", "sacreBLEU:", "chrF:"):
+        assert line in out
+    rows = [json.loads(x) for x in (out_dir / "predictions.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    assert all(0 < r["tokens"] <= 12 and r["seconds"] > 0 for r in rows)
+    assert rows[0]["reference"] == rows[0]["reference"].lower()
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["examples"] == 3
+    assert summary["speed"]["generated_tokens"] == sum(r["tokens"] for r in rows)
+    assert summary["speed"]["rtf"] == pytest.approx(
+        sum(r["seconds"] for r in rows) / sum(r["tokens"] for r in rows)
+    )
+    assert set(summary["metrics"]) >= {"bleu", "rouge1", "rouge2", "rougeL", "sacrebleu", "chrf"}
+    assert summary["settings"]["max_output_len"] == 12
+    assert summary["libraries"]["torch"] and summary["device"].startswith("cpu")
+
+
+def test_token_never_written(tiny_model_dir, tmp_path, capsys):
+    secret = "hf_" + "x" * 34
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(
+        ["-m", str(tiny_model_dir), "-d", "flores200-sample", "-n", "1", "-mol", "4", "-o", str(out_dir),
+         "--hf-token", secret, "--prompt-style", "seed"],
+        capsys,
+    )
+    assert code == 0, err
+    for f in out_dir.iterdir():
+        assert secret not in f.read_text()
+    assert secret not in out + err
+    assert json.loads((out_dir / "summary.json").read_text())["settings"]["hf_token"] == "given"
+
+
+def test_resume_skips_finished_examples(tiny_model_dir, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    base = ["-m", str(tiny_model_dir), "-mol", "5", "-o", str(out_dir), "--prompt-style", "seed"]
+    assert run_cli(base + ["-n", "2"], capsys)[0] == 0
+    first = (out_dir / "predictions.jsonl").read_text().splitlines()
+    # a crash mid-write leaves a cut line: it must be ignored, not fatal
+    with open(out_dir / "predictions.jsonl", "a") as f:
+        f.write('{"index": 2, "sou')
+    code, _, err = run_cli(base + ["-n", "2"], capsys)
+    assert code == 2 and "--resume" in err  # refuses to mix runs silently
+    code, _, err = run_cli(base + ["-n", "3", "--resume"], capsys)
+    assert code == 0, err
+    assert "2 examples already" in err
+    rows = [json.loads(x) for x in (out_dir / "predictions.jsonl").read_text().splitlines() if x.endswith("}")]
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    assert (out_dir / "predictions.jsonl").read_text().splitlines()[:2] == first
+
+
+def test_seed_setup_selected_by_hf_token_flag():
+    s = settings_from_args(build_parser().parse_args(["--hf-token", "abc", "--decoding-strategy", "single-head"]))
+    assert (s.setup, s.model_name, s.dataset, s.prompt_style) == ("seed", SEED_MODEL, SEED_DATASET, "seed")
+    assert (s.max_input_len, s.max_output_len, s.num_examples, s.use_no_medusa_heads, s.beam_width) == (
+        1000, 50, 50, 2, 2)
+    s = settings_from_args(build_parser().parse_args([]))
+    assert (s.setup, s.model_name, s.dataset, s.prompt_style) == ("embedded", "embedded", "flores200-sample", "chat")
+    s = settings_from_args(build_parser().parse_args(
+        ["-token", "t", "-ds", "multi-head", "-w", "5", "-nmh", "5", "-m", "x/y", "-mil", "10", "-mol", "7", "-db"]))
+    assert (s.decoding_strategy, s.beam_width, s.use_no_medusa_heads, s.model_name, s.max_input_len,
+            s.max_output_len, s.debug) == ("multi-head", 5, 5, "x/y", 10, 7, True)
+
+
+def test_seed_command_fails_offline_only_at_the_hub(capsys):
+    code, _, err = run_cli(["--hf-token", "dummy", "--decoding-strategy", "single-head"], capsys)
+    assert code == 2
+    lines = [x for x in err.strip().splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "ai4bharat/IN22-Gen" in lines[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--beam-width", "0"], "at least 1"),
+        (["-nmh", "two"], "whole number"),
+        (["--decoding-strategy", "sideways"], "invalid choice"),
+        (["--no-such-flag"], "unrecognized"),
+        (["--src-lang", "hindi"], "unknown language code"),
+        (["--tgt-lang", "xyz_Latn"], "unknown language code"),
+        (["-m", "nobody/no-such-model-xyz", "-n", "1"], "no-such-model-xyz"),
+        (["-d", "/no/such/file.jsonl"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line(args, needle, capsys):
+    code = None
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse errors exit from inside parse_args
+        code = exc.code
+    err = capsys.readouterr().err
+    errors = [x for x in err.splitlines() if x.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and needle in errors[0], err
+
+
+def test_too_many_heads(tiny_model_dir, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lm = base.get_output_embeddings()
+    heads = MedusaHeads(HeadConfig(2, 1, lm.weight.shape[1], lm.weight.shape[0], shared_lm_head=True), lm)
+    save_heads(heads, tmp_path / "heads", str(tiny_model_dir))
+    code, _, err = run_cli(["-m", str(tmp_path / "heads"), "-nmh", "3", "-n", "1", "-o", str(tmp_path / "o")], capsys)
+    assert code == 2 and "more heads than the checkpoint has (2)" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is absent")
+def test_cuda_asked_but_absent(tiny_model_dir, tmp_path, capsys):
+    code, _, err = run_cli(["-m", str(tiny_model_dir), "--device", "cuda", "-n", "1", "-o", str(tmp_path)], capsys)
+    assert code == 2 and "CUDA is not available" in err
+
+
+def test_multi_head_not_yet_available(tiny_model_dir, tmp_path, capsys):
+    code, _, err = run_cli(["-m", str(tiny_model_dir), "-ds", "multi-head", "-n", "1", "-o", str(tmp_path)], capsys)
+    assert code == 2 and "not yet available" in err
+
+
+def test_script_prints_no_traceback(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "medusa.py"), "-w", "0"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, str(ROOT / "medusa.py"), "--help"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0 and "--use-no-medusa-heads" in proc.stdout and "-nmh" in proc.stdout
