@@ -29,12 +29,16 @@ class HeadConfig:
 
 
 class ResBlock(nn.Module):
-    """``x + SiLU(W x + b)`` with W zero-initialised, so a fresh head starts as the identity."""
+    """``x + SiLU(W x + b)`` with W and b zero-initialised, so a fresh head starts as the identity.
+
+    (FasterDecoding zeroes only W, leaving a random bias: their fresh heads are not quite the base model.)
+    """
 
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
         self.linear = nn.Linear(hidden_size, hidden_size)
         nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -82,14 +82,16 @@ class MedusaModel(nn.Module):
     def decoder(self) -> nn.Module:
         return self.base_model.get_decoder()
 
+    def _cache_keyword(self) -> str:
+        if not hasattr(self, "_cache_kw"):
+            params = inspect.signature(self.decoder().forward).parameters
+            self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        return self._cache_kw
+
     def _run_decoder(self, input_ids, cache, position_ids, attention_mask):
         """The decoder's forward; the cache keyword is ``cache`` from transformers 5.2x, ``past_key_values`` before."""
-        decoder = self.decoder()
-        if not hasattr(self, "_cache_kw"):
-            params = inspect.signature(decoder.forward).parameters
-            self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        kwargs = {self._cache_kw: cache}
-        return decoder(
+        kwargs = {self._cache_keyword(): cache}
+        return self.decoder()(
             input_ids=input_ids,
             position_ids=position_ids,
             attention_mask=attention_mask,
@@ -134,8 +136,8 @@ class MedusaModel(nn.Module):
             return self.base_model(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
-                past_key_values=past_key_values,
                 position_ids=position_ids,
+                **({self._cache_keyword(): past_key_values} if past_key_values is not None else {}),
                 **kwargs,
             )
         outputs = self._run_decoder(input_ids, past_key_values, position_ids, attention_mask)

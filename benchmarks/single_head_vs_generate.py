@@ -1,0 +1,77 @@
+"""Speed of our single-head loop against transformers' greedy ``generate`` in the same process, same prompts.
+
+    python benchmarks/single_head_vs_generate.py [--model-name embedded] [--dataset in22-gen-sample] [-n 20]
+
+Prints tokens/s of each, their ratio, and how many outputs differ (there should be none in fp32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from medusa.cli import quiet_libraries  # noqa: E402
+from medusa.data import load_examples  # noqa: E402
+from medusa.decoding import generate, make_strategy  # noqa: E402
+from medusa.loader import LoadSettings, load_model  # noqa: E402
+from medusa.model import stop_token_ids  # noqa: E402
+from medusa.prompts import encode_prompt  # noqa: E402
+from medusa.runner import Timer  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model-name", "-m", default="embedded")
+    p.add_argument("--dataset", "-d", default="in22-gen-sample")
+    p.add_argument("-n", type=int, default=20)
+    p.add_argument("--max-output-len", "-mol", type=int, default=50)
+    p.add_argument("--prompt-style", default="chat")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    a = p.parse_args()
+    quiet_libraries(False)
+    model = load_model(LoadSettings(a.model_name, device=a.device, dtype=a.dtype))
+    examples, _ = load_examples(a.dataset, "hin_Deva", "eng_Latn", a.n)
+    stops = stop_token_ids(model.tokenizer, model.base_model)
+    prompts = [encode_prompt(model.tokenizer, ex.source, "hin_Deva", "eng_Latn", a.prompt_style, 1000) for ex in examples]
+    strategy = make_strategy("single-head")
+
+    def ours(ids):
+        return generate(model, strategy, ids, a.max_output_len, stops).tokens
+
+    def theirs(ids):
+        out = model.base_model.generate(torch.tensor([ids], device=model.device), max_new_tokens=a.max_output_len,
+                                        do_sample=False, eos_token_id=sorted(stops), pad_token_id=min(stops))
+        toks = out[0, len(ids):].tolist()
+        while toks and toks[-1] in stops:
+            toks.pop()
+        return toks
+
+    for fn in (ours, theirs):  # warm-up
+        fn(prompts[0])
+    totals = {}
+    outputs = {}
+    for name, fn in (("medusa single-head", ours), ("transformers generate", theirs)):
+        seconds, tokens, outs = 0.0, 0, []
+        for ids in prompts:
+            with Timer(model.device) as t:
+                toks = fn(ids)
+            seconds += t.seconds
+            tokens += len(toks)
+            outs.append(toks)
+        totals[name], outputs[name] = (tokens, seconds), outs
+        print(f"{name:24s} {tokens:6d} tokens {seconds:8.2f} s {tokens / seconds:8.2f} tok/s")
+    (t1, s1), (t2, s2) = totals.values()
+    differ = sum(x != y for x, y in zip(*outputs.values()))
+    print(f"ratio (ours / generate, tok/s): {(t1 / s1) / (t2 / s2):.3f}; outputs differing: {differ}/{len(prompts)}")
+    print(f"model {model.info.base}, {model.info.extra['dtype']} on {model.info.extra['device']}, "
+          f"device {torch.cuda.get_device_name() if model.device.type == 'cuda' else 'cpu'}")
+
+
+if __name__ == "__main__":
+    main()
