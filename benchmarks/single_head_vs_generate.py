@@ -54,17 +54,19 @@ def main() -> None:
 
     for fn in (ours, theirs):  # warm-up
         fn(prompts[0])
-    totals = {}
-    outputs = {}
-    for name, fn in (("medusa single-head", ours), ("transformers generate", theirs)):
-        seconds, tokens, outs = 0.0, 0, []
-        for ids in prompts:
+    # interleaved per prompt, so clock ramps and other drift hit both sides alike
+    names = ("medusa single-head", "transformers generate")
+    totals = {n: [0, 0.0] for n in names}
+    outputs: dict[str, list] = {n: [] for n in names}
+    for ids in prompts:
+        for name, fn in zip(names, (ours, theirs)):
             with Timer(model.device) as t:
                 toks = fn(ids)
-            seconds += t.seconds
-            tokens += len(toks)
-            outs.append(toks)
-        totals[name], outputs[name] = (tokens, seconds), outs
+            totals[name][0] += len(toks)
+            totals[name][1] += t.seconds
+            outputs[name].append(toks)
+    for name in names:
+        tokens, seconds = totals[name]
         print(f"{name:24s} {tokens:6d} tokens {seconds:8.2f} s {tokens / seconds:8.2f} tok/s")
     (t1, s1), (t2, s2) = totals.values()
     differ = sum(x != y for x, y in zip(*outputs.values()))

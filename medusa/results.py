@@ -60,12 +60,15 @@ def read_predictions(path: Path) -> list[dict]:
 
 
 def library_versions() -> dict[str, str | None]:
-    out = {}
+    from . import __version__
+
+    out: dict[str, str | None] = {}
     for name in LIBRARIES:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
+    out["medusa"] = out["medusa"] or __version__  # run from a checkout that is not pip-installed
     return out
 
 
