@@ -7,6 +7,7 @@ import os
 import sys
 
 from .console import say
+from .decoding import ACCEPTANCE_RULES, STRATEGIES
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .settings import SETUPS, RunSettings
@@ -36,12 +37,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="medusa.py", description=DESCRIPTION, allow_abbrev=False)
     seed = p.add_argument_group("the seed's flags")
     seed.add_argument("--hf-token", "-token", default=None, help="Hugging Face token (or env HF_TOKEN); "
                       "given as a flag with nothing else, it selects the seed protocol")
-    seed.add_argument("--decoding-strategy", "-ds", default="single-head", choices=["single-head", "multi-head"])
+    seed.add_argument("--decoding-strategy", "-ds", default="single-head", choices=list(STRATEGIES),
+                      help="single-head (greedy, LM head only), multi-head (beam search over the heads, verified "
+                      "as a trie) or tree (a static sparse tree of top-k head choices)")
     seed.add_argument("--beam-width", "-w", type=positive_int, default=2, help="beams for multi-head drafting (2)")
     seed.add_argument("--use-no-medusa-heads", "-nmh", type=positive_int, default=2,
                       help="how many Medusa heads to use (2)")
@@ -52,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--debug", "-db", action="store_true", help="print every prediction and library logs")
 
     more = p.add_argument_group("more")
+    more.add_argument("--acceptance", choices=list(ACCEPTANCE_RULES), default="greedy",
+                      help="greedy (lossless: same tokens as single-head), typical (confidence threshold) or rescore "
+                      "(the assignment's step 3: best whole candidate by base log-probability; lossy)")
+    more.add_argument("--tree", default=None, help="tree strategy: a JSON tree file (list of rank paths); "
+                      "default: the built-in tree for --use-no-medusa-heads")
+    more.add_argument("--compare-single-head", action="store_true",
+                      help="also run single-head on the same examples and report speedup and identical outputs")
+    more.add_argument("--posterior-threshold", type=probability, default=0.09, help="typical: epsilon (0.09)")
+    more.add_argument("--posterior-alpha", type=probability, default=0.3, help="typical: alpha (0.3)")
     more.add_argument("--setup", choices=["auto", *SETUPS], default="auto",
                       help="defaults for model, data and prompt: 'seed' (the course protocol) or 'embedded' "
                       "(offline); auto = seed when --hf-token is passed, else embedded")
@@ -94,6 +116,11 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         decoding_strategy=args.decoding_strategy,
         beam_width=args.beam_width,
         use_no_medusa_heads=args.use_no_medusa_heads,
+        acceptance=args.acceptance,
+        posterior_threshold=args.posterior_threshold,
+        posterior_alpha=args.posterior_alpha,
+        tree_file=args.tree,
+        compare_single_head=args.compare_single_head,
         max_input_len=args.max_input_len,
         max_output_len=args.max_output_len,
         prompt_style=prompt_style,

@@ -117,7 +117,7 @@ def infer_head_config(state: dict[str, torch.Tensor], hidden_size: int, vocab_si
     owned = [f"{k}.{num_layers}.weight" in state for k in range(num_heads)]
     if any(owned) and not all(owned):
         raise ValueError("some heads own a vocabulary projection and some do not")
-    sample = state[f"0.0.linear.weight"] if num_layers else state[f"0.{num_layers}.weight"]
+    sample = state["0.0.linear.weight"] if num_layers else state[f"0.{num_layers}.weight"]
     width = sample.shape[-1]
     if width != hidden_size:
         raise ValueError(f"heads were trained for hidden size {width}, the base model has {hidden_size}")

@@ -13,7 +13,10 @@ from .console import say
 from .embedded import EMBEDDED_NAME, EMBEDDED_REPO, converted_dir, embedded_gguf
 from .errors import MedusaError
 from .hub import fetch
+from .heads import HeadConfig, MedusaHeads
 from .model import MedusaModel, ModelInfo
+
+EMBEDDED_UNTRAINED_HEADS = 5
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -122,11 +125,16 @@ def load_model(settings: LoadSettings) -> MedusaModel:
     say(f"loading base model {base_label} on {device}")
     base, tokenizer = _load_base(base_location, token, device, settings.dtype)
     heads = build_heads(heads_ckpt, base) if heads_ckpt is not None else None
+    untrained = heads is None and name == EMBEDDED_NAME
+    if untrained:  # no trained heads ship yet: identity-initialised ones keep every strategy runnable (τ ≈ 1)
+        lm_head = base.get_output_embeddings()
+        config = HeadConfig(EMBEDDED_UNTRAINED_HEADS, 1, lm_head.weight.shape[1], lm_head.weight.shape[0], True)
+        heads = MedusaHeads(config, lm_head).to(device=lm_head.weight.device, dtype=lm_head.weight.dtype)
     info = ModelInfo(
         name=name,
         base=base_label,
-        heads=heads_ckpt.source if heads_ckpt else None,
-        head_format=heads_ckpt.format if heads_ckpt else None,
+        heads=heads_ckpt.source if heads_ckpt else ("untrained (identity-initialised)" if untrained else None),
+        head_format=heads_ckpt.format if heads_ckpt else ("untrained" if untrained else None),
         extra={"dtype": str(base.dtype).replace("torch.", ""), "device": str(device)},
     )
     if heads is not None:

@@ -14,6 +14,7 @@ import torch
 from .errors import MedusaError
 
 PREDICTIONS = "predictions.jsonl"
+BASELINE = "baseline-single-head.jsonl"
 SUMMARY = "summary.json"
 LIBRARIES = ("medusa", "torch", "transformers", "datasets", "sacrebleu", "rouge-score", "huggingface-hub", "accelerate")
 
@@ -21,8 +22,8 @@ LIBRARIES = ("medusa", "torch", "transformers", "datasets", "sacrebleu", "rouge-
 class PredictionLog:
     """Append-only JSONL: each line is flushed and synced, so an interrupted run keeps every finished example."""
 
-    def __init__(self, folder: Path, resume: bool) -> None:
-        self.path = folder / PREDICTIONS
+    def __init__(self, path: Path, resume: bool) -> None:
+        self.path = path
         self.done: dict[int, dict] = {}
         if resume and self.path.exists():
             rows = read_predictions(self.path)

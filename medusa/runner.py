@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -11,14 +12,14 @@ from pathlib import Path
 import torch
 
 from .console import say
-from .data import load_examples
-from .decoding import generate, make_strategy
+from .data import Example, load_examples
+from .decoding import DecodeSettings, Strategy, generate, make_strategy
 from .errors import MedusaError
 from .loader import LoadSettings, load_model
 from .metrics import SpeedStats, compute_all
 from .model import MedusaModel, stop_token_ids
 from .prompts import encode_prompt, process_reference
-from .results import PredictionLog, device_description, git_commit, library_versions, write_summary
+from .results import BASELINE, PREDICTIONS, PredictionLog, device_description, git_commit, library_versions, write_summary
 from .settings import RunSettings
 
 
@@ -42,15 +43,18 @@ class Timer:
             torch.cuda.synchronize(self.device)
 
 
-def check_heads(model: MedusaModel, settings: RunSettings, needs_heads: bool) -> None:
+def check_heads(model: MedusaModel, settings: RunSettings, strategy: Strategy) -> None:
     k, s = model.num_heads, settings.use_no_medusa_heads
     if k and s > k:
         raise MedusaError(f"--use-no-medusa-heads {s} asks for more heads than the checkpoint has ({k}); use 1..{k}")
-    if needs_heads and not k:
+    if strategy.num_heads and not k:
         raise MedusaError(
             f"--decoding-strategy {settings.decoding_strategy} needs Medusa heads and {model.info.name} has none; "
             "pass --medusa-heads PATH or a Medusa checkpoint"
         )
+    if strategy.num_heads > k:
+        raise MedusaError(f"the tree is {strategy.num_heads} levels deep but the model has {k} heads; "
+                          "use a shallower --tree")
 
 
 def default_output_dir(settings: RunSettings) -> Path:
@@ -58,32 +62,17 @@ def default_output_dir(settings: RunSettings) -> Path:
     return Path("results") / f"{settings.setup}-{settings.decoding_strategy}-{stamp}"
 
 
-def run(settings: RunSettings) -> dict:
-    """Evaluate one strategy on one dataset; returns the summary that is also written to disk."""
-    torch.manual_seed(settings.seed)
-    examples, data_info = load_examples(
-        settings.dataset, settings.src_lang, settings.tgt_lang, settings.num_examples, settings.hf_token, settings.split
+def decode_settings(settings: RunSettings) -> DecodeSettings:
+    return DecodeSettings(
+        settings.decoding_strategy, settings.use_no_medusa_heads, settings.beam_width, settings.acceptance,
+        settings.posterior_threshold, settings.posterior_alpha, settings.tree_file,
     )
-    if not examples:
-        raise MedusaError(f"{settings.dataset} has no rows to evaluate")
-    strategy = make_strategy(settings.decoding_strategy, settings.use_no_medusa_heads, settings.beam_width)
-    model = load_model(
-        LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device, settings.dtype)
-    )
-    check_heads(model, settings, strategy.num_heads > 0)
-    tokenizer = model.tokenizer
-    stops = stop_token_ids(tokenizer, model.base_model)
-    say(f"model: {model.info.base}" + (f" + heads {model.info.heads} ({model.info.head_format}, "
-        f"{model.num_heads} heads)" if model.info.heads else " (no Medusa heads)")
-        + f"; {model.info.extra['dtype']} on {model.info.extra['device']}")
-    say(f"data: {data_info.name} ({data_info.kind}), {len(examples)} examples, {settings.src_lang} → {settings.tgt_lang}"
-        + ("" if data_info.has_references else " (no references: speed only)"))
 
-    out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
-    if settings.resume and not settings.output_dir:
-        raise MedusaError("--resume needs the --output-dir of the run to continue")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log = PredictionLog(out_dir, settings.resume)
+
+def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Example], settings: RunSettings,
+                    log: PredictionLog, stops: set[int]) -> list[dict]:
+    """Decode every example not yet in ``log`` (timed, one synced JSON line each); all rows in dataset order."""
+    tokenizer = model.tokenizer
 
     def prompt_of(source: str) -> list[int]:
         return encode_prompt(tokenizer, source, settings.src_lang, settings.tgt_lang, settings.prompt_style,
@@ -91,58 +80,106 @@ def run(settings: RunSettings) -> dict:
 
     if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
         generate(model, strategy, prompt_of(examples[0].source), min(8, settings.max_output_len), stops)
-
-    from tqdm.auto import tqdm
-
     todo = [ex for ex in examples if ex.index not in log.done]
     if len(todo) < len(examples):
         say(f"resuming: {len(examples) - len(todo)} examples already in {log.path}")
-    try:
-        for ex in tqdm(todo, desc=settings.decoding_strategy, unit="ex", dynamic_ncols=True):
-            ids = prompt_of(ex.source)
-            with Timer(model.device) as timer:
-                result = generate(model, strategy, ids, settings.max_output_len, stops)
-            prediction = tokenizer.decode(result.tokens, skip_special_tokens=True)
-            reference = process_reference(tokenizer, ex.target, settings.max_output_len) if ex.target is not None else None
-            row = {
-                "index": ex.index,
-                "source": ex.source,
-                "target": ex.target,
-                "reference": reference,
-                "prediction": prediction,
-                "prompt_tokens": len(ids),
-                "tokens": len(result.tokens),
-                "seconds": timer.seconds,
-                "steps": result.steps,
-                "stop_reason": result.stop_reason,
-            }
-            log.write(row)
-            if settings.debug:
-                say(f"[{ex.index}] {prediction!r}  (ref: {reference!r}, {len(result.tokens)} tokens, "
-                    f"{timer.seconds:.3f} s)")
-    finally:
-        log.close()
+    from tqdm.auto import tqdm
 
-    rows = [log.done[ex.index] for ex in examples]
+    for ex in tqdm(todo, desc=strategy.name, unit="ex", dynamic_ncols=True):
+        ids = prompt_of(ex.source)
+        with Timer(model.device) as timer:
+            result = generate(model, strategy, ids, settings.max_output_len, stops)
+        prediction = tokenizer.decode(result.tokens, skip_special_tokens=True)
+        reference = process_reference(tokenizer, ex.target, settings.max_output_len) if ex.target is not None else None
+        log.write({
+            "index": ex.index,
+            "source": ex.source,
+            "target": ex.target,
+            "reference": reference,
+            "prediction": prediction,
+            "prompt_tokens": len(ids),
+            "tokens": len(result.tokens),
+            "seconds": timer.seconds,
+            "steps": result.steps,
+            "stop_reason": result.stop_reason,
+            "accepted_per_step": result.accepted_per_step,
+            "drafted_depth_per_step": result.drafted_depth_per_step,
+            "token_ids": result.tokens,
+        })
+        if settings.debug:
+            say(f"[{ex.index}] {prediction!r}  (ref: {reference!r}, {len(result.tokens)} tokens, "
+                f"{result.steps} steps, {timer.seconds:.3f} s)")
+    return [log.done[ex.index] for ex in examples]
+
+
+def speed_stats(rows: list[dict]) -> dict:
+    """RTF, tokens/s, τ (mean tokens accepted per decoding step) and each head's acceptance rate."""
     speed = SpeedStats(seconds=sum(r["seconds"] for r in rows), tokens=sum(r["tokens"] for r in rows))
+    steps = sum(r["steps"] for r in rows)
+    accepted = [a for r in rows for a in r.get("accepted_per_step", [])]
+    drafted = [d for r in rows for d in r.get("drafted_depth_per_step", [])]
+    deepest = max(drafted, default=1)
+    head_rates = []
+    for h in range(deepest - 1):  # head h is accepted when a step keeps at least h + 2 tokens
+        tried = [a for a, d in zip(accepted, drafted) if d >= h + 2]
+        head_rates.append(sum(a >= h + 2 for a in tried) / len(tried) if tried else math.nan)
+    return {
+        "rtf": speed.rtf,
+        "tokens_per_second": speed.tokens_per_second,
+        "generation_seconds": speed.seconds,
+        "generated_tokens": speed.tokens,
+        "decoding_steps": steps,
+        "tokens_per_step": speed.tokens / steps if steps else math.nan,
+        "head_acceptance": head_rates,
+    }
+
+
+def run(settings: RunSettings) -> dict:
+    """Evaluate one strategy (and optionally single-head beside it) on one dataset; writes and returns the summary."""
+    torch.manual_seed(settings.seed)
+    examples, data_info = load_examples(
+        settings.dataset, settings.src_lang, settings.tgt_lang, settings.num_examples, settings.hf_token, settings.split
+    )
+    if not examples:
+        raise MedusaError(f"{settings.dataset} has no rows to evaluate")
+    strategy = make_strategy(decode_settings(settings))
+    if settings.resume and not settings.output_dir:
+        raise MedusaError("--resume needs the --output-dir of the run to continue")
+    model = load_model(
+        LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device, settings.dtype)
+    )
+    check_heads(model, settings, strategy)
+    stops = stop_token_ids(model.tokenizer, model.base_model)
+    say(f"model: {model.info.base}" + (f" + heads {model.info.heads} ({model.info.head_format}, "
+        f"{model.num_heads} heads)" if model.info.heads else " (no Medusa heads)")
+        + f"; {model.info.extra['dtype']} on {model.info.extra['device']}")
+    say(f"data: {data_info.name} ({data_info.kind}), {len(examples)} examples, {settings.src_lang} → {settings.tgt_lang}"
+        + ("" if data_info.has_references else " (no references: speed only)"))
+
+    out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs: list[tuple[str, Strategy, str]] = [("main", strategy, PREDICTIONS)]
+    if settings.compare_single_head and strategy.name != "single-head":
+        runs.insert(0, ("baseline", make_strategy("single-head"), BASELINE))
+    rows_of: dict[str, list[dict]] = {}
+    for role, strat, filename in runs:
+        log = PredictionLog(out_dir / filename, settings.resume)
+        try:
+            rows_of[role] = decode_examples(model, strat, examples, settings, log, stops)
+        finally:
+            log.close()
+
+    rows = rows_of["main"]
     metrics: dict = {}
     if data_info.has_references:
         metrics = compute_all([r["prediction"] for r in rows], [r["reference"] for r in rows], settings.tgt_lang)
-    steps = sum(r["steps"] for r in rows)
     summary = {
         "metrics": metrics,
-        "speed": {
-            "rtf": speed.rtf,
-            "tokens_per_second": speed.tokens_per_second,
-            "generation_seconds": speed.seconds,
-            "generated_tokens": speed.tokens,
-            "decoding_steps": steps,
-            "tokens_per_step": speed.tokens / steps if steps else math.nan,
-        },
+        "speed": speed_stats(rows),
         "examples": len(rows),
         "settings": settings.public_dict(),
         "model": {"name": model.info.name, "base": model.info.base, "heads": model.info.heads,
-                  "head_format": model.info.head_format, **model.info.extra},
+                  "head_format": model.info.head_format, "num_heads": model.num_heads, **model.info.extra},
         "dataset": vars(data_info),
         "device": device_description(model.device),
         "libraries": library_versions(),
@@ -150,9 +187,16 @@ def run(settings: RunSettings) -> dict:
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "output_dir": str(out_dir),
     }
+    if "baseline" in rows_of:
+        base = speed_stats(rows_of["baseline"])
+        summary["baseline_single_head"] = base
+        summary["speedup_vs_single_head"] = summary["speed"]["tokens_per_second"] / base["tokens_per_second"]
+        summary["identical_to_single_head"] = sum(
+            a["token_ids"] == b["token_ids"] for a, b in zip(rows, rows_of["baseline"])
+        )
     write_summary(out_dir, summary)
     print_summary(summary)
-    say(f"results: {out_dir / log.path.name} and {out_dir / 'summary.json'}")
+    say(f"results: {out_dir / PREDICTIONS} and {out_dir / 'summary.json'}")
     return summary
 
 
@@ -172,4 +216,13 @@ def print_summary(summary: dict) -> None:
         print(f"sacreBLEU: {m['sacrebleu']:.2f} ({m['sacrebleu_signature']})")
         print(f"chrF: {m['chrf']:.2f} ({m['chrf_signature']})")
     print(f"tokens/s: {s['tokens_per_second']:.2f} ({s['generated_tokens']} tokens in {s['generation_seconds']:.2f} s, "
-          f"{summary['examples']} examples, {s['tokens_per_step']:.2f} tokens/step)", flush=True)
+          f"{summary['examples']} examples)")
+    print(f"tokens/step (tau): {s['tokens_per_step']:.3f} over {s['decoding_steps']} steps")
+    if s["head_acceptance"]:
+        print("head acceptance: " + ", ".join(f"h{h + 1} {_fmt(r)}" for h, r in enumerate(s["head_acceptance"])))
+    if "speedup_vs_single_head" in summary:
+        b = summary["baseline_single_head"]
+        print(f"speedup vs single-head: {summary['speedup_vs_single_head']:.3f}x "
+              f"({s['tokens_per_second']:.2f} vs {b['tokens_per_second']:.2f} tokens/s); identical outputs: "
+              f"{summary['identical_to_single_head']}/{summary['examples']}")
+    sys.stdout.flush()

@@ -31,6 +31,11 @@ class RunSettings:
     decoding_strategy: str = "single-head"
     beam_width: int = 2
     use_no_medusa_heads: int = 2
+    acceptance: str = "greedy"
+    posterior_threshold: float = 0.09
+    posterior_alpha: float = 0.3
+    tree_file: str | None = None
+    compare_single_head: bool = False
     max_input_len: int = 1000
     max_output_len: int = 50
     prompt_style: str = "chat"

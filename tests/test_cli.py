@@ -143,9 +143,9 @@ def test_cuda_asked_but_absent(tiny_model_dir, tmp_path, capsys):
     assert code == 2 and "CUDA is not available" in err
 
 
-def test_multi_head_not_yet_available(tiny_model_dir, tmp_path, capsys):
+def test_multi_head_needs_heads(tiny_model_dir, tmp_path, capsys):
     code, _, err = run_cli(["-m", str(tiny_model_dir), "-ds", "multi-head", "-n", "1", "-o", str(tmp_path)], capsys)
-    assert code == 2 and "not yet available" in err
+    assert code == 2 and "needs Medusa heads" in err and "--medusa-heads" in err
 
 
 def test_script_prints_no_traceback(tmp_path):

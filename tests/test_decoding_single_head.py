@@ -63,9 +63,7 @@ def test_max_new_tokens_respected_exactly():
         assert len(result.tokens) == n
 
 
-def test_multi_head_not_available_yet():
-    with pytest.raises(MedusaError, match="not yet available"):
-        make_strategy("multi-head", 2, 2)
+def test_unknown_strategy():
     with pytest.raises(MedusaError, match="unknown decoding strategy"):
         make_strategy("sideways")
 

@@ -37,7 +37,7 @@ def test_tree_logits_equal_plain_forward_per_path():
     prompt = [5, 9, 14, 3, 77, 120, 8]
     tree = Tree([30, 31, 32, 33, 34], [-1, 0, 0, 1, -1])  # two first-level nodes: a forest
     cache = _prefill(model, prompt)
-    got = verify(model, cache, len(prompt), tree, num_heads=0).logits
+    got = verify(model, cache, len(prompt), tree).logits
     for node in range(len(tree)):
         path = [tree.tokens[i] for i in tree.path_to(node)]
         with torch.no_grad():
@@ -51,7 +51,7 @@ def test_keep_path_equals_fresh_cache():
     prompt = [5, 9, 14, 3]
     tree = Tree([30, 31, 32, 33], [-1, 0, 0, 2])
     cache = _prefill(model, prompt)
-    verify(model, cache, len(prompt), tree, num_heads=0)
+    verify(model, cache, len(prompt), tree)
     path = [0, 2, 3]
     keep_path(cache, len(prompt), path)
     fresh = _prefill(model, prompt + [tree.tokens[i] for i in path])

@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import MedusaError
+from .accept import ACCEPTANCE_RULES, make_acceptance
 from .base import GenerationResult, Strategy, Tree
 from .loop import generate
+from .multi_head import MultiHead
 from .single_head import SingleHead
+from .static_tree import StaticTree
+from ..trees import builtin_tree, load_tree
 
-STRATEGIES = ("single-head", "multi-head")
+MAX_TREE_DEPTH = 64
+
+STRATEGIES = ("single-head", "multi-head", "tree")
 
 
-def make_strategy(name: str, num_heads: int = 0, beam_width: int = 1) -> Strategy:
-    if name == "single-head":
+@dataclass
+class DecodeSettings:
+    """How to decode: strategy, its heads and beams, and the acceptance rule with its thresholds."""
+
+    strategy: str = "single-head"
+    num_heads: int = 2
+    beam_width: int = 2
+    acceptance: str = "greedy"
+    posterior_threshold: float = 0.09
+    posterior_alpha: float = 0.3
+    tree_file: str | None = None  # tree strategy: a JSON tree; None = the built-in tree for num_heads
+
+
+def make_strategy(settings: DecodeSettings | str) -> Strategy:
+    """The strategy object for these settings (a bare name means that strategy with default settings)."""
+    if isinstance(settings, str):
+        settings = DecodeSettings(strategy=settings)
+    if settings.strategy == "single-head":
         return SingleHead()
-    if name == "multi-head":
-        raise MedusaError(
-            "--decoding-strategy multi-head is not yet available in this version; use single-head"
-        )
-    raise MedusaError(f"unknown decoding strategy '{name}'; use one of: {', '.join(STRATEGIES)}")
+    acceptance = make_acceptance(settings.acceptance, settings.posterior_threshold, settings.posterior_alpha)
+    if settings.strategy == "multi-head":
+        return MultiHead(settings.num_heads, settings.beam_width, acceptance)
+    if settings.strategy == "tree":
+        paths = load_tree(settings.tree_file, MAX_TREE_DEPTH) if settings.tree_file else builtin_tree(settings.num_heads)
+        return StaticTree(paths, acceptance)
+    raise MedusaError(f"unknown decoding strategy '{settings.strategy}'; use one of: {', '.join(STRATEGIES)}")
 
 
-__all__ = ["GenerationResult", "Strategy", "Tree", "generate", "make_strategy", "STRATEGIES"]
+__all__ = ["ACCEPTANCE_RULES", "DecodeSettings", "GenerationResult", "Strategy", "Tree", "generate",
+           "make_strategy", "STRATEGIES"]

@@ -21,6 +21,7 @@ class Tree:
 
     tokens: list[int]
     parents: list[int]
+    leaves: list[int] | None = None  # the drafted candidates' last nodes, when the drafter has candidates
 
     def __post_init__(self) -> None:
         if len(self.tokens) != len(self.parents) or not self.tokens:
@@ -63,10 +64,14 @@ class DecodeState:
 
 @dataclass
 class Verified:
-    """Output of the verify forward for each tree node: base logits [N, V] and head logits [K, N, V]."""
+    """Output of the verify forward for each tree node: base logits [N, V] and last hidden states [N, H].
+
+    Head logits are computed afterwards, for the accepted path's last node only: K vocabulary projections
+    instead of K × N.
+    """
 
     logits: torch.Tensor
-    head_logits: torch.Tensor | None
+    hidden: torch.Tensor
 
 
 @dataclass
@@ -76,6 +81,7 @@ class GenerationResult:
     tokens: list[int]
     accepted_per_step: list[int]
     stop_reason: str  # "eos" | "length"
+    drafted_depth_per_step: list[int] = field(default_factory=list)
 
     @property
     def steps(self) -> int:

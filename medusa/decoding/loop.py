@@ -21,19 +21,22 @@ def generate(
     state = DecodeState(out.logits[0, -1], out.head_logits[:, 0, -1] if out.head_logits is not None else None)
     prefix_len = len(prompt_ids)
     accepted: list[int] = []
+    drafted: list[int] = []
     while True:
         budget = max_new_tokens - len(state.generated)
         if budget <= 0:
-            return GenerationResult(state.generated, accepted, "length")
+            return GenerationResult(state.generated, accepted, "length", drafted)
         first = strategy.first_token(state)
         if first is not None and (first in stop_ids or budget == 1):  # decided without another forward
             if first in stop_ids:
-                return GenerationResult(state.generated, accepted, "eos")
+                return GenerationResult(state.generated, accepted, "eos", drafted)
             state.generated.append(first)
             accepted.append(1)
-            return GenerationResult(state.generated, accepted, "length")
+            drafted.append(1)
+            return GenerationResult(state.generated, accepted, "length", drafted)
         tree = strategy.draft(state, budget)
-        verified = verify(model, cache, prefix_len, tree, strategy.num_heads)
+        drafted.append(max(tree.depths) + 1)
+        verified = verify(model, cache, prefix_len, tree)
         path = strategy.accept(state, tree, verified)
         keep_path(cache, prefix_len, path)
         prefix_len += len(path)
@@ -41,8 +44,9 @@ def generate(
         accepted.append(len(tokens))
         for t in tokens:
             if t in stop_ids:
-                return GenerationResult(state.generated, accepted, "eos")
+                return GenerationResult(state.generated, accepted, "eos", drafted)
             state.generated.append(t)
         last = path[-1]
         state.logits = verified.logits[last]
-        state.head_logits = verified.head_logits[:, last] if verified.head_logits is not None else None
+        if strategy.num_heads:
+            state.head_logits = model.heads(verified.hidden[last], strategy.num_heads)

@@ -1,0 +1,45 @@
+"""Static sparse trees: the base model's next token as root, then fixed top-k choices of each head below it."""
+
+from __future__ import annotations
+
+import torch
+
+from ..trees import TreePath, tree_nodes
+from .accept import Acceptance
+from .base import DecodeState, Strategy, Tree, Verified
+
+
+class StaticTree(Strategy):
+    """Drafts the same tree shape every step (so its attention mask is built once); only the tokens change."""
+
+    name = "tree"
+
+    def __init__(self, paths: list[TreePath], acceptance: Acceptance) -> None:
+        parents, heads, ranks = tree_nodes(paths)
+        self.paths = paths
+        self.acceptance = acceptance
+        self.num_heads = max(heads) + 1
+        self.max_rank = max(ranks) + 1
+        # node 0 is the root; path i becomes node i + 1
+        self._parents = [-1] + [p + 1 if p >= 0 else 0 for p in parents]
+        self._heads, self._ranks = heads, ranks
+        self._depths = [0] + [len(p) for p in paths]
+
+    def first_token(self, state: DecodeState) -> int | None:
+        return self.acceptance.first_token(state)
+
+    def draft(self, state: DecodeState, budget: int) -> Tree:
+        top = torch.topk(state.head_logits[: self.num_heads], self.max_rank, dim=-1).indices.tolist()
+        root = int(state.logits.argmax())
+        keep = [i for i, d in enumerate(self._depths) if d < budget]  # depth-limited subtrees stay closed
+        if len(keep) == len(self._depths):
+            tokens = [root] + [top[h][r] for h, r in zip(self._heads, self._ranks)]
+            return Tree(tokens, self._parents)
+        index = {old: new for new, old in enumerate(keep)}
+        tokens = [root] + [top[self._heads[i - 1]][self._ranks[i - 1]] for i in keep[1:]]
+        parents = [-1] + [index[self._parents[i]] for i in keep[1:]]
+        return Tree(tokens, parents)
+
+    def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
+        return self.acceptance.accept(state, tree, verified)
+
