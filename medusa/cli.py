@@ -48,7 +48,8 @@ def probability(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="medusa.py", description=DESCRIPTION, allow_abbrev=False)
+    p = OneLineParser(prog="medusa.py", description=DESCRIPTION, allow_abbrev=False,
+                      epilog="Also: python medusa.py calibrate-tree --help (build a tree for your model and data)")
     seed = p.add_argument_group("the seed's flags")
     seed.add_argument("--hf-token", "-token", default=None, help="Hugging Face token (or env HF_TOKEN); "
                       "given as a flag with nothing else, it selects the seed protocol")
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "(the assignment's step 3: best whole candidate by base log-probability; lossy)")
     more.add_argument("--tree", default=None, help="tree strategy: a JSON tree file (list of rank paths); "
                       "default: the built-in tree for --use-no-medusa-heads")
+    more.add_argument("--adaptive", action="store_true",
+                      help="multi-head/tree: use as many heads each step as recent steps accepted (reported)")
     more.add_argument("--compare-single-head", action="store_true",
                       help="also run single-head on the same examples and report speedup and identical outputs")
     more.add_argument("--posterior-threshold", type=probability, default=0.09, help="typical: epsilon (0.09)")
@@ -120,6 +123,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         posterior_threshold=args.posterior_threshold,
         posterior_alpha=args.posterior_alpha,
         tree_file=args.tree,
+        adaptive=args.adaptive,
         compare_single_head=args.compare_single_head,
         max_input_len=args.max_input_len,
         max_output_len=args.max_output_len,
@@ -158,13 +162,30 @@ def quiet_libraries(debug: bool) -> None:
         pass
 
 
+def calibrate_main(argv: list[str]) -> None:
+    from .calibration_run import CalibrationSettings, add_arguments, run_calibration
+
+    p = OneLineParser(prog="medusa.py calibrate-tree", allow_abbrev=False,
+                      description="Measure each head's top-k accuracy on a model's own greedy output and save the "
+                      "tree of --tree-size nodes with the highest expected tokens per step (use it with --tree).")
+    add_arguments(p)
+    args = vars(p.parse_args(argv))
+    args["hf_token"] = args["hf_token"] or os.environ.get("HF_TOKEN") or None
+    quiet_libraries(False)
+    run_calibration(CalibrationSettings(**args))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = settings_from_args(args)
-    quiet_libraries(settings.debug)
-    say(f"setup: {settings.setup} — model {settings.model_name}, data {settings.dataset}, "
-        f"strategy {settings.decoding_strategy}, prompt {settings.prompt_style}")
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["calibrate-tree"]:
+            calibrate_main(argv[1:])
+            return 0
+        args = build_parser().parse_args(argv)
+        settings = settings_from_args(args)
+        quiet_libraries(settings.debug)
+        say(f"setup: {settings.setup} — model {settings.model_name}, data {settings.dataset}, "
+            f"strategy {settings.decoding_strategy}, prompt {settings.prompt_style}")
         from .runner import run
 
         run(settings)

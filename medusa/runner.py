@@ -65,7 +65,7 @@ def default_output_dir(settings: RunSettings) -> Path:
 def decode_settings(settings: RunSettings) -> DecodeSettings:
     return DecodeSettings(
         settings.decoding_strategy, settings.use_no_medusa_heads, settings.beam_width, settings.acceptance,
-        settings.posterior_threshold, settings.posterior_alpha, settings.tree_file,
+        settings.posterior_threshold, settings.posterior_alpha, settings.tree_file, settings.adaptive,
     )
 
 
@@ -131,6 +131,8 @@ def speed_stats(rows: list[dict]) -> dict:
         "decoding_steps": steps,
         "tokens_per_step": speed.tokens / steps if steps else math.nan,
         "head_acceptance": head_rates,
+        # how many heads each step drafted with (varies under --adaptive and near the length limit)
+        "heads_used_histogram": {str(d - 1): drafted.count(d) for d in sorted(set(drafted))},
     }
 
 
@@ -220,6 +222,7 @@ def print_summary(summary: dict) -> None:
     print(f"tokens/step (tau): {s['tokens_per_step']:.3f} over {s['decoding_steps']} steps")
     if s["head_acceptance"]:
         print("head acceptance: " + ", ".join(f"h{h + 1} {_fmt(r)}" for h, r in enumerate(s["head_acceptance"])))
+        print("heads used per step: " + ", ".join(f"{k}: {v}" for k, v in s["heads_used_histogram"].items()))
     if "speedup_vs_single_head" in summary:
         b = summary["baseline_single_head"]
         print(f"speedup vs single-head: {summary['speedup_vs_single_head']:.3f}x "

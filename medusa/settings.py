@@ -35,6 +35,7 @@ class RunSettings:
     posterior_threshold: float = 0.09
     posterior_alpha: float = 0.3
     tree_file: str | None = None
+    adaptive: bool = False
     compare_single_head: bool = False
     max_input_len: int = 1000
     max_output_len: int = 50

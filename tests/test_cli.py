@@ -157,3 +157,68 @@ def test_script_prints_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "medusa.py"), "--help"], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0 and "--use-no-medusa-heads" in proc.stdout and "-nmh" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_heads_dir(tiny_model_dir, tmp_path_factory):
+    """Heads-only checkpoint (3 shared-projection heads, lightly perturbed) on the tiny model."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lm = base.get_output_embeddings()
+    heads = MedusaHeads(HeadConfig(3, 1, lm.weight.shape[1], lm.weight.shape[0], shared_lm_head=True), lm)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for block in heads.heads:
+            block[0].linear.weight.normal_(0, 0.05)
+    folder = tmp_path_factory.mktemp("heads")
+    save_heads(heads, folder, str(tiny_model_dir))
+    return folder
+
+
+@pytest.mark.parametrize("extra", [
+    ["-ds", "multi-head", "-w", "2", "-nmh", "2"],
+    ["-ds", "multi-head", "-w", "3", "-nmh", "3", "--adaptive"],
+    ["-ds", "tree", "-nmh", "3"],
+    ["-ds", "multi-head", "--acceptance", "typical"],
+    ["-ds", "multi-head", "--acceptance", "rescore"],
+])
+def test_medusa_strategies_end_to_end(tiny_heads_dir, tmp_path, capsys, extra):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(["-m", str(tiny_heads_dir), "-n", "3", "-mol", "10", "-o", str(out_dir),
+                              "--prompt-style", "seed", "--compare-single-head", *extra], capsys)
+    assert code == 0, err
+    assert "tokens/step (tau):" in out and "speedup vs single-head:" in out and "head acceptance:" in out
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["model"]["num_heads"] == 3 and summary["model"]["head_format"] == "project"
+    assert summary["speed"]["tokens_per_step"] >= 1
+    assert (out_dir / "baseline-single-head.jsonl").is_file()
+    if "typical" not in extra and "rescore" not in extra:  # greedy: lossless
+        assert summary["identical_to_single_head"] == 3
+
+
+def test_bad_tree_file_is_one_line(tiny_heads_dir, tmp_path, capsys):
+    bad = tmp_path / "tree.json"
+    bad.write_text("{not json")
+    code, _, err = run_cli(["-m", str(tiny_heads_dir), "-ds", "tree", "--tree", str(bad), "-n", "1",
+                            "-o", str(tmp_path / "o")], capsys)
+    assert code == 2 and "tree.json" in err
+    bad.write_text("[[0], [0, 0], [0, 0, 0], [0, 0, 0, 0]]")  # deeper than the 3 heads
+    code, _, err = run_cli(["-m", str(tiny_heads_dir), "-ds", "tree", "--tree", str(bad), "-n", "1",
+                            "-o", str(tmp_path / "o2")], capsys)
+    assert code == 2 and "4 levels deep" in err
+
+
+def test_calibrate_tree_command(tiny_heads_dir, tmp_path, capsys):
+    out = tmp_path / "tree.json"
+    code = main(["calibrate-tree", "-m", str(tiny_heads_dir), "-n", "2", "-mol", "10", "--tree-size", "7",
+                 "--prompt-style", "seed", "-o", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "head top-1:" in printed
+    tree = json.loads(out.read_text())
+    assert len(tree["paths"]) == 7 and len(tree["top1"]) == 3 and tree["positions"] > 0
+    code, _, err = run_cli(["-m", str(tiny_heads_dir), "-ds", "tree", "--tree", str(out), "-n", "1", "-mol", "6",
+                            "--prompt-style", "seed", "-o", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    code = main(["calibrate-tree", "-m", str(tiny_heads_dir), "--heads", "9", "-n", "1", "-o", str(out)])
+    assert code == 2 and "more than the model has" in capsys.readouterr().err

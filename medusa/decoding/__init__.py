@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..errors import MedusaError
 from .accept import ACCEPTANCE_RULES, make_acceptance
+from .adaptive import Adaptive
 from .base import GenerationResult, Strategy, Tree
 from .loop import generate
 from .multi_head import MultiHead
@@ -29,6 +30,7 @@ class DecodeSettings:
     posterior_threshold: float = 0.09
     posterior_alpha: float = 0.3
     tree_file: str | None = None  # tree strategy: a JSON tree; None = the built-in tree for num_heads
+    adaptive: bool = False
 
 
 def make_strategy(settings: DecodeSettings | str) -> Strategy:
@@ -39,11 +41,13 @@ def make_strategy(settings: DecodeSettings | str) -> Strategy:
         return SingleHead()
     acceptance = make_acceptance(settings.acceptance, settings.posterior_threshold, settings.posterior_alpha)
     if settings.strategy == "multi-head":
-        return MultiHead(settings.num_heads, settings.beam_width, acceptance)
-    if settings.strategy == "tree":
+        strategy: Strategy = MultiHead(settings.num_heads, settings.beam_width, acceptance)
+    elif settings.strategy == "tree":
         paths = load_tree(settings.tree_file, MAX_TREE_DEPTH) if settings.tree_file else builtin_tree(settings.num_heads)
-        return StaticTree(paths, acceptance)
-    raise MedusaError(f"unknown decoding strategy '{settings.strategy}'; use one of: {', '.join(STRATEGIES)}")
+        strategy = StaticTree(paths, acceptance)
+    else:
+        raise MedusaError(f"unknown decoding strategy '{settings.strategy}'; use one of: {', '.join(STRATEGIES)}")
+    return Adaptive(strategy) if settings.adaptive else strategy
 
 
 __all__ = ["ACCEPTANCE_RULES", "DecodeSettings", "GenerationResult", "Strategy", "Tree", "generate",

@@ -1,0 +1,98 @@
+"""``python medusa.py calibrate-tree``: measure the heads on a model + dataset and save the best tree as JSON."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from .calibrate import calibrate_tree, measure_head_accuracy
+from .console import say
+from .data import load_examples
+from .decoding import generate, make_strategy
+from .embedded import EMBEDDED_NAME
+from .errors import MedusaError
+from .loader import LoadSettings, load_model
+from .model import stop_token_ids
+from .prompts import encode_prompt
+from .trees import save_tree
+
+
+@dataclass
+class CalibrationSettings:
+    model_name: str = EMBEDDED_NAME
+    medusa_heads: str | None = None
+    dataset: str = "flores200-sample"
+    split: str = "test"
+    src_lang: str = "hin_Deva"
+    tgt_lang: str = "eng_Latn"
+    num_examples: int | None = 50
+    prompt_style: str = "chat"
+    max_input_len: int = 1000
+    max_output_len: int = 50
+    heads: int | None = None
+    tree_size: int = 63
+    max_rank: int = 10
+    output: str = "tree.json"
+    device: str = "auto"
+    dtype: str = "auto"
+    hf_token: str | None = None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = CalibrationSettings()
+    p.add_argument("--model-name", "-m", default=d.model_name)
+    p.add_argument("--medusa-heads", default=None)
+    p.add_argument("--dataset", "-d", default=d.dataset, help="calibrate on data you will NOT evaluate on")
+    p.add_argument("--split", default=d.split)
+    p.add_argument("--src-lang", default=d.src_lang)
+    p.add_argument("--tgt-lang", default=d.tgt_lang)
+    p.add_argument("--num-examples", "-n", type=int, default=d.num_examples)
+    p.add_argument("--prompt-style", choices=["seed", "chat"], default=d.prompt_style)
+    p.add_argument("--max-input-len", "-mil", type=int, default=d.max_input_len)
+    p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len)
+    p.add_argument("--heads", type=int, default=None, help="heads to measure (default: all the model has)")
+    p.add_argument("--tree-size", type=int, default=d.tree_size, help="nodes in the tree (63)")
+    p.add_argument("--max-rank", type=int, default=d.max_rank, help="ranks measured per head (10)")
+    p.add_argument("--output", "-o", default=d.output, help="where the tree JSON goes (tree.json)")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=d.dtype)
+    p.add_argument("--hf-token", "-token", default=None)
+
+
+def run_calibration(s: CalibrationSettings) -> dict:
+    """Greedy continuations of the dataset's prompts → per-head top-k hit rates → optimal tree → JSON."""
+    for name, value in (("--num-examples", s.num_examples), ("--tree-size", s.tree_size), ("--max-rank", s.max_rank)):
+        if value is not None and value < 1:
+            raise MedusaError(f"{name} must be at least 1")
+    examples, info = load_examples(s.dataset, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
+    model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype))
+    heads = s.heads or model.num_heads
+    if not model.num_heads:
+        raise MedusaError(f"{s.model_name} has no Medusa heads to calibrate; pass --medusa-heads PATH")
+    if heads > model.num_heads:
+        raise MedusaError(f"--heads {heads} is more than the model has ({model.num_heads})")
+    stops = stop_token_ids(model.tokenizer, model.base_model)
+    single = make_strategy("single-head")
+    sequences, prompt_lengths = [], []
+    from tqdm.auto import tqdm
+
+    for ex in tqdm(examples, desc="greedy continuations", unit="ex", dynamic_ncols=True):
+        ids = encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
+        sequences.append(ids + generate(model, single, ids, s.max_output_len, stops).tokens)
+        prompt_lengths.append(len(ids))
+    accuracy = measure_head_accuracy(model, sequences, prompt_lengths, heads, s.max_rank)
+    tree, expected = calibrate_tree(accuracy, s.tree_size)
+    top1, top5 = accuracy.topk(1), accuracy.topk(min(5, s.max_rank))
+    meta = {
+        "model": model.info.base, "heads": model.info.heads, "heads_measured": heads, "dataset": info.name,
+        "examples": len(examples), "positions": accuracy.total, "top1": top1, "top5": top5,
+        "accuracies": accuracy.accuracies(), "expected_tokens_per_step": expected,
+    }
+    Path(s.output).parent.mkdir(parents=True, exist_ok=True)
+    save_tree(tree, s.output, meta)
+    print("head top-1: " + ", ".join(f"{a:.3f}" for a in top1))
+    print("head top-5: " + ", ".join(f"{a:.3f}" for a in top5))
+    print(f"tree: {len(tree)} nodes, depth {max(len(p) for p in tree)}, expected tokens/step {expected:.3f}")
+    say(f"saved {s.output} ({accuracy.total} positions from {len(examples)} examples of {info.name})")
+    return meta

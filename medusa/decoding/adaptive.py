@@ -1,0 +1,40 @@
+"""Adaptive control (the seed's "dynamic head selection"): draft as deep as recent steps have been accepting.
+
+Wraps any drafting strategy and clamps the draft depth it may use each step to ``ceil(EMA of accepted tokens)``
+heads, between 1 and the strategy's own maximum. Deep drafts that keep failing cost verify width (compute on a
+CPU, memory traffic for the heads) for nothing; when acceptance rises, the depth follows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from .base import DecodeState, Strategy, Tree, Verified
+
+
+class Adaptive(Strategy):
+    def __init__(self, inner: Strategy, smoothing: float = 0.3) -> None:
+        self.inner = inner
+        self.name = f"{inner.name}+adaptive"
+        self.num_heads = inner.num_heads
+        self.smoothing = smoothing
+        self.mean_accepted = float(inner.num_heads + 1)  # start optimistic: every head in use
+        self.depth_counts: Counter[int] = Counter()  # heads used per step, for the report
+        self._depth = inner.num_heads
+
+    def heads_to_use(self) -> int:
+        return max(1, min(self.num_heads, math.ceil(self.mean_accepted - 1e-9)))
+
+    def first_token(self, state: DecodeState) -> int | None:
+        return self.inner.first_token(state)
+
+    def draft(self, state: DecodeState, budget: int) -> Tree:
+        self._depth = self.heads_to_use()
+        self.depth_counts[self._depth] += 1
+        return self.inner.draft(state, min(budget, self._depth + 1))
+
+    def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
+        path = self.inner.accept(state, tree, verified)
+        self.mean_accepted += self.smoothing * (len(path) - self.mean_accepted)
+        return path
