@@ -52,18 +52,3 @@ def test_multi_head_and_tree_greedy_equal_single_head_fp32_on_cuda():
         for s in (DecodeSettings("multi-head", 3, 2), DecodeSettings("tree", 4), DecodeSettings("tree", 3, adaptive=True)):
             assert generate(model, make_strategy(s), prompt, 40, set()).tokens == ref
 
-
-def test_bf16_divergence_is_counted_not_hidden():
-    """bf16 tree logits differ from single-token logits by rounding: report how often greedy outputs differ."""
-    from medusa.decoding import DecodeSettings
-
-    model = _cuda_heads_model(torch.bfloat16)
-    g = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(3, 400, (12,), generator=g).tolist() for _ in range(8)]
-    differ = sum(
-        generate(model, make_strategy(DecodeSettings("tree", 4)), p, 30, set()).tokens
-        != generate(model, make_strategy("single-head"), p, 30, set()).tokens
-        for p in prompts
-    )
-    print(f"bf16 tree vs single-head: {differ}/{len(prompts)} outputs differ")
-    assert 0 <= differ <= len(prompts)
