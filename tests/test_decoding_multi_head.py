@@ -175,3 +175,15 @@ def test_greedy_prune_keeps_only_the_argmax_subtree():
     assert pruned.tokens == [4, 6, 8, 9, 7]
     assert pruned.parents == [-1, 0, 1, 0, 3]
     assert pruned.leaves == [2, 4]
+
+
+def test_greedy_prune_falls_back_to_the_argmax_alone():
+    # bf16 rounding can tie the top two first tokens, and beam search may then keep only the other one
+    from medusa.decoding.accept import Greedy
+    from medusa.decoding.base import DecodeState
+
+    logits = torch.full((10,), -5.0)
+    logits[4] = 3.0
+    tree = trie_from_candidates([[5, 6, 7], [5, 6, 8]])
+    pruned = Greedy().prune(DecodeState(logits, None), tree)
+    assert (pruned.tokens, pruned.parents, pruned.leaves) == ([4], [-1], [0])

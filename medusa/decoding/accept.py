@@ -80,8 +80,8 @@ class Greedy(Acceptance):
                 index[i] = len(tokens)
                 tokens.append(tree.tokens[i])
                 parents.append(-1 if p < 0 else index[p])
-        if not tokens:
-            raise RuntimeError("greedy acceptance needs the base model's argmax among the first-level draft nodes")
+        if not tokens:  # bf16 ties can push the argmax out of the beams: verify it alone, stay lossless
+            return Tree([first], [-1], [0])
         leaves = [index[leaf] for leaf in tree.leaves if leaf in index] if tree.leaves is not None else None
         return Tree(tokens, parents, leaves)
 

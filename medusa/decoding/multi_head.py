@@ -21,7 +21,7 @@ class MultiHead(Strategy):
 
     def draft(self, state: DecodeState, budget: int) -> Tree:
         levels = [state.logits] + [state.head_logits[h] for h in range(min(self.num_heads, budget - 1))]
-        candidates, _ = beam_candidates([lv.log_softmax(-1) for lv in levels], self.beam_width)
+        candidates, _ = beam_candidates([lv.float().log_softmax(-1) for lv in levels], self.beam_width)
         return self.acceptance.prune(state, trie_from_candidates(candidates))
 
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
