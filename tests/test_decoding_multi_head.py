@@ -187,3 +187,62 @@ def test_greedy_prune_falls_back_to_the_argmax_alone():
     tree = trie_from_candidates([[5, 6, 7], [5, 6, 8]])
     pruned = Greedy().prune(DecodeState(logits, None), tree)
     assert (pruned.tokens, pruned.parents, pruned.leaves) == ([4], [-1], [0])
+
+
+def test_cache_after_every_step_equals_a_fresh_forward(monkeypatch):
+    """Spy on the loop: after each accept + cache update, the KV cache must match a plain prefill of the sequence."""
+    import medusa.decoding.loop as loop
+    from medusa.decoding.cache import new_cache
+
+    model = with_heads("llama", 2, num_heads=3, noise=0.0, num_key_value_heads=1)
+    prompt = prompts(2)[0]
+    committed = list(prompt)
+    seen = {}
+    checked = []
+    real_verify, real_keep = loop.verify, loop.keep_path
+
+    def spy_verify(m, cache, prefix_len, tree):
+        seen["tree"] = tree
+        return real_verify(m, cache, prefix_len, tree)
+
+    def spy_keep(cache, prefix_len, path):
+        real_keep(cache, prefix_len, path)
+        committed.extend(seen["tree"].tokens[i] for i in path)
+        fresh = new_cache(model.base_model)
+        model.step(torch.tensor([committed]), fresh)
+        for mine, ref in zip(cache.layers, fresh.layers):
+            torch.testing.assert_close(mine.keys, ref.keys, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(mine.values, ref.values, atol=1e-5, rtol=1e-5)
+        checked.append(len(path))
+
+    monkeypatch.setattr(loop, "verify", spy_verify)
+    monkeypatch.setattr(loop, "keep_path", spy_keep)
+    generate(model, make_strategy(DecodeSettings("tree", 3)), prompt, 30, set())
+    assert len(checked) > 5 and max(checked) > 1  # several steps, some accepting drafts
+
+
+def test_fasterdecoding_style_student_generator_runs_on_our_model():
+    """Code written against FasterDecoding's API (the course's starter code) runs unchanged on MedusaModel."""
+    model = with_heads("llama", 4, num_heads=3, noise=0.2)
+
+    class StudentSingleHead:  # the shape of a student's MedusaTextGenerator, no cache
+        def __init__(self, model, eos_id, max_output_len):
+            self.model, self.eos_id, self.max_output_len = model, eos_id, max_output_len
+
+        def __call__(self, input_ids):
+            out = []
+            for _ in range(self.max_output_len):
+                medusa_logits, outputs, orig = self.model(input_ids, medusa_forward=True, output_orig=True)
+                assert medusa_logits.shape[:2] == (3, 1) and orig.shape[:2] == (1, input_ids.shape[1])
+                nxt = int(orig[0, -1].argmax())
+                if nxt == self.eos_id:
+                    break
+                out.append(nxt)
+                input_ids = torch.cat([input_ids, torch.tensor([[nxt]])], dim=1)
+            return torch.tensor(out)
+
+    prompt = prompts(4)[0]
+    student = StudentSingleHead(model, eos_id=-1, max_output_len=15)(torch.tensor([prompt]))
+    assert student.shape == (15,)
+    assert student.tolist() == generate(model, make_strategy("single-head"), prompt, 15, set()).tokens
+    assert len(model.medusa_head) == 3 and model.get_tokenizer() is None

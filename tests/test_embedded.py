@@ -45,6 +45,13 @@ def test_embedded_greedy_equals_transformers_generate():
     assert model.tokenizer.convert_tokens_to_ids("<|im_start|>") not in stops
     prompt = encode_prompt(model.tokenizer, "नमस्ते, आप कैसे हैं?", "hin_Deva", "eng_Latn", "chat", 1000)
     ours = generate(model, make_strategy("single-head"), prompt, 24, stops).tokens
+    # the embedded model carries 5 untrained heads: every Medusa strategy must still reproduce single-head
+    from medusa.decoding import DecodeSettings
+
+    assert model.num_heads == 5 and model.info.head_format == "untrained"
+    for settings in (DecodeSettings("multi-head", 2, 2), DecodeSettings("tree", 4), DecodeSettings("multi-head", 3, 3,
+                                                                                                   adaptive=True)):
+        assert generate(model, make_strategy(settings), prompt, 24, stops).tokens == ours
     ref = model.base_model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False,
                                     eos_token_id=sorted(stops), pad_token_id=stops and min(stops))
     ref = ref[0, len(prompt):].tolist()
