@@ -65,7 +65,7 @@ class Greedy(Acceptance):
     name = "greedy"
 
     def first_token(self, state: DecodeState) -> int:
-        return int(state.logits.argmax())
+        return state.argmax()
 
     def prune(self, state: DecodeState, tree: Tree) -> Tree:
         """Only the subtree under the argmax first token can be accepted; the other beams are not verified."""

@@ -60,6 +60,16 @@ class DecodeState:
     logits: torch.Tensor  # [V] base logits predicting the next token
     head_logits: torch.Tensor | None  # [K, V]: head k predicts the token k+1 after the next one
     generated: list[int] = field(default_factory=list)
+    _argmax: int | None = None
+
+    def argmax(self) -> int:
+        """The base model's greedy next token; cached, since several rules ask and each ask syncs a GPU."""
+        if self._argmax is None:
+            self._argmax = int(self.logits.argmax())
+        return self._argmax
+
+    def advance(self, logits: torch.Tensor, head_logits: torch.Tensor | None) -> None:
+        self.logits, self.head_logits, self._argmax = logits, head_logits, None
 
 
 @dataclass

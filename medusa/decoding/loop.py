@@ -47,6 +47,5 @@ def generate(
                 return GenerationResult(state.generated, accepted, "eos", drafted)
             state.generated.append(t)
         last = path[-1]
-        state.logits = verified.logits[last]
-        if strategy.num_heads:
-            state.head_logits = model.heads(verified.hidden[last], strategy.num_heads)
+        heads = model.heads(verified.hidden[last], strategy.num_heads) if strategy.num_heads else None
+        state.advance(verified.logits[last], heads)

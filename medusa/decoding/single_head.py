@@ -11,7 +11,7 @@ class SingleHead(Strategy):
     name = "single-head"
 
     def first_token(self, state: DecodeState) -> int:
-        return int(state.logits.argmax())
+        return state.argmax()
 
     def draft(self, state: DecodeState, budget: int) -> Tree:
         return Tree([self.first_token(state)], [-1])

@@ -30,7 +30,7 @@ class StaticTree(Strategy):
 
     def draft(self, state: DecodeState, budget: int) -> Tree:
         top = torch.topk(state.head_logits[: self.num_heads], self.max_rank, dim=-1).indices.tolist()
-        root = int(state.logits.argmax())
+        root = state.argmax()
         keep = [i for i, d in enumerate(self._depths) if d < budget]  # depth-limited subtrees stay closed
         if len(keep) == len(self._depths):
             tokens = [root] + [top[h][r] for h, r in zip(self._heads, self._ranks)]
