@@ -49,7 +49,8 @@ def probability(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="medusa.py", description=DESCRIPTION, allow_abbrev=False,
-                      epilog="Also: python medusa.py calibrate-tree --help (build a tree for your model and data)")
+                      epilog="Also: python medusa.py calibrate-tree --help (build a tree for your model and data); "
+                      "python medusa.py train-heads --help (train heads for your model)")
     seed = p.add_argument_group("the seed's flags")
     seed.add_argument("--hf-token", "-token", default=None, help="Hugging Face token (or env HF_TOKEN); "
                       "given as a flag with nothing else, it selects the seed protocol")
@@ -175,11 +176,27 @@ def calibrate_main(argv: list[str]) -> None:
     run_calibration(CalibrationSettings(**args))
 
 
+def train_heads_main(argv: list[str]) -> None:
+    from .train_heads import add_arguments, settings_from, train_heads
+
+    p = OneLineParser(prog="medusa.py train-heads", allow_abbrev=False,
+                      description="Train Medusa heads on a frozen base model by self-distillation: the base model's "
+                      "own greedy continuations of the dataset's prompts are the targets (Medusa-1).")
+    add_arguments(p)
+    settings = settings_from(p.parse_args(argv))
+    settings.hf_token = settings.hf_token or os.environ.get("HF_TOKEN") or None
+    quiet_libraries(False)
+    train_heads(settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["calibrate-tree"]:
             calibrate_main(argv[1:])
+            return 0
+        if argv[:1] == ["train-heads"]:
+            train_heads_main(argv[1:])
             return 0
         args = build_parser().parse_args(argv)
         settings = settings_from_args(args)

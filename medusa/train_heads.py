@@ -1,0 +1,249 @@
+"""``python medusa.py train-heads``: Medusa-1 head training by self-distillation on a frozen base model.
+
+The targets are the base model's own greedy continuations of prompts from a dataset, so the heads learn to predict
+what this model will actually say (which is what verification accepts), not a reference translation. With the base
+frozen, every hidden state is computed once and cached: training then only runs the small heads, over shuffled
+positions, for as many epochs as wanted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from .checkpoints import save_heads, save_medusa1
+from .console import say
+from .data import load_examples
+from .decoding import generate, make_strategy
+from .embedded import EMBEDDED_NAME
+from .errors import MedusaError
+from .heads import HeadConfig, MedusaHeads
+from .loader import LoadSettings, load_model
+from .model import MedusaModel, stop_token_ids
+from .prompts import encode_prompt
+
+SEQUENCES = "sequences.jsonl"
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainSettings:
+    """Head shape, data and optimisation; ``head_decay`` weights head k's loss by decay**k (far heads count less)."""
+
+    model_name: str = EMBEDDED_NAME
+    dataset: str = "in22-gen-sample"
+    split: str = "test"
+    src_lang: str = "hin_Deva"
+    tgt_lang: str = "eng_Latn"
+    num_examples: int | None = None
+    prompt_style: str = "chat"
+    max_input_len: int = 1000
+    max_new_tokens: int = 64
+    num_heads: int = 5
+    num_layers: int = 1
+    shared_lm_head: bool = True
+    epochs: int = 3
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    head_decay: float = 0.8
+    heldout_fraction: float = 0.1
+    eval_every: int = 200
+    output_dir: str = "heads"
+    resume: bool = False
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    hf_token: str | None = None
+
+
+def self_distilled_sequences(model: MedusaModel, s: TrainSettings, cache_file: Path) -> list[dict]:
+    """Prompt + the base model's greedy continuation for every example; cached, so reruns and resumes skip it."""
+    done: dict[int, dict] = {}
+    if cache_file.exists():
+        for line in cache_file.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line cut off by an interruption
+                done[row["index"]] = row
+    examples, _ = load_examples(s.dataset, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
+    stops = stop_token_ids(model.tokenizer, model.base_model)
+    single = make_strategy("single-head")
+    todo = [ex for ex in examples if ex.index not in done]
+    from tqdm.auto import tqdm
+
+    with open(cache_file, "a", encoding="utf-8") as f:
+        for ex in tqdm(todo, desc="self-distillation", unit="ex", dynamic_ncols=True):
+            ids = encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
+            out = generate(model, single, ids, s.max_new_tokens, stops).tokens
+            row = {"index": ex.index, "prompt_len": len(ids), "ids": ids + out}
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            done[ex.index] = row
+    return [done[ex.index] for ex in examples]
+
+
+@torch.inference_mode()
+def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last hidden states at every position that predicts generated text, and each head's target there.
+
+    Position i (hidden state after token i) trains head k on token i + k + 2; targets past the end are -100.
+    """
+    hiddens, targets = [], []
+    for row in rows:
+        ids, start = row["ids"], max(row["prompt_len"] - 1, 0)
+        if len(ids) < start + 3:
+            continue
+        hidden = model.step(torch.tensor([ids], device=model.device), None).hidden[0, start:-2]
+        n = hidden.shape[0]
+        tgt = torch.full((n, num_heads), -100, dtype=torch.long)
+        for k in range(num_heads):
+            future = ids[start + k + 2:]
+            tgt[: min(n, len(future)), k] = torch.tensor(future[:n])
+        hiddens.append(hidden.float().cpu())
+        targets.append(tgt)
+    if not hiddens:
+        raise MedusaError("no training positions: the continuations are too short (raise --max-new-tokens)")
+    return torch.cat(hiddens), torch.cat(targets)
+
+
+def head_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ_k w_k · CE(head k); logits [K, N, V], targets [N, K]."""
+    losses = [F.cross_entropy(logits[k].float(), targets[:, k], ignore_index=-100) for k in range(logits.shape[0])]
+    return sum(w * l for w, l in zip(weights, losses))
+
+
+@torch.no_grad()
+def evaluate_heads(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor, batch: int = 1024) -> dict:
+    """Top-1 and top-5 accuracy of each head on held-out positions."""
+    k = heads.config.num_heads
+    hit1, hit5, total = torch.zeros(k), torch.zeros(k), torch.zeros(k)
+    device = next(heads.parameters()).device
+    dtype = next(heads.parameters()).dtype
+    for i in range(0, hidden.shape[0], batch):
+        h = hidden[i:i + batch].to(device, dtype)
+        t = targets[i:i + batch].to(device)
+        top = heads(h).topk(5, dim=-1).indices  # [K, n, 5]
+        valid = t.T != -100  # [K, n]
+        hit1 += ((top[..., 0] == t.T) & valid).sum(-1).float().cpu()
+        hit5 += ((top == t.T[..., None]).any(-1) & valid).sum(-1).float().cpu()
+        total += valid.sum(-1).float().cpu()
+    total = total.clamp(min=1)
+    return {"top1": (hit1 / total).tolist(), "top5": (hit5 / total).tolist(), "positions": int(total[0])}
+
+
+def train_heads(s: TrainSettings) -> dict:
+    """Self-distil, cache hidden states, train the heads, evaluate on held-out prompts, save both formats."""
+    if s.num_heads < 1 or s.num_layers < 0 or s.epochs < 1 or s.batch_size < 1 or not 0 <= s.heldout_fraction < 1:
+        raise MedusaError("need --num-heads ≥ 1, --num-layers ≥ 0, --epochs ≥ 1, --batch-size ≥ 1, "
+                          "0 ≤ --heldout-fraction < 1")
+    out = Path(s.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists() and not s.resume:
+        raise MedusaError(f"{ckpt_path} exists: pass --resume to continue it or choose another --output-dir")
+    random.seed(s.seed)
+    torch.manual_seed(s.seed)
+    model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype))
+    for p in model.base_model.parameters():
+        p.requires_grad_(False)
+    rows = self_distilled_sequences(model, s, out / SEQUENCES)
+    order = list(range(len(rows)))
+    random.Random(s.seed).shuffle(order)
+    n_held = max(1, int(len(rows) * s.heldout_fraction)) if s.heldout_fraction > 0 and len(rows) > 1 else 0
+    held = [rows[i] for i in order[:n_held]]
+    train = [rows[i] for i in order[n_held:]]
+    say(f"caching hidden states: {len(train)} training and {len(held)} held-out sequences")
+    x_train, y_train = hidden_and_targets(model, train, s.num_heads)
+    x_held, y_held = hidden_and_targets(model, held, s.num_heads) if held else (None, None)
+
+    lm_head = model.lm_head()
+    config = HeadConfig(s.num_heads, s.num_layers, lm_head.weight.shape[1], lm_head.weight.shape[0], s.shared_lm_head)
+    heads = MedusaHeads(config, lm_head).to(device=lm_head.weight.device, dtype=torch.float32)
+    params = [p for p in heads.parameters() if p.requires_grad and p is not lm_head.weight]
+    if s.shared_lm_head:
+        lm_head.float()  # heads train in fp32; the shared projection stays frozen
+    optim = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    steps_per_epoch = math.ceil(x_train.shape[0] / s.batch_size)
+    total_steps = steps_per_epoch * s.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda t: min(1.0, (t + 1) / max(1, total_steps // 20))
+                                              * 0.5 * (1 + math.cos(math.pi * min(t, total_steps) / total_steps)))
+    weights = torch.tensor([s.head_decay ** k for k in range(s.num_heads)])
+    step, history = 0, []
+    if s.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        heads.load_head_state_dict(state["heads"])
+        optim.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, history = state["step"], state["history"]
+        say(f"resumed at step {step}/{total_steps}")
+
+    def save_checkpoint() -> None:
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"heads": heads.head_state_dict(), "optimizer": optim.state_dict(),
+                    "scheduler": sched.state_dict(), "step": step, "history": history,
+                    "settings": {k: v for k, v in asdict(s).items() if k != "hf_token"}}, tmp)
+        tmp.replace(ckpt_path)
+
+    from tqdm.auto import tqdm
+
+    device = lm_head.weight.device
+    bar = tqdm(total=total_steps, initial=step, desc="train heads", unit="step", dynamic_ncols=True)
+    while step < total_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        perm = torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(s.seed + epoch))
+        idx = perm[offset * s.batch_size:(offset + 1) * s.batch_size]
+        logits = heads(x_train[idx].to(device))
+        loss = head_loss(logits, y_train[idx].to(device), weights)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        sched.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % s.eval_every == 0 or step == total_steps:
+            entry = {"step": step, "loss": loss.item()}
+            if x_held is not None:
+                entry.update(evaluate_heads(heads, x_held, y_held))
+            history.append(entry)
+            save_checkpoint()
+    bar.close()
+    final = evaluate_heads(heads, x_held, y_held) if x_held is not None else {}
+    base_name = model.info.base if s.model_name != EMBEDDED_NAME else EMBEDDED_NAME
+    meta = {"trained_on": s.dataset, "examples": len(rows), "heldout": final, "steps": step}
+    save_heads(heads, out, base_name, extra={"training": meta})
+    save_medusa1(heads, out / "medusa1", base_name)
+    if final:
+        print("held-out top-1: " + ", ".join(f"{a:.3f}" for a in final["top1"]))
+        print("held-out top-5: " + ", ".join(f"{a:.3f}" for a in final["top5"]))
+    say(f"saved heads to {out} (project format) and {out / 'medusa1'} (FasterDecoding Medusa-1 format)")
+    return {"history": history, "heldout": final}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainSettings()
+    for name, kind in (("model-name", str), ("dataset", str), ("split", str), ("src-lang", str),
+                       ("tgt-lang", str), ("num-examples", int), ("prompt-style", str), ("max-input-len", int),
+                       ("max-new-tokens", int), ("num-heads", int), ("num-layers", int), ("epochs", int),
+                       ("batch-size", int), ("lr", float), ("weight-decay", float), ("head-decay", float),
+                       ("heldout-fraction", float), ("eval-every", int), ("output-dir", str), ("seed", int),
+                       ("device", str), ("dtype", str), ("hf-token", str)):
+        p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")))
+    p.add_argument("--own-lm-head", action="store_true", help="give every head its own vocabulary projection")
+    p.add_argument("--resume", action="store_true")
+
+
+def settings_from(args: argparse.Namespace) -> TrainSettings:
+    values = vars(args).copy()
+    values["shared_lm_head"] = not values.pop("own_lm_head")
+    return TrainSettings(**values)
