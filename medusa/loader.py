@@ -99,25 +99,26 @@ def load_model(settings: LoadSettings) -> MedusaModel:
     name, token = settings.model_name, settings.token
     heads_ckpt: HeadCheckpoint | None = None
 
-    if name == EMBEDDED_NAME:
-        base_location, base_label = str(converted_dir(embedded_gguf())), f"{EMBEDDED_REPO} (embedded GGUF Q4_1)"
-    elif name.endswith(".gguf"):
-        if not Path(name).is_file():
-            raise MedusaError(f"GGUF file {name} does not exist")
-        base_location, base_label = str(converted_dir(Path(name))), name
+    own = None if name == EMBEDDED_NAME or name.endswith(".gguf") else read_head_checkpoint(name, token)
+    if own is not None:  # a heads-only checkpoint: the base is named inside
+        heads_ckpt = own
+        if not own.base_model:
+            raise MedusaError(f"{name} holds heads but names no base model (base_model / base_model_name_or_path)")
+        base_name = own.base_model
     else:
-        own = read_head_checkpoint(name, token)
-        if own is not None:  # a heads-only checkpoint: the base is named inside
-            heads_ckpt = own
-            base_location = own.base_model
-            if not base_location:
-                raise MedusaError(f"{name} holds heads but names no base model (base_model / base_model_name_or_path)")
-        else:
+        base_name = name
+    if base_name == EMBEDDED_NAME:
+        base_location, base_label = str(converted_dir(embedded_gguf())), f"{EMBEDDED_REPO} (embedded GGUF Q4_1)"
+    elif base_name.endswith(".gguf"):
+        if not Path(base_name).is_file():
+            raise MedusaError(f"GGUF file {base_name} does not exist")
+        base_location, base_label = str(converted_dir(Path(base_name))), base_name
+    else:
+        base_location = base_label = base_name
+        if own is None:
             _read_config(name, token)  # fails early, with a clear message, for unknown names
-            base_location = name
             if settings.medusa_heads is None:
                 heads_ckpt = read_medusa2_heads(name, token)
-        base_label = base_location
 
     if settings.medusa_heads is not None:
         heads_ckpt = _heads_from(settings.medusa_heads, token)
@@ -125,7 +126,7 @@ def load_model(settings: LoadSettings) -> MedusaModel:
     say(f"loading base model {base_label} on {device}")
     base, tokenizer = _load_base(base_location, token, device, settings.dtype)
     heads = build_heads(heads_ckpt, base) if heads_ckpt is not None else None
-    untrained = heads is None and name == EMBEDDED_NAME
+    untrained = heads is None and base_name == EMBEDDED_NAME
     if untrained:  # no trained heads ship yet: identity-initialised ones keep every strategy runnable (τ ≈ 1)
         lm_head = base.get_output_embeddings()
         config = HeadConfig(EMBEDDED_UNTRAINED_HEADS, 1, lm_head.weight.shape[1], lm_head.weight.shape[0], True)
