@@ -24,6 +24,7 @@ setup(
         "safetensors>=0.4",
         "accelerate>=1.0",
         "gguf>=0.10",
+        "peft>=0.13",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["medusa=medusa.cli:main"]},

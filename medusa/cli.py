@@ -50,7 +50,8 @@ def probability(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="medusa.py", description=DESCRIPTION, allow_abbrev=False,
                       epilog="Also: python medusa.py calibrate-tree --help (build a tree for your model and data); "
-                      "python medusa.py train-heads --help (train heads for your model)")
+                      "python medusa.py train-heads --help (train heads for your model); "
+                      "python medusa.py finetune --help (LoRA-fine-tune a base model)")
     seed = p.add_argument_group("the seed's flags")
     seed.add_argument("--hf-token", "-token", default=None, help="Hugging Face token (or env HF_TOKEN); "
                       "given as a flag with nothing else, it selects the seed protocol")
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="defaults for model, data and prompt: 'seed' (the course protocol) or 'embedded' "
                       "(offline); auto = seed when --hf-token is passed, else embedded")
     more.add_argument("--medusa-heads", default=None, help="heads to put on the base model (folder, file or hub id)")
+    more.add_argument("--adapter", default=None, help="a LoRA adapter folder (from `finetune`) merged at load")
     more.add_argument("--dataset", "-d", default=None,
                       help="hub id, local file/folder, or a shipped sample: flores200-sample, in22-gen-sample")
     more.add_argument("--split", default="test", help="dataset split for hub data (test)")
@@ -112,6 +114,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         setup=setup,
         model_name=args.model_name or defaults["model_name"],
         medusa_heads=args.medusa_heads,
+        adapter=args.adapter,
         dataset=args.dataset or defaults["dataset"],
         split=args.split,
         src_lang=args.src_lang,
@@ -189,14 +192,27 @@ def train_heads_main(argv: list[str]) -> None:
     train_heads(settings)
 
 
+def finetune_main(argv: list[str]) -> None:
+    from .finetune import FinetuneSettings, add_arguments, finetune
+
+    p = OneLineParser(prog="medusa.py finetune", allow_abbrev=False,
+                      description="LoRA-fine-tune a base model on translation pairs; saves a small adapter that "
+                      "--adapter merges into the model at load time.")
+    add_arguments(p)
+    args = vars(p.parse_args(argv))
+    args["hf_token"] = args["hf_token"] or os.environ.get("HF_TOKEN") or None
+    quiet_libraries(False)
+    finetune(FinetuneSettings(**args))
+
+
+SUBCOMMANDS = {"calibrate-tree": calibrate_main, "train-heads": train_heads_main, "finetune": finetune_main}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv[:1] == ["calibrate-tree"]:
-            calibrate_main(argv[1:])
-            return 0
-        if argv[:1] == ["train-heads"]:
-            train_heads_main(argv[1:])
+        if argv[:1] and argv[0] in SUBCOMMANDS:
+            SUBCOMMANDS[argv[0]](argv[1:])
             return 0
         args = build_parser().parse_args(argv)
         settings = settings_from_args(args)

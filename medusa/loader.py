@@ -30,6 +30,7 @@ class LoadSettings:
     token: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    adapter: str | None = None  # a LoRA adapter (peft folder) merged into the base weights at load
 
 
 def resolve_device(name: str) -> torch.device:
@@ -125,6 +126,11 @@ def load_model(settings: LoadSettings) -> MedusaModel:
 
     say(f"loading base model {base_label} on {device}")
     base, tokenizer = _load_base(base_location, token, device, settings.dtype)
+    if settings.adapter:
+        from .finetune import merge_adapter
+
+        base = merge_adapter(base, settings.adapter)
+        base_label += f" + adapter {settings.adapter}"
     heads = build_heads(heads_ckpt, base) if heads_ckpt is not None else None
     untrained = heads is None and base_name == EMBEDDED_NAME
     if untrained:  # no trained heads ship yet: identity-initialised ones keep every strategy runnable (τ ≈ 1)

@@ -148,7 +148,8 @@ def run(settings: RunSettings) -> dict:
     if settings.resume and not settings.output_dir:
         raise MedusaError("--resume needs the --output-dir of the run to continue")
     model = load_model(
-        LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device, settings.dtype)
+        LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device, settings.dtype,
+                     settings.adapter)
     )
     check_heads(model, settings, strategy)
     stops = stop_token_ids(model.tokenizer, model.base_model)

@@ -23,6 +23,7 @@ class RunSettings:
     setup: str = "embedded"
     model_name: str = EMBEDDED_NAME
     medusa_heads: str | None = None
+    adapter: str | None = None
     dataset: str = EMBEDDED_DATASET
     split: str = "test"
     src_lang: str = "hin_Deva"

@@ -1,0 +1,220 @@
+"""``python medusa.py finetune``: LoRA fine-tuning of a base model for translation, and the adapter merge at load.
+
+The embedded SmolLM2 copies Hindi instead of translating it; a small LoRA adapter trained on public Hindi–English
+pairs fixes that, is a few MB to ship, and is merged into the weights when the model loads (so decoding pays
+nothing for it). Training uses the same chat prompt as evaluation and puts the loss on the reply only, ending with
+the model's real end-of-turn token (not the GGUF's mislabelled EOS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .console import say
+from .data import load_examples
+from .embedded import EMBEDDED_NAME
+from .errors import MedusaError
+from .loader import LoadSettings, load_model
+from .metrics import sacrebleu_scores
+from .model import MedusaModel, stop_token_ids
+from .prompts import encode_prompt
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class FinetuneSettings:
+    model_name: str = EMBEDDED_NAME
+    train_data: list[str] = field(default_factory=list)
+    eval_data: str | None = None
+    src_lang: str = "hin_Deva"
+    tgt_lang: str = "eng_Latn"
+    prompt_style: str = "chat"
+    max_input_len: int = 256
+    max_target_len: int = 128
+    eval_examples: int | None = 200
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 5e-4
+    output_dir: str = "adapter"
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    hf_token: str | None = None
+
+
+def end_of_turn_id(tokenizer, base_model) -> int:
+    """The id a reply must end with: ``<|im_end|>``-style markers first, else the configured EOS."""
+    vocab = tokenizer.get_vocab()
+    for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        if marker in vocab:
+            return vocab[marker]
+    stops = stop_token_ids(tokenizer, base_model)
+    if not stops:
+        raise MedusaError("the tokenizer names no end-of-sequence token to train replies to end with")
+    return min(stops)
+
+
+def training_pairs(s: FinetuneSettings, tokenizer, eos_id: int) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per pair; labels are -100 on the prompt, so only the reply is learnt."""
+    pairs = []
+    for name in s.train_data:
+        examples, info = load_examples(name, s.src_lang, s.tgt_lang, None, s.hf_token)
+        if not info.has_references:
+            raise MedusaError(f"{name} has no {s.tgt_lang} side to train on")
+        for ex in examples:
+            prompt = encode_prompt(tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
+            reply = tokenizer(" " + ex.target if s.prompt_style == "seed" else ex.target,
+                              add_special_tokens=False)["input_ids"][: s.max_target_len] + [eos_id]
+            pairs.append((prompt + reply, [-100] * len(prompt) + reply))
+    if not pairs:
+        raise MedusaError("no training pairs: pass --train-data with at least one dataset")
+    return pairs
+
+
+def batches(pairs, batch_size: int, pad_id: int, seed: int):
+    """Right-padded batches of similar length (sorted within shuffled chunks) to waste little compute."""
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    chunks = [order[i:i + batch_size * 32] for i in range(0, len(order), batch_size * 32)]
+    out = []
+    for chunk in chunks:
+        chunk.sort(key=lambda i: len(pairs[i][0]))
+        for i in range(0, len(chunk), batch_size):
+            rows = [pairs[j] for j in chunk[i:i + batch_size]]
+            width = max(len(ids) for ids, _ in rows)
+            ids = torch.full((len(rows), width), pad_id)
+            labels = torch.full((len(rows), width), -100)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, (x, y) in enumerate(rows):
+                ids[r, : len(x)] = torch.tensor(x)
+                labels[r, : len(y)] = torch.tensor(y)
+                mask[r, : len(x)] = 1
+            out.append((ids, labels, mask))
+    random.Random(seed + 1).shuffle(out)
+    return out
+
+
+@torch.inference_mode()
+def translate(model, tokenizer, sources: list[str], s: FinetuneSettings, eos_ids: list[int],
+              max_new_tokens: int = 64, batch_size: int = 32) -> list[str]:
+    """Batched greedy translations (left padding) for before/after scoring."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    outputs = []
+    for i in range(0, len(sources), batch_size):
+        prompts = [encode_prompt(tokenizer, src, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
+                   for src in sources[i:i + batch_size]]
+        width = max(map(len, prompts))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=eos_ids, pad_token_id=pad)
+        outputs += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+    return [o.strip() for o in outputs]
+
+
+def score(model, tokenizer, s: FinetuneSettings, eos_ids: list[int]) -> dict | None:
+    if not s.eval_data:
+        return None
+    examples, _ = load_examples(s.eval_data, s.src_lang, s.tgt_lang, s.eval_examples, s.hf_token)
+    preds = translate(model, tokenizer, [ex.source for ex in examples], s, eos_ids)
+    result = sacrebleu_scores(preds, [ex.target for ex in examples], s.tgt_lang)
+    result.update(examples=len(examples), sample=preds[:3])
+    return result
+
+
+def finetune(s: FinetuneSettings) -> dict:
+    """Train a LoRA adapter on the pairs, score before/after on ``eval_data``, save the adapter (safetensors)."""
+    from peft import LoraConfig, get_peft_model
+
+    if s.rank < 1 or s.epochs < 1 or s.batch_size < 1:
+        raise MedusaError("need --rank ≥ 1, --epochs ≥ 1 and --batch-size ≥ 1")
+    overlap = {Path(d).name for d in s.train_data} & ({Path(s.eval_data).name} if s.eval_data else set())
+    if overlap:
+        raise MedusaError(f"{', '.join(overlap)} is both trained and evaluated on: hold the evaluation set out")
+    torch.manual_seed(s.seed)
+    wrapped: MedusaModel = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype))
+    base, tokenizer = wrapped.base_model, wrapped.tokenizer
+    eos_id = end_of_turn_id(tokenizer, base)
+    eos_ids = sorted(stop_token_ids(tokenizer, base) | {eos_id})
+    pairs = training_pairs(s, tokenizer, eos_id)
+    say(f"{len(pairs)} training pairs from {', '.join(s.train_data)}; replies end with id {eos_id}")
+    before = score(base, tokenizer, s, eos_ids)
+    if before:
+        say(f"before: sacreBLEU {before['sacrebleu']:.2f}, chrF {before['chrf']:.2f}")
+    base.float()  # LoRA weights and optimiser in fp32; bf16 autocast on CUDA keeps it fast
+    model = get_peft_model(base, LoraConfig(r=s.rank, lora_alpha=s.alpha, lora_dropout=s.dropout,
+                                            target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM"))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=s.lr)
+    total = math.ceil(len(pairs) / s.batch_size) * s.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda t: min(1.0, (t + 1) / max(1, total // 20)) * 0.5 * (1 + math.cos(math.pi * t / total)))
+    device = next(model.parameters()).device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
+        "cpu", enabled=False)
+    from tqdm.auto import tqdm
+
+    losses = []
+    model.train()
+    bar = tqdm(total=total, desc="finetune", unit="step", dynamic_ncols=True)
+    for epoch in range(s.epochs):
+        for ids, labels, mask in batches(pairs, s.batch_size, pad, s.seed + epoch):
+            with autocast:
+                loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optim.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    out = Path(s.output_dir)
+    model.save_pretrained(str(out), safe_serialization=True)
+    after = score(model, tokenizer, s, eos_ids)
+    if after:
+        say(f"after: sacreBLEU {after['sacrebleu']:.2f}, chrF {after['chrf']:.2f}")
+    report = {"settings": {k: v for k, v in asdict(s).items() if k != "hf_token"}, "pairs": len(pairs),
+              "loss_first": losses[0], "loss_last": losses[-1], "before": before, "after": after}
+    import json
+
+    (out / "finetune_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    say(f"saved adapter to {out}")
+    return report
+
+
+def merge_adapter(base_model, adapter: str):
+    """Fold a LoRA adapter into the base weights (so decoding runs the plain model) and return the merged model."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(base_model, adapter).merge_and_unload()
+    except (OSError, ValueError, KeyError) as exc:
+        raise MedusaError(f"cannot load adapter {adapter}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = FinetuneSettings()
+    p.add_argument("--model-name", "-m", default=d.model_name)
+    p.add_argument("--train-data", action="append", default=[], required=True,
+                   help="a dataset to train on (repeatable): local file/folder set or hub id with both languages")
+    p.add_argument("--eval-data", default=None, help="held-out set scored before and after (sacreBLEU, chrF)")
+    for name, kind in (("src-lang", str), ("tgt-lang", str), ("prompt-style", str), ("max-input-len", int),
+                       ("max-target-len", int), ("eval-examples", int), ("rank", int), ("alpha", int),
+                       ("dropout", float), ("epochs", int), ("batch-size", int), ("lr", float), ("output-dir", str),
+                       ("seed", int), ("device", str), ("dtype", str), ("hf-token", str)):
+        p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")))

@@ -1,0 +1,81 @@
+"""LoRA fine-tuning on a tiny model: loss falls, the adapter saves, and merging equals peft's unmerged model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medusa.errors import MedusaError
+from medusa.finetune import FinetuneSettings, end_of_turn_id, finetune, merge_adapter, training_pairs
+
+PAIRS = [
+    ("मैं घर जा रहा हूँ", "I am going home"),
+    ("वह किताब पढ़ती है", "She reads a book"),
+    ("हम पानी पीते हैं", "We drink water"),
+    ("बच्चे खेल रहे हैं", "The children are playing"),
+]
+
+
+@pytest.fixture()
+def parallel(tmp_path):
+    folder = tmp_path / "par"
+    folder.mkdir()
+    for split, rows in (("train", PAIRS * 4), ("heldout", PAIRS[:2])):
+        (folder / f"{split}.hin_Deva").write_text("\n".join(h for h, _ in rows) + "\n")
+        (folder / f"{split}.eng_Latn").write_text("\n".join(e for _, e in rows) + "\n")
+    return folder
+
+
+def test_finetune_lowers_loss_and_adapter_merges_exactly(tiny_model_dir, parallel, tmp_path):
+    out = tmp_path / "adapter"
+    s = FinetuneSettings(model_name=str(tiny_model_dir), train_data=[str(parallel / "train")],
+                         eval_data=str(parallel / "heldout"), eval_examples=2, rank=4, alpha=8, epochs=8,
+                         batch_size=4, lr=5e-3, output_dir=str(out), device="cpu", max_input_len=64)
+    report = finetune(s)
+    assert report["loss_last"] < report["loss_first"]
+    assert report["pairs"] == 16 and "sacrebleu" in report["after"] and "chrf" in report["before"]
+    assert (out / "adapter_model.safetensors").is_file() and (out / "finetune_report.json").is_file()
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[5, 17, 33, 48, 60, 7]])
+    unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(out)).eval()
+    merged = merge_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(out)).eval()
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        a, b, c = unmerged(ids).logits, merged(ids).logits, plain(ids).logits
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(b, c, atol=1e-4)  # the adapter changed something
+
+
+def test_replies_end_with_end_of_turn_and_only_replies_are_learnt(tiny_tokenizer, parallel):
+    s = FinetuneSettings(train_data=[str(parallel / "train")], max_input_len=64)
+    eos = end_of_turn_id(tiny_tokenizer, None)
+    assert eos == tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ids, labels = training_pairs(s, tiny_tokenizer, eos)[0]
+    assert ids[-1] == eos and labels[-1] == eos
+    first = next(i for i, y in enumerate(labels) if y != -100)
+    assert all(y == -100 for y in labels[:first]) and labels[first:] == ids[first:]
+    assert tiny_tokenizer.decode(ids[first:-1]) == PAIRS[0][1]
+
+
+def test_training_on_the_evaluation_set_is_refused(parallel):
+    s = FinetuneSettings(train_data=[str(parallel / "train")], eval_data=str(parallel / "train"))
+    with pytest.raises(MedusaError, match="held out|hold"):
+        finetune(s)
+
+
+def test_finetune_command_then_adapter_flag(tiny_model_dir, parallel, tmp_path, capsys):
+    from medusa.cli import main
+
+    out = tmp_path / "ad"
+    assert main(["finetune", "-m", str(tiny_model_dir), "--train-data", str(parallel / "train"), "--epochs", "1",
+                 "--rank", "2", "--batch-size", "8", "--device", "cpu", "--output-dir", str(out)]) == 0
+    code = main(["-m", str(tiny_model_dir), "--adapter", str(out), "-d", str(parallel / "heldout"), "-n", "2",
+                 "-mol", "5", "--prompt-style", "seed", "-o", str(tmp_path / "run")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "+ adapter" in captured.err
+    code = main(["-m", str(tiny_model_dir), "--adapter", str(tmp_path / "nope"), "-n", "1", "-o", str(tmp_path / "r2")])
+    assert code == 2 and "cannot load adapter" in capsys.readouterr().err
