@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .batch_generate import batched_greedy
 from .console import say
 from .data import load_examples
 from .embedded import EMBEDDED_NAME
@@ -104,23 +105,14 @@ def batches(pairs, batch_size: int, pad_id: int, seed: int):
     return out
 
 
-@torch.inference_mode()
 def translate(model, tokenizer, sources: list[str], s: FinetuneSettings, eos_ids: list[int],
               max_new_tokens: int = 64, batch_size: int = 32) -> list[str]:
-    """Batched greedy translations (left padding) for before/after scoring."""
-    device = next(model.parameters()).device
+    """Batched greedy translations for before/after scoring."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    outputs = []
-    for i in range(0, len(sources), batch_size):
-        prompts = [encode_prompt(tokenizer, src, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
-                   for src in sources[i:i + batch_size]]
-        width = max(map(len, prompts))
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=eos_ids, pad_token_id=pad)
-        outputs += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
-    return [o.strip() for o in outputs]
+    prompts = [encode_prompt(tokenizer, src, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
+               for src in sources]
+    outs = batched_greedy(model, prompts, max_new_tokens, eos_ids, pad, batch_size)
+    return [tokenizer.decode(o, skip_special_tokens=True).strip() for o in outs]
 
 
 def score(model, tokenizer, s: FinetuneSettings, eos_ids: list[int]) -> dict | None:

@@ -21,13 +21,14 @@ from torch.nn import functional as F
 from .checkpoints import save_heads, save_medusa1
 from .console import say
 from .data import load_examples
-from .decoding import generate, make_strategy
+from .batch_generate import batched_greedy
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .heads import HeadConfig, MedusaHeads
 from .loader import LoadSettings, load_model
 from .model import MedusaModel, stop_token_ids
 from .prompts import encode_prompt
+from .results import read_predictions
 
 SEQUENCES = "sequences.jsonl"
 CHECKPOINT = "checkpoint.pt"
@@ -46,6 +47,7 @@ class TrainSettings:
     prompt_style: str = "chat"
     max_input_len: int = 1000
     max_new_tokens: int = 64
+    generation_batch_size: int = 32
     num_heads: int = 5
     num_layers: int = 1
     shared_lm_head: bool = True
@@ -67,28 +69,27 @@ class TrainSettings:
 def self_distilled_sequences(model: MedusaModel, s: TrainSettings, cache_file: Path) -> list[dict]:
     """Prompt + the base model's greedy continuation for every example; cached, so reruns and resumes skip it."""
     done: dict[int, dict] = {}
-    if cache_file.exists():
-        for line in cache_file.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a line cut off by an interruption
-                done[row["index"]] = row
+    if cache_file.exists():  # drop a line cut off by an interruption, so appends start on a fresh line
+        rows = read_predictions(cache_file)
+        cache_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        done = {r["index"]: r for r in rows}
     examples, _ = load_examples(s.dataset, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
-    stops = stop_token_ids(model.tokenizer, model.base_model)
-    single = make_strategy("single-head")
+    stops = sorted(stop_token_ids(model.tokenizer, model.base_model))
     todo = [ex for ex in examples if ex.index not in done]
-    from tqdm.auto import tqdm
-
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else stops[0]
+    chunk = 256  # written to the cache chunk by chunk, so an interruption loses little
     with open(cache_file, "a", encoding="utf-8") as f:
-        for ex in tqdm(todo, desc="self-distillation", unit="ex", dynamic_ncols=True):
-            ids = encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
-            out = generate(model, single, ids, s.max_new_tokens, stops).tokens
-            row = {"index": ex.index, "prompt_len": len(ids), "ids": ids + out}
-            f.write(json.dumps(row) + "\n")
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            prompts = [encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style,
+                                     s.max_input_len) for ex in part]
+            outs = batched_greedy(model.base_model, prompts, s.max_new_tokens, stops, pad, s.generation_batch_size,
+                                  progress=f"self-distillation {start + len(part)}/{len(todo)}")
+            for ex, ids, out in zip(part, prompts, outs):
+                row = {"index": ex.index, "prompt_len": len(ids), "ids": ids + out}
+                f.write(json.dumps(row) + "\n")
+                done[ex.index] = row
             f.flush()
-            done[ex.index] = row
     return [done[ex.index] for ex in examples]
 
 
@@ -234,7 +235,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainSettings()
     for name, kind in (("model-name", str), ("dataset", str), ("split", str), ("src-lang", str),
                        ("tgt-lang", str), ("num-examples", int), ("prompt-style", str), ("max-input-len", int),
-                       ("max-new-tokens", int), ("num-heads", int), ("num-layers", int), ("epochs", int),
+                       ("max-new-tokens", int), ("generation-batch-size", int), ("num-heads", int), ("num-layers", int), ("epochs", int),
                        ("batch-size", int), ("lr", float), ("weight-decay", float), ("head-decay", float),
                        ("heldout-fraction", float), ("eval-every", int), ("output-dir", str), ("seed", int),
                        ("device", str), ("dtype", str), ("hf-token", str)):
