@@ -189,7 +189,12 @@ def train_heads_main(argv: list[str]) -> None:
     settings = settings_from(p.parse_args(argv))
     settings.hf_token = settings.hf_token or os.environ.get("HF_TOKEN") or None
     quiet_libraries(False)
-    train_heads(settings)
+    if settings.joint_lora:
+        from .train_joint import train_joint
+
+        train_joint(settings)
+    else:
+        train_heads(settings)
 
 
 def finetune_main(argv: list[str]) -> None:

@@ -123,14 +123,18 @@ def load_model(settings: LoadSettings) -> MedusaModel:
 
     if settings.medusa_heads is not None:
         heads_ckpt = _heads_from(settings.medusa_heads, token)
+    adapter = settings.adapter
+    if adapter is None and heads_ckpt is not None and heads_ckpt.declared.get("adapter"):
+        # heads trained jointly with a LoRA (train-heads --joint-lora) only fit the adapted base
+        adapter = str(Path(heads_ckpt.source) / heads_ckpt.declared["adapter"])
 
     say(f"loading base model {base_label} on {device}")
     base, tokenizer = _load_base(base_location, token, device, settings.dtype)
-    if settings.adapter:
+    if adapter:
         from .finetune import merge_adapter
 
-        base = merge_adapter(base, settings.adapter)
-        base_label += f" + adapter {settings.adapter}"
+        base = merge_adapter(base, adapter)
+        base_label += f" + adapter {adapter}"
     heads = build_heads(heads_ckpt, base) if heads_ckpt is not None else None
     untrained = heads is None and base_name == EMBEDDED_NAME
     if untrained:  # no trained heads ship yet: identity-initialised ones keep every strategy runnable (τ ≈ 1)

@@ -59,6 +59,10 @@ class TrainSettings:
     heldout_fraction: float = 0.1
     eval_every: int = 200
     output_dir: str = "heads"
+    joint_lora: bool = False  # Medusa-2 style: train a LoRA on the base with the heads (see train_joint.py)
+    rank: int = 16
+    alpha: int = 32
+    head_loss_weight: float = 0.2
     resume: bool = False
     seed: int = 0
     device: str = "auto"
@@ -238,10 +242,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        ("max-new-tokens", int), ("generation-batch-size", int), ("num-heads", int), ("num-layers", int), ("epochs", int),
                        ("batch-size", int), ("lr", float), ("weight-decay", float), ("head-decay", float),
                        ("heldout-fraction", float), ("eval-every", int), ("output-dir", str), ("seed", int),
+                       ("rank", int), ("alpha", int), ("head-loss-weight", float),
                        ("device", str), ("dtype", str), ("hf-token", str)):
         p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")))
     p.add_argument("--own-lm-head", action="store_true", help="give every head its own vocabulary projection")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue a frozen-base run from its checkpoint")
+    p.add_argument("--joint-lora", action="store_true",
+                   help="Medusa-2: also train a LoRA on the base (--rank, --alpha), keeping its next-token "
+                   "distribution close to the original by a KL term; heads loss × --head-loss-weight")
 
 
 def settings_from(args: argparse.Namespace) -> TrainSettings:
