@@ -166,29 +166,32 @@ def quiet_libraries(debug: bool) -> None:
         pass
 
 
+def parse_subcommand(argv: list[str], name: str, description: str, add_arguments) -> dict:
+    """Parse a subcommand's own flags; the token may also come from HF_TOKEN."""
+    p = OneLineParser(prog=f"medusa.py {name}", allow_abbrev=False, description=description)
+    add_arguments(p)
+    args = vars(p.parse_args(argv))
+    args["hf_token"] = args.get("hf_token") or os.environ.get("HF_TOKEN") or None
+    quiet_libraries(False)
+    return args
+
+
 def calibrate_main(argv: list[str]) -> None:
     from .calibration_run import CalibrationSettings, add_arguments, run_calibration
 
-    p = OneLineParser(prog="medusa.py calibrate-tree", allow_abbrev=False,
-                      description="Measure each head's top-k accuracy on a model's own greedy output and save the "
-                      "tree of --tree-size nodes with the highest expected tokens per step (use it with --tree).")
-    add_arguments(p)
-    args = vars(p.parse_args(argv))
-    args["hf_token"] = args["hf_token"] or os.environ.get("HF_TOKEN") or None
-    quiet_libraries(False)
+    args = parse_subcommand(argv, "calibrate-tree", "Measure each head's top-k accuracy on a model's own greedy "
+                            "output and save the tree of --tree-size nodes with the highest expected tokens per step "
+                            "(use it with --tree).", add_arguments)
     run_calibration(CalibrationSettings(**args))
 
 
 def train_heads_main(argv: list[str]) -> None:
     from .train_heads import add_arguments, settings_from, train_heads
 
-    p = OneLineParser(prog="medusa.py train-heads", allow_abbrev=False,
-                      description="Train Medusa heads on a frozen base model by self-distillation: the base model's "
-                      "own greedy continuations of the dataset's prompts are the targets (Medusa-1).")
-    add_arguments(p)
-    settings = settings_from(p.parse_args(argv))
-    settings.hf_token = settings.hf_token or os.environ.get("HF_TOKEN") or None
-    quiet_libraries(False)
+    args = parse_subcommand(argv, "train-heads", "Train Medusa heads by self-distillation: the base model's own "
+                            "greedy continuations of the dataset's prompts are the targets (Medusa-1; --joint-lora "
+                            "for Medusa-2).", add_arguments)
+    settings = settings_from(argparse.Namespace(**args))
     if settings.joint_lora:
         from .train_joint import train_joint
 
@@ -200,13 +203,8 @@ def train_heads_main(argv: list[str]) -> None:
 def finetune_main(argv: list[str]) -> None:
     from .finetune import FinetuneSettings, add_arguments, finetune
 
-    p = OneLineParser(prog="medusa.py finetune", allow_abbrev=False,
-                      description="LoRA-fine-tune a base model on translation pairs; saves a small adapter that "
-                      "--adapter merges into the model at load time.")
-    add_arguments(p)
-    args = vars(p.parse_args(argv))
-    args["hf_token"] = args["hf_token"] or os.environ.get("HF_TOKEN") or None
-    quiet_libraries(False)
+    args = parse_subcommand(argv, "finetune", "LoRA-fine-tune a base model on translation pairs; saves a small "
+                            "adapter that --adapter merges into the model at load time.", add_arguments)
     finetune(FinetuneSettings(**args))
 
 
