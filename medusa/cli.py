@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "default: the built-in tree for --use-no-medusa-heads")
     more.add_argument("--adaptive", action="store_true",
                       help="multi-head/tree: use as many heads each step as recent steps accepted (reported)")
+    more.add_argument("--assignment-table", action="store_true",
+                      help="run single-head and multi-head for W in {2,5,10} x S in {2,5} with one model load and "
+                      "print the course's results table (also table.md in --output-dir)")
     more.add_argument("--compare-single-head", action="store_true",
                       help="also run single-head on the same examples and report speedup and identical outputs")
     more.add_argument("--posterior-threshold", type=probability, default=0.09, help="typical: epsilon (0.09)")
@@ -222,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         quiet_libraries(settings.debug)
         say(f"setup: {settings.setup} — model {settings.model_name}, data {settings.dataset}, "
             f"strategy {settings.decoding_strategy}, prompt {settings.prompt_style}")
-        from .runner import run
+        from .runner import run, run_table
 
-        run(settings)
+        run_table(settings) if args.assignment_table else run(settings)
     except MedusaError as exc:
         say(f"error: {exc}")
         return 2

@@ -136,8 +136,11 @@ def speed_stats(rows: list[dict]) -> dict:
     }
 
 
-def run(settings: RunSettings) -> dict:
-    """Evaluate one strategy (and optionally single-head beside it) on one dataset; writes and returns the summary."""
+def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
+    """Evaluate one strategy (and optionally single-head beside it) on one dataset; writes and returns the summary.
+
+    ``model`` lets several runs share one loaded model (the assignment table).
+    """
     torch.manual_seed(settings.seed)
     examples, data_info = load_examples(
         settings.dataset, settings.src_lang, settings.tgt_lang, settings.num_examples, settings.hf_token, settings.split
@@ -147,7 +150,7 @@ def run(settings: RunSettings) -> dict:
     strategy = make_strategy(decode_settings(settings))
     if settings.resume and not settings.output_dir:
         raise MedusaError("--resume needs the --output-dir of the run to continue")
-    model = load_model(
+    model = model or load_model(
         LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device, settings.dtype,
                      settings.adapter)
     )
@@ -230,3 +233,47 @@ def print_summary(summary: dict) -> None:
               f"({s['tokens_per_second']:.2f} vs {b['tokens_per_second']:.2f} tokens/s); identical outputs: "
               f"{summary['identical_to_single_head']}/{summary['examples']}")
     sys.stdout.flush()
+
+
+TABLE_CONFIGS = [("single-head", None, None)] + [("multi-head", w, s) for w in (2, 5, 10) for s in (2, 5)]
+
+
+def run_table(settings: RunSettings) -> list[dict]:
+    """The course's results table: single-head, then multi-head for W ∈ {2, 5, 10} × S ∈ {2, 5}, one model load.
+
+    Every row uses the chosen ``--acceptance`` rule (the course's own step 3 is ``--acceptance rescore``).
+    """
+    from dataclasses import replace
+
+    base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
+    model = load_model(LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device,
+                                    settings.dtype, settings.adapter))
+    needed = max(h for _, _, h in TABLE_CONFIGS if h)
+    if model.num_heads < needed:  # refuse before spending time on the first rows
+        raise MedusaError(f"--assignment-table needs {needed} Medusa heads; {model.info.name} has "
+                          f"{model.num_heads} (more heads than the checkpoint has); pass a model with {needed} heads")
+    rows = []
+    for strategy, width, heads in TABLE_CONFIGS:
+        name = "single-head" if strategy == "single-head" else f"w{width}-s{heads}"
+        say(f"— table row: {name}")
+        row_settings = replace(settings, decoding_strategy=strategy, beam_width=width or settings.beam_width,
+                               use_no_medusa_heads=heads or settings.use_no_medusa_heads,
+                               output_dir=str(base_dir / name), compare_single_head=False)
+        summary = run(row_settings, model)
+        rows.append({"row": name, "strategy": strategy, "beam_width": width, "heads": heads, **summary["metrics"],
+                     "rtf": summary["speed"]["rtf"], "tokens_per_step": summary["speed"]["tokens_per_step"]})
+    table = format_table(rows, settings.acceptance)
+    (base_dir / "table.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    say(f"table: {base_dir / 'table.md'}")
+    return rows
+
+
+def format_table(rows: list[dict], acceptance: str) -> str:
+    lines = [f"| Decoding strategy ({acceptance} acceptance) | BLEU | ROUGE-1 | ROUGE-2 | ROUGE-L | RTF | tokens/step |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        label = "Single head" if r["strategy"] == "single-head" else f"Beam {r['beam_width']}, Medusa heads {r['heads']}"
+        lines.append(f"| {label} | {_fmt(r.get('bleu'))} | {_fmt(r.get('rouge1'))} | {_fmt(r.get('rouge2'))} | "
+                     f"{_fmt(r.get('rougeL'))} | {_fmt(r['rtf'])} | {r['tokens_per_step']:.2f} |")
+    return "\n".join(lines)

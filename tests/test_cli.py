@@ -222,3 +222,29 @@ def test_calibrate_tree_command(tiny_heads_dir, tmp_path, capsys):
     assert code == 0, err
     code = main(["calibrate-tree", "-m", str(tiny_heads_dir), "--heads", "9", "-n", "1", "-o", str(out)])
     assert code == 2 and "more than the model has" in capsys.readouterr().err
+
+
+def test_assignment_table(tiny_heads_dir, tmp_path, capsys):
+    out_dir = tmp_path / "table"
+    code, out, err = run_cli(["-m", str(tiny_heads_dir), "-n", "2", "-mol", "6", "--prompt-style", "seed",
+                              "--assignment-table", "--acceptance", "rescore", "-o", str(out_dir)], capsys)
+    assert code == 2 and "needs 5 Medusa heads" in err and "has 3" in err
+    assert not out_dir.exists() or not any(out_dir.iterdir())  # refused before running any row
+
+
+def test_assignment_table_runs_every_row(tiny_model_dir, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lm = base.get_output_embeddings()
+    heads = MedusaHeads(HeadConfig(5, 1, lm.weight.shape[1], lm.weight.shape[0], shared_lm_head=True), lm)
+    save_heads(heads, tmp_path / "h5", str(tiny_model_dir))
+    out_dir = tmp_path / "table"
+    code, out, err = run_cli(["-m", str(tmp_path / "h5"), "-n", "2", "-mol", "6", "--prompt-style", "seed",
+                              "--assignment-table", "-o", str(out_dir)], capsys)
+    assert code == 0, err
+    table = (out_dir / "table.md").read_text().splitlines()
+    assert len(table) == 2 + 7 and table[2].startswith("| Single head |")
+    assert table[-1].startswith("| Beam 10, Medusa heads 5 |")
+    assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == sorted(
+        ["single-head", "w2-s2", "w2-s5", "w5-s2", "w5-s5", "w10-s2", "w10-s5"])
