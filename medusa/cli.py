@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "default: the built-in tree for --use-no-medusa-heads")
     more.add_argument("--adaptive", action="store_true",
                       help="multi-head/tree: use as many heads each step as recent steps accepted (reported)")
+    more.add_argument("--generator", default=None, metavar="FILE.py:CLASS",
+                      help="grade a course submission: run its MedusaTextGenerator(model, decoding_strategy, eos_id, "
+                      "use_no_medusa_heads, beam_width, max_output_len) instead of the built-in decoders")
     more.add_argument("--assignment-table", action="store_true",
                       help="run single-head and multi-head for W in {2,5,10} x S in {2,5} with one model load and "
                       "print the course's results table (also table.md in --output-dir)")
@@ -132,6 +135,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         tree_file=args.tree,
         adaptive=args.adaptive,
         compare_single_head=args.compare_single_head,
+        generator=args.generator,
         max_input_len=args.max_input_len,
         max_output_len=args.max_output_len,
         prompt_style=prompt_style,

@@ -70,16 +70,24 @@ def decode_settings(settings: RunSettings) -> DecodeSettings:
 
 
 def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Example], settings: RunSettings,
-                    log: PredictionLog, stops: set[int]) -> list[dict]:
-    """Decode every example not yet in ``log`` (timed, one synced JSON line each); all rows in dataset order."""
+                    log: PredictionLog, stops: set[int], student=None) -> list[dict]:
+    """Decode every example not yet in ``log`` (timed, one synced JSON line each); all rows in dataset order.
+
+    ``student`` (a :class:`~medusa.student.StudentDecoder`) replaces our loop when grading a submission.
+    """
     tokenizer = model.tokenizer
+
+    def decode(ids: list[int], max_len: int):
+        if student is not None:
+            return student(ids, stops, model.device)
+        return generate(model, strategy, ids, max_len, stops)
 
     def prompt_of(source: str) -> list[int]:
         return encode_prompt(tokenizer, source, settings.src_lang, settings.tgt_lang, settings.prompt_style,
                              settings.max_input_len)
 
     if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
-        generate(model, strategy, prompt_of(examples[0].source), min(8, settings.max_output_len), stops)
+        decode(prompt_of(examples[0].source), min(8, settings.max_output_len))
     todo = [ex for ex in examples if ex.index not in log.done]
     if len(todo) < len(examples):
         say(f"resuming: {len(examples) - len(todo)} examples already in {log.path}")
@@ -88,7 +96,7 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
     for ex in tqdm(todo, desc=strategy.name, unit="ex", dynamic_ncols=True):
         ids = prompt_of(ex.source)
         with Timer(model.device) as timer:
-            result = generate(model, strategy, ids, settings.max_output_len, stops)
+            result = decode(ids, settings.max_output_len)
         prediction = tokenizer.decode(result.tokens, skip_special_tokens=True)
         reference = process_reference(tokenizer, ex.target, settings.max_output_len) if ex.target is not None else None
         log.write({
@@ -165,13 +173,21 @@ def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
     out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs: list[tuple[str, Strategy, str]] = [("main", strategy, PREDICTIONS)]
-    if settings.compare_single_head and strategy.name != "single-head":
+    if settings.compare_single_head and (strategy.name != "single-head" or settings.generator):
         runs.insert(0, ("baseline", make_strategy("single-head"), BASELINE))
+    student = None
+    if settings.generator:
+        from .student import StudentDecoder, load_generator_class
+
+        eos = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else min(stops)
+        student = StudentDecoder(load_generator_class(settings.generator), model, settings.decoding_strategy, eos,
+                                 settings.use_no_medusa_heads, settings.beam_width, settings.max_output_len)
     rows_of: dict[str, list[dict]] = {}
     for role, strat, filename in runs:
         log = PredictionLog(out_dir / filename, settings.resume)
         try:
-            rows_of[role] = decode_examples(model, strat, examples, settings, log, stops)
+            rows_of[role] = decode_examples(model, strat, examples, settings, log, stops,
+                                            student if role == "main" else None)
         finally:
             log.close()
 

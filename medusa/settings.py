@@ -38,6 +38,7 @@ class RunSettings:
     tree_file: str | None = None
     adaptive: bool = False
     compare_single_head: bool = False
+    generator: str | None = None  # a student's MedusaTextGenerator, FILE.py:Class, run instead of our decoder
     max_input_len: int = 1000
     max_output_len: int = 50
     prompt_style: str = "chat"

@@ -248,3 +248,49 @@ def test_assignment_table_runs_every_row(tiny_model_dir, tmp_path, capsys):
     assert table[-1].startswith("| Beam 10, Medusa heads 5 |")
     assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == sorted(
         ["single-head", "w2-s2", "w2-s5", "w5-s2", "w5-s5", "w10-s2", "w10-s5"])
+
+
+STUDENT = '''
+import torch
+
+
+class MedusaTextGenerator:
+    """Shaped like the course's starter code: greedy with the LM head, no cache, FasterDecoding calls."""
+
+    def __init__(self, model, decoding_strategy, eos_id, use_no_medusa_heads, beam_width, max_output_len):
+        self.model, self.eos_id, self.max_output_len = model, eos_id, max_output_len
+        assert decoding_strategy in ("single-head", "multi-head") and len(model.medusa_head) >= use_no_medusa_heads
+
+    def __call__(self, input_ids):
+        out = []
+        for _ in range(self.max_output_len):
+            medusa_logits, outputs, orig = self.model(input_ids, medusa_forward=True, output_orig=True)
+            nxt = int(orig[0, -1].argmax())
+            if nxt == self.eos_id:
+                break
+            out.append(nxt)
+            input_ids = torch.cat([input_ids, torch.tensor([[nxt]], device=input_ids.device)], dim=1)
+        return torch.tensor(out)
+
+
+class Broken:
+    def __init__(self, *args):
+        raise RuntimeError("student bug")
+'''
+
+
+def test_grading_a_student_generator(tiny_heads_dir, tmp_path, capsys):
+    student = tmp_path / "student.py"
+    student.write_text(STUDENT)
+    out_dir = tmp_path / "graded"
+    code, out, err = run_cli(["-m", str(tiny_heads_dir), "-n", "3", "-mol", "8", "--prompt-style", "seed",
+                              "--generator", f"{student}:MedusaTextGenerator", "--compare-single-head",
+                              "-o", str(out_dir)], capsys)
+    assert code == 0, err
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["identical_to_single_head"] == 3 and summary["settings"]["generator"].endswith("MedusaTextGenerator")
+    for spec, needle in ((f"{student}:Broken", "student bug"), (f"{student}:Nope", "has no Nope"),
+                         ("missing.py:X", "does not exist"), ("nocolon", "FILE.py:ClassName")):
+        code, _, err = run_cli(["-m", str(tiny_heads_dir), "-n", "1", "--generator", spec, "--prompt-style", "seed",
+                                "-o", str(tmp_path / spec.replace("/", "_").replace(":", "_"))], capsys)
+        assert code == 2 and needle in err, err
