@@ -64,8 +64,9 @@ def default_output_dir(settings: RunSettings) -> Path:
 
 def decode_settings(settings: RunSettings) -> DecodeSettings:
     return DecodeSettings(
-        settings.decoding_strategy, settings.use_no_medusa_heads, settings.beam_width, settings.acceptance,
-        settings.posterior_threshold, settings.posterior_alpha, settings.tree_file, settings.adaptive,
+        strategy=settings.decoding_strategy, num_heads=settings.use_no_medusa_heads, beam_width=settings.beam_width,
+        acceptance=settings.acceptance, posterior_threshold=settings.posterior_threshold,
+        posterior_alpha=settings.posterior_alpha, tree_file=settings.tree_file, adaptive=settings.adaptive,
     )
 
 

@@ -23,8 +23,7 @@ def parent_logits(state: DecodeState, tree: Tree, verified: Verified) -> torch.T
     return rows.index_select(0, index).float()
 
 
-def token_logprobs(logits: torch.Tensor, tree: Tree) -> torch.Tensor:
-    tokens = torch.tensor(tree.tokens, device=logits.device)
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return logits.log_softmax(-1).gather(1, tokens[:, None])[:, 0]
 
 
@@ -87,7 +86,7 @@ class Greedy(Acceptance):
 
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         logits = parent_logits(state, tree, verified)
-        ok = (logits.argmax(-1) == torch.tensor(tree.tokens, device=logits.device)).tolist()
+        ok = (logits.argmax(-1) == verified.tokens).tolist()
         path = deepest_valid_path(tree, ok, [0.0] * len(tree))
         if not path:
             raise RuntimeError("greedy acceptance needs the base model's argmax among the first-level draft nodes")
@@ -112,7 +111,7 @@ class Typical(Acceptance):
         logp = logits.log_softmax(-1)
         entropy = -(logp.exp() * logp).sum(-1)
         limit = torch.minimum(torch.full_like(entropy, self.threshold), self.alpha * torch.exp(-entropy))
-        tok_lp = logp.gather(1, torch.tensor(tree.tokens, device=logp.device)[:, None])[:, 0]
+        tok_lp = logp.gather(1, verified.tokens[:, None])[:, 0]
         ok = (tok_lp.exp() > limit).tolist()
         path = deepest_valid_path(tree, ok, tok_lp.tolist())
         if not path:  # only possible through rounding at a near-uniform distribution: fall back to the best first token
@@ -128,7 +127,7 @@ class Rescore(Acceptance):
     name = "rescore"
 
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
-        tok_lp = token_logprobs(parent_logits(state, tree, verified), tree).tolist()
+        tok_lp = token_logprobs(parent_logits(state, tree, verified), verified.tokens).tolist()
         leaves = tree.leaves if tree.leaves is not None else [
             i for i in range(len(tree)) if i not in set(tree.parents)
         ]

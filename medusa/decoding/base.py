@@ -26,19 +26,15 @@ class Tree:
     def __post_init__(self) -> None:
         if len(self.tokens) != len(self.parents) or not self.tokens:
             raise ValueError("a tree needs one parent per token and at least one token")
+        depths: list[int] = []
         for i, p in enumerate(self.parents):
             if not -1 <= p < i:
                 raise ValueError(f"node {i} has parent {p}: parents must precede their children")
+            depths.append(0 if p < 0 else depths[p] + 1)
+        self.depths = depths  # computed once: the loop, verify and acceptance all read it every step
 
     def __len__(self) -> int:
         return len(self.tokens)
-
-    @property
-    def depths(self) -> list[int]:
-        depth: list[int] = []
-        for p in self.parents:
-            depth.append(0 if p < 0 else depth[p] + 1)
-        return depth
 
     @property
     def is_chain(self) -> bool:
@@ -82,6 +78,7 @@ class Verified:
 
     logits: torch.Tensor
     hidden: torch.Tensor
+    tokens: torch.Tensor  # [N] the draft tokens on the model's device, shared by verify and acceptance
 
 
 @dataclass

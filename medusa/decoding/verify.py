@@ -42,4 +42,4 @@ def verify(model: MedusaModel, cache, prefix_len: int, tree: Tree) -> Verified:
     positions = torch.tensor([[prefix_len + d for d in tree.depths]], device=device)
     mask = None if tree.is_chain else tree_attention_mask(tree, prefix_len, model.dtype, device)
     out = model.step(ids, cache, position_ids=positions, attention_mask=mask)
-    return Verified(logits=out.logits[0], hidden=out.hidden[0])
+    return Verified(logits=out.logits[0], hidden=out.hidden[0], tokens=ids[0])
