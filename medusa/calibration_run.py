@@ -9,7 +9,7 @@ from pathlib import Path
 from .calibrate import calibrate_tree, measure_head_accuracy
 from .console import say
 from .data import load_examples
-from .decoding import generate, make_strategy
+from .batch_generate import batched_greedy
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .loader import LoadSettings, load_model
@@ -22,6 +22,7 @@ from .trees import save_tree
 class CalibrationSettings:
     model_name: str = EMBEDDED_NAME
     medusa_heads: str | None = None
+    adapter: str | None = None
     dataset: str = "flores200-sample"
     split: str = "test"
     src_lang: str = "hin_Deva"
@@ -43,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = CalibrationSettings()
     p.add_argument("--model-name", "-m", default=d.model_name)
     p.add_argument("--medusa-heads", default=None)
+    p.add_argument("--adapter", default=None, help="LoRA adapter merged into the base at load")
     p.add_argument("--dataset", "-d", default=d.dataset, help="calibrate on data you will NOT evaluate on")
     p.add_argument("--split", default=d.split)
     p.add_argument("--src-lang", default=d.src_lang)
@@ -66,21 +68,19 @@ def run_calibration(s: CalibrationSettings) -> dict:
         if value is not None and value < 1:
             raise MedusaError(f"{name} must be at least 1")
     examples, info = load_examples(s.dataset, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
-    model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype))
+    model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter))
     heads = s.heads or model.num_heads
     if not model.num_heads:
         raise MedusaError(f"{s.model_name} has no Medusa heads to calibrate; pass --medusa-heads PATH")
     if heads > model.num_heads:
         raise MedusaError(f"--heads {heads} is more than the model has ({model.num_heads})")
-    stops = stop_token_ids(model.tokenizer, model.base_model)
-    single = make_strategy("single-head")
-    sequences, prompt_lengths = [], []
-    from tqdm.auto import tqdm
-
-    for ex in tqdm(examples, desc="greedy continuations", unit="ex", dynamic_ncols=True):
-        ids = encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
-        sequences.append(ids + generate(model, single, ids, s.max_output_len, stops).tokens)
-        prompt_lengths.append(len(ids))
+    stops = sorted(stop_token_ids(model.tokenizer, model.base_model))
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else stops[0]
+    prompts = [encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
+               for ex in examples]
+    outs = batched_greedy(model.base_model, prompts, s.max_output_len, stops, pad, progress="greedy continuations")
+    sequences = [ids + out for ids, out in zip(prompts, outs)]
+    prompt_lengths = [len(ids) for ids in prompts]
     accuracy = measure_head_accuracy(model, sequences, prompt_lengths, heads, s.max_rank)
     tree, expected = calibrate_tree(accuracy, s.tree_size)
     top1, top5 = accuracy.topk(1), accuracy.topk(min(5, s.max_rank))

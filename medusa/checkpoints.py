@@ -52,6 +52,8 @@ def save_heads(heads: MedusaHeads, folder: str | Path, base_model: str, extra: d
 
 def save_medusa1(heads: MedusaHeads, folder: str | Path, base_model: str) -> Path:
     """Write FasterDecoding's Medusa-1 layout so their tools load our heads (projection always materialised)."""
+    if heads.config.token_input:
+        raise MedusaError("token-input heads have no FasterDecoding Medusa-1 equivalent; use the project format")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in heads.heads.state_dict().items()}
@@ -156,6 +158,6 @@ def build_heads(ckpt: HeadCheckpoint, base_model) -> MedusaHeads:
         config: HeadConfig = infer_head_config(ckpt.state, hidden, vocab)
     except ValueError as exc:
         raise MedusaError(f"heads at {ckpt.source} do not fit this base model: {exc}") from None
-    heads = MedusaHeads(config, lm_head)
+    heads = MedusaHeads(config, lm_head, base_model.get_input_embeddings())
     heads.load_head_state_dict(ckpt.state)
     return heads.to(device=lm_head.weight.device, dtype=lm_head.weight.dtype)

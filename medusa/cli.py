@@ -215,7 +215,16 @@ def finetune_main(argv: list[str]) -> None:
     finetune(FinetuneSettings(**args))
 
 
-SUBCOMMANDS = {"calibrate-tree": calibrate_main, "train-heads": train_heads_main, "finetune": finetune_main}
+def measure_main(argv: list[str]) -> None:
+    from .acceptance_report import add_arguments, run_measure, settings_from
+
+    args = parse_subcommand(argv, "measure-acceptance", "Per-head top-1/top-5 accuracy and greedy tokens per step "
+                            "(τ) of the multi-head grid and the tree on whole datasets, replayed from one "
+                            "teacher-forced pass over the model's greedy output.", add_arguments)
+    run_measure(settings_from(args))
+
+
+SUBCOMMANDS = {"calibrate-tree": calibrate_main, "measure-acceptance": measure_main, "train-heads": train_heads_main, "finetune": finetune_main}
 
 
 def main(argv: list[str] | None = None) -> int:

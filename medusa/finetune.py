@@ -106,12 +106,12 @@ def batches(pairs, batch_size: int, pad_id: int, seed: int):
 
 
 def translate(model, tokenizer, sources: list[str], s: FinetuneSettings, eos_ids: list[int],
-              max_new_tokens: int = 64, batch_size: int = 32) -> list[str]:
+              batch_size: int = 64) -> list[str]:
     """Batched greedy translations for before/after scoring."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     prompts = [encode_prompt(tokenizer, src, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
                for src in sources]
-    outs = batched_greedy(model, prompts, max_new_tokens, eos_ids, pad, batch_size)
+    outs = batched_greedy(model, prompts, s.max_target_len, eos_ids, pad, batch_size, progress="translating")
     return [tokenizer.decode(o, skip_special_tokens=True).strip() for o in outs]
 
 

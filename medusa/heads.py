@@ -23,6 +23,7 @@ class HeadConfig:
     hidden_size: int
     vocab_size: int
     shared_lm_head: bool = False
+    token_input: bool = False  # heads also see the embedding of the base model's next token (see MedusaHeads)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,11 +47,27 @@ class ResBlock(nn.Module):
 
 
 class MedusaHeads(nn.Module):
-    """K heads; ``self.heads[k](hidden)`` gives head k's logits, whether its projection is owned or shared."""
+    """K heads; ``self.heads[k](hidden)`` gives head k's logits, whether its projection is owned or shared.
 
-    def __init__(self, config: HeadConfig, lm_head: nn.Module) -> None:
+    With ``token_input`` each head first adds ``U_k · embed(next token)`` to the hidden state, where the next token
+    is the base model's own argmax at that position. That token is known before drafting (it is the tree's root,
+    and under greedy acceptance it is always accepted), so the heads need not guess it: head k then predicts
+    token k+1 after a *known* token, as EAGLE/Hydra heads do, but without their per-depth sequential calls.
+    U_k starts at zero, so fresh heads still reproduce the base model. FasterDecoding's format cannot hold U_k.
+    """
+
+    def __init__(self, config: HeadConfig, lm_head: nn.Module, embedding: nn.Module | None = None) -> None:
         super().__init__()
         self.config = config
+        self.token_proj: nn.ModuleList | None = None
+        if config.token_input:
+            if embedding is None:
+                raise ValueError("token-input heads need the base model's input embedding")
+            self._embedding = (embedding,)  # the base's module, not registered: never trained or saved here
+            self.token_proj = nn.ModuleList(
+                nn.Linear(config.hidden_size, config.hidden_size, bias=False) for _ in range(config.num_heads))
+            for proj in self.token_proj:
+                nn.init.zeros_(proj.weight)
         heads = []
         for _ in range(config.num_heads):
             blocks: list[nn.Module] = [ResBlock(config.hidden_size) for _ in range(config.num_layers)]
@@ -67,19 +84,38 @@ class MedusaHeads(nn.Module):
     def __len__(self) -> int:
         return self.config.num_heads
 
-    def forward(self, hidden: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
-        """Logits of the first ``num_heads`` heads, stacked as [K, *hidden.shape[:-1], V]."""
+    def forward(self, hidden: torch.Tensor, num_heads: int | None = None,
+                next_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of the first ``num_heads`` heads, stacked as [K, *hidden.shape[:-1], V].
+
+        ``next_tokens`` (shaped like ``hidden`` without its last dimension) is needed by token-input heads only.
+        """
         k = self.config.num_heads if num_heads is None else num_heads
-        return torch.stack([self.heads[i](hidden) for i in range(k)], dim=0)
+        if self.token_proj is None:
+            return torch.stack([self.heads[i](hidden) for i in range(k)], dim=0)
+        if next_tokens is None:
+            raise ValueError("token-input heads need the base model's next token at each position")
+        emb = self._embedding[0](next_tokens).to(hidden.dtype)
+        return torch.stack([self.heads[i](hidden + self.token_proj[i](emb)) for i in range(k)], dim=0)
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
-        """The heads' own tensors in FasterDecoding's key layout; a shared projection is left out."""
+        """The heads' own tensors in FasterDecoding's key layout (+ ``token_proj.k.weight``); a shared projection is
+        left out."""
         skip = f".{self.config.num_layers}.weight" if self.config.shared_lm_head else None
-        return {
+        state = {
             k: v.detach()
             for k, v in self.heads.state_dict().items()
             if skip is None or not k.endswith(skip)
         }
+        if self.token_proj is not None:
+            state.update({f"token_proj.{k}": v.detach() for k, v in self.token_proj.state_dict().items()})
+        return state
+
+    def _own_parameters(self) -> dict[str, torch.Tensor]:
+        params = dict(self.heads.named_parameters(remove_duplicate=False))
+        if self.token_proj is not None:
+            params.update({f"token_proj.{k}": v for k, v in self.token_proj.named_parameters()})
+        return params
 
     def load_head_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load tensors in FasterDecoding's layout; every tensor this head set owns must be present."""
@@ -88,7 +124,7 @@ class MedusaHeads(nn.Module):
         if missing:
             raise KeyError(f"head weights missing: {', '.join(missing[:4])}")
         with torch.no_grad():
-            params = dict(self.heads.named_parameters(remove_duplicate=False))
+            params = self._own_parameters()
             for name in own:
                 target = params[name]
                 src = state[name]
@@ -100,7 +136,10 @@ class MedusaHeads(nn.Module):
 def infer_head_config(state: dict[str, torch.Tensor], hidden_size: int, vocab_size: int) -> HeadConfig:
     """Read K, L and projection sharing from the tensors themselves (some uploaded configs understate K)."""
     heads: dict[int, set[int]] = {}
+    token_input = any(key.startswith("token_proj.") for key in state)
     for key in state:
+        if key.startswith("token_proj."):
+            continue
         parts = key.split(".")
         if len(parts) < 3 or not parts[0].isdigit() or not parts[1].isdigit():
             raise ValueError(f"unexpected head weight name {key!r}")
@@ -125,4 +164,7 @@ def infer_head_config(state: dict[str, torch.Tensor], hidden_size: int, vocab_si
         raise ValueError(
             f"heads project to {state[f'0.{num_layers}.weight'].shape[0]} tokens, the base model has {vocab_size}"
         )
-    return HeadConfig(num_heads, num_layers, hidden_size, vocab_size, shared_lm_head=not owned[0])
+    if token_input and any(f"token_proj.{k}.weight" not in state for k in range(num_heads)):
+        raise ValueError("some heads have a token projection and some do not")
+    return HeadConfig(num_heads, num_layers, hidden_size, vocab_size, shared_lm_head=not owned[0],
+                      token_input=token_input)

@@ -73,6 +73,14 @@ class MedusaModel(nn.Module):
     def medusa(self) -> int:
         return self.num_heads
 
+    def project_heads(self, hidden: torch.Tensor, logits: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
+        """Head logits [K, ..., V] at these hidden states; ``logits`` (the base's, same positions) supply the next
+        token that token-input heads condition on."""
+        if self.heads is None:
+            raise ValueError("this model has no Medusa heads")
+        next_tokens = logits.argmax(-1) if self.heads.config.token_input else None
+        return self.heads(hidden, num_heads, next_tokens)
+
     def get_tokenizer(self):
         return self.tokenizer
 
@@ -118,7 +126,7 @@ class MedusaModel(nn.Module):
         if num_heads:
             if num_heads > self.num_heads:
                 raise ValueError(f"asked for {num_heads} heads, the model has {self.num_heads}")
-            head_logits = self.heads(hidden, num_heads)
+            head_logits = self.project_heads(hidden, logits, num_heads)
         return StepOutput(logits=logits, head_logits=head_logits, hidden=hidden)
 
     def forward(
@@ -144,9 +152,10 @@ class MedusaModel(nn.Module):
         hidden = outputs.last_hidden_state
         if self.heads is None:
             raise ValueError("medusa_forward needs Medusa heads; this model has none")
-        medusa_logits = self.heads(hidden)
+        orig = self.lm_head()(hidden)
+        medusa_logits = self.project_heads(hidden, orig)
         if output_orig:
-            return medusa_logits, outputs, self.lm_head()(hidden)
+            return medusa_logits, outputs, orig
         return medusa_logits
 
 

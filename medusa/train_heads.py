@@ -39,7 +39,7 @@ class TrainSettings:
     """Head shape, data and optimisation; ``head_decay`` weights head k's loss by decay**k (far heads count less)."""
 
     model_name: str = EMBEDDED_NAME
-    dataset: str = "in22-gen-sample"
+    dataset: str | list[str] = "in22-gen-sample"  # one dataset, or several whose sources are pooled
     split: str = "test"
     src_lang: str = "hin_Deva"
     tgt_lang: str = "eng_Latn"
@@ -51,6 +51,7 @@ class TrainSettings:
     num_heads: int = 5
     num_layers: int = 1
     shared_lm_head: bool = True
+    token_input: bool = False  # heads also see the base model's next token (see MedusaHeads); project format only
     epochs: int = 3
     batch_size: int = 256
     lr: float = 1e-3
@@ -68,57 +69,88 @@ class TrainSettings:
     device: str = "auto"
     dtype: str = "auto"
     hf_token: str | None = None
+    adapter: str | None = None  # a LoRA merged into the base first: heads must learn the model they will serve
+
+    @property
+    def datasets(self) -> list[str]:
+        return [self.dataset] if isinstance(self.dataset, str) else list(self.dataset)
+
+
+def training_sources(s: TrainSettings) -> list[tuple[str, str]]:
+    """(key, source text) for every example of every dataset; keys stay unique when datasets are pooled."""
+    pooled = []
+    for name in s.datasets:
+        examples, _ = load_examples(name, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
+        prefix = f"{name}:" if len(s.datasets) > 1 else ""
+        pooled += [(f"{prefix}{ex.index}", ex.source) for ex in examples]
+    return pooled
 
 
 def self_distilled_sequences(model: MedusaModel, s: TrainSettings, cache_file: Path) -> list[dict]:
     """Prompt + the base model's greedy continuation for every example; cached, so reruns and resumes skip it."""
-    done: dict[int, dict] = {}
+    done: dict[str, dict] = {}
     if cache_file.exists():  # drop a line cut off by an interruption, so appends start on a fresh line
         rows = read_predictions(cache_file)
         cache_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        done = {r["index"]: r for r in rows}
-    examples, _ = load_examples(s.dataset, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
+        done = {str(r["index"]): r for r in rows}
+    sources = training_sources(s)
     stops = sorted(stop_token_ids(model.tokenizer, model.base_model))
-    todo = [ex for ex in examples if ex.index not in done]
+    todo = [(key, src) for key, src in sources if key not in done]
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else stops[0]
     chunk = 256  # written to the cache chunk by chunk, so an interruption loses little
     with open(cache_file, "a", encoding="utf-8") as f:
         for start in range(0, len(todo), chunk):
             part = todo[start:start + chunk]
-            prompts = [encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style,
-                                     s.max_input_len) for ex in part]
+            prompts = [encode_prompt(model.tokenizer, src, s.src_lang, s.tgt_lang, s.prompt_style,
+                                     s.max_input_len) for _, src in part]
             outs = batched_greedy(model.base_model, prompts, s.max_new_tokens, stops, pad, s.generation_batch_size,
                                   progress=f"self-distillation {start + len(part)}/{len(todo)}")
-            for ex, ids, out in zip(part, prompts, outs):
-                row = {"index": ex.index, "prompt_len": len(ids), "ids": ids + out}
+            for (key, _), ids, out in zip(part, prompts, outs):
+                row = {"index": key, "prompt_len": len(ids), "ids": ids + out}
                 f.write(json.dumps(row) + "\n")
-                done[ex.index] = row
+                done[key] = row
             f.flush()
-    return [done[ex.index] for ex in examples]
+    return [done[key] for key, _ in sources]
 
 
 @torch.inference_mode()
-def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Last hidden states at every position that predicts generated text, and each head's target there.
+def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int,
+                       batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Last hidden states at every position that predicts generated text, the base model's next token there
+    (what token-input heads condition on), and each head's target there.
 
     Position i (hidden state after token i) trains head k on token i + k + 2; targets past the end are -100.
+    Sequences run through the base in right-padded batches: causal attention leaves the real positions exact.
     """
-    hiddens, targets = [], []
-    for row in rows:
-        ids, start = row["ids"], max(row["prompt_len"] - 1, 0)
-        if len(ids) < start + 3:
-            continue
-        hidden = model.step(torch.tensor([ids], device=model.device), None).hidden[0, start:-2]
-        n = hidden.shape[0]
-        tgt = torch.full((n, num_heads), -100, dtype=torch.long)
-        for k in range(num_heads):
-            future = ids[start + k + 2:]
-            tgt[: min(n, len(future)), k] = torch.tensor(future[:n])
-        hiddens.append(hidden.float().cpu())
-        targets.append(tgt)
-    if not hiddens:
+    rows = [r for r in rows if len(r["ids"]) >= max(r["prompt_len"] - 1, 0) + 3]
+    if not rows:
         raise MedusaError("no training positions: the continuations are too short (raise --max-new-tokens)")
-    return torch.cat(hiddens), torch.cat(targets)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["ids"]))
+    hiddens: list[torch.Tensor | None] = [None] * len(rows)
+    targets: list[torch.Tensor | None] = [None] * len(rows)
+    nexts: list[torch.Tensor | None] = [None] * len(rows)
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        width = max(len(rows[i]["ids"]) for i in idx)
+        ids = torch.zeros(len(idx), width, dtype=torch.long)
+        mask = torch.zeros(len(idx), width, dtype=torch.long)
+        for r, i in enumerate(idx):
+            seq = rows[i]["ids"]
+            ids[r, : len(seq)] = torch.tensor(seq)
+            mask[r, : len(seq)] = 1
+        hidden = model.decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                 use_cache=False).last_hidden_state
+        for r, i in enumerate(idx):
+            seq, start = rows[i]["ids"], max(rows[i]["prompt_len"] - 1, 0)
+            h = hidden[r, start:len(seq) - 2]
+            n = h.shape[0]
+            tgt = torch.full((n, num_heads), -100, dtype=torch.long)
+            for k in range(num_heads):
+                future = seq[start + k + 2:]
+                tgt[: min(n, len(future)), k] = torch.tensor(future[:n])
+            hiddens[i], targets[i] = h.float().cpu(), tgt
+            nexts[i] = torch.tensor(seq[start + 1:start + 1 + n])
+    return torch.cat(hiddens), torch.cat(nexts), torch.cat(targets)
 
 
 def head_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -128,7 +160,8 @@ def head_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
 
 
 @torch.no_grad()
-def evaluate_heads(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor, batch: int = 1024) -> dict:
+def evaluate_heads(heads: MedusaHeads, hidden: torch.Tensor, next_ids: torch.Tensor, targets: torch.Tensor,
+                   batch: int = 1024) -> dict:
     """Top-1 and top-5 accuracy of each head on held-out positions."""
     k = heads.config.num_heads
     hit1, hit5, total = torch.zeros(k), torch.zeros(k), torch.zeros(k)
@@ -137,7 +170,7 @@ def evaluate_heads(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tens
     for i in range(0, hidden.shape[0], batch):
         h = hidden[i:i + batch].to(device, dtype)
         t = targets[i:i + batch].to(device)
-        top = heads(h).topk(5, dim=-1).indices  # [K, n, 5]
+        top = heads(h, None, next_ids[i:i + batch].to(device)).topk(5, dim=-1).indices  # [K, n, 5]
         valid = t.T != -100  # [K, n]
         hit1 += ((top[..., 0] == t.T) & valid).sum(-1).float().cpu()
         hit5 += ((top == t.T[..., None]).any(-1) & valid).sum(-1).float().cpu()
@@ -158,7 +191,7 @@ def train_heads(s: TrainSettings) -> dict:
         raise MedusaError(f"{ckpt_path} exists: pass --resume to continue it or choose another --output-dir")
     random.seed(s.seed)
     torch.manual_seed(s.seed)
-    model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype))
+    model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype, adapter=s.adapter))
     for p in model.base_model.parameters():
         p.requires_grad_(False)
     rows = self_distilled_sequences(model, s, out / SEQUENCES)
@@ -168,15 +201,19 @@ def train_heads(s: TrainSettings) -> dict:
     held = [rows[i] for i in order[:n_held]]
     train = [rows[i] for i in order[n_held:]]
     say(f"caching hidden states: {len(train)} training and {len(held)} held-out sequences")
-    x_train, y_train = hidden_and_targets(model, train, s.num_heads)
-    x_held, y_held = hidden_and_targets(model, held, s.num_heads) if held else (None, None)
+    x_train, n_train, y_train = hidden_and_targets(model, train, s.num_heads)
+    x_held, n_held_ids, y_held = hidden_and_targets(model, held, s.num_heads) if held else (None, None, None)
 
     lm_head = model.lm_head()
-    config = HeadConfig(s.num_heads, s.num_layers, lm_head.weight.shape[1], lm_head.weight.shape[0], s.shared_lm_head)
-    heads = MedusaHeads(config, lm_head).to(device=lm_head.weight.device, dtype=torch.float32)
+    config = HeadConfig(s.num_heads, s.num_layers, lm_head.weight.shape[1], lm_head.weight.shape[0], s.shared_lm_head,
+                        s.token_input)
+    embedding = model.base_model.get_input_embeddings()
+    heads = MedusaHeads(config, lm_head, embedding).to(device=lm_head.weight.device, dtype=torch.float32)
     params = [p for p in heads.parameters() if p.requires_grad and p is not lm_head.weight]
     if s.shared_lm_head:
         lm_head.float()  # heads train in fp32; the shared projection stays frozen
+    if s.token_input:
+        embedding.float()  # (tied to the projection in many models; frozen either way)
     optim = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     steps_per_epoch = math.ceil(x_train.shape[0] / s.batch_size)
     total_steps = steps_per_epoch * s.epochs
@@ -207,7 +244,7 @@ def train_heads(s: TrainSettings) -> dict:
         epoch, offset = divmod(step, steps_per_epoch)
         perm = torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(s.seed + epoch))
         idx = perm[offset * s.batch_size:(offset + 1) * s.batch_size]
-        logits = heads(x_train[idx].to(device))
+        logits = heads(x_train[idx].to(device), None, n_train[idx].to(device))
         loss = head_loss(logits, y_train[idx].to(device), weights)
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -219,25 +256,33 @@ def train_heads(s: TrainSettings) -> dict:
         if step % s.eval_every == 0 or step == total_steps:
             entry = {"step": step, "loss": loss.item()}
             if x_held is not None:
-                entry.update(evaluate_heads(heads, x_held, y_held))
+                entry.update(evaluate_heads(heads, x_held, n_held_ids, y_held))
             history.append(entry)
             save_checkpoint()
     bar.close()
-    final = evaluate_heads(heads, x_held, y_held) if x_held is not None else {}
+    final = evaluate_heads(heads, x_held, n_held_ids, y_held) if x_held is not None else {}
     base_name = model.info.base if s.model_name != EMBEDDED_NAME else EMBEDDED_NAME
-    meta = {"trained_on": s.dataset, "examples": len(rows), "heldout": final, "steps": step}
+    meta = {"trained_on": s.datasets, "examples": len(rows), "heldout": final, "steps": step,
+            "num_layers": s.num_layers, "epochs": s.epochs}
+    if s.adapter:
+        meta["adapter"] = s.adapter
     save_heads(heads, out, base_name, extra={"training": meta})
-    save_medusa1(heads, out / "medusa1", base_name)
+    if not s.token_input:
+        save_medusa1(heads, out / "medusa1", base_name)
     if final:
         print("held-out top-1: " + ", ".join(f"{a:.3f}" for a in final["top1"]))
         print("held-out top-5: " + ", ".join(f"{a:.3f}" for a in final["top5"]))
-    say(f"saved heads to {out} (project format) and {out / 'medusa1'} (FasterDecoding Medusa-1 format)")
+    say(f"saved heads to {out} (project format)"
+        + ("" if s.token_input else f" and {out / 'medusa1'} (FasterDecoding Medusa-1 format)"))
     return {"history": history, "heldout": final}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainSettings()
-    for name, kind in (("model-name", str), ("dataset", str), ("split", str), ("src-lang", str),
+    p.add_argument("--dataset", action="append", default=None,
+                   help=f"prompts to self-distil (repeatable: sources are pooled; default {d.dataset})")
+    p.add_argument("--adapter", default=None, help="LoRA adapter merged into the base before training")
+    for name, kind in (("model-name", str), ("split", str), ("src-lang", str),
                        ("tgt-lang", str), ("num-examples", int), ("prompt-style", str), ("max-input-len", int),
                        ("max-new-tokens", int), ("generation-batch-size", int), ("num-heads", int), ("num-layers", int), ("epochs", int),
                        ("batch-size", int), ("lr", float), ("weight-decay", float), ("head-decay", float),
@@ -246,6 +291,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        ("device", str), ("dtype", str), ("hf-token", str)):
         p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")))
     p.add_argument("--own-lm-head", action="store_true", help="give every head its own vocabulary projection")
+    p.add_argument("--token-input", action="store_true",
+                   help="heads also see the embedding of the base model's next token (more accurate; the "
+                   "FasterDecoding Medusa-1 export is then skipped)")
     p.add_argument("--resume", action="store_true", help="continue a frozen-base run from its checkpoint")
     p.add_argument("--joint-lora", action="store_true",
                    help="Medusa-2: also train a LoRA on the base (--rank, --alpha), keeping its next-token "
@@ -255,4 +303,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def settings_from(args: argparse.Namespace) -> TrainSettings:
     values = vars(args).copy()
     values["shared_lm_head"] = not values.pop("own_lm_head")
+    values["dataset"] = values["dataset"] or TrainSettings.dataset
     return TrainSettings(**values)

@@ -59,7 +59,8 @@ def joint_step(model: MedusaModel, peft_model, heads: MedusaHeads, rows: list[di
         if ids.shape[1] > shift:
             future = torch.where(mask[:, shift:].bool(), ids[:, shift:], torch.full_like(ids[:, shift:], -100))
             targets[:, :-shift, h] = future
-    head_logits = heads(out.hidden[gen].float())
+    next_ids = torch.roll(ids, -1, dims=1)[gen]  # the token after each position: what token-input heads see
+    head_logits = heads(out.hidden[gen].float(), None, next_ids)
     loss = kl + head_weight * head_loss(head_logits, targets[gen], weights)
     return loss, kl.item()
 
@@ -76,7 +77,7 @@ def train_joint(s: TrainSettings) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     random.seed(s.seed)
     torch.manual_seed(s.seed)
-    model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype))
+    model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype, adapter=s.adapter))
     rows = self_distilled_sequences(model, s, out / SEQUENCES)
     order = list(range(len(rows)))
     random.Random(s.seed).shuffle(order)
@@ -88,8 +89,10 @@ def train_joint(s: TrainSettings) -> dict:
     peft_model = get_peft_model(base, LoraConfig(r=s.rank, lora_alpha=s.alpha, lora_dropout=0.0,
                                                  target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM"))
     lm_head = model.lm_head()
-    config = HeadConfig(s.num_heads, s.num_layers, lm_head.weight.shape[1], lm_head.weight.shape[0], s.shared_lm_head)
-    heads = MedusaHeads(config, lm_head).to(device=lm_head.weight.device, dtype=torch.float32)
+    config = HeadConfig(s.num_heads, s.num_layers, lm_head.weight.shape[1], lm_head.weight.shape[0], s.shared_lm_head,
+                        s.token_input)
+    heads = MedusaHeads(config, lm_head, base.get_input_embeddings()).to(device=lm_head.weight.device,
+                                                                          dtype=torch.float32)
     model.heads = heads
     params = [p for p in peft_model.parameters() if p.requires_grad]
     params += [p for p in heads.parameters() if p.requires_grad and p is not lm_head.weight]
@@ -104,8 +107,7 @@ def train_joint(s: TrainSettings) -> dict:
     def held_out() -> dict:
         if not held:
             return {}
-        x, y = hidden_and_targets(model, held, s.num_heads)
-        return evaluate_heads(heads, x, y)
+        return evaluate_heads(heads, *hidden_and_targets(model, held, s.num_heads))
 
     from tqdm.auto import tqdm
 
@@ -132,7 +134,7 @@ def train_joint(s: TrainSettings) -> dict:
     final = held_out()
     peft_model.save_pretrained(str(out / ADAPTER_DIR), safe_serialization=True)
     base_name = EMBEDDED_NAME if s.model_name == EMBEDDED_NAME else model.info.base
-    meta = {"trained_on": s.dataset, "examples": len(rows), "heldout": final, "steps": step, "joint_lora": True,
+    meta = {"trained_on": s.datasets, "examples": len(rows), "heldout": final, "steps": step, "joint_lora": True,
             "settings": {k: v for k, v in asdict(s).items() if k != "hf_token"}}
     save_heads(heads, out, base_name, extra={"adapter": ADAPTER_DIR, "training": meta})
     (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")

@@ -159,7 +159,24 @@ def test_head_config_to_dict():
     cfg = HeadConfig(3, 2, 32, 400, shared_lm_head=True)
     assert cfg.to_dict() == {
         "num_heads": 3, "num_layers": 2, "hidden_size": 32, "vocab_size": 400, "shared_lm_head": True,
+        "token_input": False,
     }
+
+
+def test_token_input_heads_start_as_the_base_and_are_inferred_from_their_tensors():
+    lm = torch.nn.Linear(8, 20, bias=False)
+    emb = torch.nn.Embedding(20, 8)
+    heads = MedusaHeads(HeadConfig(2, 1, 8, 20, shared_lm_head=True, token_input=True), lm, emb)
+    hidden = torch.randn(5, 8)
+    torch.testing.assert_close(heads(hidden, None, torch.arange(5)), torch.stack([lm(hidden)] * 2))
+    with pytest.raises(ValueError):
+        heads(hidden)  # the next token is required
+    state = heads.head_state_dict()
+    assert "token_proj.1.weight" in state
+    assert infer_head_config(state, 8, 20).token_input
+    del state["token_proj.1.weight"]
+    with pytest.raises(ValueError):
+        infer_head_config(state, 8, 20)
 
 
 # ---------------------------------------------------------------- infer_head_config

@@ -8,24 +8,35 @@ import torch
 
 from medusa.checkpoints import build_heads, read_head_checkpoint
 from medusa.cli import main
+from conftest import make_model
+from medusa.model import MedusaModel
 from medusa.train_heads import TrainSettings, evaluate_heads, hidden_and_targets, train_heads
 
 
 def test_targets_are_k_plus_two_positions_ahead():
-    class Fake:
-        device = torch.device("cpu")
-
-        def step(self, ids, cache):
-            class Out:
-                hidden = torch.arange(ids.shape[1], dtype=torch.float32)[None, :, None].repeat(1, 1, 2)
-            return Out()
-
+    model = MedusaModel(make_model(), tokenizer=None)
     # prompt of 3 tokens, generated 10..15; positions from prompt_len - 1 = 2 up to len - 3
     rows = [{"prompt_len": 3, "ids": [1, 2, 3, 10, 11, 12, 13, 14, 15]}]
-    hidden, targets = hidden_and_targets(Fake(), rows, num_heads=2)
-    assert hidden[:, 0].tolist() == [2, 3, 4, 5, 6]  # positions 2..6
+    hidden, next_ids, targets = hidden_and_targets(model, rows, num_heads=2)
+    assert hidden.shape[0] == 5  # positions 2..6
+    assert next_ids.tolist() == [10, 11, 12, 13, 14]
     # position 2 (token 3) is followed by 10 (base), 11 (head 1), 12 (head 2)
     assert targets.tolist() == [[11, 12], [12, 13], [13, 14], [14, 15], [15, -100]]
+
+
+def test_batched_hidden_states_equal_one_sequence_at_a_time():
+    model = MedusaModel(make_model(), tokenizer=None)
+    rows = [{"prompt_len": 4, "ids": list(range(5, 5 + n))} for n in (9, 14, 7, 12)]
+    hidden, next_ids, targets = hidden_and_targets(model, rows, num_heads=3, batch_size=3)
+    expect_h, expect_t = [], []
+    for row in rows:
+        h, _, t = hidden_and_targets(model, [row], num_heads=3, batch_size=1)
+        full = model.step(torch.tensor([row["ids"]]), None).hidden[0]
+        torch.testing.assert_close(h, full[row["prompt_len"] - 1:len(row["ids"]) - 2], rtol=1e-5, atol=1e-5)
+        expect_h.append(h)
+        expect_t.append(t)
+    torch.testing.assert_close(hidden, torch.cat(expect_h), rtol=1e-5, atol=1e-5)
+    assert torch.equal(targets, torch.cat(expect_t))
 
 
 def test_training_lowers_loss_and_raises_heldout_accuracy(tiny_model_dir, tmp_path, capsys):
@@ -47,7 +58,7 @@ def test_training_lowers_loss_and_raises_heldout_accuracy(tiny_model_dir, tmp_pa
     h = torch.randn(4, base.config.hidden_size)
     torch.testing.assert_close(project(h), medusa1(h))
     meta = json.loads((out / "medusa_heads.json").read_text())
-    assert meta["num_heads"] == 3 and meta["training"]["trained_on"] == "flores200-sample"
+    assert meta["num_heads"] == 3 and meta["training"]["trained_on"] == ["flores200-sample"]
     assert "held-out top-1:" in capsys.readouterr().out
 
 
@@ -74,7 +85,33 @@ def test_evaluate_heads_counts_top1_and_top5():
     heads = MedusaHeads(HeadConfig(1, 0, 4, 10, True), lm)
     hidden = torch.eye(4)  # position j scores token j highest
     targets = torch.tensor([[0], [5], [2], [-100]])
-    acc = evaluate_heads(heads, hidden, targets)
+    acc = evaluate_heads(heads, hidden, torch.zeros(hidden.shape[0], dtype=torch.long), targets)
     assert acc["positions"] == 3
     assert abs(acc["top1"][0] - 2 / 3) < 1e-6  # positions 0 and 2 right, position 1 second-ranked
     assert acc["top5"] == [1.0]
+
+
+def test_several_datasets_are_pooled_with_unique_keys():
+    from medusa.train_heads import training_sources
+
+    pooled = training_sources(TrainSettings(dataset=["flores200-sample", "in22-gen-sample"], num_examples=3))
+    assert len(pooled) == 6 and len({key for key, _ in pooled}) == 6
+    assert training_sources(TrainSettings(dataset="flores200-sample", num_examples=2))[0][0] == "0"
+
+
+def test_token_input_heads_train_save_and_reload(tiny_model_dir, tmp_path):
+    out = tmp_path / "heads"
+    s = TrainSettings(model_name=str(tiny_model_dir), dataset="flores200-sample", num_examples=12,
+                      prompt_style="seed", max_new_tokens=16, num_heads=2, epochs=10, batch_size=64, lr=3e-2,
+                      eval_every=5, heldout_fraction=0.25, output_dir=str(out), device="cpu", token_input=True)
+    result = train_heads(s)
+    assert result["history"][-1]["loss"] < result["history"][0]["loss"]
+    assert not (out / "medusa1").exists()  # FasterDecoding's format has no place for the token projection
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    heads = build_heads(read_head_checkpoint(str(out)), base)
+    assert heads.config.token_input and heads.token_proj[0].weight.abs().sum() > 0
+    h, tokens = torch.randn(3, base.config.hidden_size), torch.tensor([4, 9, 4])
+    a, b = heads(h, None, tokens), heads(h, None, torch.tensor([5, 9, 4]))
+    assert not torch.allclose(a[:, 0], b[:, 0]) and torch.allclose(a[:, 1:], b[:, 1:])  # the token matters

@@ -8,16 +8,23 @@ from .base import Tree
 
 
 def beam_candidates(level_logprobs: list[torch.Tensor], width: int) -> tuple[list[list[int]], list[float]]:
-    """W best token sequences, one token per level, by summed log-probability (the assignment's step 2).
+    """W best token sequences, one token per level, by summed log-probability (the assignment's step 2)."""
+    return beam_candidates_ranked([lp.float().topk(width) for lp in level_logprobs], width)
+
+
+def beam_candidates_ranked(levels: list[tuple[torch.Tensor, torch.Tensor]], width: int
+                           ) -> tuple[list[list[int]], list[float]]:
+    """:func:`beam_candidates` from each level's best (log-probs, ids), sorted best first, at least W of them.
 
     The heads' distributions do not depend on the earlier draft tokens, so each level extends every beam by the
-    same top-W tokens; the W best of the W×W extensions survive.
+    same top-W tokens; the W best of the W×W extensions survive. Taking ranked lists lets a replay precompute
+    them for thousands of positions at once.
     """
-    device = level_logprobs[0].device
+    device = levels[0][0].device
     seqs = torch.empty(1, 0, dtype=torch.long, device=device)
     scores = torch.zeros(1, device=device)
-    for lp in level_logprobs:
-        top_lp, top_ids = lp.float().topk(width)
+    for values, ids in levels:
+        top_lp, top_ids = values[:width].float(), ids[:width]
         total = (scores[:, None] + top_lp[None, :]).reshape(-1)  # [beams * W], beam-major
         best = total.topk(min(width, total.numel()))
         beam_idx, tok_idx = best.indices // width, best.indices % width

@@ -47,5 +47,6 @@ def generate(
                 return GenerationResult(state.generated, accepted, "eos", drafted)
             state.generated.append(t)
         last = path[-1]
-        heads = model.heads(verified.hidden[last], strategy.num_heads) if strategy.num_heads else None
+        heads = (model.project_heads(verified.hidden[last], verified.logits[last], strategy.num_heads)
+                 if strategy.num_heads else None)
         state.advance(verified.logits[last], heads)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch
+
 from ..errors import MedusaError
 from .accept import Acceptance
 from .base import DecodeState, Strategy, Tree, Verified
-from .draft import beam_candidates, trie_from_candidates
+from .draft import beam_candidates, beam_candidates_ranked, trie_from_candidates
 
 
 class MultiHead(Strategy):
@@ -23,6 +25,11 @@ class MultiHead(Strategy):
         levels = [state.logits] + [state.head_logits[h] for h in range(min(self.num_heads, budget - 1))]
         candidates, _ = beam_candidates([lv.float().log_softmax(-1) for lv in levels], self.beam_width)
         return self.acceptance.prune(state, trie_from_candidates(candidates))
+
+    def draft_ranked(self, levels: list[tuple[torch.Tensor, torch.Tensor]], budget: int) -> Tree:
+        """The same trie from precomputed (log-probs, ids) per level: base first, then the heads (for replay)."""
+        candidates, _ = beam_candidates_ranked(levels[: min(self.num_heads, budget - 1) + 1], self.beam_width)
+        return trie_from_candidates(candidates)
 
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         return self.acceptance.accept(state, tree, verified)

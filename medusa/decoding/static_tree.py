@@ -30,7 +30,10 @@ class StaticTree(Strategy):
 
     def draft(self, state: DecodeState, budget: int) -> Tree:
         top = torch.topk(state.head_logits[: self.num_heads], self.max_rank, dim=-1).indices.tolist()
-        root = state.argmax()
+        return self.draft_ranked(state.argmax(), top, budget)
+
+    def draft_ranked(self, root: int, top: list[list[int]], budget: int) -> Tree:
+        """The tree from the root token and each head's ranked token ids (``top[head][rank]``)."""
         keep = [i for i, d in enumerate(self._depths) if d < budget]  # depth-limited subtrees stay closed
         if len(keep) == len(self._depths):
             tokens = [root] + [top[h][r] for h, r in zip(self._heads, self._ranks)]

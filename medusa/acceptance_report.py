@@ -1,0 +1,176 @@
+"""``python medusa.py measure-acceptance``: per-head top-1/top-5 and greedy τ of every strategy, on whole datasets.
+
+Greedy continuations come from batched ``generate``; :mod:`medusa.replay` then turns one teacher-forced pass into
+the accepted length of every step of every strategy. Figures are written as JSON and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .batch_generate import batched_greedy
+from .console import say
+from .data import load_examples
+from .decoding import DecodeSettings, make_strategy
+from .embedded import EMBEDDED_NAME
+from .errors import MedusaError
+from .loader import LoadSettings, load_model
+from .model import stop_token_ids
+from .prompts import encode_prompt
+from .replay import head_topk_hits, ranked_positions, replay_steps
+
+DEFAULT_GRID = ("2:2", "2:5", "5:2", "5:5", "10:2", "10:5")  # the assignment's W × S grid, as W:S
+
+
+@dataclass
+class AcceptanceSettings:
+    model_name: str = EMBEDDED_NAME
+    medusa_heads: str | None = None
+    adapter: str | None = None
+    datasets: list[str] = field(default_factory=lambda: ["in22-gen-sample"])
+    split: str = "test"
+    src_lang: str = "hin_Deva"
+    tgt_lang: str = "eng_Latn"
+    num_examples: int | None = None
+    prompt_style: str = "chat"
+    max_input_len: int = 1000
+    max_output_len: int = 128
+    multi_head: list[str] = field(default_factory=lambda: list(DEFAULT_GRID))
+    tree: str | None = None  # a tree JSON; None: the model's shipped tree, else the built-in one for its heads
+    batch_size: int = 32
+    output_dir: str = "acceptance"
+    device: str = "auto"
+    dtype: str = "auto"
+    hf_token: str | None = None
+
+
+def parse_grid(items: list[str], num_heads: int) -> list[tuple[int, int]]:
+    """``W:S`` strings to (beam width, heads); refuses more heads than the model has."""
+    grid = []
+    for item in items:
+        try:
+            w, s = (int(x) for x in item.split(":"))
+        except ValueError:
+            raise MedusaError(f"--multi-head {item!r}: write beam width and heads as W:S, e.g. 5:2") from None
+        if w < 1 or s < 1:
+            raise MedusaError(f"--multi-head {item}: W and S must be at least 1")
+        if s > num_heads:
+            raise MedusaError(f"--multi-head {item} needs {s} heads, the model has {num_heads}")
+        grid.append((w, s))
+    return grid
+
+
+def strategies_for(s: AcceptanceSettings, model) -> dict[str, DecodeSettings]:
+    out = {f"multi-head W{w} S{k}": DecodeSettings(strategy="multi-head", num_heads=k, beam_width=w)
+           for w, k in parse_grid(s.multi_head, model.num_heads)}
+    tree_file = s.tree or model.info.extra.get("tree")
+    out["tree" + (f" ({Path(tree_file).name})" if tree_file else f" (built-in, {model.num_heads} heads)")] = \
+        DecodeSettings(strategy="tree", num_heads=model.num_heads, tree_file=tree_file)
+    return out
+
+
+def measure(s: AcceptanceSettings) -> dict:
+    if s.max_output_len < 2 or s.batch_size < 1:
+        raise MedusaError("--max-output-len must be at least 2 and --batch-size at least 1")
+    model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter))
+    if not model.num_heads:
+        raise MedusaError(f"{s.model_name} has no Medusa heads to measure; pass --medusa-heads PATH")
+    strategies = {name: make_strategy(d) for name, d in strategies_for(s, model).items()}
+    max_rank = max([10] + [d.beam_width for d in strategies_for(s, model).values()]
+                   + [getattr(st, "max_rank", 0) for st in strategies.values()])
+    stops = stop_token_ids(model.tokenizer, model.base_model)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else min(stops)
+    report: dict = {"model": model.info.base, "heads": model.info.heads, "max_output_len": s.max_output_len,
+                    "prompt_style": s.prompt_style, "dtype": model.info.extra.get("dtype"),
+                    "device": model.info.extra.get("device"), "datasets": {}}
+    for name in s.datasets:
+        examples, info = load_examples(name, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
+        prompts = [encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style,
+                                 s.max_input_len) for ex in examples]
+        gens = batched_greedy(model.base_model, prompts, s.max_output_len, sorted(stops), pad, s.batch_size,
+                              progress=f"greedy outputs of {name}")
+        say(f"{name}: replaying {len(strategies)} strategies on {len(examples)} rows")
+        ranked = ranked_positions(model, list(zip(prompts, gens)), model.num_heads, max_rank, s.batch_size)
+        hits, positions = None, 0
+        steps: dict[str, list[int]] = {k: [] for k in strategies}
+        for gen, rk in zip(gens, ranked):
+            h, n = head_topk_hits(rk, gen)
+            hits = h if hits is None else hits + h
+            positions += n
+            for key, strategy in strategies.items():
+                steps[key] += replay_steps(strategy, gen, rk, s.max_output_len, stops)
+        denom = max(positions, 1)
+        entry = {
+            "rows": len(examples), "generated_tokens": sum(len(g) for g in gens), "positions": positions,
+            "top1": [round(x / denom, 4) for x in hits[0].tolist()],
+            "top5": [round(x / denom, 4) for x in hits[1].tolist()],
+            "tau": {k: round(sum(v) / max(len(v), 1), 4) for k, v in steps.items()},
+            "steps": {k: len(v) for k, v in steps.items()},
+        }
+        report["datasets"][info.name] = entry
+    return report
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Model: {report['model']}; heads: {report['heads']}; greedy acceptance; up to "
+             f"{report['max_output_len']} new tokens; {report['dtype']} on {report['device']}.", ""]
+    names = list(report["datasets"])
+    first = report["datasets"][names[0]]
+    k = len(first["top1"])
+    lines += ["| data | rows | positions | " + " | ".join(f"head {i + 1} top-1 / top-5" for i in range(k)) + " |",
+              "| --- | --- | --- | " + " | ".join("---" for _ in range(k)) + " |"]
+    for name, e in report["datasets"].items():
+        lines.append(f"| {name} | {e['rows']} | {e['positions']} | "
+                     + " | ".join(f"{a:.3f} / {b:.3f}" for a, b in zip(e["top1"], e["top5"])) + " |")
+    lines += ["", "| strategy | " + " | ".join(f"τ {n}" for n in names) + " |",
+              "| --- | " + " | ".join("---" for _ in names) + " |"]
+    for strat in first["tau"]:
+        lines.append(f"| {strat} | " + " | ".join(f"{report['datasets'][n]['tau'][strat]:.3f}" for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_measure(s: AcceptanceSettings) -> dict:
+    report = measure(s)
+    out = Path(s.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "acceptance.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    table = markdown(report)
+    (out / "acceptance.md").write_text(table, encoding="utf-8")
+    print(table)
+    say(f"wrote {out / 'acceptance.json'} and {out / 'acceptance.md'}")
+    return report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = AcceptanceSettings()
+    p.add_argument("--model-name", "-m", default=d.model_name)
+    p.add_argument("--medusa-heads", default=None)
+    p.add_argument("--adapter", default=None, help="LoRA adapter merged into the base at load")
+    p.add_argument("--dataset", "-d", dest="datasets", action="append", default=None,
+                   help="data whose prompts are measured (repeatable; default in22-gen-sample)")
+    p.add_argument("--split", default=d.split)
+    p.add_argument("--src-lang", default=d.src_lang)
+    p.add_argument("--tgt-lang", default=d.tgt_lang)
+    p.add_argument("--num-examples", "-n", type=int, default=None, help="first N rows of each dataset (all)")
+    p.add_argument("--prompt-style", choices=["seed", "chat"], default=d.prompt_style)
+    p.add_argument("--max-input-len", "-mil", type=int, default=d.max_input_len)
+    p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len)
+    p.add_argument("--multi-head", action="append", default=None, metavar="W:S",
+                   help="a multi-head config to replay (repeatable; default the grid " + " ".join(DEFAULT_GRID) + ")")
+    p.add_argument("--tree", default=None, help="tree JSON (default: the model's shipped tree, else built-in)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--output-dir", "-o", default=d.output_dir)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=d.dtype)
+    p.add_argument("--hf-token", "-token", default=None)
+
+
+def settings_from(args: dict) -> AcceptanceSettings:
+    d = AcceptanceSettings()
+    args = dict(args)
+    args["datasets"] = args["datasets"] or d.datasets
+    args["multi_head"] = args["multi_head"] or d.multi_head
+    return AcceptanceSettings(**args)

@@ -1,0 +1,131 @@
+"""Replay: greedy-verified τ of many strategies from one teacher-forced pass, without decoding step by step.
+
+With greedy acceptance the output is the base model's own greedy continuation, and at every step the heads see
+the hidden state of the last accepted token, which causal attention makes equal to the teacher-forced one. So one
+batched forward over prompt + greedy output gives every step's draft inputs, and a step's accepted length is the
+deepest draft path that matches the output. A thousand rows × seven strategies then costs seconds instead of hours
+of launch-bound decoding; the tests check that it reproduces the decode loop's per-step counts exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .decoding.base import Strategy, Tree
+from .decoding.multi_head import MultiHead
+from .decoding.static_tree import StaticTree
+from .errors import MedusaError
+from .model import MedusaModel
+
+
+@dataclass
+class RankedPositions:
+    """Best R (log-prob, id) of the base and of each head after 0, 1, …, n generated tokens (P = n + 1 rows)."""
+
+    base_lp: torch.Tensor  # [P, R]
+    base_ids: torch.Tensor  # [P, R]
+    head_lp: torch.Tensor  # [K, P, R]
+    head_ids: torch.Tensor  # [K, P, R]
+
+
+@torch.inference_mode()
+def ranked_positions(model: MedusaModel, rows: list[tuple[list[int], list[int]]], num_heads: int,
+                     max_rank: int = 10, batch_size: int = 16) -> list[RankedPositions]:
+    """Teacher-forced top-``max_rank`` lists for each (prompt ids, generated ids) row, in right-padded batches."""
+    if num_heads > model.num_heads:
+        raise MedusaError(f"replay asked for {num_heads} heads, the model has {model.num_heads}")
+    out: list[RankedPositions | None] = [None] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        seqs = [rows[i][0] + rows[i][1] for i in idx]
+        width = max(len(s) for s in seqs)
+        ids = torch.zeros(len(idx), width, dtype=torch.long)
+        mask = torch.zeros(len(idx), width, dtype=torch.long)
+        for r, seq in enumerate(seqs):
+            ids[r, : len(seq)] = torch.tensor(seq)
+            mask[r, : len(seq)] = 1
+        hidden = model.decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                 use_cache=False).last_hidden_state
+        for r, i in enumerate(idx):
+            prompt, gen = rows[i]
+            h = hidden[r, len(prompt) - 1:len(prompt) + len(gen)]  # states after 0..n generated tokens
+            logits = model.lm_head()(h)
+            base = logits.float().log_softmax(-1).topk(max_rank, dim=-1)
+            heads = model.project_heads(h, logits, num_heads).float().log_softmax(-1).topk(max_rank, dim=-1)
+            out[i] = RankedPositions(base.values.cpu(), base.indices.cpu(), heads.values.cpu(), heads.indices.cpu())
+    return out  # type: ignore[return-value]
+
+
+def _draft(strategy: Strategy, ranked: RankedPositions, p: int, root: int, budget: int) -> Tree:
+    if isinstance(strategy, MultiHead):
+        levels = [(ranked.base_lp[p], ranked.base_ids[p])]
+        levels += [(ranked.head_lp[k, p], ranked.head_ids[k, p]) for k in range(strategy.num_heads)]
+        return strategy.draft_ranked(levels, budget)
+    if isinstance(strategy, StaticTree):
+        return strategy.draft_ranked(root, ranked.head_ids[: strategy.num_heads, p].tolist(), budget)
+    raise MedusaError(f"replay measures the multi-head and tree strategies, not {strategy.name}")
+
+
+def _matched_depth(tree: Tree, target: list[int]) -> int:
+    """Nodes on the deepest path whose tokens equal ``target`` from its start (what greedy verification keeps)."""
+    ok = [False] * len(tree)
+    best = 0
+    for i, (tok, parent) in enumerate(zip(tree.tokens, tree.parents)):
+        d = tree.depths[i]
+        ok[i] = d < len(target) and tok == target[d] and (parent < 0 or ok[parent])
+        if ok[i]:
+            best = max(best, d + 1)
+    return best
+
+
+def replay_steps(strategy: Strategy, generated: list[int], ranked: RankedPositions, max_new_tokens: int,
+                 stop_ids: set[int]) -> list[int]:
+    """Tokens accepted per step, as :func:`medusa.decoding.generate` with greedy acceptance would count them.
+
+    ``generated`` excludes the stop token; shorter than ``max_new_tokens`` means decoding stopped on one.
+    """
+    if ranked.base_ids.shape[0] != len(generated) + 1:
+        raise MedusaError("replay rows do not match their ranked positions")
+    if isinstance(strategy, StaticTree) and strategy.max_rank > ranked.head_ids.shape[-1]:
+        raise MedusaError(f"the tree uses rank {strategy.max_rank}; measure at least that many ranks")
+    seq = list(generated)
+    if len(seq) < max_new_tokens:
+        after = int(ranked.base_ids[len(seq), 0])
+        seq.append(after if after in stop_ids else min(stop_ids))
+    steps: list[int] = []
+    p = 0
+    while p < max_new_tokens:
+        budget = max_new_tokens - p
+        if seq[p] in stop_ids:
+            break
+        if budget == 1:
+            steps.append(1)
+            break
+        tree = _draft(strategy, ranked, p, seq[p], budget)
+        accepted = seq[p:p + max(1, _matched_depth(tree, seq[p:]))][:budget]
+        steps.append(len(accepted))
+        if any(t in stop_ids for t in accepted):
+            break
+        p += len(accepted)
+    return steps
+
+
+def head_topk_hits(ranked: RankedPositions, generated: list[int], ks: tuple[int, ...] = (1, 5)
+                   ) -> tuple[torch.Tensor, int]:
+    """Hits [len(ks), K] of each head's top-k on the generated text, over the positions where all heads have a
+    target (head k at state p predicts generated[p + k + 1]), and that position count."""
+    num_heads = ranked.head_ids.shape[0]
+    n = len(generated) - num_heads  # states p = 0 .. n-1 have all K future tokens
+    hits = torch.zeros(len(ks), num_heads, dtype=torch.long)
+    if n <= 0:
+        return hits, 0
+    gen = torch.tensor(generated)
+    for k in range(num_heads):
+        target = gen[k + 1:k + 1 + n]
+        top = ranked.head_ids[k, :n]
+        for j, kk in enumerate(ks):
+            hits[j, k] = (top[:, :kk] == target[:, None]).any(-1).sum()
+    return hits, n
