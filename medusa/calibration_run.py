@@ -34,6 +34,7 @@ class CalibrationSettings:
     heads: int | None = None
     tree_size: int = 63
     max_rank: int = 10
+    batch_size: int = 32  # prompts per batched greedy generation
     output: str = "tree.json"
     device: str = "auto"
     dtype: str = "auto"
@@ -56,6 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", type=int, default=None, help="heads to measure (default: all the model has)")
     p.add_argument("--tree-size", type=int, default=d.tree_size, help="nodes in the tree (63)")
     p.add_argument("--max-rank", type=int, default=d.max_rank, help="ranks measured per head (10)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts generated at once (32)")
     p.add_argument("--output", "-o", default=d.output, help="where the tree JSON goes (tree.json)")
     p.add_argument("--device", default=d.device)
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=d.dtype)
@@ -64,7 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_calibration(s: CalibrationSettings) -> dict:
     """Greedy continuations of the dataset's prompts → per-head top-k hit rates → optimal tree → JSON."""
-    for name, value in (("--num-examples", s.num_examples), ("--tree-size", s.tree_size), ("--max-rank", s.max_rank)):
+    for name, value in (("--num-examples", s.num_examples), ("--tree-size", s.tree_size), ("--max-rank", s.max_rank),
+                        ("--batch-size", s.batch_size)):
         if value is not None and value < 1:
             raise MedusaError(f"{name} must be at least 1")
     examples, info = load_examples(s.dataset, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
@@ -78,7 +81,8 @@ def run_calibration(s: CalibrationSettings) -> dict:
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else stops[0]
     prompts = [encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
                for ex in examples]
-    outs = batched_greedy(model.base_model, prompts, s.max_output_len, stops, pad, progress="greedy continuations")
+    outs = batched_greedy(model.base_model, prompts, s.max_output_len, stops, pad, s.batch_size,
+                          progress="greedy continuations")
     sequences = [ids + out for ids, out in zip(prompts, outs)]
     prompt_lengths = [len(ids) for ids in prompts]
     accuracy = measure_head_accuracy(model, sequences, prompt_lengths, heads, s.max_rank)

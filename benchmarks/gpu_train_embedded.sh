@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# How the shipped embedded default (adapter + heads + tree) was trained and measured, on the device (H200).
+#   bash benchmarks/gpu_train_embedded.sh finetune   # LoRA translator, FLORES-200 devtest before/after
+#   bash benchmarks/gpu_train_embedded.sh heads      # self-distilled heads on the fine-tuned model, two variants
+#   bash benchmarks/gpu_train_embedded.sh measure    # calibrated trees, τ on IN22-Gen + FLORES (replayed)
+#   bash benchmarks/gpu_train_embedded.sh speed      # timed decodes beside single-head, better heads
+# Needs the embedded GGUF at /root/stage/smollm2.gguf (../shared/tools/stage-smollm2.sh), the wheels of .whl/
+# installed, and under .data/ the parallel-eng-hin files plus in22/gen.hin_Deva (copies of ../shared/data), with
+#   newstest2014-heads.hin_Deva = head -n 2007 newstest2014.hin_Deva  (head training)
+#   newstest2014-calib.hin_Deva = tail -n 500 newstest2014.hin_Deva   (tree calibration: never seen by the heads)
+# FLORES-200 devtest and IN22 are never trained or calibrated on. Results go to $RUN and, packed, to $OUT.
+# The scale variables exist so that the same script can be dry-run on a CPU with tiny numbers.
+set -euo pipefail
+export MEDUSA_EMBEDDED_GGUF=${MEDUSA_EMBEDDED_GGUF:-/root/stage/smollm2.gguf} MEDUSA_CACHE=${MEDUSA_CACHE:-/root/medusa-cache}
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
+RUN=${RUN:-/root/run}
+OUT=${OUT:-/tmp/out}
+FT_EPOCHS=${FT_EPOCHS:-5} FT_RANK=${FT_RANK:-8} FT_EVAL=${FT_EVAL:-1012} FT_LIMIT=${FT_LIMIT:-}
+HEAD_N=${HEAD_N:-} HEAD_EPOCHS=${HEAD_EPOCHS:-10} MEASURE_N=${MEASURE_N:-} SPEED_N=${SPEED_N:-50}
+GEN_BATCH=${GEN_BATCH:-256}
+mkdir -p "$RUN" "$OUT"
+D=${D:-.data}
+TRAIN_SETS="$D/ntrex128 $D/tico19-test $D/tatoeba-test-v2021-08-07"
+quiet() { grep -v -E 'it/s\]|s/it\]|batch/s\]|step/s\]|ex/s\]|^\s*$' || true; }
+
+case "${1:-}" in
+finetune)
+  args=()
+  for d in $TRAIN_SETS $D/newstest2014; do args+=(--train-data "$d"); done
+  python3 medusa.py finetune "${args[@]}" --eval-data $D/flores200-devtest --eval-examples "$FT_EVAL" \
+    --rank "$FT_RANK" --alpha $((2 * FT_RANK)) --epochs "$FT_EPOCHS" --lr 1e-3 --batch-size 32 \
+    --output-dir "$RUN/adapter" 2>&1 | quiet | tail -20
+  tar czf "$OUT/adapter.tgz" -C "$RUN" adapter
+  ;;
+heads)
+  args=()
+  for d in $TRAIN_SETS $D/newstest2014-heads; do args+=(--dataset "$d"); done
+  common=(--adapter "$RUN/adapter" "${args[@]}" --max-new-tokens 128 --generation-batch-size "$GEN_BATCH"
+          --num-heads 5 --epochs "$HEAD_EPOCHS" --batch-size 1024 --lr 1e-3 --eval-every 1000)
+  [ -n "$HEAD_N" ] && common+=(--num-examples "$HEAD_N")
+  python3 medusa.py train-heads "${common[@]}" --num-layers 1 --token-input --output-dir "$RUN/heads-token" \
+    2>&1 | quiet | tail -6
+  mkdir -p "$RUN/heads-plain" && cp "$RUN/heads-token/sequences.jsonl" "$RUN/heads-plain/"
+  python3 medusa.py train-heads "${common[@]}" --num-layers 1 --output-dir "$RUN/heads-plain" 2>&1 | quiet | tail -6
+  for v in token plain; do
+    tar czf "$OUT/heads-$v.tgz" -C "$RUN" --exclude=sequences.jsonl --exclude=checkpoint.pt --exclude=medusa1 --exclude=adapter "heads-$v"
+  done
+  ;;
+measure)
+  # calibrate both head variants on the held-out newstest slice; the better (higher expected τ) is measured on
+  # both benchmarks, the other on IN22-Gen only
+  for v in token plain; do
+    python3 medusa.py calibrate-tree --model-name "$RUN/heads-$v" --dataset $D/newstest2014-calib \
+      --num-examples 500 --max-output-len 128 --batch-size 128 --output "$RUN/tree-$v.json" 2>&1 | quiet | tail -4
+  done
+  best=$(python3 -c "import json,sys; e={v: json.load(open(f'$RUN/tree-{v}.json'))['expected_tokens_per_step'] for v in ('token','plain')}; print(max(e, key=e.get))")
+  other=$([ "$best" = token ] && echo plain || echo token)
+  echo "better heads by calibrated expected tau: $best"
+  n=(); [ -n "$MEASURE_N" ] && n=(--num-examples "$MEASURE_N")
+  python3 medusa.py measure-acceptance --model-name "$RUN/heads-$best" --tree "$RUN/tree-$best.json" \
+    --dataset $D/in22/gen --dataset $D/flores200-devtest "${n[@]}" --batch-size 128 \
+    --output-dir "$RUN/acceptance-$best" 2>&1 | quiet | tail -22
+  python3 medusa.py measure-acceptance --model-name "$RUN/heads-$other" --tree "$RUN/tree-$other.json" \
+    --dataset $D/in22/gen "${n[@]}" --batch-size 128 --output-dir "$RUN/acceptance-$other" 2>&1 | quiet | tail -22
+  echo "$best" > "$RUN/best"
+  tar czf "$OUT/measure.tgz" -C "$RUN" tree-token.json tree-plain.json acceptance-token acceptance-plain best
+  ;;
+speed)
+  # real decoding, timed beside single-head in the same process, with the better heads
+  best=$(cat "$RUN/best")
+  python3 medusa.py --model-name "$RUN/heads-$best" -ds tree --tree "$RUN/tree-$best.json" --compare-single-head \
+    -d $D/in22/gen -n "$SPEED_N" -mol 128 -o "$RUN/speed-tree-$best" 2>&1 | quiet | tail -12
+  python3 medusa.py --model-name "$RUN/heads-$best" -ds multi-head -w 2 -nmh 5 --compare-single-head \
+    -d $D/in22/gen -n "$SPEED_N" -mol 128 -o "$RUN/speed-mh-w2-s5-$best" 2>&1 | quiet | tail -12
+  tar czf "$OUT/speed.tgz" -C "$RUN" "speed-tree-$best" "speed-mh-w2-s5-$best"
+  ;;
+*)
+  echo "usage: $0 finetune|heads|measure|speed" >&2
+  exit 2
+  ;;
+esac
