@@ -21,15 +21,15 @@ GEN_BATCH=${GEN_BATCH:-256}
 mkdir -p "$RUN" "$OUT"
 D=${D:-.data}
 TRAIN_SETS="$D/ntrex128 $D/tico19-test $D/tatoeba-test-v2021-08-07"
-quiet() { grep -v -E 'it/s\]|s/it\]|batch/s\]|step/s\]|ex/s\]|^\s*$' || true; }
+quiet() { if [ -n "${LOG_ALL:-}" ]; then cat; else grep -v -E 'it/s\]|s/it\]|batch/s\]|step/s\]|ex/s\]|^\s*$' || true; fi; }
 
 case "${1:-}" in
 finetune)
   args=()
   for d in $TRAIN_SETS $D/newstest2014; do args+=(--train-data "$d"); done
   python3 medusa.py finetune "${args[@]}" --eval-data $D/flores200-devtest --eval-examples "$FT_EVAL" \
-    --rank "$FT_RANK" --alpha $((2 * FT_RANK)) --epochs "$FT_EPOCHS" --lr 1e-3 --batch-size 32 \
-    --output-dir "$RUN/adapter" 2>&1 | quiet | tail -20
+    --rank "$FT_RANK" --alpha $((2 * FT_RANK)) --epochs "$FT_EPOCHS" --lr 1e-3 --batch-size "${FT_BATCH:-32}" \
+    --output-dir "$RUN/adapter" 2>&1 | quiet
   tar czf "$OUT/adapter.tgz" -C "$RUN" adapter
   ;;
 heads)
@@ -39,9 +39,9 @@ heads)
           --num-heads 5 --epochs "$HEAD_EPOCHS" --batch-size 1024 --lr 1e-3 --eval-every 1000)
   [ -n "$HEAD_N" ] && common+=(--num-examples "$HEAD_N")
   python3 medusa.py train-heads "${common[@]}" --num-layers 1 --token-input --output-dir "$RUN/heads-token" \
-    2>&1 | quiet | tail -6
+    2>&1 | quiet
   mkdir -p "$RUN/heads-plain" && cp "$RUN/heads-token/sequences.jsonl" "$RUN/heads-plain/"
-  python3 medusa.py train-heads "${common[@]}" --num-layers 1 --output-dir "$RUN/heads-plain" 2>&1 | quiet | tail -6
+  python3 medusa.py train-heads "${common[@]}" --num-layers 1 --output-dir "$RUN/heads-plain" 2>&1 | quiet
   for v in token plain; do
     tar czf "$OUT/heads-$v.tgz" -C "$RUN" --exclude=sequences.jsonl --exclude=checkpoint.pt --exclude=medusa1 --exclude=adapter "heads-$v"
   done
@@ -51,7 +51,7 @@ measure)
   # both benchmarks, the other on IN22-Gen only
   for v in token plain; do
     python3 medusa.py calibrate-tree --model-name "$RUN/heads-$v" --dataset $D/newstest2014-calib \
-      --num-examples 500 --max-output-len 128 --batch-size 128 --output "$RUN/tree-$v.json" 2>&1 | quiet | tail -4
+      --num-examples 500 --max-output-len 128 --batch-size 128 --output "$RUN/tree-$v.json" 2>&1 | quiet
   done
   best=$(python3 -c "import json,sys; e={v: json.load(open(f'$RUN/tree-{v}.json'))['expected_tokens_per_step'] for v in ('token','plain')}; print(max(e, key=e.get))")
   other=$([ "$best" = token ] && echo plain || echo token)
@@ -59,9 +59,9 @@ measure)
   n=(); [ -n "$MEASURE_N" ] && n=(--num-examples "$MEASURE_N")
   python3 medusa.py measure-acceptance --model-name "$RUN/heads-$best" --tree "$RUN/tree-$best.json" \
     --dataset $D/in22/gen --dataset $D/flores200-devtest "${n[@]}" --batch-size 128 \
-    --output-dir "$RUN/acceptance-$best" 2>&1 | quiet | tail -22
+    --output-dir "$RUN/acceptance-$best" 2>&1 | quiet
   python3 medusa.py measure-acceptance --model-name "$RUN/heads-$other" --tree "$RUN/tree-$other.json" \
-    --dataset $D/in22/gen "${n[@]}" --batch-size 128 --output-dir "$RUN/acceptance-$other" 2>&1 | quiet | tail -22
+    --dataset $D/in22/gen "${n[@]}" --batch-size 128 --output-dir "$RUN/acceptance-$other" 2>&1 | quiet
   echo "$best" > "$RUN/best"
   tar czf "$OUT/measure.tgz" -C "$RUN" tree-token.json tree-plain.json acceptance-token acceptance-plain best
   ;;
@@ -69,9 +69,9 @@ speed)
   # real decoding, timed beside single-head in the same process, with the better heads
   best=$(cat "$RUN/best")
   python3 medusa.py --model-name "$RUN/heads-$best" -ds tree --tree "$RUN/tree-$best.json" --compare-single-head \
-    -d $D/in22/gen -n "$SPEED_N" -mol 128 -o "$RUN/speed-tree-$best" 2>&1 | quiet | tail -12
+    -d $D/in22/gen -n "$SPEED_N" -mol 128 -o "$RUN/speed-tree-$best" 2>&1 | quiet
   python3 medusa.py --model-name "$RUN/heads-$best" -ds multi-head -w 2 -nmh 5 --compare-single-head \
-    -d $D/in22/gen -n "$SPEED_N" -mol 128 -o "$RUN/speed-mh-w2-s5-$best" 2>&1 | quiet | tail -12
+    -d $D/in22/gen -n "$SPEED_N" -mol 128 -o "$RUN/speed-mh-w2-s5-$best" 2>&1 | quiet
   tar czf "$OUT/speed.tgz" -C "$RUN" "speed-tree-$best" "speed-mh-w2-s5-$best"
   ;;
 *)
