@@ -32,6 +32,10 @@ finetune)
     --output-dir "$RUN/adapter" 2>&1 | quiet
   tar czf "$OUT/adapter.tgz" -C "$RUN" adapter
   ;;
+score)
+  # FLORES-200 devtest with the saved adapter merged (the finetune stage scores too; this re-scores a saved one)
+  python3 benchmarks/score_adapter.py "$RUN/adapter" $D/flores200-devtest "$FT_EVAL" | tee "$RUN/adapter/flores_after.json"
+  ;;
 heads)
   args=()
   for d in $TRAIN_SETS $D/newstest2014-heads; do args+=(--dataset "$d"); done

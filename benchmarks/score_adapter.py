@@ -1,0 +1,19 @@
+"""Score a saved LoRA adapter (merged into the embedded base) on a held-out set: sacreBLEU and chrF, batched greedy.
+
+    python benchmarks/score_adapter.py ADAPTER_DIR .data/flores200-devtest [N]
+"""
+
+import json
+import sys
+
+from medusa.finetune import FinetuneSettings, score
+from medusa.loader import LoadSettings, load_model
+from medusa.model import stop_token_ids
+
+adapter, data = sys.argv[1], sys.argv[2]
+n = int(sys.argv[3]) if len(sys.argv) > 3 else None
+model = load_model(LoadSettings(adapter=adapter))
+s = FinetuneSettings(eval_data=data, eval_examples=n)
+eos = sorted(stop_token_ids(model.tokenizer, model.base_model))
+result = score(model.base_model, model.tokenizer, s, eos)
+print(json.dumps(result, indent=2, ensure_ascii=False))
