@@ -11,7 +11,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["medusa", "medusa.*"]),
-    package_data={"medusa": ["samples/*"]},
+    package_data={"medusa": ["samples/*", "embedded_default/*", "embedded_default/adapter/*"]},
     py_modules=[],
     install_requires=[
         "torch>=2.4",

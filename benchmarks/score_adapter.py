@@ -12,7 +12,7 @@ from medusa.model import stop_token_ids
 
 adapter, data = sys.argv[1], sys.argv[2]
 n = int(sys.argv[3]) if len(sys.argv) > 3 else None
-model = load_model(LoadSettings(adapter=adapter))
+model = load_model(LoadSettings(adapter=adapter, embedded_extras=False))
 s = FinetuneSettings(eval_data=data, eval_examples=n)
 eos = sorted(stop_token_ids(model.tokenizer, model.base_model))
 result = score(model.base_model, model.tokenizer, s, eos)

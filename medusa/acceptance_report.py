@@ -66,7 +66,7 @@ def parse_grid(items: list[str], num_heads: int) -> list[tuple[int, int]]:
 def strategies_for(s: AcceptanceSettings, model) -> dict[str, DecodeSettings]:
     out = {f"multi-head W{w} S{k}": DecodeSettings(strategy="multi-head", num_heads=k, beam_width=w)
            for w, k in parse_grid(s.multi_head, model.num_heads)}
-    tree_file = s.tree or model.info.extra.get("tree")
+    tree_file = None if s.tree == "builtin" else (s.tree or model.info.extra.get("tree"))
     out["tree" + (f" ({Path(tree_file).name})" if tree_file else f" (built-in, {model.num_heads} heads)")] = \
         DecodeSettings(strategy="tree", num_heads=model.num_heads, tree_file=tree_file)
     return out

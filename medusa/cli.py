@@ -71,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--acceptance", choices=list(ACCEPTANCE_RULES), default="greedy",
                       help="greedy (lossless: same tokens as single-head), typical (confidence threshold) or rescore "
                       "(the assignment's step 3: best whole candidate by base log-probability; lossy)")
-    more.add_argument("--tree", default=None, help="tree strategy: a JSON tree file (list of rank paths); "
-                      "default: the built-in tree for --use-no-medusa-heads")
+    more.add_argument("--tree", default=None, help="tree strategy: a JSON tree file (list of rank paths); default: "
+                      "the tree calibrated for the model's heads when it ships one (the embedded default does), else "
+                      "the built-in tree for --use-no-medusa-heads; 'builtin' forces the built-in tree")
+    more.add_argument("--bare-embedded", action="store_true",
+                      help="the embedded SmolLM2 without its shipped translation adapter, trained heads and tree "
+                      "(5 untrained identity heads instead)")
     more.add_argument("--adaptive", action="store_true",
                       help="multi-head/tree: use as many heads each step as recent steps accepted (reported)")
     more.add_argument("--generator", default=None, metavar="FILE.py:CLASS",
@@ -121,6 +125,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         model_name=args.model_name or defaults["model_name"],
         medusa_heads=args.medusa_heads,
         adapter=args.adapter,
+        bare_embedded=args.bare_embedded,
         dataset=args.dataset or defaults["dataset"],
         split=args.split,
         src_lang=args.src_lang,

@@ -135,7 +135,8 @@ def finetune(s: FinetuneSettings) -> dict:
     if overlap:
         raise MedusaError(f"{', '.join(overlap)} is both trained and evaluated on: hold the evaluation set out")
     torch.manual_seed(s.seed)
-    wrapped: MedusaModel = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype))
+    wrapped: MedusaModel = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype,
+                                                      embedded_extras=False))
     base, tokenizer = wrapped.base_model, wrapped.tokenizer
     eos_id = end_of_turn_id(tokenizer, base)
     eos_ids = sorted(stop_token_ids(tokenizer, base) | {eos_id})

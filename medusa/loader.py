@@ -17,6 +17,10 @@ from .heads import HeadConfig, MedusaHeads
 from .model import MedusaModel, ModelInfo
 
 EMBEDDED_UNTRAINED_HEADS = 5
+# What ships with the embedded base: a Hindi→English LoRA, 5 token-input heads trained on the adapted model, and
+# the tree calibrated for them (benchmarks/gpu_train_embedded.sh made all three).
+EMBEDDED_DEFAULT_DIR = Path(__file__).parent / "embedded_default"
+EMBEDDED_TREE = "tree.json"
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -31,6 +35,7 @@ class LoadSettings:
     device: str = "auto"
     dtype: str = "auto"
     adapter: str | None = None  # a LoRA adapter (peft folder) merged into the base weights at load
+    embedded_extras: bool = True  # embedded base: load the shipped adapter + heads + tree (False: bare base)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,6 +126,10 @@ def load_model(settings: LoadSettings) -> MedusaModel:
             if settings.medusa_heads is None:
                 heads_ckpt = read_medusa2_heads(name, token)
 
+    shipped = (base_name == EMBEDDED_NAME and own is None and settings.medusa_heads is None
+               and settings.embedded_extras and (EMBEDDED_DEFAULT_DIR / "medusa_heads.json").is_file())
+    if shipped:
+        heads_ckpt = _heads_from(str(EMBEDDED_DEFAULT_DIR), token)
     if settings.medusa_heads is not None:
         heads_ckpt = _heads_from(settings.medusa_heads, token)
     adapter = settings.adapter
@@ -150,4 +159,7 @@ def load_model(settings: LoadSettings) -> MedusaModel:
     )
     if heads is not None:
         info.extra["head_config"] = heads.config.to_dict()
+    tree = heads_ckpt.declared.get("tree") if heads_ckpt is not None else None
+    if tree and Path(heads_ckpt.source, tree).is_file():  # a calibrated tree saved beside the heads
+        info.extra["tree"] = str(Path(heads_ckpt.source) / tree)
     return MedusaModel(base, tokenizer, heads, info)

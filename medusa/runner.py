@@ -62,12 +62,27 @@ def default_output_dir(settings: RunSettings) -> Path:
     return Path("results") / f"{settings.setup}-{settings.decoding_strategy}-{stamp}"
 
 
-def decode_settings(settings: RunSettings) -> DecodeSettings:
+BUILTIN_TREE = "builtin"  # --tree value that asks for the built-in tree even when the model ships one
+
+
+def decode_settings(settings: RunSettings, model: MedusaModel | None = None) -> DecodeSettings:
+    """``--tree`` unset means the tree calibrated for the model's heads where one ships with them (the embedded
+    default), else the built-in tree for ``--use-no-medusa-heads``; ``--tree builtin`` forces the latter."""
+    tree = settings.tree_file
+    if tree == BUILTIN_TREE:
+        tree = None
+    elif tree is None and settings.decoding_strategy == "tree" and model is not None:
+        tree = model.info.extra.get("tree")
     return DecodeSettings(
         strategy=settings.decoding_strategy, num_heads=settings.use_no_medusa_heads, beam_width=settings.beam_width,
         acceptance=settings.acceptance, posterior_threshold=settings.posterior_threshold,
-        posterior_alpha=settings.posterior_alpha, tree_file=settings.tree_file, adaptive=settings.adaptive,
+        posterior_alpha=settings.posterior_alpha, tree_file=tree, adaptive=settings.adaptive,
     )
+
+
+def load_settings(settings: RunSettings) -> LoadSettings:
+    return LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device, settings.dtype,
+                        settings.adapter, embedded_extras=not settings.bare_embedded)
 
 
 def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Example], settings: RunSettings,
@@ -156,13 +171,11 @@ def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
     )
     if not examples:
         raise MedusaError(f"{settings.dataset} has no rows to evaluate")
-    strategy = make_strategy(decode_settings(settings))
     if settings.resume and not settings.output_dir:
         raise MedusaError("--resume needs the --output-dir of the run to continue")
-    model = model or load_model(
-        LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device, settings.dtype,
-                     settings.adapter)
-    )
+    make_strategy(decode_settings(settings))  # bad strategy settings fail before the model loads
+    model = model or load_model(load_settings(settings))
+    strategy = make_strategy(decode_settings(settings, model))
     check_heads(model, settings, strategy)
     stops = stop_token_ids(model.tokenizer, model.base_model)
     say(f"model: {model.info.base}" + (f" + heads {model.info.heads} ({model.info.head_format}, "
@@ -263,8 +276,7 @@ def run_table(settings: RunSettings) -> list[dict]:
     from dataclasses import replace
 
     base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
-    model = load_model(LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device,
-                                    settings.dtype, settings.adapter))
+    model = load_model(load_settings(settings))
     needed = max(h for _, _, h in TABLE_CONFIGS if h)
     if model.num_heads < needed:  # refuse before spending time on the first rows
         raise MedusaError(f"--assignment-table needs {needed} Medusa heads; {model.info.name} has "

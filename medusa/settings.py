@@ -24,6 +24,7 @@ class RunSettings:
     model_name: str = EMBEDDED_NAME
     medusa_heads: str | None = None
     adapter: str | None = None
+    bare_embedded: bool = False  # the embedded base without its shipped adapter, heads and tree
     dataset: str = EMBEDDED_DATASET
     split: str = "test"
     src_lang: str = "hin_Deva"

@@ -208,7 +208,8 @@ def train_heads(s: TrainSettings) -> dict:
         raise MedusaError(f"{ckpt_path} exists: pass --resume to continue it or choose another --output-dir")
     random.seed(s.seed)
     torch.manual_seed(s.seed)
-    model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype, adapter=s.adapter))
+    model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype, adapter=s.adapter,
+                                    embedded_extras=False))
     for p in model.base_model.parameters():
         p.requires_grad_(False)
     rows = self_distilled_sequences(model, s, out / SEQUENCES)

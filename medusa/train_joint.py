@@ -77,7 +77,8 @@ def train_joint(s: TrainSettings) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     random.seed(s.seed)
     torch.manual_seed(s.seed)
-    model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype, adapter=s.adapter))
+    model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype, adapter=s.adapter,
+                                    embedded_extras=False))
     rows = self_distilled_sequences(model, s, out / SEQUENCES)
     order = list(range(len(rows)))
     random.Random(s.seed).shuffle(order)

@@ -45,16 +45,30 @@ def test_embedded_greedy_equals_transformers_generate():
     assert model.tokenizer.convert_tokens_to_ids("<|im_start|>") not in stops
     prompt = encode_prompt(model.tokenizer, "नमस्ते, आप कैसे हैं?", "hin_Deva", "eng_Latn", "chat", 1000)
     ours = generate(model, make_strategy("single-head"), prompt, 24, stops).tokens
-    # the embedded model carries 5 untrained heads: every Medusa strategy must still reproduce single-head
+    # the shipped default: translation adapter merged, 5 trained token-input heads, a calibrated tree; every
+    # greedy-verified Medusa strategy must reproduce single-head, and the trained heads must draft accepted tokens
     from medusa.decoding import DecodeSettings
 
-    assert model.num_heads == 5 and model.info.head_format == "untrained"
-    for settings in (DecodeSettings("multi-head", 2, 2), DecodeSettings("tree", 4), DecodeSettings("multi-head", 3, 3,
-                                                                                                   adaptive=True)):
-        assert generate(model, make_strategy(settings), prompt, 24, stops).tokens == ours
+    assert model.num_heads == 5 and model.info.head_format == "project" and model.heads.config.token_input
+    assert model.info.base.endswith("/adapter") and model.info.extra["tree"].endswith("tree.json")
+    tree = DecodeSettings(strategy="tree", tree_file=model.info.extra["tree"])
+    for settings in (DecodeSettings(strategy="multi-head", num_heads=2, beam_width=2), tree,
+                     DecodeSettings(strategy="multi-head", num_heads=5, beam_width=3, adaptive=True)):
+        got = generate(model, make_strategy(settings), prompt, 24, stops)
+        assert got.tokens == ours
+    got = generate(model, make_strategy(tree), prompt, 24, stops)
+    assert len(got.tokens) / got.steps > 1.3  # trained heads: well above one token per step
     ref = model.base_model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False,
                                     eos_token_id=sorted(stops), pad_token_id=stops and min(stops))
     ref = ref[0, len(prompt):].tolist()
     while ref and ref[-1] in stops:
         ref.pop()
     assert ours == ref
+
+
+def test_bare_embedded_has_untrained_identity_heads_and_no_adapter():
+    from medusa.loader import LoadSettings, load_model
+
+    model = load_model(LoadSettings(device="cpu", embedded_extras=False))
+    assert model.num_heads == 5 and model.info.head_format == "untrained" and "adapter" not in model.info.base
+    assert "tree" not in model.info.extra
