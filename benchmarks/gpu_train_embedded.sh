@@ -15,9 +15,9 @@ export MEDUSA_EMBEDDED_GGUF=${MEDUSA_EMBEDDED_GGUF:-/root/stage/smollm2.gguf} ME
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 RUN=${RUN:-/root/run}
 OUT=${OUT:-/tmp/out}
-FT_EPOCHS=${FT_EPOCHS:-5} FT_RANK=${FT_RANK:-8} FT_EVAL=${FT_EVAL:-1012} FT_LIMIT=${FT_LIMIT:-}
-HEAD_N=${HEAD_N:-} HEAD_EPOCHS=${HEAD_EPOCHS:-10} MEASURE_N=${MEASURE_N:-} SPEED_N=${SPEED_N:-50}
-GEN_BATCH=${GEN_BATCH:-256}
+FT_EPOCHS=${FT_EPOCHS:-2} FT_BATCH=${FT_BATCH:-64} FT_RANK=${FT_RANK:-8} FT_EVAL=${FT_EVAL:-1012}
+HEAD_N=${HEAD_N:-} HEAD_EPOCHS=${HEAD_EPOCHS:-6} MEASURE_N=${MEASURE_N:-} SPEED_N=${SPEED_N:-50}
+GEN_BATCH=${GEN_BATCH:-512}
 mkdir -p "$RUN" "$OUT"
 D=${D:-.data}
 TRAIN_SETS="$D/ntrex128 $D/tico19-test $D/tatoeba-test-v2021-08-07"
@@ -28,7 +28,7 @@ finetune)
   args=()
   for d in $TRAIN_SETS $D/newstest2014; do args+=(--train-data "$d"); done
   python3 medusa.py finetune "${args[@]}" --eval-data $D/flores200-devtest --eval-examples "$FT_EVAL" \
-    --rank "$FT_RANK" --alpha $((2 * FT_RANK)) --epochs "$FT_EPOCHS" --lr 1e-3 --batch-size "${FT_BATCH:-32}" \
+    --rank "$FT_RANK" --alpha $((2 * FT_RANK)) --epochs "$FT_EPOCHS" --lr 1e-3 --batch-size "$FT_BATCH" \
     --output-dir "$RUN/adapter" 2>&1 | quiet
   tar czf "$OUT/adapter.tgz" -C "$RUN" adapter
   ;;

@@ -1,0 +1,55 @@
+"""measure-acceptance end to end on a tiny model: files written, τ per strategy, per-head accuracy; bad grids refused."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from conftest import make_model
+from medusa.acceptance_report import parse_grid
+from medusa.checkpoints import save_heads
+from medusa.cli import main
+from medusa.errors import MedusaError
+from medusa.heads import HeadConfig, MedusaHeads
+
+
+def _heads_dir(tiny_model_dir, tmp_path):
+    base = make_model()
+    heads = MedusaHeads(HeadConfig(3, 1, base.config.hidden_size, base.config.vocab_size, True),
+                        base.get_output_embeddings())
+    with torch.no_grad():
+        for name, p in heads.named_parameters():
+            if "linear" in name:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.1)
+    return save_heads(heads, tmp_path / "heads", str(tiny_model_dir))
+
+
+def test_measure_acceptance_writes_tau_for_every_strategy(tiny_model_dir, tmp_path, capsys):
+    heads = _heads_dir(tiny_model_dir, tmp_path)
+    out = tmp_path / "acc"
+    code = main(["measure-acceptance", "--model-name", str(heads), "-d", "flores200-sample", "-d", "in22-gen-sample",
+                 "-n", "3", "--prompt-style", "seed", "-mol", "12", "--multi-head", "2:2", "--multi-head", "3:3",
+                 "--device", "cpu", "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "acceptance.json").read_text())
+    assert set(report["datasets"]) == {"flores200-sample", "in22-gen-sample"}
+    for entry in report["datasets"].values():
+        assert entry["rows"] == 3 and len(entry["top1"]) == 3 and len(entry["top5"]) == 3
+        assert all(a <= b for a, b in zip(entry["top1"], entry["top5"]))
+        assert set(entry["tau"]) == {"multi-head W2 S2", "multi-head W3 S3", "tree (built-in, 3 heads)"}
+        assert all(1.0 <= t <= 4.0 for t in entry["tau"].values())
+    assert "| multi-head W2 S2 |" in (out / "acceptance.md").read_text()
+
+
+def test_bad_grids_are_refused(tiny_model_dir, tmp_path, capsys):
+    for item in ("5x2", "0:2"):
+        try:
+            parse_grid([item], 5)
+        except MedusaError:
+            continue
+        raise AssertionError(f"{item} was accepted")
+    heads = _heads_dir(tiny_model_dir, tmp_path)
+    assert main(["measure-acceptance", "--model-name", str(heads), "--multi-head", "2:9", "--device", "cpu",
+                 "-o", str(tmp_path / "x")]) == 2
+    assert "the model has 3" in capsys.readouterr().err
