@@ -52,3 +52,20 @@ def test_multi_head_and_tree_greedy_equal_single_head_fp32_on_cuda():
         for s in (DecodeSettings("multi-head", 3, 2), DecodeSettings("tree", 4), DecodeSettings("tree", 3, adaptive=True)):
             assert generate(model, make_strategy(s), prompt, 40, set()).tokens == ref
 
+
+
+def test_token_input_heads_greedy_and_replay_on_cuda_fp32():
+    from test_replay import _medusa
+
+    from medusa.decoding import DecodeSettings
+    from medusa.replay import ranked_positions, replay_steps
+
+    model = _medusa(3, 0.1, token_input=True).to("cuda")
+    prompt = [5, 17, 33, 48, 60]
+    ref = generate(model, make_strategy("single-head"), prompt, 40, {2}).tokens
+    rk = ranked_positions(model, [(prompt, ref)], num_heads=4)[0]
+    for s in (DecodeSettings(strategy="multi-head", num_heads=3, beam_width=2), DecodeSettings(strategy="tree", num_heads=4)):
+        strategy = make_strategy(s)
+        got = generate(model, strategy, prompt, 40, {2})
+        assert got.tokens == ref
+        assert replay_steps(strategy, ref, rk, 40, {2}) == got.accepted_per_step
