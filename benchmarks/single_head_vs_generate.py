@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--dtype", default="auto")
     a = p.parse_args()
     quiet_libraries(False)
-    model = load_model(LoadSettings(a.model_name, device=a.device, dtype=a.dtype))
+    model = load_model(LoadSettings(a.model_name, device=a.device, dtype=a.dtype, embedded_extras=False))
     examples, _ = load_examples(a.dataset, "hin_Deva", "eng_Latn", a.n)
     stops = stop_token_ids(model.tokenizer, model.base_model)
     prompts = [encode_prompt(model.tokenizer, ex.source, "hin_Deva", "eng_Latn", a.prompt_style, 1000) for ex in examples]

@@ -79,6 +79,10 @@ def measure(s: AcceptanceSettings) -> dict:
     if not model.num_heads:
         raise MedusaError(f"{s.model_name} has no Medusa heads to measure; pass --medusa-heads PATH")
     strategies = {name: make_strategy(d) for name, d in strategies_for(s, model).items()}
+    for name, strategy in strategies.items():
+        if strategy.num_heads > model.num_heads:
+            raise MedusaError(f"{name} is {strategy.num_heads} levels deep but the model has {model.num_heads} heads; "
+                              "use a shallower --tree")
     max_rank = max([10] + [d.beam_width for d in strategies_for(s, model).values()]
                    + [getattr(st, "max_rank", 0) for st in strategies.values()])
     stops = stop_token_ids(model.tokenizer, model.base_model)
@@ -160,7 +164,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len)
     p.add_argument("--multi-head", action="append", default=None, metavar="W:S",
                    help="a multi-head config to replay (repeatable; default the grid " + " ".join(DEFAULT_GRID) + ")")
-    p.add_argument("--tree", default=None, help="tree JSON (default: the model's shipped tree, else built-in)")
+    p.add_argument("--tree", default=None, help="tree JSON (default: the tree saved beside the heads, else the "
+                   "built-in one; 'builtin' forces the built-in tree)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--output-dir", "-o", default=d.output_dir)
     p.add_argument("--device", default=d.device)

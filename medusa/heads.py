@@ -95,8 +95,19 @@ class MedusaHeads(nn.Module):
             return torch.stack([self.heads[i](hidden) for i in range(k)], dim=0)
         if next_tokens is None:
             raise ValueError("token-input heads need the base model's next token at each position")
-        emb = self._embedding[0](next_tokens).to(hidden.dtype)
+        emb = self._embed(next_tokens, hidden)
         return torch.stack([self.heads[i](hidden + self.token_proj[i](emb)) for i in range(k)], dim=0)
+
+    def _embed(self, next_tokens: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        table = self._embedding[0]
+        return table(next_tokens.to(table.weight.device)).to(hidden.device, hidden.dtype)
+
+    def standalone(self, lm_head: nn.Module) -> nn.ModuleList:
+        """Heads callable on hidden states alone, as FasterDecoding's ``medusa_head[k](hidden)``: token-input heads
+        take the base model's argmax from ``lm_head`` themselves; plain heads are returned as they are."""
+        if self.token_proj is None:
+            return self.heads
+        return nn.ModuleList(_StandaloneHead(self, k, lm_head) for k in range(self.config.num_heads))
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """The heads' own tensors in FasterDecoding's key layout (+ ``token_proj.k.weight``); a shared projection is
@@ -131,6 +142,20 @@ class MedusaHeads(nn.Module):
                 if tuple(src.shape) != tuple(target.shape):
                     raise ValueError(f"head weight {name} has shape {tuple(src.shape)}, expected {tuple(target.shape)}")
                 target.copy_(src.to(dtype=target.dtype, device=target.device))
+
+
+class _StandaloneHead(nn.Module):
+    """Token-input head k with its next token computed from the base projection (same result as the decoder's)."""
+
+    def __init__(self, heads: MedusaHeads, k: int, lm_head: nn.Module) -> None:
+        super().__init__()
+        self._refs = (heads, lm_head)  # not registered: the weights belong to the heads and the base
+        self.k = k
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        heads, lm_head = self._refs
+        emb = heads._embed(lm_head(hidden).argmax(-1), hidden)
+        return heads.heads[self.k](hidden + heads.token_proj[self.k](emb))
 
 
 def infer_head_config(state: dict[str, torch.Tensor], hidden_size: int, vocab_size: int) -> HeadConfig:

@@ -20,7 +20,7 @@ EMBEDDED_UNTRAINED_HEADS = 5
 # What ships with the embedded base: a Hindi→English LoRA, 5 token-input heads trained on the adapted model, and
 # the tree calibrated for them (benchmarks/gpu_train_embedded.sh made all three).
 EMBEDDED_DEFAULT_DIR = Path(__file__).parent / "embedded_default"
-EMBEDDED_TREE = "tree.json"
+TREE_FILE = "tree.json"  # a calibrated tree saved beside heads is used by -ds tree unless --tree is given
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -99,6 +99,13 @@ def _heads_from(location: str, token: str | None) -> HeadCheckpoint | None:
     return ckpt
 
 
+def _beside(ckpt: HeadCheckpoint, name: str) -> Path | None:
+    """A file or folder saved next to local heads (their adapter, their tree); None for hub heads."""
+    source = Path(ckpt.source)
+    folder = source if source.is_dir() else source.parent if source.is_file() else None
+    return folder / name if folder is not None else None
+
+
 def load_model(settings: LoadSettings) -> MedusaModel:
     """Detect the checkpoint kind and load base + heads; heads given with ``--medusa-heads`` win."""
     device = resolve_device(settings.device)
@@ -126,16 +133,22 @@ def load_model(settings: LoadSettings) -> MedusaModel:
             if settings.medusa_heads is None:
                 heads_ckpt = read_medusa2_heads(name, token)
 
+    # an explicit --adapter replaces the shipped one, and the shipped heads only fit the shipped adapter
     shipped = (base_name == EMBEDDED_NAME and own is None and settings.medusa_heads is None
-               and settings.embedded_extras and (EMBEDDED_DEFAULT_DIR / "medusa_heads.json").is_file())
+               and settings.adapter is None and settings.embedded_extras
+               and (EMBEDDED_DEFAULT_DIR / "medusa_heads.json").is_file())
     if shipped:
         heads_ckpt = _heads_from(str(EMBEDDED_DEFAULT_DIR), token)
     if settings.medusa_heads is not None:
         heads_ckpt = _heads_from(settings.medusa_heads, token)
     adapter = settings.adapter
     if adapter is None and heads_ckpt is not None and heads_ckpt.declared.get("adapter"):
-        # heads trained jointly with a LoRA (train-heads --joint-lora) only fit the adapted base
-        adapter = str(Path(heads_ckpt.source) / heads_ckpt.declared["adapter"])
+        # heads trained on an adapted base (train-heads --adapter / --joint-lora) only fit that base
+        beside = _beside(heads_ckpt, heads_ckpt.declared["adapter"])
+        if beside is None:
+            raise MedusaError(f"heads {heads_ckpt.source} need their adapter '{heads_ckpt.declared['adapter']}': "
+                              "download the heads folder and pass its local path")
+        adapter = str(beside)
 
     say(f"loading base model {base_label} on {device}")
     base, tokenizer = _load_base(base_location, token, device, settings.dtype)
@@ -159,7 +172,7 @@ def load_model(settings: LoadSettings) -> MedusaModel:
     )
     if heads is not None:
         info.extra["head_config"] = heads.config.to_dict()
-    tree = heads_ckpt.declared.get("tree") if heads_ckpt is not None else None
-    if tree and Path(heads_ckpt.source, tree).is_file():  # a calibrated tree saved beside the heads
-        info.extra["tree"] = str(Path(heads_ckpt.source) / tree)
+    tree = _beside(heads_ckpt, heads_ckpt.declared.get("tree") or TREE_FILE) if heads_ckpt is not None else None
+    if tree is not None and tree.is_file():  # a calibrated tree saved beside the heads
+        info.extra["tree"] = str(tree)
     return MedusaModel(base, tokenizer, heads, info)

@@ -67,7 +67,7 @@ class MedusaModel(nn.Module):
         """FasterDecoding's attribute: the list of heads, each mapping hidden states to logits."""
         if self.heads is None:
             raise AttributeError("this model has no Medusa heads")
-        return self.heads.heads
+        return self.heads.standalone(self.lm_head())
 
     @property
     def medusa(self) -> int:

@@ -214,6 +214,7 @@ def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
         "speed": speed_stats(rows),
         "examples": len(rows),
         "settings": settings.public_dict(),
+        "tree_used": decode_settings(settings, model).tree_file if settings.decoding_strategy == "tree" else None,
         "model": {"name": model.info.name, "base": model.info.base, "heads": model.info.heads,
                   "head_format": model.info.head_format, "num_heads": model.num_heads, **model.info.extra},
         "dataset": vars(data_info),

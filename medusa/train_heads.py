@@ -162,7 +162,8 @@ def copy_adapter(source: str, target: Path) -> None:
     files = [f for f in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
              if (src / f).is_file()]
     if "adapter_config.json" not in files:
-        raise MedusaError(f"{source} is not a LoRA adapter folder (no adapter_config.json)")
+        raise MedusaError(f"--adapter {source} is not a local LoRA adapter folder (no adapter_config.json); "
+                          "download it first, since the heads keep a copy of the adapter they were trained on")
     if src.resolve() == target.resolve():
         return
     target.mkdir(parents=True, exist_ok=True)
@@ -212,6 +213,8 @@ def train_heads(s: TrainSettings) -> dict:
                                     embedded_extras=False))
     for p in model.base_model.parameters():
         p.requires_grad_(False)
+    if s.adapter:  # the heads only fit the adapted model: keep a copy beside them (checked before any training)
+        copy_adapter(s.adapter, out / ADAPTER_DIR)
     rows = self_distilled_sequences(model, s, out / SEQUENCES)
     order = list(range(len(rows)))
     random.Random(s.seed).shuffle(order)
@@ -285,8 +288,7 @@ def train_heads(s: TrainSettings) -> dict:
     meta = {"trained_on": s.datasets, "examples": len(rows), "heldout": final, "steps": step,
             "num_layers": s.num_layers, "epochs": s.epochs, "token_input": s.token_input}
     extra: dict = {"training": meta}
-    if s.adapter:  # the heads only fit the adapted model: keep a copy beside them, merged whenever they load
-        copy_adapter(s.adapter, out / ADAPTER_DIR)
+    if s.adapter:  # copied beside the heads at the start; merged whenever they load
         extra["adapter"] = ADAPTER_DIR
         meta["adapter"] = s.adapter
     save_heads(heads, out, base_name, extra=extra)

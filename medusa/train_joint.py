@@ -71,6 +71,9 @@ def train_joint(s: TrainSettings) -> dict:
 
     from .finetune import LORA_TARGETS
 
+    if s.adapter:
+        raise MedusaError("--joint-lora trains its own LoRA and saves only that one: merge --adapter into the base "
+                          "first (or train frozen-base heads without --joint-lora)")
     if s.num_heads < 1 or s.epochs < 1 or s.batch_size < 1 or s.rank < 1:
         raise MedusaError("need --num-heads ≥ 1, --epochs ≥ 1, --batch-size ≥ 1 and --rank ≥ 1")
     out = Path(s.output_dir)

@@ -500,3 +500,14 @@ def test_step_matches_fasterdecoding_forward(project_dir):
     assert torch.allclose(last.logits, orig[:, -1:], atol=1e-6)
     with pytest.raises(ValueError, match="asked for 4 heads"):
         model.step(ids, num_heads=4)
+
+
+def test_a_tree_saved_beside_the_heads_is_found_from_the_folder_or_the_weights_file(project_dir, tiny_model_dir):
+    from medusa.trees import save_tree
+
+    folder, _ = project_dir
+    assert "tree" not in load(folder).info.extra
+    save_tree([(0,), (0, 0), (1,)], str(folder / "tree.json"))
+    assert load(folder).info.extra["tree"] == str(folder / "tree.json")
+    by_file = load(tiny_model_dir, medusa_heads=folder / "medusa_heads.safetensors")
+    assert by_file.info.extra["tree"] == str(folder / "tree.json")

@@ -264,3 +264,20 @@ def test_infer_rejects_foreign_key_names(key):
 def test_infer_rejects_empty_state():
     with pytest.raises(ValueError, match="no head weights"):
         infer_head_config({}, HIDDEN, VOCAB)
+
+
+def test_faster_decoding_medusa_head_applies_the_token_input():
+    from conftest import make_model
+    from medusa.model import MedusaModel
+
+    base = make_model()
+    config = HeadConfig(2, 1, base.config.hidden_size, base.config.vocab_size, True, token_input=True)
+    heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
+    with torch.no_grad():
+        for proj in heads.token_proj:
+            proj.weight.normal_(0, 0.3)
+    model = MedusaModel(base, tokenizer=None, heads=heads)
+    hidden = torch.randn(3, base.config.hidden_size)
+    expected = model.project_heads(hidden, model.lm_head()(hidden))
+    for k in range(2):
+        torch.testing.assert_close(model.medusa_head[k](hidden), expected[k])

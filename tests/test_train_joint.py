@@ -85,3 +85,13 @@ def test_joint_loss_is_kl_to_the_original_model_plus_weighted_heads(tiny_model_d
     assert kl > 0.01 and abs(kl - expected / count) < 1e-4 and abs(loss.item() - kl) < 1e-5
     with_heads, _ = joint_step(model, peft_model, heads, rows, 0, weights, head_weight=0.5)
     assert with_heads.item() > loss.item() + 0.1  # the head term adds on top
+
+
+def test_joint_lora_on_top_of_another_adapter_is_refused(tiny_model_dir, tmp_path):
+    import pytest
+
+    from medusa.errors import MedusaError
+
+    with pytest.raises(MedusaError, match="merge --adapter"):
+        train_joint(TrainSettings(model_name=str(tiny_model_dir), adapter=str(tmp_path), joint_lora=True,
+                                  output_dir=str(tmp_path / "out"), device="cpu"))

@@ -41,6 +41,9 @@ def generate(
         keep_path(cache, prefix_len, path)
         prefix_len += len(path)
         tokens = [tree.tokens[i] for i in path][:budget]
+        stop_at = next((j for j, t in enumerate(tokens) if t in stop_ids), None)
+        if stop_at is not None:  # drafted tokens past a stop were never output: they do not count
+            tokens = tokens[: stop_at + 1]
         accepted.append(len(tokens))
         for t in tokens:
             if t in stop_ids:
