@@ -87,9 +87,27 @@ def training_sources(s: TrainSettings) -> list[tuple[str, str]]:
     return pooled
 
 
+# Settings that change the self-distilled text: a cache made with other values must not be reused silently.
+SEQUENCE_KEYS = ("model_name", "adapter", "src_lang", "tgt_lang", "prompt_style", "max_input_len", "max_new_tokens")
+# Settings that change the heads' shapes or meaning: a checkpoint made with other values cannot be resumed.
+RESUME_KEYS = ("model_name", "adapter", "num_heads", "num_layers", "shared_lm_head", "token_input")
+
+
+def _differences(saved: dict, s: TrainSettings, keys: tuple[str, ...]) -> list[str]:
+    now = asdict(s)
+    return [f"{k} {saved[k]!r} → {now[k]!r}" for k in keys if k in saved and saved[k] != now[k]]
+
+
 def self_distilled_sequences(model: MedusaModel, s: TrainSettings, cache_file: Path) -> list[dict]:
     """Prompt + the base model's greedy continuation for every example; cached, so reruns and resumes skip it."""
     done: dict[str, dict] = {}
+    meta_file = cache_file.with_suffix(".settings.json")
+    if cache_file.exists() and meta_file.exists():
+        changed = _differences(json.loads(meta_file.read_text()), s, SEQUENCE_KEYS)
+        if changed:
+            raise MedusaError(f"{cache_file} was generated with other settings ({'; '.join(changed)}): "
+                              "choose another --output-dir or delete it")
+    meta_file.write_text(json.dumps({k: asdict(s)[k] for k in SEQUENCE_KEYS}) + "\n")
     if cache_file.exists():  # drop a line cut off by an interruption, so appends start on a fresh line
         rows = read_predictions(cache_file)
         cache_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -244,6 +262,10 @@ def train_heads(s: TrainSettings) -> dict:
     step, history = 0, []
     if s.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        changed = _differences(state.get("settings", {}), s, RESUME_KEYS)
+        if changed:
+            raise MedusaError(f"cannot resume {ckpt_path}: it was trained with {'; '.join(changed)}; "
+                              "resume with the same settings or choose another --output-dir")
         heads.load_head_state_dict(state["heads"])
         optim.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

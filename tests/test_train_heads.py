@@ -70,6 +70,14 @@ def test_resume_continues_from_the_checkpoint(tiny_model_dir, tmp_path):
     steps_one = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
     assert (out / "sequences.jsonl").read_text().count("\n") == 6
     assert main(["train-heads", "--model-name", str(tiny_model_dir), "--output-dir", str(out)]) == 2  # no --resume
+    import pytest
+
+    from medusa.errors import MedusaError
+
+    with pytest.raises(MedusaError, match="num_layers 1 → 2"):
+        train_heads(TrainSettings(epochs=2, resume=True, **{**common, "num_layers": 2}))
+    with pytest.raises(MedusaError, match="other settings"):  # the cached continuations were 10 tokens long
+        train_heads(TrainSettings(epochs=2, resume=True, **{**common, "max_new_tokens": 12}))
     result = train_heads(TrainSettings(epochs=2, resume=True, **common))
     assert result["history"][-1]["step"] == 2 * steps_one
     assert result["history"][0]["step"] == 1  # the history before the interruption is kept
