@@ -39,7 +39,7 @@ class AcceptanceSettings:
     max_input_len: int = 1000
     max_output_len: int = 128
     multi_head: list[str] = field(default_factory=lambda: list(DEFAULT_GRID))
-    tree: str | None = None  # a tree JSON; None: the model's shipped tree, else the built-in one for its heads
+    trees: list[str] = field(default_factory=list)  # tree JSONs or "builtin"; none: the heads' own tree, else built-in
     batch_size: int = 32
     output_dir: str = "acceptance"
     device: str = "auto"
@@ -66,9 +66,12 @@ def parse_grid(items: list[str], num_heads: int) -> list[tuple[int, int]]:
 def strategies_for(s: AcceptanceSettings, model) -> dict[str, DecodeSettings]:
     out = {f"multi-head W{w} S{k}": DecodeSettings(strategy="multi-head", num_heads=k, beam_width=w)
            for w, k in parse_grid(s.multi_head, model.num_heads)}
-    tree_file = None if s.tree == "builtin" else (s.tree or model.info.extra.get("tree"))
-    out["tree" + (f" ({Path(tree_file).name})" if tree_file else f" (built-in, {model.num_heads} heads)")] = \
-        DecodeSettings(strategy="tree", num_heads=model.num_heads, tree_file=tree_file)
+    for tree in s.trees or [model.info.extra.get("tree") or "builtin"]:
+        tree_file = None if tree == "builtin" else tree
+        label = f"tree ({Path(tree_file).name})" if tree_file else f"tree (built-in, {model.num_heads} heads)"
+        if label in out:  # two files of the same name
+            label = f"tree ({tree_file})"
+        out[label] = DecodeSettings(strategy="tree", num_heads=model.num_heads, tree_file=tree_file)
     return out
 
 
@@ -164,8 +167,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len)
     p.add_argument("--multi-head", action="append", default=None, metavar="W:S",
                    help="a multi-head config to replay (repeatable; default the grid " + " ".join(DEFAULT_GRID) + ")")
-    p.add_argument("--tree", default=None, help="tree JSON (default: the tree saved beside the heads, else the "
-                   "built-in one; 'builtin' forces the built-in tree)")
+    p.add_argument("--tree", dest="trees", action="append", default=None,
+                   help="tree JSON to replay (repeatable, to compare trees in one pass; 'builtin' for the built-in "
+                   "tree; default: the tree saved beside the heads, else the built-in one)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--output-dir", "-o", default=d.output_dir)
     p.add_argument("--device", default=d.device)
@@ -178,4 +182,5 @@ def settings_from(args: dict) -> AcceptanceSettings:
     args = dict(args)
     args["datasets"] = args["datasets"] or d.datasets
     args["multi_head"] = args["multi_head"] or d.multi_head
+    args["trees"] = args["trees"] or []
     return AcceptanceSettings(**args)

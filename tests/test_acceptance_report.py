@@ -42,6 +42,19 @@ def test_measure_acceptance_writes_tau_for_every_strategy(tiny_model_dir, tmp_pa
     assert "| multi-head W2 S2 |" in (out / "acceptance.md").read_text()
 
 
+def test_several_trees_are_replayed_in_one_pass(tiny_model_dir, tmp_path):
+    from medusa.trees import save_tree
+
+    heads = _heads_dir(tiny_model_dir, tmp_path)
+    save_tree([(0,), (1,), (0, 0)], str(tmp_path / "small.json"))
+    out = tmp_path / "acc"
+    assert main(["measure-acceptance", "--model-name", str(heads), "-d", "flores200-sample", "-n", "2",
+                 "--prompt-style", "seed", "-mol", "10", "--multi-head", "2:2", "--tree", "builtin",
+                 "--tree", str(tmp_path / "small.json"), "--device", "cpu", "-o", str(out)]) == 0
+    tau = json.loads((out / "acceptance.json").read_text())["datasets"]["flores200-sample"]["tau"]
+    assert {"tree (built-in, 3 heads)", "tree (small.json)"} <= set(tau)
+
+
 def test_bad_grids_are_refused(tiny_model_dir, tmp_path, capsys):
     for item in ("5x2", "0:2"):
         try:
