@@ -41,14 +41,12 @@ def generate(
         keep_path(cache, prefix_len, path)
         prefix_len += len(path)
         tokens = [tree.tokens[i] for i in path][:budget]
-        stop_at = next((j for j, t in enumerate(tokens) if t in stop_ids), None)
-        if stop_at is not None:  # drafted tokens past a stop were never output: they do not count
-            tokens = tokens[: stop_at + 1]
-        accepted.append(len(tokens))
-        for t in tokens:
-            if t in stop_ids:
+        for j, t in enumerate(tokens):
+            if t in stop_ids:  # the stop counts as accepted; drafted tokens past it were never output
+                accepted.append(j + 1)
                 return GenerationResult(state.generated, accepted, "eos", drafted)
             state.generated.append(t)
+        accepted.append(len(tokens))
         last = path[-1]
         heads = (model.project_heads(verified.hidden[last], verified.logits[last], strategy.num_heads)
                  if strategy.num_heads else None)
