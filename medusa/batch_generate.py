@@ -33,3 +33,17 @@ def batched_greedy(model, prompts: list[list[int]], max_new_tokens: int, stop_id
             cut = next((j for j, t in enumerate(row) if t in stop_ids), len(row))
             out[i] = row[:cut]
     return out
+
+
+@torch.inference_mode()
+def batched_hidden_states(model, seqs: list[list[int]]) -> torch.Tensor:
+    """Last hidden states [B, L, H] of right-padded sequences (a ``MedusaModel``): with causal attention every real
+    position equals a one-sequence forward, so teacher-forced passes can run many sequences at once."""
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for r, seq in enumerate(seqs):
+        ids[r, : len(seq)] = torch.tensor(seq)
+        mask[r, : len(seq)] = 1
+    return model.decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                           use_cache=False).last_hidden_state

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .batch_generate import batched_hidden_states
 from .decoding.base import Strategy, Tree
 from .decoding.multi_head import MultiHead
 from .decoding.static_tree import StaticTree
@@ -40,15 +41,7 @@ def ranked_positions(model: MedusaModel, rows: list[tuple[list[int], list[int]]]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
     for b in range(0, len(order), batch_size):
         idx = order[b:b + batch_size]
-        seqs = [rows[i][0] + rows[i][1] for i in idx]
-        width = max(len(s) for s in seqs)
-        ids = torch.zeros(len(idx), width, dtype=torch.long)
-        mask = torch.zeros(len(idx), width, dtype=torch.long)
-        for r, seq in enumerate(seqs):
-            ids[r, : len(seq)] = torch.tensor(seq)
-            mask[r, : len(seq)] = 1
-        hidden = model.decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                 use_cache=False).last_hidden_state
+        hidden = batched_hidden_states(model, [rows[i][0] + rows[i][1] for i in idx])
         for r, i in enumerate(idx):
             prompt, gen = rows[i]
             h = hidden[r, len(prompt) - 1:len(prompt) + len(gen)]  # states after 0..n generated tokens

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from .checkpoints import save_heads, save_medusa1
 from .console import say
 from .data import load_examples
-from .batch_generate import batched_greedy
+from .batch_generate import batched_greedy, batched_hidden_states
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .heads import HeadConfig, MedusaHeads
@@ -150,15 +150,7 @@ def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int,
     nexts: list[torch.Tensor | None] = [None] * len(rows)
     for b in range(0, len(order), batch_size):
         idx = order[b:b + batch_size]
-        width = max(len(rows[i]["ids"]) for i in idx)
-        ids = torch.zeros(len(idx), width, dtype=torch.long)
-        mask = torch.zeros(len(idx), width, dtype=torch.long)
-        for r, i in enumerate(idx):
-            seq = rows[i]["ids"]
-            ids[r, : len(seq)] = torch.tensor(seq)
-            mask[r, : len(seq)] = 1
-        hidden = model.decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                 use_cache=False).last_hidden_state
+        hidden = batched_hidden_states(model, [rows[i]["ids"] for i in idx])
         for r, i in enumerate(idx):
             seq, start = rows[i]["ids"], max(rows[i]["prompt_len"] - 1, 0)
             h = hidden[r, start:len(seq) - 2]
