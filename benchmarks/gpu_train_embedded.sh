@@ -21,7 +21,7 @@ RUN=${RUN:-/root/run}
 OUT=${OUT:-/tmp/out}
 FT_EPOCHS=${FT_EPOCHS:-2} FT_BATCH=${FT_BATCH:-64} FT_RANK=${FT_RANK:-8} FT_EVAL=${FT_EVAL:-1012}
 HEAD_N=${HEAD_N:-} HEAD_EPOCHS=${HEAD_EPOCHS:-6} MEASURE_N=${MEASURE_N:-} SPEED_N=${SPEED_N:-50}
-GEN_BATCH=${GEN_BATCH:-512}
+GEN_BATCH=${GEN_BATCH:-512} VARIANTS=${VARIANTS:-token plain} TREE_SIZE=${TREE_SIZE:-63} CALIB_N=${CALIB_N:-500}
 mkdir -p "$RUN" "$OUT"
 D=${D:-.data}
 TRAIN_SETS="$D/ntrex128 $D/tico19-test $D/tatoeba-test-v2021-08-07"
@@ -46,41 +46,44 @@ heads)
   common=(--adapter "$RUN/adapter" "${args[@]}" --max-new-tokens 128 --generation-batch-size "$GEN_BATCH"
           --num-heads 5 --epochs "$HEAD_EPOCHS" --batch-size 1024 --lr 1e-3 --eval-every 1000)
   [ -n "$HEAD_N" ] && common+=(--num-examples "$HEAD_N")
-  python3 medusa.py train-heads "${common[@]}" --num-layers 1 --token-input --output-dir "$RUN/heads-token" \
-    2>&1 | quiet
-  mkdir -p "$RUN/heads-plain" && cp "$RUN/heads-token/sequences.jsonl" "$RUN/heads-plain/"
-  python3 medusa.py train-heads "${common[@]}" --num-layers 1 --output-dir "$RUN/heads-plain" 2>&1 | quiet
-  for v in token plain; do
+  # token-input heads first; plain Medusa-1 heads reuse their self-distilled sequences
+  first=""
+  for v in $VARIANTS; do
+    extra=(); [ "$v" = token ] && extra=(--token-input)
+    if [ -n "$first" ]; then mkdir -p "$RUN/heads-$v" && cp "$RUN/heads-$first/sequences.jsonl" "$RUN/heads-$v/"; fi
+    python3 medusa.py train-heads "${common[@]}" --num-layers 1 "${extra[@]}" --output-dir "$RUN/heads-$v" 2>&1 | quiet
+    first=${first:-$v}
     tar czf "$OUT/heads-$v.tgz" -C "$RUN" --exclude=sequences.jsonl --exclude=checkpoint.pt --exclude=medusa1 --exclude=adapter "heads-$v"
   done
   ;;
 measure)
-  # calibrate both head variants on the held-out newstest slice; the better (higher expected τ) is measured on
-  # both benchmarks, the other on IN22-Gen only
-  for v in token plain; do
+  # calibrate each head variant on the held-out newstest slice; the better (higher expected τ) is measured on
+  # both benchmarks, any other on IN22-Gen only
+  for v in $VARIANTS; do
     python3 medusa.py calibrate-tree --model-name "$RUN/heads-$v" --dataset $D/newstest2014-calib \
-      --num-examples 500 --max-output-len 128 --batch-size 128 --output "$RUN/tree-$v.json" 2>&1 | quiet
+      --num-examples "$CALIB_N" --max-output-len 128 --batch-size 128 --tree-size "$TREE_SIZE" --output "$RUN/tree-$v.json" 2>&1 | quiet
   done
-  best=$(python3 -c "import json,sys; e={v: json.load(open(f'$RUN/tree-{v}.json'))['expected_tokens_per_step'] for v in ('token','plain')}; print(max(e, key=e.get))")
-  other=$([ "$best" = token ] && echo plain || echo token)
+  best=$(python3 -c "import json,sys; e={v: json.load(open(f'$RUN/tree-{v}.json'))['expected_tokens_per_step'] for v in sys.argv[1:]}; print(max(e, key=e.get))" $VARIANTS)
   echo "better heads by calibrated expected tau: $best"
   n=(); [ -n "$MEASURE_N" ] && n=(--num-examples "$MEASURE_N")
-  python3 medusa.py measure-acceptance --model-name "$RUN/heads-$best" --tree "$RUN/tree-$best.json" \
-    --dataset $D/in22/gen --dataset $D/flores200-devtest "${n[@]}" --batch-size 128 \
-    --output-dir "$RUN/acceptance-$best" 2>&1 | quiet
-  python3 medusa.py measure-acceptance --model-name "$RUN/heads-$other" --tree "$RUN/tree-$other.json" \
-    --dataset $D/in22/gen "${n[@]}" --batch-size 128 --output-dir "$RUN/acceptance-$other" 2>&1 | quiet
+  done_files=()
+  for v in $VARIANTS; do
+    sets=(--dataset $D/in22/gen); [ "$v" = "$best" ] && sets+=(--dataset $D/flores200-devtest)
+    python3 medusa.py measure-acceptance --model-name "$RUN/heads-$v" --tree "$RUN/tree-$v.json" \
+      "${sets[@]}" "${n[@]}" --batch-size 128 --output-dir "$RUN/acceptance-$v" 2>&1 | quiet
+    done_files+=("tree-$v.json" "acceptance-$v")
+  done
   echo "$best" > "$RUN/best"
-  tar czf "$OUT/measure.tgz" -C "$RUN" tree-token.json tree-plain.json acceptance-token acceptance-plain best
+  tar czf "$OUT/measure.tgz" -C "$RUN" best "${done_files[@]}"
   ;;
 speed)
   # real decoding, timed beside single-head in the same process, with the better heads
   best=$(cat "$RUN/best")
   python3 medusa.py --model-name "$RUN/heads-$best" -ds tree --tree "$RUN/tree-$best.json" --compare-single-head \
     -d $D/in22/gen -n "$SPEED_N" -mol 128 -o "$RUN/speed-tree-$best" 2>&1 | quiet
-  python3 medusa.py --model-name "$RUN/heads-$best" -ds multi-head -w 2 -nmh 5 --compare-single-head \
-    -d $D/in22/gen -n "$SPEED_N" -mol 128 -o "$RUN/speed-mh-w2-s5-$best" 2>&1 | quiet
-  tar czf "$OUT/speed.tgz" -C "$RUN" "speed-tree-$best" "speed-mh-w2-s5-$best"
+  python3 medusa.py --model-name "$RUN/heads-$best" -ds multi-head -w 2 -nmh 2 --compare-single-head \
+    -d $D/in22/gen -n "$SPEED_N" -mol 128 -o "$RUN/speed-mh-w2-s2-$best" 2>&1 | quiet
+  tar czf "$OUT/speed.tgz" -C "$RUN" "speed-tree-$best" "speed-mh-w2-s2-$best"
   ;;
 *)
   echo "usage: $0 finetune|heads|measure|speed" >&2
