@@ -4,13 +4,16 @@
 # installed, .data/ holding in22/gen.hin_Deva and flores200-devtest (copies of ../shared/data).
 #   bash benchmarks/gpu_speed_embedded.sh tau     # replayed greedy tau (bf16) for the 63/127/255-node trees + W x S grid
 #   bash benchmarks/gpu_speed_embedded.sh speed   # real decodes, each timed beside single-head in the same process
-# Results go to $RUN/shipped-* and, packed, to $OUT/shipped-*.tgz.
+# Results go to $RUN/shipped-* and, packed, to $OUT/shipped-*.tgz. Docs: docs/embedded-default.md ("Speed on the
+# GPU"), raw: docs/measured/speed-h200-shipped.json and acceptance-h200-shipped-tree-sizes.*. Staging (three calls,
+# data under /root/data): see the header of gpu_train_embedded.sh.
 set -euo pipefail
 export MEDUSA_EMBEDDED_GGUF=${MEDUSA_EMBEDDED_GGUF:-/root/stage/smollm2.gguf} MEDUSA_CACHE=${MEDUSA_CACHE:-/root/medusa-cache}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 RUN=${RUN:-/root/run} OUT=${OUT:-/tmp/out} D=${D:-.data} SPEED_N=${SPEED_N:-50} MEASURE_N=${MEASURE_N:-}
 mkdir -p "$RUN" "$OUT"
-TREES="medusa/embedded_default/tree.json docs/measured/tree-127-token-heads.json docs/measured/tree-255-token-heads.json"
+TREES="docs/measured/tree-63-token-heads.json medusa/embedded_default/tree.json docs/measured/tree-255-token-heads.json"
+DTYPE=${DTYPE:-auto}  # auto decodes this small model in fp32 on CUDA; DTYPE=bfloat16 gives the bf16 rows
 quiet() { grep -v -E 'it/s\]|s/it\]|ex/s\]|^\s*$' || true; }
 
 case "${1:-}" in
@@ -25,16 +28,16 @@ speed)
   # one process per strategy; every one decodes the same first $SPEED_N IN22-Gen rows twice (Medusa, single-head)
   runs=()
   for t in $TREES; do
-    name=speed-tree-$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['paths']))" "$t")
-    python3 medusa.py -ds tree --tree "$t" --compare-single-head -d $D/in22/gen -n "$SPEED_N" -mol 128 \
+    name=speed-$DTYPE-tree-$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['paths']))" "$t")
+    python3 medusa.py -ds tree --tree "$t" --dtype "$DTYPE" --compare-single-head -d $D/in22/gen -n "$SPEED_N" -mol 128 \
       -o "$RUN/shipped-$name" 2>&1 | quiet | tail -6
     runs+=("shipped-$name")
   done
   for ws in "2 2" "5 2" "2 5"; do
     set -- $ws
-    python3 medusa.py -ds multi-head -w "$1" -nmh "$2" --compare-single-head -d $D/in22/gen -n "$SPEED_N" -mol 128 \
-      -o "$RUN/shipped-speed-mh-w$1-s$2" 2>&1 | quiet | tail -6
-    runs+=("shipped-speed-mh-w$1-s$2")
+    python3 medusa.py -ds multi-head -w "$1" -nmh "$2" --dtype "$DTYPE" --compare-single-head -d $D/in22/gen -n "$SPEED_N" -mol 128 \
+      -o "$RUN/shipped-speed-$DTYPE-mh-w$1-s$2" 2>&1 | quiet | tail -6
+    runs+=("shipped-speed-$DTYPE-mh-w$1-s$2")
   done
   tar czf "$OUT/shipped-speed.tgz" -C "$RUN" "${runs[@]}"
   ;;

@@ -8,10 +8,13 @@
 # installed, and under .data/ the parallel-eng-hin files plus in22/gen.hin_Deva (copies of ../shared/data), with
 #   newstest2014-heads.hin_Deva = head -n 2007 newstest2014.hin_Deva  (head training)
 #   newstest2014-calib.hin_Deva = tail -n 500 newstest2014.hin_Deva   (tree calibration: never seen by the heads)
-# On the device, every call must carry .data (and .whl): ignored paths a call does not carry are removed from the
-# working tree there, also under a stage still running in the background (benchmarks/gpu_chain.sh).
-# As run on 2026-11-28 (H200): gpu_chain.sh finetune, then gpu_chain.sh heads score measure, with the defaults below;
-# the speed stage has not been run yet.
+# On the device: ignored paths a call does not carry are removed from the working tree there (also under a stage
+# still running in the background, benchmarks/gpu_chain.sh), and the tree with .stage/b, .whl and .data no longer
+# fits one call's 64 MiB. So stage in three back-to-back calls: .stage/a (copy to /root/stage), then .whl + .data
+# (install the wheels to /tmp/site, `cp -r .data /root/data`), then .stage/b; run with D=/root/data.
+# As run on 2026-11-28 (H200): gpu_chain.sh finetune, then gpu_chain.sh heads score measure, with the defaults below
+# (VARIANTS="token plain", TREE_SIZE=63); the 127-node tree shipped later is optimal_tree(its accuracies, 127).
+# Next: FT_EPOCHS=5 VARIANTS=token TREE_SIZE=127 gpu_chain.sh finetune heads measure speed (about 15 H200 minutes).
 # FLORES-200 devtest and IN22 are never trained or calibrated on. Results go to $RUN and, packed, to $OUT.
 # The scale variables exist so that the same script can be dry-run on a CPU with tiny numbers.
 set -euo pipefail

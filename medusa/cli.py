@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--tree", default=None, help="tree strategy: a JSON tree file (list of rank paths); default: "
                       "the tree calibrated for the model's heads when it ships one (the embedded default does), else "
                       "the built-in tree for --use-no-medusa-heads; 'builtin' forces the built-in tree")
+    more.add_argument("--tree-size", type=positive_int, default=None, metavar="N",
+                      help="tree strategy: rebuild the tree with N nodes from the accuracies its calibration kept "
+                      "(the shipped tree has 127, sized for a GPU; on a CPU, where every node costs, try 15)")
     more.add_argument("--bare-embedded", action="store_true",
                       help="the embedded SmolLM2 without its shipped translation adapter, trained heads and tree "
                       "(5 untrained identity heads instead)")
@@ -119,6 +122,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     if setup == "auto":
         setup = "seed" if args.hf_token is not None else "embedded"
     defaults = SETUPS[setup]
+    if args.tree_size is not None and args.decoding_strategy != "tree":
+        raise MedusaError(f"--tree-size shapes the tree strategy only: add -ds tree (not {args.decoding_strategy})")
     prompt_style = args.prompt_style if args.prompt_style != "auto" else defaults["prompt_style"]
     return RunSettings(
         setup=setup,
@@ -138,6 +143,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         posterior_threshold=args.posterior_threshold,
         posterior_alpha=args.posterior_alpha,
         tree_file=args.tree,
+        tree_size=args.tree_size,
         adaptive=args.adaptive,
         compare_single_head=args.compare_single_head,
         generator=args.generator,

@@ -27,7 +27,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @dataclass
 class LoadSettings:
-    """What to load and where; ``dtype='auto'`` means fp32 on CPU and the checkpoint's half type on CUDA."""
+    """What to load and where; ``dtype='auto'`` means fp32 on CPU and the checkpoint's half type on CUDA, except
+    that ``small_fp32`` keeps models under :data:`SMALL_MODEL_PARAMETERS` in fp32 on CUDA too."""
 
     model_name: str = EMBEDDED_NAME
     medusa_heads: str | None = None
@@ -36,6 +37,7 @@ class LoadSettings:
     dtype: str = "auto"
     adapter: str | None = None  # a LoRA adapter (peft folder) merged into the base weights at load
     embedded_extras: bool = True  # embedded base: load the shipped adapter + heads + tree (False: bare base)
+    small_fp32: bool = False  # one-sequence decoding: a small model is launch-bound on a GPU, so fp32 is free there
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,10 +53,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_dtype(name: str, device: torch.device, config_dtype=None) -> torch.dtype:
+# Below this, decoding one sequence on a GPU is bound by kernel launches, not weight reads: on the H200 the
+# embedded 135M model decodes faster in fp32 than in bf16 (whose casts add kernels), and fp32 verification gives
+# exactly the single-head tokens (docs/embedded-default.md, "Speed on the GPU").
+SMALL_MODEL_PARAMETERS = 1_000_000_000
+
+
+def estimated_parameters(config: dict) -> int | None:
+    """Weights of a decoder-only transformer from its config.json (None when the config lacks the sizes)."""
+    h, layers, vocab = config.get("hidden_size"), config.get("num_hidden_layers"), config.get("vocab_size")
+    if not all(isinstance(v, int) and v > 0 for v in (h, layers, vocab)):
+        return None
+    heads = config.get("num_attention_heads") or 1
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or h // heads
+    attention = 2 * h * heads * head_dim + 2 * h * kv_heads * head_dim
+    mlp = 3 * h * (config.get("intermediate_size") or 4 * h)
+    embeddings = vocab * h * (1 if config.get("tie_word_embeddings", True) else 2)
+    return layers * (attention + mlp) + embeddings
+
+
+def resolve_dtype(name: str, device: torch.device, config_dtype=None, parameters: int | None = None) -> torch.dtype:
+    """``parameters`` (given only for one-sequence decoding) below :data:`SMALL_MODEL_PARAMETERS` keeps fp32."""
     if name != "auto":
         return DTYPES[name]
     if device.type == "cpu":
+        return torch.float32
+    if parameters is not None and parameters < SMALL_MODEL_PARAMETERS:
         return torch.float32
     if config_dtype in (torch.float16, torch.bfloat16, "float16", "bfloat16"):
         return DTYPES[config_dtype] if isinstance(config_dtype, str) else config_dtype
@@ -69,14 +94,14 @@ def _read_config(location: str, token: str | None) -> dict:
         raise MedusaError(f"cannot read {path}: {exc}") from None
 
 
-def _load_base(location: str, token: str | None, device: torch.device, dtype_name: str):
+def _load_base(location: str, token: str | None, device: torch.device, dtype_name: str, small_fp32: bool = False):
     """A transformers causal LM and its tokenizer, from a folder, a hub id or a GGUF file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict = {"token": token}
     config = _read_config(location, token)
     config_dtype = config.get("torch_dtype") or config.get("dtype")
-    dtype = resolve_dtype(dtype_name, device, config_dtype)
+    dtype = resolve_dtype(dtype_name, device, config_dtype, estimated_parameters(config) if small_fp32 else None)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
@@ -151,7 +176,7 @@ def load_model(settings: LoadSettings) -> MedusaModel:
         adapter = str(beside)
 
     say(f"loading base model {base_label} on {device}")
-    base, tokenizer = _load_base(base_location, token, device, settings.dtype)
+    base, tokenizer = _load_base(base_location, token, device, settings.dtype, settings.small_fp32)
     if adapter:
         from .finetune import merge_adapter
 

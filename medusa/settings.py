@@ -37,6 +37,7 @@ class RunSettings:
     posterior_threshold: float = 0.09
     posterior_alpha: float = 0.3
     tree_file: str | None = None
+    tree_size: int | None = None
     adaptive: bool = False
     compare_single_head: bool = False
     generator: str | None = None  # a student's MedusaTextGenerator, FILE.py:Class, run instead of our decoder

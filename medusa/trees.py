@@ -177,16 +177,20 @@ def builtin_tree(num_heads: int) -> list[TreePath]:
     return optimal_tree(DEFAULT_ACCURACIES[:num_heads], BUILTIN_SIZES[num_heads])
 
 
-def load_tree(path: str, num_heads: int) -> list[TreePath]:
-    """Read a tree file: a JSON list of paths, or an object whose ``"paths"`` holds them (extra keys ignored)."""
+def _read_tree_json(path: str):
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise MedusaError(f"cannot read tree file {path}: {e.strerror or e}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise MedusaError(f"tree file {path} is not valid JSON (line {e.lineno}: {e.msg})") from None
+
+
+def load_tree(path: str, num_heads: int) -> list[TreePath]:
+    """Read a tree file: a JSON list of paths, or an object whose ``"paths"`` holds them (extra keys ignored)."""
+    data = _read_tree_json(path)
     if isinstance(data, dict):
         if "paths" not in data:
             raise MedusaError(f'tree file {path} has no "paths" key: write {{"paths": [[0], [0, 0], ...]}}')
@@ -197,6 +201,27 @@ def load_tree(path: str, num_heads: int) -> list[TreePath]:
         return validate_tree(data, num_heads)
     except MedusaError as e:
         raise MedusaError(f"tree file {path}: {e}") from None
+
+
+def resized_tree(path: str | None, num_heads: int, size: int) -> list[TreePath]:
+    """The optimal ``size``-node tree from the accuracies a calibrated tree file keeps (no file: the defaults for
+    ``num_heads``), so one calibration serves a GPU, where a wide verify pass is nearly free, and a CPU, where
+    every node costs about a token's forward pass."""
+    if path is None:
+        if not 1 <= num_heads <= len(DEFAULT_ACCURACIES):
+            raise MedusaError(f"no default accuracies for {num_heads} heads (1-{len(DEFAULT_ACCURACIES)}): "
+                              "pass --tree FILE written by calibrate-tree")
+        accuracies = DEFAULT_ACCURACIES[:num_heads]
+    else:
+        data = _read_tree_json(path)
+        accuracies = data.get("accuracies") if isinstance(data, dict) else None
+        if not accuracies:
+            raise MedusaError(f"tree file {path} keeps no calibration accuracies, so --tree-size cannot rebuild "
+                              "it: use a tree written by calibrate-tree, or drop --tree-size")
+    try:
+        return optimal_tree(accuracies, size)
+    except MedusaError as e:
+        raise MedusaError(f"--tree-size {size}: {e}") from None
 
 
 def save_tree(paths: Iterable[Sequence[int]], path: str, meta: dict | None = None) -> None:

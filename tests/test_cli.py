@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -222,6 +223,40 @@ def test_calibrate_tree_command(tiny_heads_dir, tmp_path, capsys):
     assert code == 0, err
     code = main(["calibrate-tree", "-m", str(tiny_heads_dir), "--heads", "9", "-n", "1", "-o", str(out)])
     assert code == 2 and "more than the model has" in capsys.readouterr().err
+
+
+def test_tree_size_rebuilds_a_calibrated_tree(tiny_heads_dir, tmp_path, capsys):
+    tree = tmp_path / "tree.json"
+    assert main(["calibrate-tree", "-m", str(tiny_heads_dir), "-n", "2", "-mol", "8", "--tree-size", "7",
+                 "--prompt-style", "seed", "-o", str(tree)]) == 0
+    capsys.readouterr()
+    out_dir = tmp_path / "small"
+    code, out, err = run_cli(["-m", str(tiny_heads_dir), "-ds", "tree", "--tree", str(tree), "--tree-size", "3",
+                              "-n", "2", "-mol", "8", "--prompt-style", "seed", "--compare-single-head",
+                              "-o", str(out_dir)], capsys)
+    assert code == 0, err
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["settings"]["tree_size"] == 3 and summary["identical_to_single_head"] == 2
+    assert "--tree-size 15" not in err  # a small tree gets no CPU hint
+    code, _, err = run_cli(["-m", str(tiny_heads_dir), "-ds", "multi-head", "--tree-size", "3", "-n", "1",
+                            "-o", str(tmp_path / "o")], capsys)
+    assert code == 2 and "-ds tree" in err
+    # without --tree, --tree-size resizes the tree shipped beside the heads (more nodes than -nmh 2's defaults allow)
+    shipped = tmp_path / "heads"
+    shutil.copytree(tiny_heads_dir, shipped)
+    shutil.copy(tree, shipped / "tree.json")
+    out_dir = tmp_path / "big"
+    code, _, err = run_cli(["-m", str(shipped), "-ds", "tree", "--tree-size", "120", "-n", "1", "-mol", "6",
+                            "--prompt-style", "seed", "-o", str(out_dir)], capsys)
+    assert code == 0, err
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["tree_used"] == str(shipped / "tree.json") and summary["settings"]["tree_size"] == 120
+    assert "the tree has 120 nodes and a CPU pays for each; --tree-size 15" in err
+    plain = tmp_path / "plain.json"
+    plain.write_text('[[0], [1]]')
+    code, _, err = run_cli(["-m", str(tiny_heads_dir), "-ds", "tree", "--tree", str(plain), "--tree-size", "3",
+                            "-n", "1", "-o", str(tmp_path / "o2")], capsys)
+    assert code == 2 and "keeps no calibration accuracies" in err and "Traceback" not in err
 
 
 def test_assignment_table(tiny_heads_dir, tmp_path, capsys):

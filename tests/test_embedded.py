@@ -52,7 +52,9 @@ def test_embedded_greedy_equals_transformers_generate():
     assert model.num_heads == 5 and model.info.head_format == "project" and model.heads.config.token_input
     assert model.info.base.endswith("/adapter") and model.info.extra["tree"].endswith("tree.json")
     tree = DecodeSettings(strategy="tree", tree_file=model.info.extra["tree"])
-    for settings in (DecodeSettings(strategy="multi-head", num_heads=2, beam_width=2), tree,
+    assert len(json.loads(open(tree.tree_file).read())["paths"]) == 127  # sized for the GPU
+    small = DecodeSettings(strategy="tree", tree_file=tree.tree_file, tree_size=15)  # sized for a CPU
+    for settings in (DecodeSettings(strategy="multi-head", num_heads=2, beam_width=2), tree, small,
                      DecodeSettings(strategy="multi-head", num_heads=5, beam_width=3, adaptive=True)):
         got = generate(model, make_strategy(settings), prompt, 24, stops)
         assert got.tokens == ours

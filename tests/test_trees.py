@@ -16,6 +16,7 @@ from medusa.trees import (
     expected_accept_length,
     load_tree,
     optimal_tree,
+    resized_tree,
     save_tree,
     tree_nodes,
     validate_tree,
@@ -229,3 +230,37 @@ def test_tree_nodes_hand_drawn():
 def test_tree_nodes_rejects_invalid():
     with pytest.raises(MedusaError, match="no parent"):
         tree_nodes([(0,), (1, 1)])
+
+
+# ---------------------------------------------------------------- resized_tree
+
+
+def test_resized_tree_rebuilds_from_stored_accuracies(tmp_path):
+    accuracies = [[0.6, 0.2, 0.1], [0.4, 0.2, 0.1], [0.3, 0.1, 0.05]]
+    file = tmp_path / "tree.json"
+    save_tree(optimal_tree(accuracies, 12), str(file), meta={"accuracies": accuracies})
+    for size in (1, 5, 12, 20):
+        tree = resized_tree(str(file), 99, size)
+        assert tree == optimal_tree(accuracies, size) and len(tree) == size
+    assert expected_accept_length(resized_tree(str(file), 3, 5), accuracies) < \
+        expected_accept_length(resized_tree(str(file), 3, 20), accuracies)
+
+
+def test_resized_tree_without_file_uses_the_defaults():
+    assert resized_tree(None, 3, 31) == builtin_tree(3)
+    assert resized_tree(None, 2, 7) == optimal_tree(DEFAULT_ACCURACIES[:2], 7)
+    with pytest.raises(MedusaError, match="calibrate-tree"):
+        resized_tree(None, 6, 7)
+
+
+def test_resized_tree_needs_accuracies(tmp_path):
+    file = tmp_path / "plain.json"
+    file.write_text(json.dumps({"paths": [[0], [1]]}))
+    with pytest.raises(MedusaError, match="keeps no calibration accuracies"):
+        resized_tree(str(file), 2, 3)
+    file.write_text(json.dumps([[0], [1]]))
+    with pytest.raises(MedusaError, match="keeps no calibration accuracies"):
+        resized_tree(str(file), 2, 3)
+    save_tree([[0]], str(file), meta={"accuracies": [[0.5, 0.2]]})
+    with pytest.raises(MedusaError, match="--tree-size 9"):  # 2 paths at most with one head, two ranks
+        resized_tree(str(file), 1, 9)

@@ -12,7 +12,7 @@ from .loop import generate
 from .multi_head import MultiHead
 from .single_head import SingleHead
 from .static_tree import StaticTree
-from ..trees import builtin_tree, load_tree
+from ..trees import builtin_tree, load_tree, resized_tree
 
 MAX_TREE_DEPTH = 64
 
@@ -30,6 +30,7 @@ class DecodeSettings:
     posterior_threshold: float = 0.09
     posterior_alpha: float = 0.3
     tree_file: str | None = None  # tree strategy: a JSON tree; None = the built-in tree for num_heads
+    tree_size: int | None = None  # tree strategy: rebuild the tree with this many nodes from its calibration
     adaptive: bool = False
 
 
@@ -43,7 +44,12 @@ def make_strategy(settings: DecodeSettings | str) -> Strategy:
     if settings.strategy == "multi-head":
         strategy: Strategy = MultiHead(settings.num_heads, settings.beam_width, acceptance)
     elif settings.strategy == "tree":
-        paths = load_tree(settings.tree_file, MAX_TREE_DEPTH) if settings.tree_file else builtin_tree(settings.num_heads)
+        if settings.tree_size is not None:
+            paths = resized_tree(settings.tree_file, settings.num_heads, settings.tree_size)
+        elif settings.tree_file:
+            paths = load_tree(settings.tree_file, MAX_TREE_DEPTH)
+        else:
+            paths = builtin_tree(settings.num_heads)
         strategy = StaticTree(paths, acceptance)
     else:
         raise MedusaError(f"unknown decoding strategy '{settings.strategy}'; use one of: {', '.join(STRATEGIES)}")
