@@ -8,9 +8,9 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 part=${1:-all}
 if [ "$part" = all ] || [ "$part" = 1 ]; then
   python3 -m pytest -q tests/test_cuda.py tests/test_decoding_multi_head.py tests/test_decoding_tree.py 2>&1 | tail -2
-  python3 medusa.py --bare-embedded -ds multi-head -w 2 -nmh 2 --compare-single-head -o "$OUT/gpu-mh-w2-s2" 2>&1 | grep -v 'ex/s' | tail -9
+  python3 medusa.py --bare-embedded --dtype bfloat16 -ds multi-head -w 2 -nmh 2 --compare-single-head -o "$OUT/gpu-mh-w2-s2" 2>&1 | grep -v 'ex/s' | tail -9
 fi
 if [ "$part" = all ] || [ "$part" = 2 ]; then
-  python3 medusa.py --bare-embedded -ds tree --tree builtin -nmh 4 --compare-single-head -o "$OUT/gpu-tree4" 2>&1 | grep -v 'ex/s' | tail -9
-  python3 medusa.py --bare-embedded -ds multi-head -w 5 -nmh 5 --compare-single-head -n 20 -o "$OUT/gpu-mh-w5-s5" 2>&1 | grep -v 'ex/s' | tail -9
+  python3 medusa.py --bare-embedded --dtype bfloat16 -ds tree --tree builtin -nmh 4 --compare-single-head -o "$OUT/gpu-tree4" 2>&1 | grep -v 'ex/s' | tail -9
+  python3 medusa.py --bare-embedded --dtype bfloat16 -ds multi-head -w 5 -nmh 5 --compare-single-head -n 20 -o "$OUT/gpu-mh-w5-s5" 2>&1 | grep -v 'ex/s' | tail -9
 fi

@@ -14,7 +14,7 @@ RUN=${RUN:-/root/run} OUT=${OUT:-/tmp/out} D=${D:-.data} SPEED_N=${SPEED_N:-50} 
 mkdir -p "$RUN" "$OUT"
 TREES="docs/measured/tree-63-token-heads.json medusa/embedded_default/tree.json docs/measured/tree-255-token-heads.json"
 DTYPE=${DTYPE:-auto}  # auto decodes this small model in fp32 on CUDA; DTYPE=bfloat16 gives the bf16 rows
-quiet() { grep -v -E 'it/s\]|s/it\]|ex/s\]|^\s*$' || true; }
+quiet() { if [ -n "${LOG_ALL:-}" ]; then cat; else grep -v -E 'it/s\]|s/it\]|ex/s\]|^\s*$' || true; fi; }
 
 case "${1:-}" in
 tau)
@@ -30,14 +30,14 @@ speed)
   for t in $TREES; do
     name=speed-$DTYPE-tree-$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['paths']))" "$t")
     python3 medusa.py -ds tree --tree "$t" --dtype "$DTYPE" --compare-single-head -d $D/in22/gen -n "$SPEED_N" -mol 128 \
-      -o "$RUN/shipped-$name" 2>&1 | quiet | tail -6
-    runs+=("shipped-$name")
+      -o "$RUN/shipped-$name" 2>&1 | quiet | tail -6 || echo "failed: $name"  # keep the runs done so far
+    [ -f "$RUN/shipped-$name/summary.json" ] && runs+=("shipped-$name")
   done
   for ws in "2 2" "5 2" "2 5"; do
     set -- $ws
     python3 medusa.py -ds multi-head -w "$1" -nmh "$2" --dtype "$DTYPE" --compare-single-head -d $D/in22/gen -n "$SPEED_N" -mol 128 \
-      -o "$RUN/shipped-speed-$DTYPE-mh-w$1-s$2" 2>&1 | quiet | tail -6
-    runs+=("shipped-speed-$DTYPE-mh-w$1-s$2")
+      -o "$RUN/shipped-speed-$DTYPE-mh-w$1-s$2" 2>&1 | quiet | tail -6 || echo "failed: mh-w$1-s$2"
+    [ -f "$RUN/shipped-speed-$DTYPE-mh-w$1-s$2/summary.json" ] && runs+=("shipped-speed-$DTYPE-mh-w$1-s$2")
   done
   tar czf "$OUT/shipped-speed.tgz" -C "$RUN" "${runs[@]}"
   ;;

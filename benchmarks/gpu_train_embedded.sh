@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # How the shipped embedded default (adapter + heads + tree) was trained and measured, on the device (H200).
 #   bash benchmarks/gpu_train_embedded.sh finetune   # LoRA translator, FLORES-200 devtest before/after
-#   bash benchmarks/gpu_train_embedded.sh heads      # self-distilled heads on the fine-tuned model, two variants
+#   bash benchmarks/gpu_train_embedded.sh score      # re-score a saved adapter on FLORES-200 devtest
+#   bash benchmarks/gpu_train_embedded.sh heads      # self-distilled heads on the fine-tuned model, $VARIANTS
 #   bash benchmarks/gpu_train_embedded.sh measure    # calibrated trees, τ on IN22-Gen + FLORES (replayed)
 #   bash benchmarks/gpu_train_embedded.sh speed      # timed decodes beside single-head, better heads
 # Needs the embedded GGUF at /root/stage/smollm2.gguf (../shared/tools/stage-smollm2.sh), the wheels of .whl/
@@ -49,7 +50,7 @@ heads)
   common=(--adapter "$RUN/adapter" "${args[@]}" --max-new-tokens 128 --generation-batch-size "$GEN_BATCH"
           --num-heads 5 --epochs "$HEAD_EPOCHS" --batch-size 1024 --lr 1e-3 --eval-every 1000)
   [ -n "$HEAD_N" ] && common+=(--num-examples "$HEAD_N")
-  # token-input heads first; plain Medusa-1 heads reuse their self-distilled sequences
+  # the first of $VARIANTS makes the self-distilled sequences; the others reuse them
   first=""
   for v in $VARIANTS; do
     extra=(); [ "$v" = token ] && extra=(--token-input)
@@ -68,15 +69,15 @@ measure)
   done
   best=$(python3 -c "import json,sys; e={v: json.load(open(f'$RUN/tree-{v}.json'))['expected_tokens_per_step'] for v in sys.argv[1:]}; print(max(e, key=e.get))" $VARIANTS)
   echo "better heads by calibrated expected tau: $best"
+  echo "$best" > "$RUN/best"  # now, so that a later speed stage works even if a measurement below is cut off
   n=(); [ -n "$MEASURE_N" ] && n=(--num-examples "$MEASURE_N")
   done_files=()
-  for v in $VARIANTS; do
+  for v in $best $(echo $VARIANTS | tr ' ' '\n' | grep -vx "$best"); do
     sets=(--dataset $D/in22/gen); [ "$v" = "$best" ] && sets+=(--dataset $D/flores200-devtest)
     python3 medusa.py measure-acceptance --model-name "$RUN/heads-$v" --tree "$RUN/tree-$v.json" \
       "${sets[@]}" "${n[@]}" --batch-size 128 --output-dir "$RUN/acceptance-$v" 2>&1 | quiet
     done_files+=("tree-$v.json" "acceptance-$v")
   done
-  echo "$best" > "$RUN/best"
   tar czf "$OUT/measure.tgz" -C "$RUN" best "${done_files[@]}"
   ;;
 speed)
@@ -89,7 +90,7 @@ speed)
   tar czf "$OUT/speed.tgz" -C "$RUN" "speed-tree-$best" "speed-mh-w2-s2-$best"
   ;;
 *)
-  echo "usage: $0 finetune|heads|measure|speed" >&2
+  echo "usage: $0 finetune|score|heads|measure|speed" >&2
   exit 2
   ;;
 esac

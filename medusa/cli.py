@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seed = the course's prompt; chat = the tokenizer's chat template; auto = by setup")
     more.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     more.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                      help="auto = float32 on CPU, the checkpoint's half type (else bfloat16) on CUDA")
+                      help="auto = float32 on CPU; on CUDA float32 for models under 500M parameters (launch-bound: "
+                      "as fast, and exact), else the checkpoint's half type (else bfloat16)")
     more.add_argument("--output-dir", "-o", default=None, help="where predictions.jsonl and summary.json go "
                       "(default results/SETUP-STRATEGY-TIME)")
     more.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")

@@ -55,22 +55,31 @@ def resolve_device(name: str) -> torch.device:
 
 # Below this, decoding one sequence on a GPU is bound by kernel launches, not weight reads: on the H200 the
 # embedded 135M model decodes faster in fp32 than in bf16 (whose casts add kernels), and fp32 verification gives
-# exactly the single-head tokens (docs/embedded-default.md, "Speed on the GPU").
-SMALL_MODEL_PARAMETERS = 1_000_000_000
+# exactly the single-head tokens (docs/embedded-default.md, "Speed on the GPU"). A heuristic measured on that one
+# model, kept well below sizes where fp32 weight reads (2 bytes more per weight) would start to cost.
+SMALL_MODEL_PARAMETERS = 500_000_000
 
 
 def estimated_parameters(config: dict) -> int | None:
-    """Weights of a decoder-only transformer from its config.json (None when the config lacks the sizes)."""
-    h, layers, vocab = config.get("hidden_size"), config.get("num_hidden_layers"), config.get("vocab_size")
-    if not all(isinstance(v, int) and v > 0 for v in (h, layers, vocab)):
+    """Weights of a dense decoder-only transformer from its config.json; None when unsure (mixture-of-experts,
+    missing or odd fields), which keeps the half type."""
+    if any((config.get(k) or 0) > 1 for k in ("num_experts", "num_local_experts", "n_routed_experts")
+           if isinstance(config.get(k), int)):
         return None
-    heads = config.get("num_attention_heads") or 1
-    kv_heads = config.get("num_key_value_heads") or heads
-    head_dim = config.get("head_dim") or h // heads
-    attention = 2 * h * heads * head_dim + 2 * h * kv_heads * head_dim
-    mlp = 3 * h * (config.get("intermediate_size") or 4 * h)
-    embeddings = vocab * h * (1 if config.get("tie_word_embeddings", True) else 2)
-    return layers * (attention + mlp) + embeddings
+    try:
+        h, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
+        heads = config.get("num_attention_heads") or 1
+        kv_heads = config.get("num_key_value_heads") or heads
+        head_dim = config.get("head_dim") or h // heads
+        intermediate = config.get("intermediate_size") or 4 * h
+        sizes = (h, layers, vocab, heads, kv_heads, head_dim, intermediate)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+            return None
+        attention = 2 * h * heads * head_dim + 2 * h * kv_heads * head_dim
+        embeddings = vocab * h * (1 if config.get("tie_word_embeddings") is True else 2)  # unsure: count both
+        return layers * (attention + 3 * h * intermediate) + embeddings
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
 
 
 def resolve_dtype(name: str, device: torch.device, config_dtype=None, parameters: int | None = None) -> torch.dtype:

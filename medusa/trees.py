@@ -90,10 +90,12 @@ def _validate_any_depth(paths: Iterable[Sequence[int]]) -> list[TreePath]:
 
 def _check_accuracies(accuracies: Sequence[Sequence[float]]) -> list[list[float]]:
     """Reject accuracy tables that would break the search (a value > 1 lets a child outrank its parent)."""
-    if not accuracies:
-        raise MedusaError("accuracy table is empty: give one row of per-rank accuracies per head")
+    if not isinstance(accuracies, (list, tuple)) or not accuracies:
+        raise MedusaError("accuracy table is empty or not a list: give one row of per-rank accuracies per head")
     table: list[list[float]] = []
     for h, row in enumerate(accuracies):
+        if not isinstance(row, (list, tuple)):
+            raise MedusaError(f"accuracy row of head {h} is {row!r}: give a list of per-rank accuracies per head")
         if not row:
             raise MedusaError(f"accuracy row of head {h} is empty: give at least the top-1 accuracy")
         clean = []
@@ -203,10 +205,15 @@ def load_tree(path: str, num_heads: int) -> list[TreePath]:
         raise MedusaError(f"tree file {path}: {e}") from None
 
 
+MAX_TREE_NODES = 1024  # a verify pass this wide already costs more than it can return on any hardware measured
+
+
 def resized_tree(path: str | None, num_heads: int, size: int) -> list[TreePath]:
-    """The optimal ``size``-node tree from the accuracies a calibrated tree file keeps (no file: the defaults for
-    ``num_heads``), so one calibration serves a GPU, where a wide verify pass is nearly free, and a CPU, where
-    every node costs about a token's forward pass."""
+    """The optimal ``size``-node tree from the accuracies a calibrated tree file keeps (all its heads; no file: the
+    defaults for ``num_heads``), so one calibration serves a GPU, where a wide verify pass is nearly free, and a
+    CPU, where every node costs about a token's forward pass."""
+    if size > MAX_TREE_NODES:
+        raise MedusaError(f"--tree-size {size} is too big: at most {MAX_TREE_NODES} nodes")
     if path is None:
         if not 1 <= num_heads <= len(DEFAULT_ACCURACIES):
             raise MedusaError(f"no default accuracies for {num_heads} heads (1-{len(DEFAULT_ACCURACIES)}): "
@@ -221,7 +228,8 @@ def resized_tree(path: str | None, num_heads: int, size: int) -> list[TreePath]:
     try:
         return optimal_tree(accuracies, size)
     except MedusaError as e:
-        raise MedusaError(f"--tree-size {size}: {e}") from None
+        hint = f" (or raise -nmh: the built-in accuracies cover {num_heads} heads)" if path is None else ""
+        raise MedusaError(f"--tree-size {size}: {e}{hint}") from None
 
 
 def save_tree(paths: Iterable[Sequence[int]], path: str, meta: dict | None = None) -> None:

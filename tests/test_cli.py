@@ -241,12 +241,16 @@ def test_tree_size_rebuilds_a_calibrated_tree(tiny_heads_dir, tmp_path, capsys):
     code, _, err = run_cli(["-m", str(tiny_heads_dir), "-ds", "multi-head", "--tree-size", "3", "-n", "1",
                             "-o", str(tmp_path / "o")], capsys)
     assert code == 2 and "-ds tree" in err
+    code, _, err = run_cli(["-m", str(tiny_heads_dir), "-ds", "tree", "--tree", "builtin", "--tree-size", "200",
+                            "-n", "1", "-o", str(tmp_path / "o3")], capsys)
+    assert code == 2 and "raise -nmh" in err and "loading base model" not in err  # refused before loading
     # without --tree, --tree-size resizes the tree shipped beside the heads (more nodes than -nmh 2's defaults allow)
     shipped = tmp_path / "heads"
     shutil.copytree(tiny_heads_dir, shipped)
     shutil.copy(tree, shipped / "tree.json")
     out_dir = tmp_path / "big"
     code, _, err = run_cli(["-m", str(shipped), "-ds", "tree", "--tree-size", "120", "-n", "1", "-mol", "6",
+                            "--device", "cpu",
                             "--prompt-style", "seed", "-o", str(out_dir)], capsys)
     assert code == 0, err
     summary = json.loads((out_dir / "summary.json").read_text())

@@ -23,6 +23,18 @@ def test_estimated_parameters_of_known_shapes():
                  "num_attention_heads": 32, "tie_word_embeddings": False}
     assert 0.99 < estimated_parameters(llama2_7b) / 6.738e9 < 1.01
     assert estimated_parameters({"hidden_size": 8}) is None and estimated_parameters({}) is None
+    untied = {k: v for k, v in smollm2_135m.items() if k != "tie_word_embeddings"}  # unsure: count both matrices
+    assert estimated_parameters(untied) == estimated_parameters(smollm2_135m) + 49152 * 576
+
+
+def test_estimated_parameters_gives_up_where_unsure():
+    olmoe = {"hidden_size": 2048, "num_hidden_layers": 16, "vocab_size": 50304, "intermediate_size": 1024,
+             "num_attention_heads": 16, "num_experts": 64}  # 7B in all, 1B active: the dense formula says 0.6B
+    assert estimated_parameters(olmoe) is None
+    assert estimated_parameters({**olmoe, "num_experts": 1}) is not None
+    assert estimated_parameters({"hidden_size": 576, "num_hidden_layers": 30, "vocab_size": 49152,
+                                 "num_attention_heads": "9"}) is None
+    assert estimated_parameters({"text_config": {"hidden_size": 576}}) is None
 
 
 @pytest.mark.parametrize("name, device, config_dtype, parameters, expected", [
@@ -31,6 +43,7 @@ def test_estimated_parameters_of_known_shapes():
     ("auto", CUDA, "float16", None, torch.float16),
     ("auto", CUDA, None, None, torch.bfloat16),
     ("auto", CUDA, "bfloat16", 135_000_000, torch.float32),  # small model, one-sequence decoding
+    ("auto", CUDA, "bfloat16", 1_100_000_000, torch.bfloat16),
     ("auto", CUDA, "bfloat16", SMALL_MODEL_PARAMETERS, torch.bfloat16),
     ("auto", CUDA, "float16", 7 * 10**9, torch.float16),
     ("bfloat16", CUDA, None, 135_000_000, torch.bfloat16),  # an explicit --dtype always wins

@@ -253,6 +253,30 @@ def test_resized_tree_without_file_uses_the_defaults():
         resized_tree(None, 6, 7)
 
 
+def test_resized_tree_refuses_huge_trees_and_bad_tables(tmp_path):
+    with pytest.raises(MedusaError, match="at most 1024"):
+        resized_tree(None, 5, 5000)
+    with pytest.raises(MedusaError, match="raise -nmh"):
+        resized_tree(None, 2, 127)
+    file = tmp_path / "flat.json"
+    for bad in ([0.5, 0.3], 0.5, [[0.5], "x"]):
+        file.write_text(json.dumps({"paths": [[0]], "accuracies": bad}))
+        with pytest.raises(MedusaError):
+            resized_tree(str(file), 1, 1)
+
+
+def test_shipped_tree_is_the_optimal_tree_of_its_calibration():
+    from pathlib import Path
+
+    import medusa
+
+    data = json.loads((Path(medusa.__file__).parent / "embedded_default" / "tree.json").read_text())
+    paths = [tuple(p) for p in data["paths"]]
+    assert len(paths) == 127 and paths == optimal_tree(data["accuracies"], len(paths))
+    assert expected_accept_length(paths, data["accuracies"]) == pytest.approx(data["expected_tokens_per_step"])
+    assert data["expected_tokens_per_step"] > 2.5
+
+
 def test_resized_tree_needs_accuracies(tmp_path):
     file = tmp_path / "plain.json"
     file.write_text(json.dumps({"paths": [[0], [1]]}))
