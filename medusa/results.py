@@ -16,6 +16,9 @@ from .errors import MedusaError
 PREDICTIONS = "predictions.jsonl"
 BASELINE = "baseline-single-head.jsonl"
 SUMMARY = "summary.json"
+RUN_FILE = "run.json"
+# settings a resumed run may change: where it writes, how much it prints, and how many examples it covers
+RESUMABLE_CHANGES = ("resume", "output_dir", "debug", "warmup", "num_examples", "hf_token")
 LIBRARIES = ("medusa", "torch", "transformers", "datasets", "sacrebleu", "rouge-score", "huggingface-hub", "accelerate")
 
 
@@ -91,6 +94,30 @@ def git_commit() -> str | None:
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def check_or_write_run(folder: Path, fingerprint: dict, resume: bool) -> None:
+    """Record what a run decodes with; ``--resume`` must decode with the same, or its rows would mix two setups
+    (e.g. bf16 rows finished before a default changed and fp32 rows after)."""
+    path = folder / RUN_FILE
+    current = {k: v for k, v in fingerprint.items() if k not in RESUMABLE_CHANGES}
+    started = folder / PREDICTIONS
+    if not resume and started.exists() and started.stat().st_size > 0:  # before run.json is touched
+        raise MedusaError(f"{started} already exists: pass --resume to continue that run or choose another --output-dir")
+    if resume and path.exists():
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise MedusaError(f"{path} is not valid JSON: move it away to resume without the check") from None
+        changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
+        if changed:
+            diffs = ", ".join(f"{k}: {before.get(k)!r} then, {current.get(k)!r} now" for k in changed)
+            raise MedusaError(f"--resume would mix two setups in {folder} ({diffs}): resume with the first run's "
+                              "settings or choose another --output-dir")
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(current, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def write_summary(folder: Path, summary: dict) -> Path:

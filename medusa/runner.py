@@ -19,7 +19,8 @@ from .loader import LoadSettings, load_model
 from .metrics import SpeedStats, compute_all
 from .model import MedusaModel, stop_token_ids
 from .prompts import encode_prompt, process_reference
-from .results import BASELINE, PREDICTIONS, PredictionLog, device_description, git_commit, library_versions, write_summary
+from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, device_description, git_commit,
+                      library_versions, write_summary)
 from .settings import RunSettings
 
 
@@ -195,6 +196,9 @@ def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
 
     out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
+    tree_used = decode_settings(settings, model).tree_file if settings.decoding_strategy == "tree" else None
+    check_or_write_run(out_dir, {**settings.public_dict(), "tree_used": tree_used, "base": model.info.base,
+                                 "heads": model.info.heads, **model.info.extra}, settings.resume)
     runs: list[tuple[str, Strategy, str]] = [("main", strategy, PREDICTIONS)]
     if settings.compare_single_head and (strategy.name != "single-head" or settings.generator):
         runs.insert(0, ("baseline", make_strategy("single-head"), BASELINE))
@@ -223,7 +227,7 @@ def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
         "speed": speed_stats(rows),
         "examples": len(rows),
         "settings": settings.public_dict(),
-        "tree_used": decode_settings(settings, model).tree_file if settings.decoding_strategy == "tree" else None,
+        "tree_used": tree_used,
         "model": {"name": model.info.name, "base": model.info.base, "heads": model.info.heads,
                   "head_format": model.info.head_format, "num_heads": model.num_heads, **model.info.extra},
         "dataset": vars(data_info),

@@ -81,6 +81,13 @@ def test_resume_skips_finished_examples(tiny_model_dir, tmp_path, capsys):
     rows = [json.loads(x) for x in (out_dir / "predictions.jsonl").read_text().splitlines() if x.endswith("}")]
     assert [r["index"] for r in rows] == [0, 1, 2]
     assert (out_dir / "predictions.jsonl").read_text().splitlines()[:2] == first
+    # resuming with another setup would mix two kinds of rows in one result: refused, naming what changed
+    code, _, err = run_cli(base + ["-n", "4", "--resume", "-mol", "6"], capsys)
+    assert code == 2 and "max_output_len: 5 then, 6 now" in err and "Traceback" not in err
+    code, _, err = run_cli(base + ["-n", "4", "--resume", "--dtype", "bfloat16"], capsys)
+    assert code == 2 and "dtype" in err
+    assert json.loads((out_dir / "run.json").read_text())["max_output_len"] == 5  # the record is left alone
+    assert run_cli(base + ["-n", "4", "--resume", "--debug"], capsys)[0] == 0  # more rows, more output: fine
 
 
 def test_seed_setup_selected_by_hf_token_flag():
