@@ -33,8 +33,8 @@ class PredictionLog:
             self.done = {row["index"]: row for row in rows}
             # rewrite without a line cut off by the crash, so new rows start on a line of their own
             self.path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        elif self.path.exists() and self.path.stat().st_size > 0:
-            raise MedusaError(f"{self.path} already exists: pass --resume to continue that run or choose another --output-dir")
+        else:
+            refuse_to_overwrite(self.path)
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, row: dict) -> None:
@@ -45,6 +45,12 @@ class PredictionLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def refuse_to_overwrite(path: Path) -> None:
+    """A started result file is only ever continued (``--resume``), never silently replaced."""
+    if path.exists() and path.stat().st_size > 0:
+        raise MedusaError(f"{path} already exists: pass --resume to continue that run or choose another --output-dir")
 
 
 def read_predictions(path: Path) -> list[dict]:
@@ -101,9 +107,8 @@ def check_or_write_run(folder: Path, fingerprint: dict, resume: bool) -> None:
     (e.g. bf16 rows finished before a default changed and fp32 rows after)."""
     path = folder / RUN_FILE
     current = {k: v for k, v in fingerprint.items() if k not in RESUMABLE_CHANGES}
-    started = folder / PREDICTIONS
-    if not resume and started.exists() and started.stat().st_size > 0:  # before run.json is touched
-        raise MedusaError(f"{started} already exists: pass --resume to continue that run or choose another --output-dir")
+    if not resume:
+        refuse_to_overwrite(folder / PREDICTIONS)  # before the earlier run's run.json is touched
     if resume and path.exists():
         try:
             before = json.loads(path.read_text(encoding="utf-8"))

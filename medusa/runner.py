@@ -181,7 +181,8 @@ def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
         early.tree_size = None  # the model may ship a calibrated tree: --tree-size resizes that one, after loading
     make_strategy(early)  # bad strategy settings fail before the model loads
     model = model or load_model(load_settings(settings))
-    strategy = make_strategy(decode_settings(settings, model))
+    decoding = decode_settings(settings, model)
+    strategy = make_strategy(decoding)
     check_heads(model, settings, strategy)
     stops = stop_token_ids(model.tokenizer, model.base_model)
     say(f"model: {model.info.base}" + (f" + heads {model.info.heads} ({model.info.head_format}, "
@@ -196,7 +197,7 @@ def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
 
     out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tree_used = decode_settings(settings, model).tree_file if settings.decoding_strategy == "tree" else None
+    tree_used = decoding.tree_file if settings.decoding_strategy == "tree" else None
     check_or_write_run(out_dir, {**settings.public_dict(), "tree_used": tree_used, "base": model.info.base,
                                  "heads": model.info.heads, **model.info.extra}, settings.resume)
     runs: list[tuple[str, Strategy, str]] = [("main", strategy, PREDICTIONS)]
