@@ -8,6 +8,7 @@ import sys
 
 from .console import say
 from .decoding import ACCEPTANCE_RULES, STRATEGIES
+from .decoding.engine import ENGINES
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .settings import SETUPS, RunSettings
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                       help="auto = float32 on CPU; on CUDA float32 for models under 500M parameters (launch-bound: "
                       "as fast, and exact), else the checkpoint's half type (else bfloat16)")
+    more.add_argument("--engine", choices=list(ENGINES), default="auto",
+                      help="auto = graphs on CUDA, eager on CPU; graphs: static KV cache and each strategy's step "
+                      "captured once as a CUDA graph (capture time printed, never timed); eager: the reference loop")
     more.add_argument("--output-dir", "-o", default=None, help="where predictions.jsonl and summary.json go "
                       "(default results/SETUP-STRATEGY-TIME)")
     more.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
@@ -153,6 +157,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         prompt_style=prompt_style,
         device=args.device,
         dtype=args.dtype,
+        engine=args.engine,
         output_dir=args.output_dir,
         seed=args.seed,
         warmup=not args.no_warmup,

@@ -17,8 +17,11 @@ PREDICTIONS = "predictions.jsonl"
 BASELINE = "baseline-single-head.jsonl"
 SUMMARY = "summary.json"
 RUN_FILE = "run.json"
-# settings a resumed run may change: where it writes, how much it prints, and how many examples it covers
-RESUMABLE_CHANGES = ("resume", "output_dir", "debug", "warmup", "num_examples", "hf_token")
+# settings a resumed run may change: where it writes, how much it prints, and how many examples it covers (and the
+# --engine asked for: the engine actually used, ``engine_used``, must stay the same)
+RESUMABLE_CHANGES = ("resume", "output_dir", "debug", "warmup", "num_examples", "hf_token", "engine")
+# fingerprint keys added after runs were first recorded, with the value an older run.json implies
+ADDED_LATER = {"engine_used": "eager"}
 LIBRARIES = ("medusa", "torch", "transformers", "datasets", "sacrebleu", "rouge-score", "huggingface-hub", "accelerate")
 
 
@@ -114,6 +117,7 @@ def check_or_write_run(folder: Path, fingerprint: dict, resume: bool) -> None:
             before = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
             raise MedusaError(f"{path} is not valid JSON: move it away to resume without the check") from None
+        before = {**{k: v for k, v in ADDED_LATER.items() if k in current}, **before}
         changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
         if changed:
             diffs = ", ".join(f"{k}: {before.get(k)!r} then, {current.get(k)!r} now" for k in changed)

@@ -13,9 +13,10 @@ import torch
 
 from .console import say
 from .data import Example, load_examples
-from .decoding import DecodeSettings, Strategy, generate, make_strategy
+from .decoding import DecodeSettings, Strategy, make_strategy
+from .decoding.engine import Engine, make_engine, resolve_engine
 from .errors import MedusaError
-from .loader import LoadSettings, load_model
+from .loader import LoadSettings, load_model, resolve_device
 from .metrics import SpeedStats, compute_all
 from .model import MedusaModel, stop_token_ids
 from .prompts import encode_prompt, process_reference
@@ -89,31 +90,35 @@ def load_settings(settings: RunSettings) -> LoadSettings:
 
 
 def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Example], settings: RunSettings,
-                    log: PredictionLog, stops: set[int], student=None) -> list[dict]:
+                    log: PredictionLog, stops: set[int], engine: Engine, student=None) -> list[dict]:
     """Decode every example not yet in ``log`` (timed, one synced JSON line each); all rows in dataset order.
 
-    ``student`` (a :class:`~medusa.student.StudentDecoder`) replaces our loop when grading a submission.
+    ``student`` (a :class:`~medusa.student.StudentDecoder`) replaces our loop when grading a submission. The
+    ``engine`` is prepared (CUDA graphs captured) for the longest prompt before the warm-up: never timed.
     """
     tokenizer = model.tokenizer
 
     def decode(ids: list[int], max_len: int):
         if student is not None:
             return student(ids, stops, model.device)
-        return generate(model, strategy, ids, max_len, stops)
+        return engine.generate(strategy, ids, max_len, stops)
 
     def prompt_of(source: str) -> list[int]:
         return encode_prompt(tokenizer, source, settings.src_lang, settings.tgt_lang, settings.prompt_style,
                              settings.max_input_len)
 
-    if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
-        decode(prompt_of(examples[0].source), min(8, settings.max_output_len))
     todo = [ex for ex in examples if ex.index not in log.done]
+    prompts = {ex.index: prompt_of(ex.source) for ex in todo}
+    if student is None and todo:
+        engine.prepare(strategy, max(len(ids) for ids in prompts.values()), settings.max_output_len)
+    if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
+        decode(prompts[todo[0].index] if todo else prompt_of(examples[0].source), min(8, settings.max_output_len))
     if len(todo) < len(examples):
         say(f"resuming: {len(examples) - len(todo)} examples already in {log.path}")
     from tqdm.auto import tqdm
 
     for ex in tqdm(todo, desc=strategy.name, unit="ex", dynamic_ncols=True):
-        ids = prompt_of(ex.source)
+        ids = prompts[ex.index]
         with Timer(model.device) as timer:
             result = decode(ids, settings.max_output_len)
         prediction = tokenizer.decode(result.tokens, skip_special_tokens=True)
@@ -163,10 +168,10 @@ def speed_stats(rows: list[dict]) -> dict:
     }
 
 
-def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
+def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None) -> dict:
     """Evaluate one strategy (and optionally single-head beside it) on one dataset; writes and returns the summary.
 
-    ``model`` lets several runs share one loaded model (the assignment table).
+    ``model`` and ``engine`` let several runs share one loaded model and its captured graphs (the assignment table).
     """
     torch.manual_seed(settings.seed)
     examples, data_info = load_examples(
@@ -180,14 +185,17 @@ def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
     if early.tree_file is None and settings.tree_file != BUILTIN_TREE:
         early.tree_size = None  # the model may ship a calibrated tree: --tree-size resizes that one, after loading
     make_strategy(early)  # bad strategy settings fail before the model loads
+    if model is None:
+        resolve_engine(settings.engine, resolve_device(settings.device))  # --engine graphs without CUDA: fail now
     model = model or load_model(load_settings(settings))
+    engine = engine or make_engine(model, settings.engine)
     decoding = decode_settings(settings, model)
     strategy = make_strategy(decoding)
     check_heads(model, settings, strategy)
     stops = stop_token_ids(model.tokenizer, model.base_model)
     say(f"model: {model.info.base}" + (f" + heads {model.info.heads} ({model.info.head_format}, "
         f"{model.num_heads} heads)" if model.info.heads else " (no Medusa heads)")
-        + f"; {model.info.extra['dtype']} on {model.info.extra['device']}")
+        + f"; {model.info.extra['dtype']} on {model.info.extra['device']}, engine {engine.name}")
     say(f"data: {data_info.name} ({data_info.kind}), {len(examples)} examples, {settings.src_lang} → {settings.tgt_lang}"
         + ("" if data_info.has_references else " (no references: speed only)"))
     paths = getattr(getattr(strategy, "inner", strategy), "paths", None)
@@ -198,8 +206,9 @@ def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
     out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     tree_used = decoding.tree_file if settings.decoding_strategy == "tree" else None
-    check_or_write_run(out_dir, {**settings.public_dict(), "tree_used": tree_used, "base": model.info.base,
-                                 "heads": model.info.heads, **model.info.extra}, settings.resume)
+    check_or_write_run(out_dir, {**settings.public_dict(), "tree_used": tree_used, "engine_used": engine.name,
+                                 "base": model.info.base, "heads": model.info.heads, **model.info.extra},
+                       settings.resume)
     runs: list[tuple[str, Strategy, str]] = [("main", strategy, PREDICTIONS)]
     if settings.compare_single_head and (strategy.name != "single-head" or settings.generator):
         runs.insert(0, ("baseline", make_strategy("single-head"), BASELINE))
@@ -214,7 +223,7 @@ def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
     for role, strat, filename in runs:
         log = PredictionLog(out_dir / filename, settings.resume)
         try:
-            rows_of[role] = decode_examples(model, strat, examples, settings, log, stops,
+            rows_of[role] = decode_examples(model, strat, examples, settings, log, stops, engine,
                                             student if role == "main" else None)
         finally:
             log.close()
@@ -229,6 +238,7 @@ def run(settings: RunSettings, model: MedusaModel | None = None) -> dict:
         "examples": len(rows),
         "settings": settings.public_dict(),
         "tree_used": tree_used,
+        "engine": engine.describe(),
         "model": {"name": model.info.name, "base": model.info.base, "heads": model.info.heads,
                   "head_format": model.info.head_format, "num_heads": model.num_heads, **model.info.extra},
         "dataset": vars(data_info),
@@ -291,7 +301,9 @@ def run_table(settings: RunSettings) -> list[dict]:
     from dataclasses import replace
 
     base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
+    resolve_engine(settings.engine, resolve_device(settings.device))
     model = load_model(load_settings(settings))
+    engine = make_engine(model, settings.engine)  # shared by the rows: each strategy is captured once
     needed = max(h for _, _, h in TABLE_CONFIGS if h)
     if model.num_heads < needed:  # refuse before spending time on the first rows
         raise MedusaError(f"--assignment-table needs {needed} Medusa heads; {model.info.name} has "
@@ -303,7 +315,7 @@ def run_table(settings: RunSettings) -> list[dict]:
         row_settings = replace(settings, decoding_strategy=strategy, beam_width=width or settings.beam_width,
                                use_no_medusa_heads=heads or settings.use_no_medusa_heads,
                                output_dir=str(base_dir / name), compare_single_head=False)
-        summary = run(row_settings, model)
+        summary = run(row_settings, model, engine)
         rows.append({"row": name, "strategy": strategy, "beam_width": width, "heads": heads, **summary["metrics"],
                      "rtf": summary["speed"]["rtf"], "tokens_per_step": summary["speed"]["tokens_per_step"]})
     table = format_table(rows, settings.acceptance)

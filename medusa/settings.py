@@ -46,6 +46,7 @@ class RunSettings:
     prompt_style: str = "chat"
     device: str = "auto"
     dtype: str = "auto"
+    engine: str = "auto"  # auto = graphs on CUDA, eager on CPU (medusa/decoding/engine.py)
     output_dir: str | None = None
     seed: int = 0
     warmup: bool = True

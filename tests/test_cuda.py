@@ -69,3 +69,78 @@ def test_token_input_heads_greedy_and_replay_on_cuda_fp32():
         got = generate(model, strategy, prompt, 40, {2})
         assert got.tokens == ref
         assert replay_steps(strategy, ref, rk, 40, {2}) == got.accepted_per_step
+
+
+# ---- the graphs engine: static cache + captured steps, exactly the eager tokens in fp32 ----
+
+def _graphs_cases():
+    from medusa.decoding import DecodeSettings
+
+    return [DecodeSettings("single-head"), DecodeSettings("tree", 4), DecodeSettings("tree", 3, adaptive=True),
+            DecodeSettings("multi-head", 2, 2), DecodeSettings("multi-head", 3, 4), DecodeSettings("multi-head", 5, 5)]
+
+
+@pytest.mark.parametrize("kind,overrides", [("llama", {}), ("llama", {"num_key_value_heads": 1}), ("qwen2", {})])
+def test_graphs_engine_equals_eager_single_head_fp32(kind, overrides):
+    from test_decoding_multi_head import with_heads
+
+    from medusa.decoding.engine import StaticEngine
+
+    model = with_heads(kind, 1, num_heads=5, noise=0.3, **overrides).to("cuda")
+    engine = StaticEngine(model, capture=True, quiet=True)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, 400, (n,), generator=g).tolist() for n in (3, 31, 200)]
+    for prompt in prompts:
+        free = generate(model, make_strategy("single-head"), prompt, 40, set()).tokens
+        for stops in (set(), {free[5]}):
+            ref = generate(model, make_strategy("single-head"), prompt, 40, stops)
+            for settings in _graphs_cases():
+                got = engine.generate(make_strategy(settings), prompt, 40, stops)
+                assert got.tokens == ref.tokens and got.stop_reason == ref.stop_reason, settings
+
+
+def test_graphs_replay_equals_the_uncaptured_step_for_every_rule():
+    from test_decoding_multi_head import with_heads
+
+    from medusa.decoding import DecodeSettings
+    from medusa.decoding.engine import StaticEngine
+
+    model = with_heads("llama", 2, num_heads=4, noise=0.3).to("cuda")
+    captured, plain = StaticEngine(model, capture=True, quiet=True), StaticEngine(model, capture=False)
+    for settings in (DecodeSettings("tree", 4, acceptance="typical"), DecodeSettings("multi-head", 3, 3, "typical"),
+                     DecodeSettings("multi-head", 2, 3, "rescore"), DecodeSettings("tree", 4, adaptive=True)):
+        for prompt in ([5, 17, 33, 48, 60], [9] * 50):
+            a = plain.generate(make_strategy(settings), prompt, 40, {7})
+            b = captured.generate(make_strategy(settings), prompt, 40, {7})
+            assert (b.tokens, b.accepted_per_step, b.drafted_depth_per_step) == (
+                a.tokens, a.accepted_per_step, a.drafted_depth_per_step), settings
+
+
+def test_graphs_engine_token_input_heads_and_capture_once():
+    from test_replay import _medusa
+
+    from medusa.decoding import DecodeSettings
+    from medusa.decoding.engine import StaticEngine
+
+    model = _medusa(3, 0.1, token_input=True).to("cuda")
+    engine = StaticEngine(model, capture=True, quiet=True)
+    strategy = make_strategy(DecodeSettings("tree", 4))
+    engine.prepare(strategy, 20, 40)
+    setup = engine.setup_seconds
+    for prompt in ([5, 17, 33, 48, 60], [7] * 12):
+        ref = generate(model, make_strategy("single-head"), prompt, 40, {2}).tokens
+        assert engine.generate(strategy, prompt, 40, {2}).tokens == ref
+    assert engine.setup_seconds == setup > 0  # captured once, in prepare
+
+
+def test_graphs_engine_bf16_runs_and_respects_length():
+    from test_decoding_multi_head import with_heads
+
+    from medusa.decoding import DecodeSettings
+    from medusa.decoding.engine import make_engine
+
+    model = with_heads("llama", 0, num_heads=3, noise=0.3).to("cuda", torch.bfloat16)
+    engine = make_engine(model, "auto")
+    assert engine.name == "graphs"
+    for settings in ("single-head", DecodeSettings("tree", 3), DecodeSettings("multi-head", 2, 2)):
+        assert len(engine.generate(make_strategy(settings), [5, 6, 7], 16, set()).tokens) == 16

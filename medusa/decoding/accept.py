@@ -12,6 +12,7 @@ import torch
 
 from ..errors import MedusaError
 from .base import DecodeState, Tree, Verified
+from .fixed_tree import FixedTree
 
 ACCEPTANCE_RULES = ("greedy", "typical", "rescore")
 
@@ -57,6 +58,11 @@ class Acceptance(ABC):
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         """Node indices of the accepted path; never empty."""
 
+    @abstractmethod
+    def select_on_device(self, tree: FixedTree, last_logits: torch.Tensor, logits: torch.Tensor,
+                         tokens: torch.Tensor, max_depth: torch.Tensor) -> torch.Tensor:
+        """The same rule as tensor ops on a fixed layout: the accepted path's last node (no host sync)."""
+
 
 class Greedy(Acceptance):
     """Accept while each draft token is the base model's argmax: output identical to single-head greedy."""
@@ -92,6 +98,10 @@ class Greedy(Acceptance):
             raise RuntimeError("greedy acceptance needs the base model's argmax among the first-level draft nodes")
         return path
 
+    def select_on_device(self, tree, last_logits, logits, tokens, max_depth):
+        predicted = torch.cat([last_logits[None], logits], dim=0).argmax(-1).index_select(0, tree.parent_row)
+        return tree.deepest(tree.valid(tokens == predicted, max_depth))
+
 
 class Typical(Acceptance):
     """The confidence threshold: accept a token if p_base(token) > min(ε, α·exp(−H(p_base))).
@@ -106,19 +116,28 @@ class Typical(Acceptance):
             raise MedusaError("--posterior-threshold and --posterior-alpha must be in (0, 1]")
         self.threshold, self.alpha = threshold, alpha
 
-    def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
-        logits = parent_logits(state, tree, verified)
+    def passes(self, logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per node: whether its token passes the threshold under its parent's ``logits`` [N, V], and its log-prob."""
         logp = logits.log_softmax(-1)
         entropy = -(logp.exp() * logp).sum(-1)
         limit = torch.minimum(torch.full_like(entropy, self.threshold), self.alpha * torch.exp(-entropy))
-        tok_lp = logp.gather(1, verified.tokens[:, None])[:, 0]
-        ok = (tok_lp.exp() > limit).tolist()
-        path = deepest_valid_path(tree, ok, tok_lp.tolist())
+        tok_lp = logp.gather(1, tokens[:, None])[:, 0]
+        return tok_lp.exp() > limit, tok_lp
+
+    def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
+        ok, tok_lp = self.passes(parent_logits(state, tree, verified), verified.tokens)
+        path = deepest_valid_path(tree, ok.tolist(), tok_lp.tolist())
         if not path:  # only possible through rounding at a near-uniform distribution: fall back to the best first token
             firsts = [i for i, p in enumerate(tree.parents) if p < 0]
             lps = tok_lp.tolist()
             path = [max(firsts, key=lambda i: lps[i])]
         return path
+
+    def select_on_device(self, tree, last_logits, logits, tokens, max_depth):
+        ok, tok_lp = self.passes(tree.parent_rows(last_logits, logits), tokens)
+        valid = tree.valid(ok, max_depth)
+        best = tree.deepest(valid, tree.path_scores(tok_lp))
+        return torch.where(valid.any(), best, tree.best_of(tree.first_level, tok_lp.double()))
 
 
 class Rescore(Acceptance):
@@ -133,6 +152,12 @@ class Rescore(Acceptance):
         ]
         best_leaf = max(leaves, key=lambda leaf: sum(tok_lp[i] for i in tree.path_to(leaf)))
         return tree.path_to(best_leaf)
+
+    def select_on_device(self, tree, last_logits, logits, tokens, max_depth):
+        """Whole candidates (leaves); under a depth limit, the candidates cut at that depth."""
+        tok_lp = token_logprobs(tree.parent_rows(last_logits, logits), tokens)
+        eligible = (tree.leaf & (tree.depth <= max_depth)) | (tree.depth == max_depth)
+        return tree.best_of(eligible, tree.path_scores(tok_lp))
 
 
 def make_acceptance(name: str, threshold: float = 0.09, alpha: float = 0.3) -> Acceptance:

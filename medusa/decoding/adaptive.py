@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import torch
+
 from .base import DecodeState, Strategy, Tree, Verified
+from .fixed_tree import DevicePlan
 
 
 class Adaptive(Strategy):
@@ -29,12 +32,22 @@ class Adaptive(Strategy):
     def first_token(self, state: DecodeState) -> int | None:
         return self.inner.first_token(state)
 
-    def draft(self, state: DecodeState, budget: int) -> Tree:
+    def depth_limit(self) -> int:
+        """The heads this step drafts with (counted for the report); both engines ask once per step."""
         self._depth = self.heads_to_use()
         self.depth_counts[self._depth] += 1
-        return self.inner.draft(state, min(budget, self._depth + 1))
+        return self._depth
+
+    def observe(self, accepted: int) -> None:
+        self.mean_accepted += self.smoothing * (accepted - self.mean_accepted)
+
+    def draft(self, state: DecodeState, budget: int) -> Tree:
+        return self.inner.draft(state, min(budget, self.depth_limit() + 1))
 
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         path = self.inner.accept(state, tree, verified)
-        self.mean_accepted += self.smoothing * (len(path) - self.mean_accepted)
+        self.observe(len(path))
         return path
+
+    def device_plan(self, device: torch.device) -> DevicePlan | None:
+        return self.inner.device_plan(device)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .fixed_tree import DevicePlan
+
 
 @dataclass
 class Tree:
@@ -112,3 +114,14 @@ class Strategy(ABC):
     @abstractmethod
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         """Node indices of the accepted path, starting at a first-level node; never empty."""
+
+    def device_plan(self, device: torch.device) -> DevicePlan | None:
+        """The same drafting and acceptance as fixed-shape tensor work for the fast engine (None: host loop only)."""
+        return None
+
+    def depth_limit(self) -> int | None:
+        """How many heads deep the next draft may go (adaptive control); None: the whole draft."""
+        return None
+
+    def observe(self, accepted: int) -> None:
+        """Called with each step's accepted path length (adaptive control)."""

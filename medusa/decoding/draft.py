@@ -16,13 +16,24 @@ def beam_candidates_ranked(levels: list[tuple[torch.Tensor, torch.Tensor]], widt
                            ) -> tuple[list[list[int]], list[float]]:
     """:func:`beam_candidates` from each level's best (log-probs, ids), sorted best first, at least W of them.
 
+    Taking ranked lists lets a replay precompute them for thousands of positions at once.
+    """
+    seqs, scores = beam_search(levels, width)
+    return seqs.tolist(), scores.tolist()
+
+
+def beam_search(levels: list[tuple[torch.Tensor, torch.Tensor]], width: int, keep_levels: bool = False):
+    """The W best sequences [W, levels] and their summed log-probabilities, as tensors on the levels' device.
+
     The heads' distributions do not depend on the earlier draft tokens, so each level extends every beam by the
-    same top-W tokens; the W best of the W×W extensions survive. Taking ranked lists lets a replay precompute
-    them for thousands of positions at once.
+    same top-W tokens; the W best of the W×W extensions survive. No host sync: the fast engine drafts with it
+    inside a captured step. ``keep_levels`` returns the beams after every level instead (the search over fewer
+    levels is this search stopped early).
     """
     device = levels[0][0].device
     seqs = torch.empty(1, 0, dtype=torch.long, device=device)
     scores = torch.zeros(1, device=device)
+    kept: list[torch.Tensor] = []
     for values, ids in levels:
         top_lp, top_ids = values[:width].float(), ids[:width]
         total = (scores[:, None] + top_lp[None, :]).reshape(-1)  # [beams * W], beam-major
@@ -30,7 +41,8 @@ def beam_candidates_ranked(levels: list[tuple[torch.Tensor, torch.Tensor]], widt
         beam_idx, tok_idx = best.indices // width, best.indices % width
         seqs = torch.cat([seqs[beam_idx], top_ids[tok_idx][:, None]], dim=1)
         scores = best.values
-    return seqs.tolist(), scores.tolist()
+        kept.append(seqs)
+    return kept if keep_levels else (seqs, scores)
 
 
 def trie_from_candidates(candidates: list[list[int]]) -> Tree:

@@ -7,7 +7,8 @@ import torch
 from ..errors import MedusaError
 from .accept import Acceptance
 from .base import DecodeState, Strategy, Tree, Verified
-from .draft import beam_candidates, beam_candidates_ranked, trie_from_candidates
+from .draft import beam_candidates, beam_candidates_ranked, beam_search, trie_from_candidates
+from .fixed_tree import DevicePlan, FixedTree
 
 
 class MultiHead(Strategy):
@@ -33,3 +34,26 @@ class MultiHead(Strategy):
 
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         return self.acceptance.accept(state, tree, verified)
+
+    def device_plan(self, device: torch.device) -> DevicePlan:
+        """The W beams as W unmerged chains of S+1 nodes, so the node count is fixed; under greedy acceptance beams
+        that do not start with the argmax are verified but never accepted (the host loop prunes them instead).
+
+        A depth limit d (adaptive control, the length limit) must give what the host loop drafts then: the beam
+        search over d+1 levels. That is the search's own state after level d, so every level's beams are kept
+        (padded to S+1) and the limit picks one.
+        """
+        s, w = self.num_heads, self.beam_width
+        parents = [-1 if d == 0 else b * (s + 1) + d - 1 for b in range(w) for d in range(s + 1)]
+        greedy = self.acceptance.name == "greedy"
+
+        def draft(logits: torch.Tensor, head_logits: torch.Tensor, max_depth: torch.Tensor) -> torch.Tensor:
+            levels = [logits] + [head_logits[h] for h in range(s)]
+            states = beam_search([lv.float().log_softmax(-1).topk(w) for lv in levels], w, keep_levels=True)
+            padded = torch.stack([torch.nn.functional.pad(seqs, (0, s + 1 - seqs.shape[1])) for seqs in states])
+            seqs = padded.index_select(0, max_depth.view(1))[0]
+            if greedy:  # the best beam starts with the argmax; on exact ties make sure it is that token (lossless)
+                seqs[0, 0] = logits.argmax()
+            return seqs.reshape(-1)
+
+        return DevicePlan(FixedTree(parents, device), s, draft, self.acceptance.select_on_device)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import torch
+
 from .base import DecodeState, Strategy, Tree, Verified
+from .fixed_tree import DevicePlan, FixedTree
 
 
 class SingleHead(Strategy):
@@ -18,3 +21,8 @@ class SingleHead(Strategy):
 
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         return [0]
+
+    def device_plan(self, device: torch.device) -> DevicePlan:
+        root = torch.zeros((), dtype=torch.long, device=device)
+        return DevicePlan(FixedTree([-1], device), 0, draft=lambda logits, heads, max_depth: logits.argmax()[None],
+                          select=lambda tree, last, logits, tokens, max_depth: root)

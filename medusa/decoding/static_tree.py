@@ -7,6 +7,7 @@ import torch
 from ..trees import TreePath, tree_nodes
 from .accept import Acceptance
 from .base import DecodeState, Strategy, Tree, Verified
+from .fixed_tree import DevicePlan, FixedTree
 
 
 class StaticTree(Strategy):
@@ -46,3 +47,13 @@ class StaticTree(Strategy):
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         return self.acceptance.accept(state, tree, verified)
 
+    def device_plan(self, device: torch.device) -> DevicePlan:
+        """The root is the base argmax; node i + 1 is rank ``ranks[i]`` of head ``heads[i]``, gathered by index."""
+        heads = torch.tensor(self._heads, device=device)
+        ranks = torch.tensor(self._ranks, device=device)
+
+        def draft(logits: torch.Tensor, head_logits: torch.Tensor, max_depth: torch.Tensor) -> torch.Tensor:
+            top = torch.topk(head_logits[: self.num_heads], self.max_rank, dim=-1).indices
+            return torch.cat([logits.argmax()[None], top[heads, ranks]])
+
+        return DevicePlan(FixedTree(self._parents, device), self.num_heads, draft, self.acceptance.select_on_device)

@@ -1,0 +1,163 @@
+"""Engines: who runs the decode loop. ``eager`` is the reference loop (dynamic cache, Python per step); ``graphs``
+runs the fast loop on a static cache with each strategy's step captured once as a CUDA graph and replayed.
+
+Capturing costs a fraction of a second per strategy and cache size; :meth:`Engine.prepare` does it before any timed
+decode and reports the seconds, which never count towards RTF or tokens/s.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..console import say
+from ..errors import MedusaError
+from ..model import MedusaModel
+from .base import GenerationResult, Strategy
+from .fast_loop import FastDecoder, generate_fast
+from .fixed_tree import DevicePlan
+from .loop import generate
+from .static_cache import StaticKVCache
+
+ENGINES = ("auto", "eager", "graphs")
+CAPACITY_STEP = 128  # static caches come in multiples of this, so runs with similar prompts share graphs
+
+
+class Engine(ABC):
+    name = ""
+    setup_seconds = 0.0  # capture/compile time so far: printed, never timed
+
+    def prepare(self, strategy: Strategy, max_prompt_len: int, max_new_tokens: int) -> None:
+        """Get ready to decode prompts of up to ``max_prompt_len`` tokens (before timing starts)."""
+
+    @abstractmethod
+    def generate(self, strategy: Strategy, prompt_ids: list[int], max_new_tokens: int,
+                 stop_ids: set[int]) -> GenerationResult:
+        """Generated ids only (no prompt, no stop token), at most ``max_new_tokens`` of them."""
+
+    def describe(self) -> dict:
+        return {"name": self.name, "setup_seconds": round(self.setup_seconds, 3)}
+
+
+class EagerEngine(Engine):
+    """The reference loop: any strategy, any device."""
+
+    name = "eager"
+
+    def __init__(self, model: MedusaModel) -> None:
+        self.model = model
+
+    def generate(self, strategy, prompt_ids, max_new_tokens, stop_ids):
+        return generate(self.model, strategy, prompt_ids, max_new_tokens, stop_ids)
+
+
+@dataclass
+class _Prepared:
+    plan: DevicePlan
+    decoders: list[tuple[FastDecoder, Callable[[], None]]] = field(default_factory=list)  # by capacity
+
+
+class StaticEngine(Engine):
+    """The fast loop on static caches; ``capture`` replays each step as a CUDA graph (``graphs``), without it the
+    step runs eagerly (``static``: the same arithmetic on any device, which is how the CPU tests check it).
+    ``compile`` passes the step through ``torch.compile`` before capture (fuses elementwise kernels; slow to build).
+    """
+
+    def __init__(self, model: MedusaModel, capture: bool = True, compile: bool = False, quiet: bool = False) -> None:
+        if capture and model.device.type != "cuda":
+            raise MedusaError("--engine graphs needs CUDA (the model is on the CPU); use --engine eager or auto")
+        self.model, self.capture, self.compile, self.quiet = model, capture, compile, quiet
+        self.name = ("graphs" if capture else "static") + ("+compile" if compile else "")
+        self._caches: dict[int, StaticKVCache] = {}
+        self._prepared: dict[int, tuple[Strategy, _Prepared]] = {}
+
+    def _plan(self, strategy: Strategy) -> _Prepared | None:
+        key = id(strategy)
+        if key not in self._prepared:
+            plan = strategy.device_plan(self.model.device)
+            self._prepared[key] = (strategy, _Prepared(plan) if plan is not None else None)
+        return self._prepared[key][1]
+
+    def capacity_for(self, plan: DevicePlan, total_len: int) -> int:
+        """Prompt + new tokens + one draft, plus room for the capture's warm-up steps, rounded up."""
+        need = total_len + plan.tree.size + 2 * (plan.tree.max_depth + 1) + 8
+        return -(-need // CAPACITY_STEP) * CAPACITY_STEP
+
+    def _decoder(self, strategy: Strategy, prepared: _Prepared, total_len: int):
+        need = total_len + prepared.plan.tree.size
+        for decoder, run in prepared.decoders:
+            if decoder.cache.capacity >= need:
+                return decoder, run
+        capacity = self.capacity_for(prepared.plan, total_len)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            cache = self._caches.get(capacity)
+            if cache is None:
+                cache = self._caches[capacity] = StaticKVCache(self.model.config, capacity, self.model.device,
+                                                               self.model.dtype)
+            decoder = FastDecoder(self.model, prepared.plan, cache)
+            run = self._build(decoder)
+        seconds = time.perf_counter() - start
+        self.setup_seconds += seconds
+        prepared.decoders.append((decoder, run))
+        prepared.decoders.sort(key=lambda item: item[0].cache.capacity)
+        if self.capture and not self.quiet:
+            say(f"engine {self.name}: captured the {strategy.name} step ({prepared.plan.tree.size} draft nodes, "
+                f"{capacity}-slot cache) in {seconds:.2f} s (not timed)")
+        return decoder, run
+
+    def _build(self, decoder: FastDecoder) -> Callable[[], None]:
+        step = torch.compile(decoder.step, dynamic=False) if self.compile else decoder.step
+        if not self.capture:
+            return step
+        return capture_graph(decoder, step)
+
+    def prepare(self, strategy, max_prompt_len, max_new_tokens):
+        prepared = self._plan(strategy)
+        if prepared is not None:
+            self._decoder(strategy, prepared, max_prompt_len + max_new_tokens)
+
+    def generate(self, strategy, prompt_ids, max_new_tokens, stop_ids):
+        prepared = self._plan(strategy)
+        if prepared is None:  # a strategy without device tensors runs in the reference loop
+            return generate(self.model, strategy, prompt_ids, max_new_tokens, stop_ids)
+        decoder, run = self._decoder(strategy, prepared, len(prompt_ids) + max_new_tokens)
+        return generate_fast(decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run)
+
+
+def capture_graph(decoder: FastDecoder, step: Callable[[], None], warmup: int = 3) -> Callable[[], None]:
+    """Record ``step`` as a CUDA graph after a few eager runs on a side stream (library handles, autotuning and
+    compilation happen there, not inside the capture). The state they leave is replaced by the next prefill."""
+    device = decoder.tokens.device
+    decoder.prefill([0] * 4)
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    torch.cuda.synchronize(device)
+    return graph.replay
+
+
+def resolve_engine(name: str, device: torch.device) -> str:
+    """``auto``: graphs on CUDA, eager elsewhere."""
+    if name not in ENGINES:
+        raise MedusaError(f"unknown engine '{name}'; use one of: {', '.join(ENGINES)}")
+    if name == "auto":
+        return "graphs" if device.type == "cuda" else "eager"
+    if name == "graphs" and device.type != "cuda":
+        raise MedusaError("--engine graphs needs CUDA, and this run decodes on the CPU; use --engine eager or auto")
+    return name
+
+
+def make_engine(model: MedusaModel, name: str = "auto") -> Engine:
+    resolved = resolve_engine(name, model.device)
+    return StaticEngine(model) if resolved == "graphs" else EagerEngine(model)

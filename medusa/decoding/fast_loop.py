@@ -1,0 +1,149 @@
+"""The fast engine's pipeline: prefill, then one fixed-shape step (verify → accept → update cache → draft) that reads
+and writes only device buffers, so a CUDA graph can replay it; the host reads one small tensor per step.
+
+Same contract as :func:`medusa.decoding.loop.generate` (tokens, per-step counts, stop rules); the differences are
+where the work happens. The committed length lives in a device tensor, the cache never changes shape, drafting and
+acceptance are the strategy's :class:`~medusa.decoding.fixed_tree.DevicePlan`, and a draft deeper than the
+remaining budget is verified whole and cut by a device-side depth limit instead of being rebuilt smaller.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..model import MedusaModel
+from .base import DecodeState, GenerationResult, Strategy
+from .fixed_tree import DevicePlan, causal_prefill_mask
+from .static_cache import StaticKVCache
+
+
+def _row(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``t[index]`` for a 0-d device index without turning it into a Python int (which would sync)."""
+    return t.index_select(0, index.view(1))[0]
+
+
+class FastDecoder:
+    """One strategy's step on one static cache. Buffers: the ``committed`` length, the ``max_depth`` the next
+    draft may reach, the base logits and last hidden state after the last committed token (``last_logits``,
+    ``last_hidden``: what the next draft starts from) and ``out``: [accepted length, next argmax, accepted tokens…]."""
+
+    def __init__(self, model: MedusaModel, plan: DevicePlan, cache: StaticKVCache) -> None:
+        self.model, self.plan, self.cache = model, plan, cache
+        device, tree = model.device, plan.tree
+        self.dtype = model.dtype
+        self.width = tree.max_depth + 1
+        self.columns = torch.arange(cache.capacity, device=device)
+        self.node_offsets = torch.arange(tree.size, device=device)
+        self.committed = torch.zeros((), dtype=torch.long, device=device)
+        self.max_depth = torch.full((), tree.max_depth, dtype=torch.long, device=device)
+        self.depth_limit_host = tree.max_depth
+        vocab, hidden = model.lm_head().weight.shape
+        self.last_logits = torch.zeros(vocab, dtype=self.dtype, device=device)
+        self.last_hidden = torch.zeros(hidden, dtype=self.dtype, device=device)
+        self.out = torch.zeros(2 + self.width, dtype=torch.long, device=device)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, last_only: bool = False):
+        hidden = self.model._run_decoder(ids, self.cache, positions, mask).last_hidden_state[0]
+        if last_only:
+            hidden = hidden[-1]
+        return hidden, self.model.lm_head()(hidden)
+
+    def _commit(self, hidden: torch.Tensor, logits: torch.Tensor) -> None:
+        """Keep the state after the last accepted token; the next draft starts from it."""
+        self.last_hidden.copy_(hidden)
+        self.last_logits.copy_(logits)
+        self.out[1].copy_(logits.argmax())
+
+    def prefill(self, prompt_ids: list[int]) -> None:
+        """Run the prompt (eager: its length varies)."""
+        device = self.committed.device
+        n = len(prompt_ids)
+        if n + self.plan.tree.size > self.cache.capacity:
+            raise ValueError(f"a {n}-token prompt does not fit a static cache of {self.cache.capacity} slots")
+        positions = torch.arange(n, device=device)
+        self.cache.write_slots = positions
+        mask = causal_prefill_mask(n, self.columns, self.dtype)
+        hidden, logits = self._forward(torch.tensor([prompt_ids], device=device), positions[None], mask, True)
+        self.committed.fill_(n)
+        self.out.zero_()
+        self._commit(hidden, logits)
+        self.cache.length_hint = n
+
+    def step(self) -> None:
+        """Draft, verify the draft in one forward, accept on the device, move the accepted K/V rows into place.
+
+        Only device tensors are read and written (no ``.item()``, no host tensors), which is what lets
+        :class:`~medusa.decoding.engine.StaticEngine` capture it once and replay it every step.
+        """
+        tree, committed, plan = self.plan.tree, self.committed, self.plan
+        heads = self.model.project_heads(self.last_hidden, self.last_logits, plan.num_heads) if plan.num_heads else None
+        tokens = plan.draft(self.last_logits, heads, self.max_depth)
+        self.cache.write_slots = committed + self.node_offsets
+        positions = (committed + tree.depth)[None]
+        hidden, logits = self._forward(tokens[None], positions, tree.mask(committed, self.columns, self.dtype))
+        best = plan.select(tree, self.last_logits, logits, tokens, self.max_depth)
+        path = _row(tree.path, best)
+        length = _row(tree.depth, best) + 1
+        if self.width > 1:
+            self.cache.compact(committed, path)
+        committed.add_(length)
+        self.out[0].copy_(length)
+        self.out[2:].copy_(tokens.index_select(0, path))
+        self._commit(_row(hidden, best), _row(logits, best))
+
+    def read(self) -> list[int]:
+        """The ``out`` buffer on the host: the one synchronisation per step."""
+        return self.out.tolist()
+
+    def set_depth_limit(self, limit: int) -> None:
+        if limit != self.depth_limit_host:
+            self.max_depth.fill_(limit)
+            self.depth_limit_host = limit
+
+
+@torch.inference_mode()
+def generate_fast(decoder: FastDecoder, strategy: Strategy, prompt_ids: list[int], max_new_tokens: int,
+                  stop_ids: set[int], run_step: Callable[[], None] | None = None) -> GenerationResult:
+    """The host side of the fast loop; ``run_step`` replays the captured step (default: run it eagerly).
+
+    Stop and length rules, and the statistics, follow :func:`medusa.decoding.loop.generate` line for line.
+    """
+    run_step = run_step or decoder.step
+    decoder.prefill(prompt_ids)
+    out = decoder.read()
+    deepest = decoder.plan.tree.max_depth
+    generated: list[int] = []
+    accepted: list[int] = []
+    drafted: list[int] = []
+    while True:
+        budget = max_new_tokens - len(generated)
+        if budget <= 0:
+            return GenerationResult(generated, accepted, "length", drafted)
+        state = DecodeState(decoder.last_logits, None, generated, _argmax=out[1])
+        first = strategy.first_token(state)
+        if first is not None and (first in stop_ids or budget == 1):  # decided without another forward
+            if first in stop_ids:
+                return GenerationResult(generated, accepted, "eos", drafted)
+            generated.append(first)
+            accepted.append(1)
+            drafted.append(1)
+            return GenerationResult(generated, accepted, "length", drafted)
+        limit = min(deepest, budget - 1)
+        wanted = strategy.depth_limit()
+        if wanted is not None:
+            limit = min(limit, wanted)
+        decoder.set_depth_limit(limit)
+        drafted.append(limit + 1)
+        run_step()
+        out = decoder.read()
+        strategy.observe(out[0])
+        tokens = out[2 : 2 + out[0]][:budget]
+        for j, t in enumerate(tokens):
+            if t in stop_ids:  # the stop counts as accepted; drafted tokens past it were never output
+                accepted.append(j + 1)
+                return GenerationResult(generated, accepted, "eos", drafted)
+            generated.append(t)
+        accepted.append(len(tokens))
+        decoder.cache.length_hint += out[0]
