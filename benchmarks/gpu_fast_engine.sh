@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The fast engine (static KV cache + CUDA graphs) on the device (H200), as run for docs/benchmarks.md.
+#   bash benchmarks/gpu_fast_engine.sh check      # tests/test_cuda.py, then bench_decode.py on the Llama-3.2-1B shape
+#   bash benchmarks/gpu_fast_engine.sh compile    # graphs vs graphs+compile (torch.compile before capture), 1B shape
+#   bash benchmarks/gpu_fast_engine.sh embedded   # bench_decode.py on the embedded default: fp32 (its default), bf16
+#   bash benchmarks/gpu_fast_engine.sh shapes     # bench_decode.py on the Llama-2-7B shape
+#   bash benchmarks/gpu_fast_engine.sh cli        # medusa.py -ds tree --compare-single-head (engine auto = graphs)
+# The embedded stages need the GGUF staged as /root/stage/smollm2.gguf and the wheels of .whl/ installed (see
+# ../shared/tools/stage-smollm2.sh and device-wheels.sh). Results: JSON files in $OUT (docs/measured/bench-*.json).
+set -euo pipefail
+export MEDUSA_EMBEDDED_GGUF=${MEDUSA_EMBEDDED_GGUF:-/root/stage/smollm2.gguf} MEDUSA_CACHE=${MEDUSA_CACHE:-/root/medusa-cache}
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+B="python3 benchmarks/bench_decode.py"
+
+case "${1:-}" in
+check)
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
+  python3 -m pytest -q tests/test_cuda.py
+  $B --model shape:llama-3.2-1b --step-costs --project-tau 2.573 --out "$OUT/bench-h200-llama-3.2-1b-shape.json"
+  ;;
+compile)
+  $B --model shape:llama-3.2-1b --methods single-head,tree --engines graphs,graphs+compile --step-costs \
+    --out "$OUT/bench-h200-1b-compile.json"
+  ;;
+embedded)
+  $B --model embedded -d in22-gen-sample -n 20 -mol 128 --dtype auto --step-costs \
+    --out "$OUT/bench-h200-embedded-fp32.json"
+  $B --model embedded -d in22-gen-sample -n 20 -mol 128 --dtype bfloat16 --methods hf-static,single-head,tree \
+    --engines graphs --step-costs --out "$OUT/bench-h200-embedded-bf16.json"
+  ;;
+shapes)
+  $B --model shape:llama-2-7b --step-costs --project-tau 2.573 --out "$OUT/bench-h200-llama-2-7b-shape.json"
+  ;;
+cli)
+  python3 medusa.py -ds tree --compare-single-head -d in22-gen-sample -n 20 -mol 128 -o "$OUT/cli-tree" 2>&1 \
+    | grep -v -E 'it/s\]|s/it\]|ex/s\]'
+  ;;
+*)
+  echo "usage: $0 check|compile|embedded|shapes|cli" >&2
+  exit 2
+  ;;
+esac
