@@ -132,6 +132,8 @@ def main() -> None:
     p.add_argument("--methods", default="hf-dynamic,hf-static,single-head,tree,mh-w2s2,mh-w5s5")
     p.add_argument("--engines", default="eager,graphs", help="ours: any of eager, graphs, graphs+compile")
     p.add_argument("--step-costs", action="store_true", help="also time the captured steps alone (replays)")
+    p.add_argument("--profile", action="store_true", help="with --step-costs: kernels per captured step and their "
+                   "busy time (torch.profiler), so wall minus busy is the gap between kernels")
     p.add_argument("--project-tau", type=float, default=None, help="project Medusa tokens/s from this τ")
     p.add_argument("--out", default=None, help="JSON results file")
     args = p.parse_args()
@@ -247,18 +249,24 @@ def main() -> None:
     step_costs = {}
     if args.step_costs and cuda:
         step_costs = time_steps(methods, prompts[0], args.max_new_tokens, floor_ms)
+    profiles = profile_steps(methods, prompts[0], args.max_new_tokens) if args.profile and cuda else {}
 
     print_table(summary, floor_ms, len(prompts))
     if step_costs:
         print("\ncaptured step alone (median of 50 replays, CUDA events):")
         for name, ms in step_costs.items():
-            print(f"  {name:28s} {ms:8.3f} ms  ({ms / floor_ms:.2f}x floor)")
+            extra = ""
+            if name in profiles:
+                pr = profiles[name]
+                extra = (f"; {pr['kernels_per_step']:.0f} kernels, busy {pr['kernel_ms_per_step']:.3f} ms, "
+                         f"gaps {ms - pr['kernel_ms_per_step']:.3f} ms")
+            print(f"  {name:28s} {ms:8.3f} ms  ({ms / floor_ms:.2f}x floor{extra})")
     record = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "model": label, "dtype": model.info.extra.get("dtype"), "prompts": len(prompts),
         "prompt_tokens": [len(x) for x in prompts], "max_new_tokens": args.max_new_tokens, "rounds": args.rounds,
         "copy_bandwidth_bytes_per_s": bandwidth, "base_weight_bytes": base_bytes, "weight_read_floor_ms": floor_ms,
-        "methods": summary, "captured_step_ms": step_costs,
+        "methods": summary, "captured_step_ms": step_costs, "captured_step_profile": profiles,
         "gpu": torch.cuda.get_device_name() if cuda else None, "torch": torch.__version__,
         "transformers": __import__("transformers").__version__, "python": platform.python_version(),
         "git_commit": _git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -292,6 +300,31 @@ def time_steps(methods: dict, prompt: list[int], max_new: int, floor_ms: float) 
                 times.append(start.elapsed_time(end))
         costs[name] = statistics.median(times[10:])
     return costs
+
+
+def profile_steps(methods: dict, prompt: list[int], max_new: int, replays: int = 10) -> dict[str, dict]:
+    """Kernels per captured step and the summed kernel time (CUDA activity of ``replays`` replays)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    out = {}
+    for name, method in methods.items():
+        if isinstance(method, str) or not isinstance(method[1], StaticEngine) or not method[1].capture:
+            continue
+        strategy, engine = method
+        decoder, replay = engine._decoder(strategy, engine._plan(strategy), len(prompt) + max_new)
+        with torch.inference_mode():
+            decoder.prefill(prompt)
+            sync()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(replays):
+                    decoder.committed.fill_(len(prompt))
+                    replay()
+                sync()
+        kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+        busy_us = sum(e.time_range.elapsed_us() for e in kernels)
+        out[name] = {"kernels_per_step": len(kernels) / replays, "kernel_ms_per_step": busy_us / replays / 1e3}
+    return out
 
 
 def print_table(summary: dict, floor_ms: float, n: int) -> None:
