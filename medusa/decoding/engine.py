@@ -132,7 +132,7 @@ class StaticEngine(Engine):
 def capture_graph(decoder: FastDecoder, step: Callable[[], None], warmup: int = 3) -> Callable[[], None]:
     """Record ``step`` as a CUDA graph after a few eager runs on a side stream (library handles, autotuning and
     compilation happen there, not inside the capture). The state they leave is replaced by the next prefill."""
-    device = decoder.tokens.device
+    device = decoder.committed.device
     decoder.prefill([0] * 4)
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
