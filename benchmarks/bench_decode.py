@@ -130,7 +130,7 @@ def main() -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--methods", default="hf-dynamic,hf-static,single-head,tree,mh-w2s2,mh-w5s5")
-    p.add_argument("--engines", default="eager,graphs", help="ours: any of eager, graphs, graphs+compile")
+    p.add_argument("--engines", default="eager,graphs", help="ours: any of eager, graphs, compiled")
     p.add_argument("--step-costs", action="store_true", help="also time the captured steps alone (replays)")
     p.add_argument("--profile", action="store_true", help="with --step-costs: kernels per captured step and their "
                    "busy time (torch.profiler), so wall minus busy is the gap between kernels")
@@ -159,8 +159,8 @@ def main() -> None:
     for name in args.engines.split(","):
         if name == "eager":
             engines[name] = EagerEngine(model)
-        elif name in ("graphs", "graphs+compile"):
-            engines[name] = StaticEngine(model, capture=cuda, compile=name.endswith("compile"))
+        elif name in ("graphs", "compiled", "graphs+compile"):  # graphs+compile: the name in the first records
+            engines[name] = StaticEngine(model, capture=cuda, compile=name != "graphs")
     tree_file = model.info.extra.get("tree") if not shape else None
     methods: dict[str, object] = {}
     strategies = {}
@@ -344,11 +344,14 @@ def print_table(summary: dict, floor_ms: float, n: int) -> None:
 
 
 def _git_commit() -> str | None:
+    """``GIT_COMMIT`` when set (a device copy of a working tree can carry an older checkout's .git), else HEAD."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent).stdout.strip() or os.environ.get("GIT_COMMIT")
+                              cwd=Path(__file__).parent).stdout.strip() or None
     except OSError:
-        return os.environ.get("GIT_COMMIT")
+        return None
 
 
 if __name__ == "__main__":

@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "as fast, and exact), else the checkpoint's half type (else bfloat16)")
     more.add_argument("--engine", choices=list(ENGINES), default="auto",
                       help="auto = graphs on CUDA, eager on CPU; graphs: static KV cache and each strategy's step "
-                      "captured once as a CUDA graph (capture time printed, never timed); eager: the reference loop")
+                      "captured once as a CUDA graph (capture time printed, never timed); compiled: graphs of a "
+                      "torch.compile'd step (faster steps, 20-60 s to build per strategy); eager: the reference loop")
     more.add_argument("--output-dir", "-o", default=None, help="where predictions.jsonl and summary.json go "
                       "(default results/SETUP-STRATEGY-TIME)")
     more.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")

@@ -144,3 +144,19 @@ def test_graphs_engine_bf16_runs_and_respects_length():
     assert engine.name == "graphs"
     for settings in ("single-head", DecodeSettings("tree", 3), DecodeSettings("multi-head", 2, 2)):
         assert len(engine.generate(make_strategy(settings), [5, 6, 7], 16, set()).tokens) == 16
+
+
+def test_compiled_engine_gives_the_eager_tokens_fp32():
+    from test_decoding_multi_head import with_heads
+
+    from medusa.decoding import DecodeSettings
+    from medusa.decoding.engine import make_engine
+
+    model = with_heads("llama", 1, num_heads=4, noise=0.3).to("cuda")
+    engine = make_engine(model, "compiled")
+    assert engine.name == "compiled"
+    for settings in ("single-head", DecodeSettings("tree", 3), DecodeSettings("multi-head", 2, 2, "typical")):
+        strategy = make_strategy(settings)
+        for prompt in ([5, 17, 33, 48, 60], [9] * 40):
+            ref = generate(model, make_strategy(settings), prompt, 30, {7})
+            assert engine.generate(strategy, prompt, 30, {7}).tokens == ref.tokens, settings

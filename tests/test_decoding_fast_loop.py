@@ -142,10 +142,14 @@ def test_engine_choice():
     assert resolve_engine("auto", torch.device("cuda")) == "graphs"
     assert isinstance(make_engine(model, "auto"), EagerEngine)
     assert make_engine(model, "eager").describe() == {"name": "eager", "setup_seconds": 0.0}
+    assert resolve_engine("compiled", torch.device("cuda")) == "compiled"
     with pytest.raises(MedusaError, match="needs CUDA"):
         resolve_engine("graphs", torch.device("cpu"))
     with pytest.raises(MedusaError, match="needs CUDA"):
+        resolve_engine("compiled", torch.device("cpu"))
+    with pytest.raises(MedusaError, match="graphs needs CUDA"):
         StaticEngine(model, capture=True)
+    assert StaticEngine(model, capture=False).name == "static"
     with pytest.raises(MedusaError, match="unknown engine"):
         resolve_engine("warp", torch.device("cpu"))
 

@@ -1,8 +1,9 @@
 """Engines: who runs the decode loop. ``eager`` is the reference loop (dynamic cache, Python per step); ``graphs``
-runs the fast loop on a static cache with each strategy's step captured once as a CUDA graph and replayed.
+runs the fast loop on a static cache with each strategy's step captured once as a CUDA graph and replayed;
+``compiled`` passes that step through ``torch.compile`` first, which fuses the model's elementwise kernels.
 
-Capturing costs a fraction of a second per strategy and cache size; :meth:`Engine.prepare` does it before any timed
-decode and reports the seconds, which never count towards RTF or tokens/s.
+Capturing costs a fraction of a second per strategy and cache size, compiling 20–60 s; :meth:`Engine.prepare` does
+it before any timed decode and reports the seconds, which never count towards RTF or tokens/s.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .fixed_tree import DevicePlan
 from .loop import generate
 from .static_cache import StaticKVCache
 
-ENGINES = ("auto", "eager", "graphs")
+ENGINES = ("auto", "eager", "graphs", "compiled")
 CAPACITY_STEP = 128  # static caches come in multiples of this, so runs with similar prompts share graphs
 
 
@@ -69,9 +70,10 @@ class StaticEngine(Engine):
 
     def __init__(self, model: MedusaModel, capture: bool = True, compile: bool = False, quiet: bool = False) -> None:
         if capture and model.device.type != "cuda":
-            raise MedusaError("--engine graphs needs CUDA (the model is on the CPU); use --engine eager or auto")
+            raise MedusaError(f"--engine {'compiled' if compile else 'graphs'} needs CUDA (the model is on the CPU); "
+                          "use --engine eager or auto")
         self.model, self.capture, self.compile, self.quiet = model, capture, compile, quiet
-        self.name = ("graphs" if capture else "static") + ("+compile" if compile else "")
+        self.name = ("compiled" if compile else "graphs") if capture else "static" + ("+compile" if compile else "")
         self._caches: dict[int, StaticKVCache] = {}
         self._prepared: dict[int, tuple[Strategy, _Prepared]] = {}
 
@@ -106,7 +108,7 @@ class StaticEngine(Engine):
         prepared.decoders.append((decoder, run))
         prepared.decoders.sort(key=lambda item: item[0].cache.capacity)
         if self.capture and not self.quiet:
-            say(f"engine {self.name}: captured the {strategy.name} step ({prepared.plan.tree.size} draft nodes, "
+            say(f"engine {self.name}: {'compiled and ' if self.compile else ''}captured the {strategy.name} step ({prepared.plan.tree.size} draft nodes, "
                 f"{capacity}-slot cache) in {seconds:.2f} s (not timed)")
         return decoder, run
 
@@ -153,11 +155,13 @@ def resolve_engine(name: str, device: torch.device) -> str:
         raise MedusaError(f"unknown engine '{name}'; use one of: {', '.join(ENGINES)}")
     if name == "auto":
         return "graphs" if device.type == "cuda" else "eager"
-    if name == "graphs" and device.type != "cuda":
-        raise MedusaError("--engine graphs needs CUDA, and this run decodes on the CPU; use --engine eager or auto")
+    if name in ("graphs", "compiled") and device.type != "cuda":
+        raise MedusaError(f"--engine {name} needs CUDA, and this run decodes on the CPU; use --engine eager or auto")
     return name
 
 
 def make_engine(model: MedusaModel, name: str = "auto") -> Engine:
     resolved = resolve_engine(name, model.device)
-    return StaticEngine(model) if resolved == "graphs" else EagerEngine(model)
+    if resolved == "eager":
+        return EagerEngine(model)
+    return StaticEngine(model, capture=True, compile=resolved == "compiled")
