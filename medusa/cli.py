@@ -109,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seed = the course's prompt; chat = the tokenizer's chat template; auto = by setup")
     more.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     more.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                      help="auto = float32 on CPU; on CUDA float32 for models under 500M parameters (launch-bound: "
-                      "as fast, and exact), else the checkpoint's half type (else bfloat16)")
+                      help="auto = float32 on CPU; on CUDA float32 for models under 500M parameters (exact: greedy "
+                      "Medusa = single-head; bfloat16 is faster under the graphs engine but flips near-ties), else "
+                      "the checkpoint's half type (else bfloat16)")
     more.add_argument("--engine", choices=list(ENGINES), default="auto",
                       help="auto = graphs on CUDA, eager on CPU; graphs: static KV cache and each strategy's step "
                       "captured once as a CUDA graph (capture time printed, never timed); compiled: graphs of a "

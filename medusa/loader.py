@@ -53,10 +53,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# Below this, decoding one sequence on a GPU is bound by kernel launches, not weight reads: on the H200 the
-# embedded 135M model decodes faster in fp32 than in bf16 (whose casts add kernels), and fp32 verification gives
-# exactly the single-head tokens (docs/embedded-default.md, "Speed on the GPU"). A heuristic measured on that one
-# model, kept well below sizes where fp32 weight reads (2 bytes more per weight) would start to cost.
+# Below this, one-sequence decoding on a GPU stays in fp32, because fp32 verification gives exactly the single-head
+# tokens and bf16 flips near-ties (about half the embedded model's outputs differ somewhere). It was first chosen
+# for speed too (eager, bf16's casts cost launches); under the graphs engine bf16 is ~1.37x faster for the embedded
+# 135M model (docs/benchmarks.md), so exactness is now the reason: pass --dtype bfloat16 for speed. A heuristic
+# kept well below sizes where fp32 weight reads (2 bytes more per weight) dominate.
 SMALL_MODEL_PARAMETERS = 500_000_000
 
 
