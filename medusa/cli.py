@@ -7,8 +7,7 @@ import os
 import sys
 
 from .console import say
-from .decoding import ACCEPTANCE_RULES, STRATEGIES
-from .decoding.engine import ENGINES
+from .decoding import ACCEPTANCE_RULES, ENGINES, STRATEGIES
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .settings import SETUPS, RunSettings

@@ -57,6 +57,13 @@ def check_heads(model: MedusaModel, settings: RunSettings, strategy: Strategy) -
     if strategy.num_heads > k:
         raise MedusaError(f"the tree is {strategy.num_heads} levels deep but the model has {k} heads; "
                           "use a shallower --tree")
+    vocab = model.lm_head().weight.shape[0]
+    inner = getattr(strategy, "inner", strategy)
+    if getattr(inner, "beam_width", 0) > vocab:
+        raise MedusaError(f"--beam-width {inner.beam_width} is larger than the vocabulary ({vocab} tokens); "
+                          f"use at most {vocab}")
+    if getattr(inner, "max_rank", 0) > vocab:
+        raise MedusaError(f"the tree asks for rank {inner.max_rank} of a {vocab}-token vocabulary; use another --tree")
 
 
 def default_output_dir(settings: RunSettings) -> Path:
@@ -189,6 +196,7 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         resolve_engine(settings.engine, resolve_device(settings.device))  # --engine graphs without CUDA: fail now
     model = model or load_model(load_settings(settings))
     engine = engine or make_engine(model, settings.engine)
+    setup_before = engine.setup_seconds
     decoding = decode_settings(settings, model)
     strategy = make_strategy(decoding)
     check_heads(model, settings, strategy)
@@ -238,7 +246,7 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         "examples": len(rows),
         "settings": settings.public_dict(),
         "tree_used": tree_used,
-        "engine": engine.describe(),
+        "engine": engine.describe(setup_before),
         "model": {"name": model.info.name, "base": model.info.base, "heads": model.info.heads,
                   "head_format": model.info.head_format, "num_heads": model.num_heads, **model.info.extra},
         "dataset": vars(data_info),

@@ -151,6 +151,12 @@ def test_cuda_asked_but_absent(tiny_model_dir, tmp_path, capsys):
     assert code == 2 and "CUDA is not available" in err
 
 
+def test_beam_wider_than_the_vocabulary(tiny_heads_dir, tmp_path, capsys):
+    code, _, err = run_cli(["-m", str(tiny_heads_dir), "-ds", "multi-head", "-w", "401", "-n", "1", "-o",
+                            str(tmp_path / "o")], capsys)
+    assert code == 2 and "larger than the vocabulary (400 tokens)" in err and "Traceback" not in err
+
+
 def test_multi_head_needs_heads(tiny_model_dir, tmp_path, capsys):
     code, _, err = run_cli(["-m", str(tiny_model_dir), "-ds", "multi-head", "-n", "1", "-o", str(tmp_path)], capsys)
     assert code == 2 and "needs Medusa heads" in err and "--medusa-heads" in err

@@ -160,3 +160,19 @@ def test_compiled_engine_gives_the_eager_tokens_fp32():
         for prompt in ([5, 17, 33, 48, 60], [9] * 40):
             ref = generate(model, make_strategy(settings), prompt, 30, {7})
             assert engine.generate(strategy, prompt, 30, {7}).tokens == ref.tokens, settings
+
+
+def test_capture_warm_up_stays_inside_a_small_cache():
+    """Deep drafts, a one-token prompt and one new token: the smallest cache; the warm-up before capture must not
+    write past it (rescore accepts whole candidates, the deepest paths)."""
+    from test_decoding_multi_head import with_heads
+
+    from medusa.decoding import DecodeSettings
+    from medusa.decoding.engine import StaticEngine
+
+    model = with_heads("llama", 3, num_heads=8, noise=0.3).to("cuda")
+    engine = StaticEngine(model, capture=True, quiet=True)
+    strategy = make_strategy(DecodeSettings("multi-head", 8, 11, "rescore"))
+    engine.prepare(strategy, 1, 1)
+    assert len(engine.generate(strategy, [5], 1, set()).tokens) == 1
+    torch.cuda.synchronize()

@@ -84,18 +84,15 @@ def test_token_input_heads(seed, noise):
     DecodeSettings("tree", 3, acceptance="rescore"), DecodeSettings("multi-head", 2, 2, "rescore"),
 ])
 def test_lossy_rules_on_device_give_the_reference_tokens(settings):
-    """Typical and rescore on the device: the same tokens as the host rules (noisy heads: no exact score ties).
-
-    Only the final step may differ in its statistics: near the length limit the fast loop verifies the whole draft
-    and cuts it at the remaining depth, where the reference loop drafts fewer heads."""
+    """Typical and rescore on the device: the same tokens and per-step counts as the host rules (noisy heads: no
+    exact score ties); near the length limit the depth limit picks the draft the reference loop makes there."""
     for seed in (1, 2):
         model = with_heads("llama", seed, num_heads=4, noise=0.3)
         engine = StaticEngine(model, capture=False)
         for prompt in prompts(seed, n=2):
             ref = generate(model, make_strategy(settings), prompt, 30, {7})
             got = engine.generate(make_strategy(settings), prompt, 30, {7})
-            assert got.tokens == ref.tokens
-            assert got.accepted_per_step[:-1] == ref.accepted_per_step[:-1]
+            _same(ref, got)
 
 
 def test_adaptive_statistics_follow_the_same_depths():
@@ -181,3 +178,39 @@ def test_cli_records_the_engine_and_resumes_runs_recorded_before_it(tiny_model_d
     assert main(base + ["-n", "3", "--resume"]) == 0
     capsys.readouterr()
     assert main(base + ["-n", "3", "--resume", "--engine", "eager"]) == 0  # auto → eager here: the same decode
+
+
+def test_a_step_that_cannot_be_built_is_one_line_or_falls_back(monkeypatch, capsys):
+    """A model whose forward refuses capture (a host sync inside) gets a one-line error under an explicit engine,
+    and under ``auto`` a printed note and the eager loop for that strategy."""
+    model = with_heads("llama", 0, num_heads=3, noise=0.3)
+
+    def refuse(self, decoder):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(StaticEngine, "_build", refuse)
+    strategy = make_strategy(DecodeSettings("tree", 3))
+    prompt = prompts(0)[0]
+    with pytest.raises(MedusaError, match=r"cannot run under --engine static .*not permitted.*use --engine eager"):
+        StaticEngine(model, capture=False).prepare(strategy, 20, 10)
+    engine = StaticEngine(model, capture=False, fallback=True)
+    engine.prepare(strategy, 20, 10)
+    assert "decoding it with the eager loop" in capsys.readouterr().err
+    assert engine.generate(strategy, prompt, 10, set()).tokens == generate(model, SingleHead(), prompt, 10, set()).tokens
+    assert engine.describe()["fell_back_to_eager"] == ["tree"]
+
+
+def test_compiled_engines_may_compile_one_step_per_decoder():
+    import torch._dynamo
+
+    model = with_heads("llama", 0, num_heads=2)
+    StaticEngine(model, capture=False, compile=True)
+    assert torch._dynamo.config.recompile_limit >= 256  # else the 9th strategy/cache would run uncompiled
+
+
+def test_each_run_reports_its_own_setup_time():
+    model = with_heads("llama", 0, num_heads=2)
+    engine = StaticEngine(model, capture=False)
+    engine.prepare(make_strategy("single-head"), 10, 10)
+    before = engine.setup_seconds
+    assert before > 0 and engine.describe(before)["setup_seconds"] == 0.0

@@ -17,6 +17,7 @@ from ..trees import builtin_tree, load_tree, resized_tree
 MAX_TREE_DEPTH = 64
 
 STRATEGIES = ("single-head", "multi-head", "tree")
+ENGINES = ("auto", "eager", "graphs", "compiled")  # medusa/decoding/engine.py (kept here: --help stays light)
 
 
 @dataclass
@@ -56,5 +57,5 @@ def make_strategy(settings: DecodeSettings | str) -> Strategy:
     return Adaptive(strategy) if settings.adaptive else strategy
 
 
-__all__ = ["ACCEPTANCE_RULES", "DecodeSettings", "GenerationResult", "Strategy", "Tree", "generate",
+__all__ = ["ACCEPTANCE_RULES", "DecodeSettings", "ENGINES", "GenerationResult", "Strategy", "Tree", "generate",
            "make_strategy", "STRATEGIES"]

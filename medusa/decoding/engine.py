@@ -18,13 +18,13 @@ import torch
 from ..console import say
 from ..errors import MedusaError
 from ..model import MedusaModel
+from . import ENGINES
 from .base import GenerationResult, Strategy
 from .fast_loop import FastDecoder, generate_fast
 from .fixed_tree import DevicePlan
 from .loop import generate
 from .static_cache import StaticKVCache
 
-ENGINES = ("auto", "eager", "graphs", "compiled")
 CAPACITY_STEP = 128  # static caches come in multiples of this, so runs with similar prompts share graphs
 
 
@@ -40,8 +40,9 @@ class Engine(ABC):
                  stop_ids: set[int]) -> GenerationResult:
         """Generated ids only (no prompt, no stop token), at most ``max_new_tokens`` of them."""
 
-    def describe(self) -> dict:
-        return {"name": self.name, "setup_seconds": round(self.setup_seconds, 3)}
+    def describe(self, setup_before: float = 0.0) -> dict:
+        """Name and the setup seconds spent since ``setup_before`` (one run of several sharing the engine)."""
+        return {"name": self.name, "setup_seconds": round(self.setup_seconds - setup_before, 3)}
 
 
 class EagerEngine(Engine):
@@ -58,7 +59,7 @@ class EagerEngine(Engine):
 
 @dataclass
 class _Prepared:
-    plan: DevicePlan
+    plan: DevicePlan | None  # None: the strategy runs in the reference loop (no device tensors, or capture failed)
     decoders: list[tuple[FastDecoder, Callable[[], None]]] = field(default_factory=list)  # by capacity
 
 
@@ -66,27 +67,39 @@ class StaticEngine(Engine):
     """The fast loop on static caches; ``capture`` replays each step as a CUDA graph (``graphs``), without it the
     step runs eagerly (``static``: the same arithmetic on any device, which is how the CPU tests check it).
     ``compile`` passes the step through ``torch.compile`` before capture (fuses elementwise kernels; slow to build).
+    A model whose forward cannot be captured (it synchronises with the host, e.g. a dynamic RoPE that checks the
+    sequence length) is a one-line error, or with ``fallback`` (``--engine auto``) a printed note and the eager loop.
     """
 
-    def __init__(self, model: MedusaModel, capture: bool = True, compile: bool = False, quiet: bool = False) -> None:
+    def __init__(self, model: MedusaModel, capture: bool = True, compile: bool = False, quiet: bool = False,
+                 fallback: bool = False) -> None:
         if capture and model.device.type != "cuda":
             raise MedusaError(f"--engine {'compiled' if compile else 'graphs'} needs CUDA (the model is on the CPU); "
-                          "use --engine eager or auto")
-        self.model, self.capture, self.compile, self.quiet = model, capture, compile, quiet
+                              "use --engine eager or auto")
+        self.model, self.capture, self.compile, self.quiet, self.fallback = model, capture, compile, quiet, fallback
         self.name = ("compiled" if compile else "graphs") if capture else "static" + ("+compile" if compile else "")
+        self.fell_back: list[str] = []  # strategies decoded by the reference loop because their step failed to build
         self._caches: dict[int, StaticKVCache] = {}
         self._prepared: dict[int, tuple[Strategy, _Prepared]] = {}
+        if compile:  # every decoder compiles the same FastDecoder.step code object: allow one entry per decoder
+            config = torch._dynamo.config
+            for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                         "accumulated_cache_size_limit"):
+                if isinstance(getattr(config, name, None), int):
+                    setattr(config, name, max(getattr(config, name), 256))
 
-    def _plan(self, strategy: Strategy) -> _Prepared | None:
+    def _plan(self, strategy: Strategy) -> _Prepared:
         key = id(strategy)
         if key not in self._prepared:
-            plan = strategy.device_plan(self.model.device)
-            self._prepared[key] = (strategy, _Prepared(plan) if plan is not None else None)
+            self._prepared[key] = (strategy, _Prepared(strategy.device_plan(self.model.device)))
         return self._prepared[key][1]
 
+    def describe(self, setup_before: float = 0.0) -> dict:
+        return {**super().describe(setup_before), **({"fell_back_to_eager": self.fell_back} if self.fell_back else {})}
+
     def capacity_for(self, plan: DevicePlan, total_len: int) -> int:
-        """Prompt + new tokens + one draft, plus room for the capture's warm-up steps, rounded up."""
-        need = total_len + plan.tree.size + 2 * (plan.tree.max_depth + 1) + 8
+        """Prompt + new tokens + one draft (and at least the capture's 4-token prefix + one draft), rounded up."""
+        need = max(total_len, 4) + plan.tree.size + 8
         return -(-need // CAPACITY_STEP) * CAPACITY_STEP
 
     def _decoder(self, strategy: Strategy, prepared: _Prepared, total_len: int):
@@ -102,7 +115,18 @@ class StaticEngine(Engine):
                 cache = self._caches[capacity] = StaticKVCache(self.model.config, capacity, self.model.device,
                                                                self.model.dtype)
             decoder = FastDecoder(self.model, prepared.plan, cache)
-            run = self._build(decoder)
+            try:
+                run = self._build(decoder)
+            except RuntimeError as exc:  # capture/compile refused the model's forward (torch and CUDA errors)
+                reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
+                if not self.fallback:
+                    raise MedusaError(f"the {strategy.name} step of this model cannot run under --engine {self.name} "
+                                      f"({reason}); use --engine eager") from None
+                say(f"note: the {strategy.name} step of this model cannot be captured ({reason}); decoding it with "
+                    "the eager loop")
+                self.fell_back.append(strategy.name)
+                prepared.plan = None
+                return None, None
         seconds = time.perf_counter() - start
         self.setup_seconds += seconds
         prepared.decoders.append((decoder, run))
@@ -120,28 +144,33 @@ class StaticEngine(Engine):
 
     def prepare(self, strategy, max_prompt_len, max_new_tokens):
         prepared = self._plan(strategy)
-        if prepared is not None:
+        if prepared.plan is not None:
             self._decoder(strategy, prepared, max_prompt_len + max_new_tokens)
 
     def generate(self, strategy, prompt_ids, max_new_tokens, stop_ids):
         prepared = self._plan(strategy)
-        if prepared is None:  # a strategy without device tensors runs in the reference loop
+        decoder = run = None
+        if prepared.plan is not None:
+            decoder, run = self._decoder(strategy, prepared, len(prompt_ids) + max_new_tokens)
+        if decoder is None:  # no device tensors for this strategy, or its step could not be built
             return generate(self.model, strategy, prompt_ids, max_new_tokens, stop_ids)
-        decoder, run = self._decoder(strategy, prepared, len(prompt_ids) + max_new_tokens)
         return generate_fast(decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run)
 
 
 def capture_graph(decoder: FastDecoder, step: Callable[[], None], warmup: int = 3) -> Callable[[], None]:
     """Record ``step`` as a CUDA graph after a few eager runs on a side stream (library handles, autotuning and
-    compilation happen there, not inside the capture). The state they leave is replaced by the next prefill."""
+    compilation happen there, not inside the capture). Each run starts from the same 4-token prefix, so none
+    writes past the cache; the state they leave is replaced by the next prefill."""
     device = decoder.committed.device
     decoder.prefill([0] * 4)
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):
         for _ in range(warmup):
+            decoder.committed.fill_(4)
             step()
     torch.cuda.current_stream(device).wait_stream(stream)
+    decoder.committed.fill_(4)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         step()
@@ -161,7 +190,8 @@ def resolve_engine(name: str, device: torch.device) -> str:
 
 
 def make_engine(model: MedusaModel, name: str = "auto") -> Engine:
+    """``auto`` falls back to the eager loop, with a note, for a strategy whose step cannot be captured."""
     resolved = resolve_engine(name, model.device)
     if resolved == "eager":
         return EagerEngine(model)
-    return StaticEngine(model, capture=True, compile=resolved == "compiled")
+    return StaticEngine(model, capture=True, compile=resolved == "compiled", fallback=name == "auto")

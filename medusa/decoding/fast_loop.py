@@ -64,6 +64,7 @@ class FastDecoder:
             raise ValueError(f"a {n}-token prompt does not fit a static cache of {self.cache.capacity} slots")
         positions = torch.arange(n, device=device)
         self.cache.write_slots = positions
+        self.cache.length_hint = 0
         mask = causal_prefill_mask(n, self.columns, self.dtype)
         hidden, logits = self._forward(torch.tensor([prompt_ids], device=device), positions[None], mask, True)
         self.committed.fill_(n)
