@@ -99,7 +99,7 @@ class Greedy(Acceptance):
         return path
 
     def select_on_device(self, tree, last_logits, logits, tokens, max_depth):
-        predicted = torch.cat([last_logits[None], logits], dim=0).argmax(-1).index_select(0, tree.parent_row)
+        predicted = torch.cat([last_logits.argmax()[None], logits.argmax(-1)]).index_select(0, tree.parent_row)
         return tree.deepest(tree.valid(tokens == predicted, max_depth))
 
 
