@@ -132,7 +132,8 @@ class StaticEngine(Engine):
         prepared.decoders.append((decoder, run))
         prepared.decoders.sort(key=lambda item: item[0].cache.capacity)
         if self.capture and not self.quiet:
-            say(f"engine {self.name}: {'compiled and ' if self.compile else ''}captured the {strategy.name} step ({prepared.plan.tree.size} draft nodes, "
+            built = "compiled and captured" if self.compile else "captured"
+            say(f"engine {self.name}: {built} the {strategy.name} step ({prepared.plan.tree.size} draft nodes, "
                 f"{capacity}-slot cache) in {seconds:.2f} s (not timed)")
         return decoder, run
 

@@ -1,4 +1,4 @@
-"""The fast engine's pipeline: prefill, then one fixed-shape step (verify → accept → update cache → draft) that reads
+"""The fast engine's pipeline: prefill, then one fixed-shape step (draft → verify → accept → update cache) that reads
 and writes only device buffers, so a CUDA graph can replay it; the host reads one small tensor per step.
 
 Same contract as :func:`medusa.decoding.loop.generate` (tokens, per-step counts, stop rules); the differences are

@@ -71,16 +71,16 @@ class FixedTree:
     def deepest(self, valid: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
         """The deepest valid node; ties go to the higher score, then the lower index (as the host rule's scan)."""
         depth = torch.where(valid, self.depth, -1)
-        chosen = valid & (depth == depth.max())
-        if scores is not None:
-            masked = torch.where(chosen, scores, -torch.inf)
-            chosen = chosen & (masked == masked.max())
-        return chosen.to(torch.int32).argmax()
+        return self.best_of(valid & (depth == depth.max()), scores)
 
-    def best_of(self, eligible: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """The eligible node with the highest score, the lower index on ties."""
-        masked = torch.where(eligible, scores, -torch.inf)
-        return (eligible & (masked == masked.max())).to(torch.int32).argmax()
+    @staticmethod
+    def best_of(eligible: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """The eligible node with the highest score (the first eligible one without scores), the lower index on
+        ties."""
+        if scores is not None:
+            masked = torch.where(eligible, scores, -torch.inf)
+            eligible = eligible & (masked == masked.max())
+        return eligible.to(torch.int32).argmax()
 
 
 def causal_prefill_mask(length: int, columns: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -29,9 +29,12 @@ class StaticTree(Strategy):
     def first_token(self, state: DecodeState) -> int | None:
         return self.acceptance.first_token(state)
 
+    def ranked(self, head_logits: torch.Tensor) -> torch.Tensor:
+        """[K, R] each head's R best token ids: what the tree's (head, rank) nodes draw from."""
+        return torch.topk(head_logits[: self.num_heads], self.max_rank, dim=-1).indices
+
     def draft(self, state: DecodeState, budget: int) -> Tree:
-        top = torch.topk(state.head_logits[: self.num_heads], self.max_rank, dim=-1).indices.tolist()
-        return self.draft_ranked(state.argmax(), top, budget)
+        return self.draft_ranked(state.argmax(), self.ranked(state.head_logits).tolist(), budget)
 
     def draft_ranked(self, root: int, top: list[list[int]], budget: int) -> Tree:
         """The tree from the root token and each head's ranked token ids (``top[head][rank]``)."""
@@ -53,7 +56,6 @@ class StaticTree(Strategy):
         ranks = torch.tensor(self._ranks, device=device)
 
         def draft(logits: torch.Tensor, head_logits: torch.Tensor, max_depth: torch.Tensor) -> torch.Tensor:
-            top = torch.topk(head_logits[: self.num_heads], self.max_rank, dim=-1).indices
-            return torch.cat([logits.argmax()[None], top[heads, ranks]])
+            return torch.cat([logits.argmax()[None], self.ranked(head_logits)[heads, ranks]])
 
         return DevicePlan(FixedTree(self._parents, device), self.num_heads, draft, self.acceptance.select_on_device)
