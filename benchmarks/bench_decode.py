@@ -129,7 +129,8 @@ def main() -> None:
     p.add_argument("--prompt-len", type=int, default=160, help="shape models: prompt tokens")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--methods", default="hf-dynamic,hf-static,single-head,tree,mh-w2s2,mh-w5s5")
+    p.add_argument("--methods", default="hf-dynamic,hf-static,single-head,tree,mh-w2s2,mh-w5s5",
+                   help="also tree-N: the tree cut to N nodes (e.g. tree-31)")
     p.add_argument("--engines", default="eager,graphs", help="ours: any of eager, graphs, compiled")
     p.add_argument("--step-costs", action="store_true", help="also time the captured steps alone (replays)")
     p.add_argument("--profile", action="store_true", help="with --step-costs: kernels per captured step and their "
@@ -168,7 +169,12 @@ def main() -> None:
         if m in ("hf-dynamic", "hf-static"):
             methods[m] = m
             continue
-        settings = OURS[m]
+        if m.startswith("tree-"):  # tree-N: the tree cut to N nodes (the embedded one by its calibration)
+            settings = DecodeSettings("tree", 4, tree_file=tree_file, tree_size=int(m.split("-", 1)[1]))
+        elif m not in OURS:
+            sys.exit(f"error: unknown method {m}; use hf-dynamic, hf-static, {', '.join(OURS)} or tree-N")
+        else:
+            settings = OURS[m]
         if m == "tree" and tree_file:
             settings = DecodeSettings("tree", tree_file=tree_file)
         for e in engines:

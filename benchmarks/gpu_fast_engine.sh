@@ -5,6 +5,8 @@
 #   bash benchmarks/gpu_fast_engine.sh embedded   # bench_decode.py on the embedded default: fp32 (its default), bf16
 #   bash benchmarks/gpu_fast_engine.sh shapes     # bench_decode.py on the Llama-2-7B shape
 #   bash benchmarks/gpu_fast_engine.sh cli        # medusa.py -ds tree --compare-single-head (engine auto = graphs)
+#   bash benchmarks/gpu_fast_engine.sh sizes      # captured prefill; tree sizes under graphs, fp32 and bf16
+#   bash benchmarks/gpu_fast_engine.sh sizes-compiled  # the same under --engine compiled, and the 7B compiled steps
 # The embedded stages need the GGUF staged as /root/stage/smollm2.gguf and the wheels of .whl/ installed (see
 # ../shared/tools/stage-smollm2.sh and device-wheels.sh). Results: JSON files in $OUT (docs/measured/bench-*.json).
 set -euo pipefail
@@ -33,12 +35,24 @@ embedded)
 shapes)
   $B --model shape:llama-2-7b --step-costs --project-tau 2.573 --out "$OUT/bench-h200-llama-2-7b-shape.json"
   ;;
+sizes)
+  $B --model embedded -d in22-gen-sample -n 20 -mol 128 --dtype auto --step-costs --engines graphs \
+    --methods hf-static,single-head,tree,tree-63,tree-31,tree-15,mh-w2s2 --out "$OUT/bench-h200-embedded-sizes-fp32.json"
+  $B --model embedded -d in22-gen-sample -n 20 -mol 128 --dtype bfloat16 --step-costs --engines graphs \
+    --methods hf-static,single-head,tree,tree-63,tree-31 --out "$OUT/bench-h200-embedded-sizes-bf16.json"
+  ;;
+sizes-compiled)
+  $B --model embedded -d in22-gen-sample -n 20 -mol 128 --dtype auto --step-costs --engines compiled \
+    --methods hf-static,single-head,tree,tree-63 --out "$OUT/bench-h200-embedded-sizes-compiled.json"
+  $B --model shape:llama-2-7b --methods hf-static,single-head,tree --engines compiled --step-costs \
+    --project-tau 2.573 --out "$OUT/bench-h200-7b-compiled-tree.json"
+  ;;
 cli)
   python3 medusa.py -ds tree --compare-single-head -d in22-gen-sample -n 20 -mol 128 -o "$OUT/cli-tree" 2>&1 \
     | grep -v -E 'it/s\]|s/it\]|ex/s\]'
   ;;
 *)
-  echo "usage: $0 check|compile|embedded|shapes|cli" >&2
+  echo "usage: $0 check|compile|embedded|shapes|sizes|sizes-compiled|cli" >&2
   exit 2
   ;;
 esac

@@ -133,6 +133,31 @@ def test_graphs_engine_token_input_heads_and_capture_once():
     assert engine.setup_seconds == setup > 0  # captured once, in prepare
 
 
+def test_graphs_engine_captures_the_prefill_per_bucket():
+    """prepare() captures every prefill bucket up to the longest prompt; prompts of changing lengths (old padding
+    left behind) then decode exactly the eager tokens without another capture."""
+    from test_decoding_multi_head import with_heads
+
+    from medusa.decoding import DecodeSettings
+    from medusa.decoding.engine import StaticEngine
+
+    model = with_heads("llama", 3, num_heads=4, noise=0.3).to("cuda")
+    engine = StaticEngine(model, capture=True, quiet=True)
+    g = torch.Generator().manual_seed(3)
+    lengths = (150, 3, 150, 40, 97, 1)
+    for settings in (DecodeSettings("single-head"), DecodeSettings("tree", 4), DecodeSettings("multi-head", 2, 3)):
+        strategy = make_strategy(settings)
+        engine.prepare(strategy, max(lengths), 30)
+        setup = engine.setup_seconds
+        prefill = engine.prefill_for(engine._plan(strategy).decoders[0][0])
+        assert sorted(prefill.graphs) == [32, 64, 96, 128, 160]
+        for n in lengths:
+            prompt = torch.randint(3, 400, (n,), generator=g).tolist()
+            ref = generate(model, make_strategy("single-head"), prompt, 30, set()).tokens
+            assert engine.generate(strategy, prompt, 30, set()).tokens == ref, (settings, n)
+        assert engine.setup_seconds == setup
+
+
 def test_graphs_engine_bf16_runs_and_respects_length():
     from test_decoding_multi_head import with_heads
 

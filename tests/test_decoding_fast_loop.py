@@ -15,6 +15,8 @@ from test_replay import _medusa
 
 from medusa.decoding import DecodeSettings, generate, make_strategy
 from medusa.decoding.engine import EagerEngine, StaticEngine, make_engine, resolve_engine
+from medusa.decoding.fast_loop import FastDecoder, prefill_bucket, prefill_buckets
+from medusa.decoding.static_cache import StaticKVCache
 from medusa.decoding.single_head import SingleHead
 from medusa.errors import MedusaError
 
@@ -119,6 +121,56 @@ def test_caches_are_sized_once_and_reused(capsys):
     other = make_strategy("single-head")
     engine.prepare(other, 40, 20)
     assert engine._plan(other).decoders[0][0].cache is prepared.decoders[0][0].cache  # same size: shared
+
+
+def test_prefill_buckets_are_few_and_pad_little():
+    for capacity in (128, 384, 1152, 4096):
+        for length in range(1, capacity):
+            bucket = prefill_bucket(length, capacity)
+            assert length <= bucket <= capacity
+            if length >= 128 and bucket < capacity:
+                assert bucket - length < length / 4
+        buckets = prefill_buckets(capacity - 1, capacity)
+        assert buckets == sorted(set(buckets)) and buckets[-1] == capacity
+        assert {prefill_bucket(n, capacity) for n in range(1, capacity)} == set(buckets)
+    assert prefill_buckets(406, 640) == [32, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448]
+
+
+@pytest.mark.parametrize("length", [1, 5, 32, 37, 100])
+def test_padded_prefill_equals_the_prompt_at_its_own_length(length):
+    """Padding after the prompt changes nothing the decode reads: the prompt's cache rows, the committed length and
+    the state the first draft starts from (old padding left in the buffer included)."""
+    model = with_heads("llama", 1, num_heads=3, noise=0.3)
+    plan = make_strategy(DecodeSettings("tree", 3)).device_plan(model.device)
+    g = torch.Generator().manual_seed(length)
+    prompt = torch.randint(3, 400, (length,), generator=g).tolist()
+    ref, got = (FastDecoder(model, plan, StaticKVCache(model.config, 256, model.device, model.dtype)) for _ in "ab")
+    with torch.inference_mode():
+        ref.prefill(prompt)
+        got.stage(torch.randint(3, 400, (200,), generator=g).tolist())  # a longer prompt's leftovers
+        got.prefill_padded(prefill_bucket(200, 256))
+        got.stage(prompt)
+        got.prefill_padded(prefill_bucket(length, 256))
+    assert int(got.committed) == int(ref.committed) == length
+    assert got.out.tolist() == ref.out.tolist()
+    torch.testing.assert_close(got.last_logits, ref.last_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.last_hidden, ref.last_hidden, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.cache.kv[..., :length, :], ref.cache.kv[..., :length, :], rtol=1e-5, atol=1e-5)
+
+
+def test_prompts_of_changing_lengths_in_one_engine():
+    """Long, short, long again through the same decoders and cache: nothing from one prompt reaches the next."""
+    model = with_heads("llama", 2, num_heads=4, noise=0.3)
+    engine = StaticEngine(model, capture=False)
+    g = torch.Generator().manual_seed(7)
+    lengths = (70, 3, 70, 33, 64, 1)
+    for settings in (DecodeSettings("single-head"), DecodeSettings("tree", 4), DecodeSettings("multi-head", 2, 3)):
+        strategy = make_strategy(settings)
+        engine.prepare(strategy, max(lengths), 20)
+        for n in lengths:
+            prompt = torch.randint(3, 400, (n,), generator=g).tolist()
+            _same(generate(model, make_strategy(settings), prompt, 20, set()), engine.generate(strategy, prompt, 20,
+                                                                                                 set()))
 
 
 def test_a_strategy_without_device_tensors_runs_in_the_reference_loop():

@@ -20,7 +20,7 @@ from ..errors import MedusaError
 from ..model import MedusaModel
 from . import ENGINES
 from .base import GenerationResult, Strategy
-from .fast_loop import FastDecoder, generate_fast
+from .fast_loop import FastDecoder, generate_fast, prefill_bucket, prefill_buckets
 from .fixed_tree import DevicePlan
 from .loop import generate
 from .static_cache import StaticKVCache
@@ -80,6 +80,7 @@ class StaticEngine(Engine):
         self.name = ("compiled" if compile else "graphs") if capture else "static" + ("+compile" if compile else "")
         self.fell_back: list[str] = []  # strategies decoded by the reference loop because their step failed to build
         self._caches: dict[int, StaticKVCache] = {}
+        self._prefills: dict[int, Prefill] = {}  # by id of the decoder
         self._prepared: dict[int, tuple[Strategy, _Prepared]] = {}
         if compile:  # every decoder compiles the same FastDecoder.step code object: allow one entry per decoder
             config = torch._dynamo.config
@@ -143,10 +144,25 @@ class StaticEngine(Engine):
             return step
         return capture_graph(decoder, step)
 
+    def prefill_for(self, decoder: FastDecoder) -> "Prefill":
+        if id(decoder) not in self._prefills:
+            self._prefills[id(decoder)] = Prefill(decoder, self.capture)
+        return self._prefills[id(decoder)]
+
     def prepare(self, strategy, max_prompt_len, max_new_tokens):
         prepared = self._plan(strategy)
-        if prepared.plan is not None:
-            self._decoder(strategy, prepared, max_prompt_len + max_new_tokens)
+        if prepared.plan is None:
+            return
+        decoder, _ = self._decoder(strategy, prepared, max_prompt_len + max_new_tokens)
+        if decoder is not None and self.capture:
+            prefill = self.prefill_for(decoder)
+            start = time.perf_counter()
+            buckets = prefill.capture_upto(max_prompt_len)
+            seconds = time.perf_counter() - start
+            self.setup_seconds += seconds
+            if buckets and not self.quiet:
+                say(f"engine {self.name}: captured the prefill for {len(buckets)} prompt lengths "
+                    f"({buckets[0]}–{buckets[-1]} tokens) in {seconds:.2f} s (not timed)")
 
     def generate(self, strategy, prompt_ids, max_new_tokens, stop_ids):
         prepared = self._plan(strategy)
@@ -155,28 +171,83 @@ class StaticEngine(Engine):
             decoder, run = self._decoder(strategy, prepared, len(prompt_ids) + max_new_tokens)
         if decoder is None:  # no device tensors for this strategy, or its step could not be built
             return generate(self.model, strategy, prompt_ids, max_new_tokens, stop_ids)
-        return generate_fast(decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run)
+        prefill = self.prefill_for(decoder)
+        before = prefill.setup_seconds
+        result = generate_fast(decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run, prefill)
+        self.setup_seconds += prefill.setup_seconds - before  # a bucket captured on first use (not prepared)
+        return result
+
+
+class Prefill:
+    """The prompt's forward padded to a few fixed lengths (:func:`~medusa.decoding.fast_loop.prefill_bucket`),
+    each captured once as a CUDA graph when ``capture`` (else run eagerly at the padded length: the same arithmetic,
+    which the CPU tests check). Uncaptured, a prefill launches every kernel of the model from Python, which cost
+    about a quarter of a short decode on the embedded model."""
+
+    def __init__(self, decoder: FastDecoder, capture: bool) -> None:
+        self.decoder, self.capture = decoder, capture
+        self.graphs: dict[int, Callable[[], None]] = {}
+        self.setup_seconds = 0.0
+
+    def capture_upto(self, max_prompt_len: int) -> list[int]:
+        """Capture every bucket a prompt of up to ``max_prompt_len`` tokens needs; returns the buckets."""
+        buckets = prefill_buckets(max_prompt_len, self.decoder.cache.capacity)
+        for bucket in buckets:
+            self._graph(bucket)
+        return [b for b in buckets if b in self.graphs]
+
+    def _graph(self, bucket: int) -> None:
+        """Capture ``bucket`` once; a refused capture (the step was captured, so rare) leaves prefills eager."""
+        if bucket in self.graphs or not self.capture:
+            return
+        start = time.perf_counter()
+        decoder = self.decoder
+        decoder.stage([0] * bucket)
+        try:
+            self.graphs[bucket] = _capture(lambda: decoder.prefill_padded(bucket), decoder.committed.device)
+        except RuntimeError as exc:
+            self.capture = False
+            say(f"note: the prefill cannot be captured ({type(exc).__name__}: "
+                f"{(str(exc).strip().splitlines() or [''])[0][:160]}); running it uncaptured")
+        self.setup_seconds += time.perf_counter() - start
+
+    def __call__(self, prompt_ids: list[int]) -> None:
+        decoder = self.decoder
+        n = decoder.stage(prompt_ids)
+        bucket = prefill_bucket(n, decoder.cache.capacity)
+        self._graph(bucket)
+        if bucket in self.graphs:
+            self.graphs[bucket]()
+        else:
+            decoder.prefill_padded(bucket)
+        decoder.cache.length_hint = n
+
+
+def _capture(run: Callable[[], None], device: torch.device, warmup: int = 3,
+             reset: Callable[[], None] = lambda: None) -> Callable[[], None]:
+    """Record ``run`` as a CUDA graph after a few eager runs on a side stream (library handles, autotuning and
+    compilation happen there, not inside the capture); ``reset`` restores the state each run starts from."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            reset()
+            run()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    reset()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    torch.cuda.synchronize(device)
+    return graph.replay
 
 
 def capture_graph(decoder: FastDecoder, step: Callable[[], None], warmup: int = 3) -> Callable[[], None]:
     """Record ``step`` as a CUDA graph after a few eager runs on a side stream (library handles, autotuning and
     compilation happen there, not inside the capture). Each run starts from the same 4-token prefix, so none
     writes past the cache; the state they leave is replaced by the next prefill."""
-    device = decoder.committed.device
     decoder.prefill([0] * 4)
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            decoder.committed.fill_(4)
-            step()
-    torch.cuda.current_stream(device).wait_stream(stream)
-    decoder.committed.fill_(4)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    torch.cuda.synchronize(device)
-    return graph.replay
+    return _capture(step, decoder.committed.device, warmup, lambda: decoder.committed.fill_(4))
 
 
 def resolve_engine(name: str, device: torch.device) -> str:

@@ -19,6 +19,23 @@ from .fixed_tree import DevicePlan, causal_prefill_mask
 from .static_cache import StaticKVCache
 
 
+def prefill_bucket(length: int, capacity: int) -> int:
+    """The padded length a ``length``-token prompt is prefilled at: a multiple of 32 below 256 tokens, then of an
+    eighth of the prompt's power of two (under 25 % padding), never past the cache. Few lengths, so few captures."""
+    step = max(32, 1 << max(0, length.bit_length() - 3))
+    return min(-(-length // step) * step, capacity)
+
+
+def prefill_buckets(max_length: int, capacity: int) -> list[int]:
+    """Every bucket a prompt of 1..``max_length`` tokens can land in."""
+    buckets, length = [], 1
+    while length <= max_length:
+        bucket = prefill_bucket(length, capacity)
+        buckets.append(bucket)
+        length = bucket + 1
+    return buckets
+
+
 def _row(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``t[index]`` for a 0-d device index without turning it into a Python int (which would sync)."""
     return t.index_select(0, index.view(1))[0]
@@ -43,6 +60,8 @@ class FastDecoder:
         self.last_logits = torch.zeros(vocab, dtype=self.dtype, device=device)
         self.last_hidden = torch.zeros(hidden, dtype=self.dtype, device=device)
         self.out = torch.zeros(2 + self.width, dtype=torch.long, device=device)
+        self.prompt = torch.zeros(cache.capacity, dtype=torch.long, device=device)  # staged for a padded prefill
+        self.prompt_len = torch.zeros((), dtype=torch.long, device=device)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, last_only: bool = False):
         hidden = self.model._run_decoder(ids, self.cache, positions, mask).last_hidden_state[0]
@@ -56,12 +75,15 @@ class FastDecoder:
         self.last_logits.copy_(logits)
         self.out[1].copy_(logits.argmax())
 
-    def prefill(self, prompt_ids: list[int]) -> None:
-        """Run the prompt (eager: its length varies)."""
-        device = self.committed.device
-        n = len(prompt_ids)
+    def _check_fits(self, n: int) -> None:
         if n + self.plan.tree.size > self.cache.capacity:
             raise ValueError(f"a {n}-token prompt does not fit a static cache of {self.cache.capacity} slots")
+
+    def prefill(self, prompt_ids: list[int]) -> None:
+        """Run the prompt at its own length (uncapturable: the shapes vary with the prompt)."""
+        device = self.committed.device
+        n = len(prompt_ids)
+        self._check_fits(n)
         positions = torch.arange(n, device=device)
         self.cache.write_slots = positions
         self.cache.length_hint = 0
@@ -71,6 +93,31 @@ class FastDecoder:
         self.out.zero_()
         self._commit(hidden, logits)
         self.cache.length_hint = n
+
+    def stage(self, prompt_ids: list[int]) -> int:
+        """Copy the prompt into the device buffer that :meth:`prefill_padded` reads; returns its length."""
+        n = len(prompt_ids)
+        self._check_fits(n)
+        self.prompt[:n].copy_(torch.tensor(prompt_ids, dtype=torch.long))
+        self.prompt_len.fill_(n)
+        self.cache.length_hint = 0
+        return n
+
+    def prefill_padded(self, bucket: int) -> None:
+        """Prefill the staged prompt as ``bucket`` tokens (whatever follows the prompt in the buffer is padding).
+
+        Causal attention keeps every prompt token blind to the padding after it; the padding's K/V rows land past
+        the committed length, where masks hide them and the next step overwrites them. Only device tensors are
+        touched, so one CUDA graph per bucket serves every prompt length in it.
+        """
+        positions = self.columns[:bucket]
+        self.cache.write_slots = positions
+        mask = causal_prefill_mask(bucket, self.columns, self.dtype)
+        hidden = self.model._run_decoder(self.prompt[:bucket][None], self.cache, positions[None], mask)
+        last = _row(hidden.last_hidden_state[0], self.prompt_len - 1)
+        self.committed.copy_(self.prompt_len)
+        self.out.zero_()
+        self._commit(last, self.model.lm_head()(last))
 
     def step(self) -> None:
         """Draft, verify the draft in one forward, accept on the device, move the accepted K/V rows into place.
@@ -106,13 +153,15 @@ class FastDecoder:
 
 @torch.inference_mode()
 def generate_fast(decoder: FastDecoder, strategy: Strategy, prompt_ids: list[int], max_new_tokens: int,
-                  stop_ids: set[int], run_step: Callable[[], None] | None = None) -> GenerationResult:
-    """The host side of the fast loop; ``run_step`` replays the captured step (default: run it eagerly).
+                  stop_ids: set[int], run_step: Callable[[], None] | None = None,
+                  run_prefill: Callable[[list[int]], None] | None = None) -> GenerationResult:
+    """The host side of the fast loop; ``run_step`` replays the captured step and ``run_prefill`` the captured
+    prefill (defaults: run them eagerly, the prompt at its own length).
 
     Stop and length rules, and the statistics, follow :func:`medusa.decoding.loop.generate` line for line.
     """
     run_step = run_step or decoder.step
-    decoder.prefill(prompt_ids)
+    (run_prefill or decoder.prefill)(prompt_ids)
     out = decoder.read()
     deepest = decoder.plan.tree.max_depth
     generated: list[int] = []
