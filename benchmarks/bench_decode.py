@@ -329,7 +329,13 @@ def profile_steps(methods: dict, prompt: list[int], max_new: int, replays: int =
                 sync()
         kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
         busy_us = sum(e.time_range.elapsed_us() for e in kernels)
-        out[name] = {"kernels_per_step": len(kernels) / replays, "kernel_ms_per_step": busy_us / replays / 1e3}
+        by_name: dict[str, list[float]] = {}
+        for e in kernels:
+            by_name.setdefault(e.name, []).append(e.time_range.elapsed_us())
+        top = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:8]
+        out[name] = {"kernels_per_step": len(kernels) / replays, "kernel_ms_per_step": busy_us / replays / 1e3,
+                     "top_kernels": [{"kernel": k[:120], "per_step": len(t) / replays, "ms_per_step": sum(t) / replays / 1e3}
+                                     for k, t in top]}
     return out
 
 

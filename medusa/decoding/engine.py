@@ -157,7 +157,8 @@ class StaticEngine(Engine):
         if decoder is not None and self.capture:
             prefill = self.prefill_for(decoder)
             start = time.perf_counter()
-            buckets = prefill.capture_upto(max_prompt_len)
+            with torch.inference_mode():
+                buckets = prefill.capture_upto(max_prompt_len)
             seconds = time.perf_counter() - start
             self.setup_seconds += seconds
             if buckets and not self.quiet:
@@ -202,7 +203,7 @@ class Prefill:
             return
         start = time.perf_counter()
         decoder = self.decoder
-        decoder.stage([0] * bucket)
+        decoder.stage([0])  # the graph reads the whole bucket; what it holds does not matter here
         try:
             self.graphs[bucket] = _capture(lambda: decoder.prefill_padded(bucket), decoder.committed.device)
         except RuntimeError as exc:
@@ -213,9 +214,10 @@ class Prefill:
 
     def __call__(self, prompt_ids: list[int]) -> None:
         decoder = self.decoder
-        n = decoder.stage(prompt_ids)
+        n = len(prompt_ids)
         bucket = prefill_bucket(n, decoder.cache.capacity)
-        self._graph(bucket)
+        self._graph(bucket)  # before staging: a capture stages a prompt of its own
+        decoder.stage(prompt_ids)
         if bucket in self.graphs:
             self.graphs[bucket]()
         else:
