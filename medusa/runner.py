@@ -57,7 +57,7 @@ def check_heads(model: MedusaModel, settings: RunSettings, strategy: Strategy) -
     if strategy.num_heads > k:
         raise MedusaError(f"the tree is {strategy.num_heads} levels deep but the model has {k} heads; "
                           "use a shallower --tree")
-    vocab = model.lm_head().weight.shape[0]
+    vocab = model.lm_head.weight.shape[0]
     inner = getattr(strategy, "inner", strategy)
     if getattr(inner, "beam_width", 0) > vocab:
         raise MedusaError(f"--beam-width {inner.beam_width} is larger than the vocabulary ({vocab} tokens); "
