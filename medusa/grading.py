@@ -22,6 +22,7 @@ GRADING = "grading.json"
 OURS = "ours.jsonl"
 METRIC_NAMES = {"bleu": "BLEU", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "sacrebleu": "sacreBLEU",
                 "chrf": "chrF"}
+STANDARD = ("sacrebleu", "chrf")  # printed with 2 decimals, as their own lines are
 
 
 def grading_runs(strategy: Strategy, compare_single_head: bool) -> list[tuple[str, Strategy, str]]:
@@ -136,10 +137,12 @@ def format_report(report: dict) -> list[str]:
     lines.append(f"  token agreement with our {report['strategy']} ({report['acceptance']}): identical "
                  f"{a['identical']}/{a['examples']}, agreeing prefix "
                  + ("n/a" if math.isnan(share) else f"{100 * share:.1f}% of our tokens"))
-    if ref["metrics"]:
-        lines.append("  metrics, submission - ours: " + ", ".join(
-            f"{METRIC_NAMES[k]} {m['difference']:+.4f} ({m['submission']:.4f} vs {m['ours']:.4f})"
-            for k, m in ref["metrics"].items()))
+    seed = [k for k in ref["metrics"] if k not in STANDARD]
+    for keys, digits in ((seed, 4), ([k for k in ref["metrics"] if k in STANDARD], 2)):
+        if keys:
+            lines.append("  metrics, submission - ours: " + ", ".join(
+                f"{METRIC_NAMES[k]} {m['difference']:+.{digits}f} ({m['submission']:.{digits}f} vs "
+                f"{m['ours']:.{digits}f})" for k in keys for m in [ref["metrics"][k]]))
     t = ref["seconds_per_token"]
     if math.isnan(t["submission"]) or math.isnan(t["ours"]):
         lines.append("  time per token: n/a (no tokens generated)")

@@ -202,3 +202,17 @@ def test_model_package_keeps_every_import_path():
     from medusa.model.medusa_model_new import MedusaModel as New
 
     assert Old is New is MedusaModel is package.MedusaModel
+
+
+@pytest.mark.parametrize("strategy", ["single-head", "multi-head"])
+def test_documented_example_submission_agrees_with_ours(strategy, student_heads_dir, tmp_path, capsys):
+    """docs/example_submission.py, the README's grading example, graded as the README shows."""
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[1] / "docs" / "example_submission.py").read_text()
+    out_dir = tmp_path / strategy
+    code, out, err = grade(source, "MedusaTextGenerator", student_heads_dir, out_dir, capsys, "-ds", strategy,
+                           "-nmh", "3", mol=12)
+    assert code == 0, err
+    assert report(out_dir)["reference"]["agreement"]["identical"] == 3
+    assert "metrics, submission - ours: BLEU +0.0000" in out and "sacreBLEU +0.00" in out
