@@ -58,3 +58,10 @@ class MedusaTextGenerator:
             input_ids = torch.cat([input_ids, torch.tensor([accepted], device=input_ids.device)], dim=1)
             hidden = states[len(accepted) - 1 : len(accepted)]
         return torch.tensor(generated, dtype=torch.long)
+
+
+class ReturnsThePromptToo(MedusaTextGenerator):
+    """The seed script's own bug, for the report to flag: the prompt comes back with the output, as a [1, T] batch."""
+
+    def __call__(self, input_ids):
+        return torch.cat([input_ids, self.generator_func(input_ids)[None].to(input_ids.device)], dim=1)

@@ -127,7 +127,7 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
         say(f"resuming: {len(examples) - len(todo)} examples already in {log.path}")
     from tqdm.auto import tqdm
 
-    for ex in tqdm(todo, desc=strategy.name, unit="ex", dynamic_ncols=True):
+    for ex in tqdm(todo, desc="submission" if student is not None else strategy.name, unit="ex", dynamic_ncols=True):
         ids = prompts[ex.index]
         with Timer(model.device) as timer:
             result = decode(ids, settings.max_output_len)

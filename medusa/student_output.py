@@ -58,15 +58,18 @@ def as_token_ids(value, vocab_size: int) -> tuple[list[int], list[int]]:
 
 
 def check_output(ids: list[int], shape: list[int], prompt: list[int], max_len: int, eos_id: int) -> OutputChecks:
-    """The contract's checks on ids already read by :func:`as_token_ids`; EOS is the id the submission was given."""
-    first_stop = next((i for i, t in enumerate(ids) if t == eos_id), None)
+    """The contract's checks on ids already read by :func:`as_token_ids`; EOS is the id the submission was given,
+    looked for after the prompt when the output repeats it (a chat prompt holds end-of-turn ids itself)."""
+    repeats_prompt = bool(prompt) and ids[: len(prompt)] == prompt
+    generated = ids[len(prompt):] if repeats_prompt else ids
+    first_stop = next((i for i, t in enumerate(generated) if t == eos_id), None)
     return OutputChecks(
         shape=shape,
         one_dimensional=len(shape) == 1,
         returned_tokens=len(ids),
-        starts_with_prompt=bool(prompt) and ids[: len(prompt)] == prompt,
+        starts_with_prompt=repeats_prompt,
         over_length=len(ids) > max_len,
-        tokens_after_eos=0 if first_stop is None else len(ids) - first_stop - 1,
+        tokens_after_eos=0 if first_stop is None else len(generated) - first_stop - 1,
     )
 
 

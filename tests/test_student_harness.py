@@ -249,6 +249,8 @@ def test_values_read_as_token_ids():
 def test_checks_and_scored_tokens():
     c = check_output([1, 2, 3, 9, 2, 4], [6], prompt=[1, 2], max_len=5, eos_id=9)
     assert c.starts_with_prompt and c.over_length and c.tokens_after_eos == 2 and c.one_dimensional
+    c = check_output([1, 9, 3, 4], [4], prompt=[1, 9], max_len=5, eos_id=9)  # EOS inside the prompt: not counted
+    assert c.starts_with_prompt and c.tokens_after_eos == 0
     c = check_output([1], [1, 1], prompt=[1, 2], max_len=5, eos_id=9)
     assert not c.starts_with_prompt and not c.over_length and c.tokens_after_eos == 0 and not c.one_dimensional
     assert scored_tokens([5, 6, 9, 7], 10, {9}) == ([5, 6], "eos")
