@@ -19,7 +19,8 @@ class MedusaTextGenerator:
         self.eos_token_id = eos_id
         self.no_heads = use_no_medusa_heads
         self.max_output_len = max_output_len
-        self.generator_func = self.single_head_decoding if decoding_strategy == "single-head" else self.multi_head_decoding
+        single = decoding_strategy == "single-head"
+        self.generator_func = self.single_head_decoding if single else self.multi_head_decoding
 
     def __call__(self, input_ids: Int[torch.Tensor, "batch in_seq_len"]) -> Int[torch.Tensor, "out_seq_len"]:
         return self.generator_func(input_ids)

@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="multi-head/tree: use as many heads each step as recent steps accepted (reported)")
     more.add_argument("--generator", default=None, metavar="FILE.py:CLASS",
                       help="grade a course submission: run its MedusaTextGenerator(model, decoding_strategy, eos_id, "
-                      "use_no_medusa_heads, beam_width, max_output_len) instead of the built-in decoders")
+                      "use_no_medusa_heads, beam_width, max_output_len) instead of the built-in decoders, then "
+                      "our strategy of the same name on the same rows, for the grading report (grading.json)")
     more.add_argument("--timeout", type=positive_seconds, default=None, metavar="SECONDS",
                       help="with --generator: an example the submission has not finished in SECONDS fails (the run "
                       "goes on); default: no limit")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .console import say
 from .decoding import Strategy, make_strategy
-from .metrics import SpeedStats, compute_all
+from .metrics import SpeedStats
 from .results import BASELINE, PREDICTIONS
 
 GRADING = "grading.json"
@@ -78,8 +78,10 @@ def agreement(ok: list[dict], ours_by_index: dict[int, dict]) -> dict:
     }
 
 
-def grading_report(rows: list[dict], ours: list[dict] | None, metrics: dict, settings, eos_id: int) -> dict:
-    """Everything ``grading.json`` holds; ``ours`` is None when the reference pass was skipped."""
+def grading_report(rows: list[dict], ours: list[dict] | None, metrics: dict, ours_metrics: dict, settings,
+                   eos_id: int) -> dict:
+    """Everything ``grading.json`` holds; ``ours`` is None when the reference pass was skipped. Both metric dicts
+    come from the runner's own scoring, so the submission and ours are scored by one code path."""
     ok = succeeded(rows)
     report: dict = {
         "generator": settings.generator,
@@ -95,9 +97,6 @@ def grading_report(rows: list[dict], ours: list[dict] | None, metrics: dict, set
         return report
     by_index = {r["index"]: r for r in ours}
     same_rows = [by_index[r["index"]] for r in ok if r["index"] in by_index]
-    ours_metrics = {}
-    if metrics:
-        ours_metrics = compute_all([r["prediction"] for r in ours], [r["reference"] for r in ours], settings.tgt_lang)
     student_rtf, ours_rtf = _rtf(ok), _rtf(same_rows)
     report["reference"] = {
         "file": OURS,

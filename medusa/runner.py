@@ -119,7 +119,8 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
     if student is None and todo:
         engine.prepare(strategy, max(len(ids) for ids in prompts.values()), settings.max_output_len)
     if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
-        warm = decode(prompts[todo[0].index] if todo else prompt_of(examples[0].source), min(8, settings.max_output_len))
+        first = prompts[todo[0].index] if todo else prompt_of(examples[0].source)
+        warm = decode(first, min(8, settings.max_output_len))
         if getattr(warm, "error", None):  # a submission's failure here is reported again on its example
             say(f"warm-up: the submission failed ({warm.error}" + (f", {warm.error_at}" if warm.error_at else "")
                 + "); going on")
@@ -289,7 +290,12 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         from .grading import grading_report, print_report, write_report
 
         summary["failed_examples"] = len(rows) - len(succeeded(rows))
-        summary["grading"] = grading_report(rows, rows_of.get("ours"), metrics, settings, eos)
+        ours = rows_of.get("ours")
+        ours_metrics = {}
+        if metrics and ours:  # scored exactly as the submission's rows above
+            ours_metrics = compute_all([r["prediction"] for r in ours], [r["reference"] for r in ours],
+                                       settings.tgt_lang)
+        summary["grading"] = grading_report(rows, ours, metrics, ours_metrics, settings, eos)
         report_path = write_report(out_dir, summary["grading"])
     write_summary(out_dir, summary)
     print_summary(summary)

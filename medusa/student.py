@@ -35,7 +35,11 @@ def one_line(exc: BaseException) -> str:
         return f"called sys.exit({exc.code!r})" if exc.code is not None else "called sys.exit()"
     if isinstance(exc, TimeLimitExceeded):
         return str(exc)
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    try:
+        message = str(exc)
+    except Exception:  # a submission's own exception class may fail to print itself
+        message = ""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
@@ -80,7 +84,7 @@ def load_generator_class(spec: str) -> type:
     except ModuleNotFoundError as exc:  # the submission imports a package this environment lacks
         at = location(exc, {str(Path(where).resolve())})
         raise MedusaError(f"--generator: {where} imports {exc.name!r}, which is not installed here"
-                          + (f" ({at})" if at else "") + f"; pip install it, then grade again") from None
+                          + (f" ({at})" if at else "") + "; pip install it, then grade again") from None
     except BaseException as exc:  # the student's file failing to import is their bug, reported in one line
         if isinstance(exc, KeyboardInterrupt):
             raise

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from student_helpers import grade, report, rows
 
 from medusa.model import MedusaModel
-from student_fixtures import grade, report, rows, student_heads_dir  # noqa: F401  (fixture)
 
 HEADER = '''
 import torch

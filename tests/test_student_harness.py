@@ -7,9 +7,9 @@ import re
 
 import pytest
 import torch
+from student_helpers import grade, report, rows
 
 from medusa.student_output import BadOutput, as_token_ids, check_output, scored_tokens
-from student_fixtures import grade, report, rows, student_heads_dir  # noqa: F401  (fixture)
 
 GREEDY = '''
 import sys
