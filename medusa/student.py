@@ -25,6 +25,7 @@ import torch
 
 from .decoding.base import GenerationResult
 from .errors import MedusaError
+from .model import MedusaModel
 from .student_output import BadOutput, as_token_ids, check_output, scored_tokens
 from .time_limit import TimeLimitExceeded, check_time_limit_supported, time_limit
 
@@ -117,7 +118,7 @@ class StudentDecoder:
     """Builds the student's generator once, then runs it per example, turning every failure into a failed row."""
 
     cls: type
-    model: object
+    model: MedusaModel
     strategy: str
     eos_id: int
     heads: int

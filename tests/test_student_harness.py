@@ -255,3 +255,24 @@ def test_checks_and_scored_tokens():
     assert not c.starts_with_prompt and not c.over_length and c.tokens_after_eos == 0 and not c.one_dimensional
     assert scored_tokens([5, 6, 9, 7], 10, {9}) == ([5, 6], "eos")
     assert scored_tokens([5, 6, 7, 9], 2, {9}) == ([5, 6], "length")
+
+
+def test_constructor_failures_are_one_line(student_heads_dir, tmp_path, capsys):
+    source = GREEDY + '''
+
+class SlowInit(Greedy):
+    def __init__(self, *args):
+        while True:
+            time.sleep(0.05)
+
+
+class ChattyInit(Greedy):
+    def __init__(self, *args):
+        raise RuntimeError("weights mismatch\\nexpected [5, 576]\\ngot [4, 576]")
+'''
+    for cls, needle in (("SlowInit", "constructing SlowInit failed: ran longer than the --timeout of 1 s"),
+                        ("ChattyInit", "constructing ChattyInit failed: RuntimeError: weights mismatch (")):
+        code, out, err = grade(source, cls, student_heads_dir, tmp_path / cls, capsys, "--timeout", "1")
+        lines = err.strip().splitlines()
+        assert code == 2 and needle in lines[-1] and "Traceback" not in err, err
+        assert re.search(rf"\({cls}_submission\.py:\d+\)$", lines[-1]), lines[-1]
