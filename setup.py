@@ -25,6 +25,7 @@ setup(
         "accelerate>=1.0",
         "gguf>=0.10",
         "peft>=0.13",
+        "jaxtyping>=0.2",  # imported by the course's starter code: submissions graded with --generator
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["medusa=medusa.cli:main"]},

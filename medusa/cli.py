@@ -47,6 +47,16 @@ def probability(text: str) -> float:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="medusa.py", description=DESCRIPTION, allow_abbrev=False,
                       epilog="Also: python medusa.py calibrate-tree --help (build a tree for your model and data); "
@@ -84,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="multi-head/tree: use as many heads each step as recent steps accepted (reported)")
     more.add_argument("--generator", default=None, metavar="FILE.py:CLASS",
                       help="grade a course submission: run its MedusaTextGenerator(model, decoding_strategy, eos_id, "
-                      "use_no_medusa_heads, beam_width, max_output_len) instead of the built-in decoders")
+                      "use_no_medusa_heads, beam_width, max_output_len) instead of the built-in decoders, then "
+                      "our strategy of the same name on the same rows, for the grading report (grading.json)")
+    more.add_argument("--timeout", type=positive_seconds, default=None, metavar="SECONDS",
+                      help="with --generator: an example the submission has not finished in SECONDS fails (the run "
+                      "goes on); default: no limit")
     more.add_argument("--assignment-table", action="store_true",
                       help="run single-head and multi-head for W in {2,5,10} x S in {2,5} with one model load and "
                       "print the course's results table (also table.md in --output-dir)")
@@ -130,6 +144,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     defaults = SETUPS[setup]
     if args.tree_size is not None and args.decoding_strategy != "tree":
         raise MedusaError(f"--tree-size shapes the tree strategy only: add -ds tree (not {args.decoding_strategy})")
+    if args.timeout is not None and not args.generator:
+        raise MedusaError("--timeout limits a submission's time per example: add --generator FILE.py:CLASS")
     prompt_style = args.prompt_style if args.prompt_style != "auto" else defaults["prompt_style"]
     return RunSettings(
         setup=setup,
@@ -153,6 +169,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         adaptive=args.adaptive,
         compare_single_head=args.compare_single_head,
         generator=args.generator,
+        timeout=args.timeout,
         max_input_len=args.max_input_len,
         max_output_len=args.max_output_len,
         prompt_style=prompt_style,

@@ -45,7 +45,7 @@ def ranked_positions(model: MedusaModel, rows: list[tuple[list[int], list[int]]]
         for r, i in enumerate(idx):
             prompt, gen = rows[i]
             h = hidden[r, len(prompt) - 1:len(prompt) + len(gen)]  # states after 0..n generated tokens
-            logits = model.lm_head()(h)
+            logits = model.lm_head(h)
             base = logits.float().log_softmax(-1).topk(max_rank, dim=-1)
             heads = model.project_heads(h, logits, num_heads).float().log_softmax(-1).topk(max_rank, dim=-1)
             out[i] = RankedPositions(base.values.cpu(), base.indices.cpu(), heads.values.cpu(), heads.indices.cpu())

@@ -19,7 +19,7 @@ SUMMARY = "summary.json"
 RUN_FILE = "run.json"
 # settings a resumed run may change: where it writes, how much it prints, and how many examples it covers (and the
 # --engine asked for: the engine actually used, ``engine_used``, must stay the same)
-RESUMABLE_CHANGES = ("resume", "output_dir", "debug", "warmup", "num_examples", "hf_token", "engine")
+RESUMABLE_CHANGES = ("resume", "output_dir", "debug", "warmup", "num_examples", "hf_token", "engine", "timeout")
 # fingerprint keys added after runs were first recorded, with the value an older run.json implies
 ADDED_LATER = {"engine_used": "eager"}
 LIBRARIES = ("medusa", "torch", "transformers", "datasets", "sacrebleu", "rouge-score", "huggingface-hub", "accelerate")

@@ -57,7 +57,7 @@ def check_heads(model: MedusaModel, settings: RunSettings, strategy: Strategy) -
     if strategy.num_heads > k:
         raise MedusaError(f"the tree is {strategy.num_heads} levels deep but the model has {k} heads; "
                           "use a shallower --tree")
-    vocab = model.lm_head().weight.shape[0]
+    vocab = model.lm_head.weight.shape[0]
     inner = getattr(strategy, "inner", strategy)
     if getattr(inner, "beam_width", 0) > vocab:
         raise MedusaError(f"--beam-width {inner.beam_width} is larger than the vocabulary ({vocab} tokens); "
@@ -119,12 +119,16 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
     if student is None and todo:
         engine.prepare(strategy, max(len(ids) for ids in prompts.values()), settings.max_output_len)
     if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
-        decode(prompts[todo[0].index] if todo else prompt_of(examples[0].source), min(8, settings.max_output_len))
+        first = prompts[todo[0].index] if todo else prompt_of(examples[0].source)
+        warm = decode(first, min(8, settings.max_output_len))
+        if getattr(warm, "error", None):  # a submission's failure here is reported again on its example
+            say(f"warm-up: the submission failed ({warm.error}" + (f", {warm.error_at}" if warm.error_at else "")
+                + "); going on")
     if len(todo) < len(examples):
         say(f"resuming: {len(examples) - len(todo)} examples already in {log.path}")
     from tqdm.auto import tqdm
 
-    for ex in tqdm(todo, desc=strategy.name, unit="ex", dynamic_ncols=True):
+    for ex in tqdm(todo, desc="submission" if student is not None else strategy.name, unit="ex", dynamic_ncols=True):
         ids = prompts[ex.index]
         with Timer(model.device) as timer:
             result = decode(ids, settings.max_output_len)
@@ -144,15 +148,22 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
             "accepted_per_step": result.accepted_per_step,
             "drafted_depth_per_step": result.drafted_depth_per_step,
             "token_ids": result.tokens,
+            **(result.row_fields() if student is not None else {}),
         })
-        if settings.debug:
+        if student is not None and result.error:
+            say(f"[{ex.index}] failed: {result.error}" + (f" ({result.error_at})" if result.error_at else ""))
+        elif settings.debug:
             say(f"[{ex.index}] {prediction!r}  (ref: {reference!r}, {len(result.tokens)} tokens, "
                 f"{result.steps} steps, {timer.seconds:.3f} s)")
     return [log.done[ex.index] for ex in examples]
 
 
 def speed_stats(rows: list[dict]) -> dict:
-    """RTF, tokens/s, τ (mean tokens accepted per decoding step) and each head's acceptance rate."""
+    """RTF, tokens/s, τ (mean tokens accepted per decoding step) and each head's acceptance rate.
+
+    Examples a submission failed (``error`` set) are left out: their time is not generation time.
+    """
+    rows = [r for r in rows if not r.get("error")]
     speed = SpeedStats(seconds=sum(r["seconds"] for r in rows), tokens=sum(r["tokens"] for r in rows))
     steps = sum(r["steps"] for r in rows)
     accepted = [a for r in rows for a in r.get("accepted_per_step", [])]
@@ -222,13 +233,19 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         runs.insert(0, ("baseline", make_strategy("single-head"), BASELINE))
     student = None
     if settings.generator:
+        from .grading import grading_runs, succeeded
         from .student import StudentDecoder, load_generator_class
 
         eos = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else min(stops)
         student = StudentDecoder(load_generator_class(settings.generator), model, settings.decoding_strategy, eos,
-                                 settings.use_no_medusa_heads, settings.beam_width, settings.max_output_len)
+                                 settings.use_no_medusa_heads, settings.beam_width, settings.max_output_len,
+                                 settings.timeout)
+        runs = grading_runs(strategy, settings.compare_single_head)  # the submission first: see medusa/grading.py
     rows_of: dict[str, list[dict]] = {}
     for role, strat, filename in runs:
+        if student is not None and role != "main" and not succeeded(rows_of["main"]):
+            say(f"skipping the {role} pass: the submission completed no example")
+            continue
         log = PredictionLog(out_dir / filename, settings.resume)
         try:
             rows_of[role] = decode_examples(model, strat, examples, settings, log, stops, engine,
@@ -236,13 +253,18 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         finally:
             log.close()
 
+    if student is not None and settings.compare_single_head and "baseline" not in rows_of and "ours" in rows_of:
+        rows_of["baseline"] = rows_of["ours"]  # our single-head is the baseline: not decoded twice
     rows = rows_of["main"]
     metrics: dict = {}
     if data_info.has_references:
         metrics = compute_all([r["prediction"] for r in rows], [r["reference"] for r in rows], settings.tgt_lang)
+    speed = speed_stats(rows)
+    if settings.acceptance == "rescore":  # every candidate is accepted whole: the rates would read 1.0, not the heads'
+        speed["head_acceptance"] = [None] * len(speed["head_acceptance"])
     summary = {
         "metrics": metrics,
-        "speed": speed_stats(rows),
+        "speed": speed,
         "examples": len(rows),
         "settings": settings.public_dict(),
         "tree_used": tree_used,
@@ -263,8 +285,22 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         summary["identical_to_single_head"] = sum(
             a["token_ids"] == b["token_ids"] for a, b in zip(rows, rows_of["baseline"])
         )
+    report_path = None
+    if student is not None:
+        from .grading import grading_report, print_report, write_report
+
+        summary["failed_examples"] = len(rows) - len(succeeded(rows))
+        ours = rows_of.get("ours")
+        ours_metrics = {}
+        if metrics and ours:  # scored exactly as the submission's rows above
+            ours_metrics = compute_all([r["prediction"] for r in ours], [r["reference"] for r in ours],
+                                       settings.tgt_lang)
+        summary["grading"] = grading_report(rows, ours, metrics, ours_metrics, settings, eos)
+        report_path = write_report(out_dir, summary["grading"])
     write_summary(out_dir, summary)
     print_summary(summary)
+    if report_path is not None:
+        print_report(summary["grading"], report_path)
     say(f"results: {out_dir / PREDICTIONS} and {out_dir / 'summary.json'}")
     return summary
 
@@ -286,9 +322,18 @@ def print_summary(summary: dict) -> None:
         print(f"chrF: {m['chrf']:.2f} ({m['chrf_signature']})")
     print(f"tokens/s: {s['tokens_per_second']:.2f} ({s['generated_tokens']} tokens in {s['generation_seconds']:.2f} s, "
           f"{summary['examples']} examples)")
-    print(f"tokens/step (tau): {s['tokens_per_step']:.3f} over {s['decoding_steps']} steps")
-    if s["head_acceptance"]:
+    if summary.get("failed_examples"):
+        print(f"failed examples: {summary['failed_examples']}/{summary['examples']} (empty predictions in the scores; "
+              "left out of the speed)")
+    if s["decoding_steps"]:
+        print(f"tokens/step (tau): {s['tokens_per_step']:.3f} over {s['decoding_steps']} steps")
+    else:  # a submission reports no steps
+        print("tokens/step (tau): n/a")
+    if s["head_acceptance"] and summary["settings"].get("acceptance") == "rescore":
+        print("head acceptance: n/a (rescore accepts whole candidates; `measure-acceptance` measures the heads)")
+    elif s["head_acceptance"]:
         print("head acceptance: " + ", ".join(f"h{h + 1} {_fmt(r)}" for h, r in enumerate(s["head_acceptance"])))
+    if s["head_acceptance"]:
         print("heads used per step: " + ", ".join(f"{k}: {v}" for k, v in s["heads_used_histogram"].items()))
     if "speedup_vs_single_head" in summary:
         b = summary["baseline_single_head"]

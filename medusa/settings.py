@@ -41,6 +41,7 @@ class RunSettings:
     adaptive: bool = False
     compare_single_head: bool = False
     generator: str | None = None  # a student's MedusaTextGenerator, FILE.py:Class, run instead of our decoder
+    timeout: float | None = None  # --generator: seconds per example before the submission's example fails
     max_input_len: int = 1000
     max_output_len: int = 50
     prompt_style: str = "chat"

@@ -4,19 +4,64 @@ The course's starter code builds ``MedusaTextGenerator(model, decoding_strategy,
 beam_width, max_output_len)`` and calls it with ``input_ids`` of shape [1, P], expecting the generated ids only
 (shape (T,), T ≤ max_output_len). Our model answers the FasterDecoding calls such code makes, so a grader can
 score a submission with the same data, prompts, metrics and timing as the built-in strategies.
+
+A submission that fails on one example (raises, calls ``sys.exit``, returns something that is not token ids, runs
+past ``--timeout``) fails that example only: the result carries the error's first line and the submission's
+file:line, and the run goes on. Failures that no example can escape (an import error, a constructor error, a
+submission that needs CUDA on a machine without it) stop the run with one line.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .decoding.base import GenerationResult
 from .errors import MedusaError
+from .model import MedusaModel
+from .student_output import BadOutput, as_token_ids, check_output, scored_tokens
+from .time_limit import TimeLimitExceeded, check_time_limit_supported, time_limit
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``: submissions' errors can span many lines (shapes, tracebacks)."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})" if exc.code is not None else "called sys.exit()"
+    if isinstance(exc, TimeLimitExceeded):
+        return str(exc)
+    try:
+        message = str(exc)
+    except Exception:  # a submission's own exception class may fail to print itself
+        message = ""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def location(exc: BaseException, files: set[str]) -> str | None:
+    """``file:line`` of the deepest frame inside the submission (else the deepest frame at all)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [f for f in frames if str(Path(f.filename).resolve()) in files]
+    frame = (inside or frames or [None])[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno}" if frame else None
+
+
+def needs_cuda(exc: BaseException) -> bool:
+    """A CUDA call (``.cuda()``, ``device="cuda"``) on a machine whose torch has no CUDA device."""
+    return not torch.cuda.is_available() and "cuda" in str(exc).lower()
+
+
+def cuda_error(where: str | None) -> MedusaError:
+    at = f" ({where})" if where else ""
+    return MedusaError(f"--generator: this submission needs CUDA{at} and this machine has none; "
+                       "grade it on a machine with a CUDA GPU")
 
 
 def load_generator_class(spec: str) -> type:
@@ -37,32 +82,94 @@ def load_generator_class(spec: str) -> type:
             module = importlib.import_module(where)
     except MedusaError:
         raise
-    except Exception as exc:  # the student's file failing to import is their bug, reported in one line
-        raise MedusaError(f"--generator: importing {where} failed: {type(exc).__name__}: {exc}") from None
+    except ModuleNotFoundError as exc:  # the submission imports a package this environment lacks
+        at = location(exc, {str(Path(where).resolve())})
+        raise MedusaError(f"--generator: {where} imports {exc.name!r}, which is not installed here"
+                          + (f" ({at})" if at else "") + "; pip install it, then grade again") from None
+    except BaseException as exc:  # the student's file failing to import is their bug, reported in one line
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        at = location(exc, {str(Path(where).resolve())})
+        if needs_cuda(exc):
+            raise cuda_error(at) from None
+        raise MedusaError(f"--generator: importing {where} failed: {one_line(exc)}"
+                          + (f" ({at})" if at else "")) from None
     cls = getattr(module, name, None)
     if cls is None:
         raise MedusaError(f"--generator: {where} has no {name}")
     return cls
 
 
+@dataclass
+class StudentResult(GenerationResult):
+    """One example's outcome: the scored ids, the contract checks, or the error that failed the example."""
+
+    checks: dict | None = None
+    error: str | None = None
+    error_at: str | None = None
+
+    def row_fields(self) -> dict:
+        """What predictions.jsonl records beyond our decoders' fields."""
+        return {"error": self.error, "error_at": self.error_at, "checks": self.checks}
+
+
+@dataclass
 class StudentDecoder:
-    """Calls the student's generator and normalises what it returns to our GenerationResult."""
+    """Builds the student's generator once, then runs it per example, turning every failure into a failed row."""
 
-    def __init__(self, cls: type, model, strategy: str, eos_id: int, heads: int, beam_width: int, max_len: int):
-        self.max_len = max_len
-        try:
-            self.generator = cls(model, strategy, eos_id, heads, beam_width, max_len)
-        except Exception as exc:
-            raise MedusaError(f"--generator: constructing {cls.__name__} failed: {type(exc).__name__}: {exc}") from None
+    cls: type
+    model: MedusaModel
+    strategy: str
+    eos_id: int
+    heads: int
+    beam_width: int
+    max_len: int
+    timeout: float | None = None
+    files: set[str] = field(default_factory=set)
 
-    def __call__(self, prompt_ids: list[int], stops: set[int], device: torch.device) -> GenerationResult:
+    def __post_init__(self) -> None:
+        if self.timeout:
+            check_time_limit_supported()
+        source = inspect.getsourcefile(self.cls)
+        if source:
+            self.files.add(str(Path(source).resolve()))
+        self.vocab_size = self.model.lm_head.weight.shape[0]
         try:
-            with torch.inference_mode():
+            with time_limit(self.timeout):
+                self.generator = self.cls(self.model, self.strategy, self.eos_id, self.heads, self.beam_width,
+                                          self.max_len)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            at = location(exc, self.files)
+            if needs_cuda(exc):
+                raise cuda_error(at) from None
+            raise MedusaError(f"--generator: constructing {self.cls.__name__} failed: {one_line(exc)}"
+                              + (f" ({at})" if at else "")) from None
+
+    def call_site(self) -> str | None:
+        """``file:line`` of the generator's ``__call__``, where a bad return value comes from."""
+        try:
+            call = type(self.generator).__call__
+            return f"{Path(inspect.getsourcefile(call)).name}:{inspect.getsourcelines(call)[1]}"
+        except (TypeError, OSError):
+            return None
+
+    def __call__(self, prompt_ids: list[int], stops: set[int], device: torch.device) -> StudentResult:
+        try:
+            with torch.inference_mode(), time_limit(self.timeout):
                 out = self.generator(torch.tensor([prompt_ids], device=device))
-        except Exception as exc:
-            raise MedusaError(f"--generator: the generator failed: {type(exc).__name__}: {exc}") from None
-        tokens = [int(t) for t in torch.as_tensor(out).reshape(-1).tolist()]
-        cut = next((i for i, t in enumerate(tokens) if t in stops), None)
-        reason = "eos" if cut is not None else "length"
-        tokens = tokens[:cut][: self.max_len] if cut is not None else tokens[: self.max_len]
-        return GenerationResult(tokens, [], reason)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            at = location(exc, self.files)
+            if needs_cuda(exc):
+                raise cuda_error(at) from None
+            return StudentResult([], [], "error", error=one_line(exc), error_at=at)
+        try:
+            ids, shape = as_token_ids(out, self.vocab_size)
+        except BadOutput as exc:
+            return StudentResult([], [], "error", error=str(exc), error_at=self.call_site())
+        checks = check_output(ids, shape, prompt_ids, self.max_len, self.eos_id)
+        tokens, reason = scored_tokens(ids, self.max_len, stops)
+        return StudentResult(tokens, [], reason, checks=checks.to_dict())

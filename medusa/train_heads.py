@@ -235,7 +235,7 @@ def train_heads(s: TrainSettings) -> dict:
     x_train, n_train, y_train = hidden_and_targets(model, train, s.num_heads)
     x_held, n_held_ids, y_held = hidden_and_targets(model, held, s.num_heads) if held else (None, None, None)
 
-    lm_head = model.lm_head()
+    lm_head = model.lm_head
     config = HeadConfig(s.num_heads, s.num_layers, lm_head.weight.shape[1], lm_head.weight.shape[0], s.shared_lm_head,
                         s.token_input)
     embedding = model.base_model.get_input_embeddings()

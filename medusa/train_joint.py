@@ -92,7 +92,7 @@ def train_joint(s: TrainSettings) -> dict:
         p.requires_grad_(False)
     peft_model = get_peft_model(base, LoraConfig(r=s.rank, lora_alpha=s.alpha, lora_dropout=0.0,
                                                  target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM"))
-    lm_head = model.lm_head()
+    lm_head = model.lm_head
     config = HeadConfig(s.num_heads, s.num_layers, lm_head.weight.shape[1], lm_head.weight.shape[0], s.shared_lm_head,
                         s.token_input)
     heads = MedusaHeads(config, lm_head, base.get_input_embeddings()).to(device=lm_head.weight.device,

@@ -82,3 +82,24 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     make_model().save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def student_heads_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """For the submission tests: 3 lightly perturbed shared-projection heads on the tiny Llama (drafts differ
+    from greedy, so multi-head does work)."""
+    from transformers import AutoModelForCausalLM
+
+    from medusa.checkpoints import save_heads
+    from medusa.heads import HeadConfig, MedusaHeads
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lm = base.get_output_embeddings()
+    heads = MedusaHeads(HeadConfig(3, 1, lm.weight.shape[1], lm.weight.shape[0], shared_lm_head=True), lm)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for block in heads.heads:
+            block[0].linear.weight.normal_(0, 0.05)
+    folder = tmp_path_factory.mktemp("student-heads")
+    save_heads(heads, folder, str(tiny_model_dir))
+    return folder

@@ -16,7 +16,7 @@ def _prefill(model: MedusaModel, cache: StaticKVCache, ids: list[int]) -> torch.
     cache.write_slots = torch.arange(len(ids))
     out = model._run_decoder(torch.tensor([ids]), cache, torch.arange(len(ids))[None],
                              causal_prefill_mask(len(ids), cols, torch.float32))
-    return model.lm_head()(out.last_hidden_state[0])
+    return model.lm_head(out.last_hidden_state[0])
 
 
 @pytest.mark.parametrize("kind,overrides", [("llama", {}), ("llama", {"num_key_value_heads": 1}), ("qwen2", {}),

@@ -278,6 +278,6 @@ def test_faster_decoding_medusa_head_applies_the_token_input():
             proj.weight.normal_(0, 0.3)
     model = MedusaModel(base, tokenizer=None, heads=heads)
     hidden = torch.randn(3, base.config.hidden_size)
-    expected = model.project_heads(hidden, model.lm_head()(hidden))
+    expected = model.project_heads(hidden, model.lm_head(hidden))
     for k in range(2):
         torch.testing.assert_close(model.medusa_head[k](hidden), expected[k])

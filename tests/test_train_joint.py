@@ -63,7 +63,7 @@ def test_joint_loss_is_kl_to_the_original_model_plus_weighted_heads(tiny_model_d
     model = load_model(LoadSettings(str(tiny_model_dir), device="cpu"))
     original = load_model(LoadSettings(str(tiny_model_dir), device="cpu")).base_model
     peft_model = get_peft_model(model.base_model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
-    lm = model.lm_head()
+    lm = model.lm_head
     heads = MedusaHeads(HeadConfig(2, 1, lm.weight.shape[1], lm.weight.shape[0], True), lm)
     rows = [{"prompt_len": 3, "ids": [5, 6, 7, 8, 9, 10, 11]}, {"prompt_len": 2, "ids": [20, 21, 22, 23]}]
     weights = torch.tensor([1.0, 0.8])

@@ -56,7 +56,7 @@ class FastDecoder:
         self.committed = torch.zeros((), dtype=torch.long, device=device)
         self.max_depth = torch.full((), tree.max_depth, dtype=torch.long, device=device)
         self.depth_limit_host = tree.max_depth
-        vocab, hidden = model.lm_head().weight.shape
+        vocab, hidden = model.lm_head.weight.shape
         self.last_logits = torch.zeros(vocab, dtype=self.dtype, device=device)
         self.last_hidden = torch.zeros(hidden, dtype=self.dtype, device=device)
         self.out = torch.zeros(2 + self.width, dtype=torch.long, device=device)
@@ -67,7 +67,7 @@ class FastDecoder:
         hidden = self.model._run_decoder(ids, self.cache, positions, mask).last_hidden_state[0]
         if last_only:
             hidden = hidden[-1]
-        return hidden, self.model.lm_head()(hidden)
+        return hidden, self.model.lm_head(hidden)
 
     def _commit(self, hidden: torch.Tensor, logits: torch.Tensor) -> None:
         """Keep the state after the last accepted token; the next draft starts from it."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .heads import MedusaHeads
+from ..heads import MedusaHeads
 
 
 @dataclass
@@ -34,9 +34,11 @@ class StepOutput:
 class MedusaModel(nn.Module):
     """Wraps any transformers causal LM (Llama, Mistral, Qwen2, ...) through its public forward inputs only.
 
-    Besides :meth:`step`, which the decoders use, it offers FasterDecoding's call shape
-    (``model(input_ids, medusa_forward=True, output_orig=True)``, ``get_tokenizer()``, ``medusa_head``) so that
-    code written against the original library runs on it unchanged.
+    Besides :meth:`step`, which the decoders use, it answers the calls that code written against FasterDecoding's
+    library makes (there the model *is* a ``LlamaForCausalLM`` with heads): ``model(input_ids)`` is the base
+    causal-LM output, ``model(input_ids, medusa_forward=True, output_orig=True)`` the head logits, and
+    ``model.model``, ``model.lm_head``, ``model.medusa_head``, ``model.medusa``, ``get_tokenizer()`` exist, so that
+    course submissions run on it unchanged.
     """
 
     def __init__(self, base: nn.Module, tokenizer, heads: MedusaHeads | None = None, info: ModelInfo | None = None):
@@ -67,11 +69,29 @@ class MedusaModel(nn.Module):
         """FasterDecoding's attribute: the list of heads, each mapping hidden states to logits."""
         if self.heads is None:
             raise AttributeError("this model has no Medusa heads")
-        return self.heads.standalone(self.lm_head())
+        return self.heads.standalone(self.lm_head)
 
     @property
     def medusa(self) -> int:
         return self.num_heads
+
+    @property
+    def lm_head(self) -> nn.Module:
+        """The base model's output projection (FasterDecoding's model is the causal LM, so it has this attribute)."""
+        return self.base_model.get_output_embeddings()
+
+    @property
+    def model(self) -> nn.Module:
+        """The base model's decoder (hidden states, no projection), as FasterDecoding's ``model.model``."""
+        return self.base_model.get_decoder()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.lm_head.weight.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.lm_head.weight.shape[1]
 
     def project_heads(self, hidden: torch.Tensor, logits: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
         """Head logits [K, ..., V] at these hidden states; ``logits`` (the base's, same positions) supply the next
@@ -83,9 +103,6 @@ class MedusaModel(nn.Module):
 
     def get_tokenizer(self):
         return self.tokenizer
-
-    def lm_head(self) -> nn.Module:
-        return self.base_model.get_output_embeddings()
 
     def decoder(self) -> nn.Module:
         return self.base_model.get_decoder()
@@ -121,7 +138,7 @@ class MedusaModel(nn.Module):
         hidden = out.last_hidden_state
         if last_only:
             hidden = hidden[:, -1:]
-        logits = self.lm_head()(hidden)
+        logits = self.lm_head(hidden)
         head_logits = None
         if num_heads:
             if num_heads > self.num_heads:
@@ -131,53 +148,30 @@ class MedusaModel(nn.Module):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         past_key_values=None,
         output_orig: bool = False,
         position_ids: torch.Tensor | None = None,
-        medusa_forward: bool = True,
+        medusa_forward: bool = False,
         **kwargs,
     ):
-        """FasterDecoding's signature: ``(medusa_logits [K,B,L,V], outputs, orig_logits [B,L,V])``."""
+        """FasterDecoding's signature and defaults: the base causal-LM output (``.logits``, ``.past_key_values``)
+        unless ``medusa_forward``; then ``medusa_logits`` [K,B,L,V], or with ``output_orig``
+        ``(medusa_logits, decoder outputs, base logits [B,L,V])``.
+
+        ``past_key_values`` is passed under the keyword this transformers version uses (``cache`` from 5.2x).
+        """
+        cache = {self._cache_keyword(): past_key_values} if past_key_values is not None else {}
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **cache, **kwargs)
         if not medusa_forward:
-            return self.base_model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                **({self._cache_keyword(): past_key_values} if past_key_values is not None else {}),
-                **kwargs,
-            )
-        outputs = self._run_decoder(input_ids, past_key_values, position_ids, attention_mask)
-        hidden = outputs.last_hidden_state
+            return self.base_model(**inputs)
         if self.heads is None:
             raise ValueError("medusa_forward needs Medusa heads; this model has none")
-        orig = self.lm_head()(hidden)
+        outputs = self.decoder()(**inputs)
+        hidden = outputs.last_hidden_state
+        orig = self.lm_head(hidden)
         medusa_logits = self.project_heads(hidden, orig)
         if output_orig:
             return medusa_logits, outputs, orig
         return medusa_logits
-
-
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
-
-
-def stop_token_ids(tokenizer, base_model) -> set[int]:
-    """Every id that ends a reply: the configured EOS ids plus known end-of-turn markers in the vocabulary.
-
-    Needed because some checkpoints name the wrong EOS (the embedded GGUF has reported ``<|im_start|>``),
-    while a chat model actually ends its turn with ``<|im_end|>``.
-    """
-    ids: set[int] = set()
-    for source in (getattr(base_model, "generation_config", None), tokenizer):
-        eos = getattr(source, "eos_token_id", None)
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif isinstance(eos, (list, tuple)):
-            ids.update(int(e) for e in eos)
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if len(ids) > 1 and bos in ids and tokenizer.convert_ids_to_tokens(bos) == "<|im_start|>":
-        ids.discard(bos)  # the GGUF mislabel: a turn *starts* with it
-    return ids
