@@ -117,7 +117,7 @@ class FastDecoder:
         last = _row(hidden.last_hidden_state[0], self.prompt_len - 1)
         self.committed.copy_(self.prompt_len)
         self.out.zero_()
-        self._commit(last, self.model.lm_head()(last))
+        self._commit(last, self.model.lm_head(last))
 
     def step(self) -> None:
         """Draft, verify the draft in one forward, accept on the device, move the accepted K/V rows into place.
