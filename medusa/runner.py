@@ -239,7 +239,8 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
     rows = rows_of["main"]
     metrics: dict = {}
     if data_info.has_references:
-        metrics = compute_all([r["prediction"] for r in rows], [r["reference"] for r in rows], settings.tgt_lang)
+        metrics = compute_all([r["prediction"] for r in rows], [r["reference"] for r in rows], settings.tgt_lang,
+                              raw_references=[r["target"] for r in rows])  # sacreBLEU/chrF: the raw text
     summary = {
         "metrics": metrics,
         "speed": speed_stats(rows),

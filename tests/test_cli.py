@@ -46,6 +46,12 @@ def test_end_to_end_tiny_model_writes_both_files(tiny_model_dir, tmp_path, capsy
         sum(r["seconds"] for r in rows) / sum(r["tokens"] for r in rows)
     )
     assert set(summary["metrics"]) >= {"bleu", "rouge1", "rouge2", "rougeL", "sacrebleu", "chrf"}
+    from medusa.metrics import bleu1, sacrebleu_scores
+
+    preds = [r["prediction"] for r in rows]
+    standard = sacrebleu_scores(preds, [r["target"] for r in rows], "eng_Latn")  # raw references
+    assert (summary["metrics"]["sacrebleu"], summary["metrics"]["chrf"]) == (standard["sacrebleu"], standard["chrf"])
+    assert summary["metrics"]["bleu"] == bleu1(preds, [r["reference"] for r in rows])  # the seed's references
     assert summary["settings"]["max_output_len"] == 12
     assert summary["libraries"]["torch"] and summary["device"].startswith(("cpu", "cuda"))
 
