@@ -25,6 +25,7 @@ setup(
         "accelerate>=1.0",
         "gguf>=0.10",
         "peft>=0.13",
+        "matplotlib>=3.7",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["medusa=medusa.cli:main"]},

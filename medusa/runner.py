@@ -22,6 +22,7 @@ from .model import MedusaModel, stop_token_ids
 from .prompts import encode_prompt, process_reference
 from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, device_description, git_commit,
                       library_versions, write_summary)
+from .result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
 from .settings import RunSettings
 
 
@@ -265,8 +266,13 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
             a["token_ids"] == b["token_ids"] for a, b in zip(rows, rows_of["baseline"])
         )
     write_summary(out_dir, summary)
+    write_summary_csv(out_dir, summary)
+    from .plots import run_plots
+
+    plots = run_plots(out_dir, config_row(summary))
     print_summary(summary)
-    say(f"results: {out_dir / PREDICTIONS} and {out_dir / 'summary.json'}")
+    say(f"results: {out_dir / PREDICTIONS}, {out_dir / 'summary.json'}, {out_dir / SUMMARY_CSV}"
+        + "".join(f", {p}" for p in plots))
     return summary
 
 
@@ -325,20 +331,33 @@ def run_table(settings: RunSettings) -> list[dict]:
                                use_no_medusa_heads=heads or settings.use_no_medusa_heads,
                                output_dir=str(base_dir / name), compare_single_head=False)
         summary = run(row_settings, model, engine)
-        rows.append({"row": name, "strategy": strategy, "beam_width": width, "heads": heads, **summary["metrics"],
-                     "rtf": summary["speed"]["rtf"], "tokens_per_step": summary["speed"]["tokens_per_step"]})
+        rows.append(config_row(summary, name))
+    add_speedups(rows)  # against the table's own single-head row
     table = format_table(rows, settings.acceptance)
     (base_dir / "table.md").write_text(table + "\n", encoding="utf-8")
+    write_table_csv(base_dir, rows)
+    from .plots import table_plots
+
+    plots = table_plots(base_dir, rows)
     print(table)
-    say(f"table: {base_dir / 'table.md'}")
+    say(f"table: {base_dir / 'table.md'}, {base_dir / 'table.csv'}" + "".join(f", {p}" for p in plots))
     return rows
 
 
 def format_table(rows: list[dict], acceptance: str) -> str:
-    lines = [f"| Decoding strategy ({acceptance} acceptance) | BLEU | ROUGE-1 | ROUGE-2 | ROUGE-L | RTF | tokens/step |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    """The course's columns, then chrF (raw references), tokens/s, τ and speedup over the single-head row."""
+    lines = [f"| Decoding strategy ({acceptance} acceptance) | BLEU | ROUGE-1 | ROUGE-2 | ROUGE-L | RTF | chrF | "
+             "tokens/s | τ (tokens/step) | speedup vs single head |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         label = "Single head" if r["strategy"] == "single-head" else f"Beam {r['beam_width']}, Medusa heads {r['heads']}"
+        speedup = _fmt2(r.get("speedup_vs_single_head"))
         lines.append(f"| {label} | {_fmt(r.get('bleu'))} | {_fmt(r.get('rouge1'))} | {_fmt(r.get('rouge2'))} | "
-                     f"{_fmt(r.get('rougeL'))} | {_fmt(r['rtf'])} | {r['tokens_per_step']:.2f} |")
+                     f"{_fmt(r.get('rougeL'))} | {_fmt(r['rtf'])} | {_fmt2(r.get('chrf'))} | "
+                     f"{_fmt2(r['tokens_per_second'])} | {_fmt2(r['tokens_per_step'])} | "
+                     f"{speedup}{'' if speedup == 'n/a' else '×'} |")
     return "\n".join(lines)
+
+
+def _fmt2(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"

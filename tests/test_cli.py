@@ -52,6 +52,14 @@ def test_end_to_end_tiny_model_writes_both_files(tiny_model_dir, tmp_path, capsy
     standard = sacrebleu_scores(preds, [r["target"] for r in rows], "eng_Latn")  # raw references
     assert (summary["metrics"]["sacrebleu"], summary["metrics"]["chrf"]) == (standard["sacrebleu"], standard["chrf"])
     assert summary["metrics"]["bleu"] == bleu1(preds, [r["reference"] for r in rows])  # the seed's references
+    import csv
+
+    with open(out_dir / "summary.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["config"] == "single-head" and int(row["examples"]) == 3
+    assert float(row["rtf"]) == summary["speed"]["rtf"] and float(row["chrf"]) == summary["metrics"]["chrf"]
+    assert int(row["generated_tokens"]) == summary["speed"]["generated_tokens"]
+    assert not (out_dir / "head-acceptance.png").exists()  # single-head drafts nothing
     assert summary["settings"]["max_output_len"] == 12
     assert summary["libraries"]["torch"] and summary["device"].startswith(("cpu", "cuda"))
 
@@ -215,6 +223,13 @@ def test_medusa_strategies_end_to_end(tiny_heads_dir, tmp_path, capsys, extra):
     assert (out_dir / "baseline-single-head.jsonl").is_file()
     if "typical" not in extra and "rescore" not in extra:  # greedy: lossless
         assert summary["identical_to_single_head"] == 3
+    assert (out_dir / "head-acceptance.png").read_bytes().startswith(b"\x89PNG")
+    import csv
+
+    with open(out_dir / "summary.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert float(row["speedup_vs_single_head"]) == summary["speedup_vs_single_head"]
+    assert float(row["head_1"]) == summary["speed"]["head_acceptance"][0]
 
 
 def test_bad_tree_file_is_one_line(tiny_heads_dir, tmp_path, capsys):
@@ -304,8 +319,25 @@ def test_assignment_table_runs_every_row(tiny_model_dir, tmp_path, capsys):
     table = (out_dir / "table.md").read_text().splitlines()
     assert len(table) == 2 + 7 and table[2].startswith("| Single head |")
     assert table[-1].startswith("| Beam 10, Medusa heads 5 |")
-    assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == sorted(
-        ["single-head", "w2-s2", "w2-s5", "w5-s2", "w5-s5", "w10-s2", "w10-s5"])
+    assert "tokens/s" in table[0] and "speedup vs single head" in table[0] and table[2].endswith("| 1.00× |")
+    names = ["single-head", "w2-s2", "w2-s5", "w5-s2", "w5-s5", "w10-s2", "w10-s5"]
+    assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == sorted(names)
+    import csv
+
+    with open(out_dir / "table.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["config"] for r in rows] == names
+    single = json.loads((out_dir / "single-head" / "summary.json").read_text())
+    for r in rows:  # each row holds its own run's numbers; speedup is over the single-head row
+        summary = json.loads((out_dir / r["config"] / "summary.json").read_text())
+        assert float(r["tokens_per_second"]) == summary["speed"]["tokens_per_second"]
+        assert float(r["tokens_per_step"]) == summary["speed"]["tokens_per_step"]
+        assert float(r["bleu"]) == summary["metrics"]["bleu"] and float(r["chrf"]) == summary["metrics"]["chrf"]
+        assert float(r["speedup_vs_single_head"]) == pytest.approx(
+            summary["speed"]["tokens_per_second"] / single["speed"]["tokens_per_second"])
+    assert (rows[1]["beam_width"], rows[1]["heads"], rows[-1]["beam_width"], rows[-1]["heads"]) == ("2", "2", "10", "5")
+    for png in ("quality-vs-rtf.png", "tau.png", "head-acceptance.png"):
+        assert (out_dir / png).read_bytes().startswith(b"\x89PNG"), png
 
 
 STUDENT = '''
