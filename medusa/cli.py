@@ -47,11 +47,27 @@ def probability(text: str) -> float:
     return value
 
 
+# every subcommand main() dispatches (SUBCOMMANDS below), as --help lists them
+SUBCOMMAND_HELP = {
+    "calibrate-tree": "build a tree for your model and data",
+    "measure-acceptance": "per-head accuracy and τ of every strategy on whole datasets",
+    "train-heads": "train heads for your model",
+    "finetune": "LoRA-fine-tune a base model",
+}
+
+
+def subcommands_epilog() -> str:
+    """One line per subcommand, never wrapped inside a hyphenated name."""
+    return "subcommands (each has its own --help):\n" + "\n".join(
+        f"  python medusa.py {name:<20} {text}" for name, text in SUBCOMMAND_HELP.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="medusa.py", description=DESCRIPTION, allow_abbrev=False,
-                      epilog="Also: python medusa.py calibrate-tree --help (build a tree for your model and data); "
-                      "python medusa.py train-heads --help (train heads for your model); "
-                      "python medusa.py finetune --help (LoRA-fine-tune a base model)")
+    import textwrap
+
+    p = OneLineParser(prog="medusa.py", description=textwrap.fill(DESCRIPTION, 100, break_on_hyphens=False),
+                      allow_abbrev=False, epilog=subcommands_epilog(),
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     seed = p.add_argument_group("the seed's flags")
     seed.add_argument("--hf-token", "-token", default=None, help="Hugging Face token (or env HF_TOKEN); "
                       "given as a flag with nothing else, it selects the seed protocol")

@@ -187,6 +187,17 @@ def test_script_prints_no_traceback(tmp_path):
     assert proc.returncode == 0 and "--use-no-medusa-heads" in proc.stdout and "-nmh" in proc.stdout
 
 
+def test_help_lists_every_subcommand(capsys):
+    from medusa.cli import SUBCOMMANDS
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and len(SUBCOMMANDS) >= 4
+    for name in SUBCOMMANDS:  # every name main() dispatches, on a line of its own
+        assert f"python medusa.py {name} " in out, name
+
+
 @pytest.fixture(scope="module")
 def tiny_heads_dir(tiny_model_dir, tmp_path_factory):
     """Heads-only checkpoint (3 shared-projection heads, lightly perturbed) on the tiny model."""
