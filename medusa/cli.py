@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--num-examples", "-n", type=positive_int, default=50, help="first N rows (50)")
     more.add_argument("--all-examples", action="store_true", help="use every row instead of --num-examples")
     more.add_argument("--prompt-style", choices=["auto", "seed", "chat"], default="auto",
-                      help="seed = the course's prompt; chat = the tokenizer's chat template; auto = by setup")
+                      help="seed = the course's prompt; chat = the tokenizer's chat template; auto = seed for the "
+                      "seed setup, else chat when the tokenizer has a chat template and seed when it has none")
     more.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     more.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                       help="auto = float32 on CPU; on CUDA float32 for models under 500M parameters (exact: greedy "
@@ -270,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         settings = settings_from_args(args)
         quiet_libraries(settings.debug)
-        say(f"setup: {settings.setup} — model {settings.model_name}, data {settings.dataset}, "
-            f"strategy {settings.decoding_strategy}, prompt {settings.prompt_style}")
+        own = settings.setup == "embedded" and settings.model_name != EMBEDDED_NAME  # never call it "embedded"
+        say(f"setup: {f'your model {settings.model_name}' if own else settings.setup + ' — model ' + settings.model_name}"
+            f", data {settings.dataset}, strategy {settings.decoding_strategy}")
         from .runner import run, run_table
 
         run_table(settings) if args.assignment_table else run(settings)

@@ -19,6 +19,7 @@ from .errors import MedusaError
 from .loader import LoadSettings, load_model, resolve_device
 from .metrics import SpeedStats, compute_all
 from .model import MedusaModel, stop_token_ids
+from .preflight import check_head_count, check_table_heads, inspect_run, prompt_note, settle_prompt_style
 from .prompts import encode_prompt, process_reference
 from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, device_description, git_commit,
                       library_versions, write_summary)
@@ -47,17 +48,7 @@ class Timer:
 
 
 def check_heads(model: MedusaModel, settings: RunSettings, strategy: Strategy) -> None:
-    k, s = model.num_heads, settings.use_no_medusa_heads
-    if k and s > k:
-        raise MedusaError(f"--use-no-medusa-heads {s} asks for more heads than the checkpoint has ({k}); use 1..{k}")
-    if strategy.num_heads and not k:
-        raise MedusaError(
-            f"--decoding-strategy {settings.decoding_strategy} needs Medusa heads and {model.info.name} has none; "
-            "pass --medusa-heads PATH or a Medusa checkpoint"
-        )
-    if strategy.num_heads > k:
-        raise MedusaError(f"the tree is {strategy.num_heads} levels deep but the model has {k} heads; "
-                          "use a shallower --tree")
+    check_head_count(model.num_heads, model.info.name, settings, strategy)
     vocab = model.lm_head().weight.shape[0]
     inner = getattr(strategy, "inner", strategy)
     if getattr(inner, "beam_width", 0) > vocab:
@@ -76,14 +67,16 @@ CPU_TREE_HINT = 31  # trees above this size get a --tree-size hint on a CPU (doc
 BUILTIN_TREE = "builtin"  # --tree value that asks for the built-in tree even when the model ships one
 
 
-def decode_settings(settings: RunSettings, model: MedusaModel | None = None) -> DecodeSettings:
+def decode_settings(settings: RunSettings, model: MedusaModel | None = None,
+                    shipped_tree: str | None = None) -> DecodeSettings:
     """``--tree`` unset means the tree calibrated for the model's heads where one ships with them (the embedded
-    default), else the built-in tree for ``--use-no-medusa-heads``; ``--tree builtin`` forces the latter."""
+    default), else the built-in tree for ``--use-no-medusa-heads``; ``--tree builtin`` forces the latter.
+    ``shipped_tree`` is that tree as found before loading (:mod:`medusa.checkpoint_facts`)."""
     tree = settings.tree_file
     if tree == BUILTIN_TREE:
         tree = None
-    elif tree is None and settings.decoding_strategy == "tree" and model is not None:
-        tree = model.info.extra.get("tree")
+    elif tree is None and settings.decoding_strategy == "tree":
+        tree = model.info.extra.get("tree") if model is not None else shipped_tree
     return DecodeSettings(
         strategy=settings.decoding_strategy, num_heads=settings.use_no_medusa_heads, beam_width=settings.beam_width,
         acceptance=settings.acceptance, posterior_threshold=settings.posterior_threshold,
@@ -189,13 +182,19 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         raise MedusaError(f"{settings.dataset} has no rows to evaluate")
     if settings.resume and not settings.output_dir:
         raise MedusaError("--resume needs the --output-dir of the run to continue")
-    early = decode_settings(settings)
-    if early.tree_file is None and settings.tree_file != BUILTIN_TREE:
-        early.tree_size = None  # the model may ship a calibrated tree: --tree-size resizes that one, after loading
-    make_strategy(early)  # bad strategy settings fail before the model loads
-    if model is None:
+    asked_prompt = settings.prompt_style
+    checked = inspect_run(settings) if model is None else None  # the assignment table checks before its one load
+    if checked is not None:
+        settings = checked.settings
+    early = make_strategy(decode_settings(settings, model, checked.facts.tree if checked else None))
+    if checked is not None:  # bad strategy settings, head counts and engines fail before the model loads
+        if checked.facts.num_heads is not None:
+            check_head_count(checked.facts.num_heads, settings.model_name, settings, early)
         resolve_engine(settings.engine, resolve_device(settings.device))  # --engine graphs without CUDA: fail now
     model = model or load_model(load_settings(settings))
+    settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
+    if checked is not None:
+        say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
     engine = engine or make_engine(model, settings.engine)
     setup_before = engine.setup_seconds
     decoding = decode_settings(settings, model)
@@ -226,7 +225,8 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         from .student import StudentDecoder, load_generator_class
 
         eos = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else min(stops)
-        student = StudentDecoder(load_generator_class(settings.generator), model, settings.decoding_strategy, eos,
+        generator_cls = checked.generator if checked is not None else load_generator_class(settings.generator)
+        student = StudentDecoder(generator_cls, model, settings.decoding_strategy, eos,
                                  settings.use_no_medusa_heads, settings.beam_width, settings.max_output_len)
     rows_of: dict[str, list[dict]] = {}
     for role, strat, filename in runs:
@@ -316,13 +316,18 @@ def run_table(settings: RunSettings) -> list[dict]:
     from dataclasses import replace
 
     base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
+    needed = max(h for _, _, h in TABLE_CONFIGS if h)
+    asked_prompt = settings.prompt_style
+    checked = inspect_run(settings)  # before loading: prompt style, the submission, the head count
+    settings = checked.settings
+    if checked.facts.num_heads is not None:
+        check_table_heads(checked.facts.num_heads, needed, settings.model_name)
     resolve_engine(settings.engine, resolve_device(settings.device))
     model = load_model(load_settings(settings))
+    settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
+    say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
     engine = make_engine(model, settings.engine)  # shared by the rows: each strategy is captured once
-    needed = max(h for _, _, h in TABLE_CONFIGS if h)
-    if model.num_heads < needed:  # refuse before spending time on the first rows
-        raise MedusaError(f"--assignment-table needs {needed} Medusa heads; {model.info.name} has "
-                          f"{model.num_heads} (more heads than the checkpoint has); pass a model with {needed} heads")
+    check_table_heads(model.num_heads, needed, model.info.name)  # refuse before spending time on the first rows
     rows = []
     for strategy, width, heads in TABLE_CONFIGS:
         name = "single-head" if strategy == "single-head" else f"w{width}-s{heads}"

@@ -110,7 +110,7 @@ def test_seed_setup_selected_by_hf_token_flag():
     assert (s.max_input_len, s.max_output_len, s.num_examples, s.use_no_medusa_heads, s.beam_width) == (
         1000, 50, 50, 2, 2)
     s = settings_from_args(build_parser().parse_args([]))
-    assert (s.setup, s.model_name, s.dataset, s.prompt_style) == ("embedded", "embedded", "flores200-sample", "chat")
+    assert (s.setup, s.model_name, s.dataset, s.prompt_style) == ("embedded", "embedded", "flores200-sample", "auto")
     s = settings_from_args(build_parser().parse_args(
         ["-token", "t", "-ds", "multi-head", "-w", "5", "-nmh", "5", "-m", "x/y", "-mil", "10", "-mol", "7", "-db"]))
     assert (s.decoding_strategy, s.beam_width, s.use_no_medusa_heads, s.model_name, s.max_input_len,
