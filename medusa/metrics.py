@@ -16,7 +16,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import regex
-from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
@@ -101,6 +100,8 @@ def rouge(predictions: list[str], references: list[str], target_lang: str) -> di
     ``eng_Latn`` or ``hin_Deva``) picks the tokenizer. Empty input gives 0.0.
     """
     _check_lengths(predictions, references)
+    from rouge_score import rouge_scorer  # imports nltk and scipy (~1 s): only when scoring, not for a bad flag
+
     scorer = rouge_scorer.RougeScorer(
         list(_ROUGE_TYPES), use_stemmer=False, tokenizer=_rouge_tokenizer(target_lang)
     )
