@@ -7,10 +7,13 @@ after minutes of loading; and a model without a chat template gets the seed prom
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from .checkpoint_facts import CheckpointFacts, inspect_checkpoint
 from .errors import MedusaError
 from .settings import RunSettings
+
+S = TypeVar("S")
 
 
 @dataclass
@@ -39,8 +42,9 @@ def prompt_note(style: str, chosen: bool, base: str) -> str:
     return f"prompt: seed (the course's plain-text prompt{why})"
 
 
-def settle_prompt_style(settings: RunSettings, tokenizer, base: str) -> RunSettings:
-    """The last word, from the loaded tokenizer (GGUF files keep their template inside the weights file)."""
+def settle_prompt_style(settings: S, tokenizer, base: str) -> S:
+    """The last word, from the loaded tokenizer (GGUF files keep their template inside the weights file); any
+    settings dataclass with a ``prompt_style`` (the run's, calibrate-tree's, measure-acceptance's)."""
     has = bool(getattr(tokenizer, "chat_template", None))
     return replace(settings, prompt_style=resolve_prompt_style(settings.prompt_style, has, base))
 

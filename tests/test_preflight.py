@@ -236,3 +236,16 @@ class Gen:
                             "--generator", f"{student}:Gen", "-o", str(tmp_path / "g")], capsys)
     assert code == 0, err
     assert marker.read_text() == "x"
+
+
+def test_subcommands_pick_the_seed_prompt_without_a_chat_template(medusa1_dir, tmp_path, capsys):
+    tree = tmp_path / "tree.json"
+    assert main(["calibrate-tree", "-m", str(medusa1_dir), "-n", "2", "-mol", "6", "--tree-size", "5",
+                 "-o", str(tree)]) == 0, capsys.readouterr().err
+    assert len(json.loads(tree.read_text())["paths"]) == 5
+    out = tmp_path / "acc"
+    assert main(["measure-acceptance", "-m", str(medusa1_dir), "-d", "flores200-sample", "-n", "2", "-mol", "6",
+                 "--multi-head", "2:2", "--device", "cpu", "-o", str(out)]) == 0, capsys.readouterr().err
+    assert json.loads((out / "acceptance.json").read_text())["prompt_style"] == "seed"
+    code = main(["calibrate-tree", "-m", str(medusa1_dir), "-n", "1", "--prompt-style", "chat", "-o", str(tree)])
+    assert code == 2 and "no chat template" in capsys.readouterr().err
