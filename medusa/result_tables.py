@@ -25,7 +25,7 @@ def config_name(strategy: str, beam_width: int | None, heads: int | None) -> str
         return "single-head"
     if strategy == "multi-head":
         return f"w{beam_width}-s{heads}"
-    return f"{strategy}-s{heads}"
+    return strategy
 
 
 def config_row(summary: dict, name: str | None = None) -> dict:
@@ -33,11 +33,13 @@ def config_row(summary: dict, name: str | None = None) -> dict:
     settings, speed = summary["settings"], summary["speed"]
     strategy = settings["decoding_strategy"]
     multi = strategy != "single-head"
+    # a tree file sets its own depth; -nmh counts only for multi-head and the built-in tree
+    heads = settings["use_no_medusa_heads"] if multi and not summary.get("tree_used") else None
     row = {
         "config": name or config_name(strategy, settings["beam_width"], settings["use_no_medusa_heads"]),
         "strategy": strategy,
         "beam_width": settings["beam_width"] if strategy == "multi-head" else None,
-        "heads": settings["use_no_medusa_heads"] if multi else None,
+        "heads": heads,
         "acceptance": settings["acceptance"] if multi else None,
         "examples": summary["examples"],
         **{k: summary["metrics"].get(k) for k in QUALITY},

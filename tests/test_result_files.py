@@ -101,3 +101,11 @@ def test_plots_with_nothing_to_show_are_skipped(tmp_path):
 def test_a_medusa_run_gets_its_head_acceptance_plot(tmp_path):
     made = run_plots(tmp_path, config_row(summary(heads_rates=(0.7, 0.4, 0.2))))
     assert [p.name for p in made] == [HEADS_PLOT] and made[0].read_bytes().startswith(PNG_MAGIC)
+
+
+def test_tree_rows_take_their_depth_from_the_tree_file(tmp_path):
+    s = summary(strategy="tree", width=2, heads=2)
+    assert config_row(s)["config"] == "tree" and config_row(s)["heads"] == 2  # the built-in tree for -nmh 2
+    s["tree_used"] = "heads/tree.json"
+    row = read_csv(write_summary_csv(tmp_path, s))[0]
+    assert (row["config"], row["beam_width"], row["heads"]) == ("tree", "", "")
