@@ -15,6 +15,7 @@ from .console import say
 from .data import Example, load_examples
 from .decoding import DecodeSettings, Strategy, make_strategy
 from .decoding.engine import Engine, make_engine, resolve_engine
+from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .loader import LoadSettings, load_model, resolve_device
 from .metrics import SpeedStats, compute_all
@@ -60,7 +61,8 @@ def check_heads(model: MedusaModel, settings: RunSettings, strategy: Strategy) -
 
 def default_output_dir(settings: RunSettings) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("results") / f"{settings.setup}-{settings.decoding_strategy}-{stamp}"
+    own = settings.setup == "embedded" and settings.model_name != EMBEDDED_NAME  # a user's model is not "embedded"
+    return Path("results") / f"{'own' if own else settings.setup}-{settings.decoding_strategy}-{stamp}"
 
 
 CPU_TREE_HINT = 31  # trees above this size get a --tree-size hint on a CPU (docs/embedded-default.md, CPU speed)

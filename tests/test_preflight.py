@@ -249,3 +249,11 @@ def test_subcommands_pick_the_seed_prompt_without_a_chat_template(medusa1_dir, t
     assert json.loads((out / "acceptance.json").read_text())["prompt_style"] == "seed"
     code = main(["calibrate-tree", "-m", str(medusa1_dir), "-n", "1", "--prompt-style", "chat", "-o", str(tree)])
     assert code == 2 and "no chat template" in capsys.readouterr().err
+
+
+def test_default_output_folder_does_not_call_a_users_model_embedded():
+    from medusa.runner import default_output_dir
+    from medusa.settings import RunSettings
+
+    assert default_output_dir(RunSettings(model_name="my/model")).name.startswith("own-single-head-")
+    assert default_output_dir(RunSettings()).name.startswith("embedded-single-head-")
