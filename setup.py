@@ -26,6 +26,7 @@ setup(
         "gguf>=0.10",
         "peft>=0.13",
         "jaxtyping>=0.2",  # imported by the course's starter code: submissions graded with --generator
+        "matplotlib>=3.7",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["medusa=medusa.cli:main"]},

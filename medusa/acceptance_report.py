@@ -35,7 +35,7 @@ class AcceptanceSettings:
     src_lang: str = "hin_Deva"
     tgt_lang: str = "eng_Latn"
     num_examples: int | None = None
-    prompt_style: str = "chat"
+    prompt_style: str = "auto"  # chat where the tokenizer has a chat template, else seed
     max_input_len: int = 1000
     max_output_len: int = 128
     multi_head: list[str] = field(default_factory=lambda: list(DEFAULT_GRID))
@@ -79,6 +79,9 @@ def measure(s: AcceptanceSettings) -> dict:
     if s.max_output_len < 2 or s.batch_size < 1:
         raise MedusaError("--max-output-len must be at least 2 and --batch-size at least 1")
     model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter))
+    from .preflight import settle_prompt_style
+
+    s = settle_prompt_style(s, model.tokenizer, model.info.base)  # the seed prompt for a model without a template
     if not model.num_heads:
         raise MedusaError(f"{s.model_name} has no Medusa heads to measure; pass --medusa-heads PATH")
     strategies = {name: make_strategy(d) for name, d in strategies_for(s, model).items()}
@@ -162,7 +165,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--src-lang", default=d.src_lang)
     p.add_argument("--tgt-lang", default=d.tgt_lang)
     p.add_argument("--num-examples", "-n", type=int, default=None, help="first N rows of each dataset (all)")
-    p.add_argument("--prompt-style", choices=["seed", "chat"], default=d.prompt_style)
+    p.add_argument("--prompt-style", choices=["auto", "seed", "chat"], default=d.prompt_style,
+                   help="auto (default): chat where the tokenizer has a chat template, else the seed prompt")
     p.add_argument("--max-input-len", "-mil", type=int, default=d.max_input_len)
     p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len)
     p.add_argument("--multi-head", action="append", default=None, metavar="W:S",

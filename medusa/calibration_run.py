@@ -28,7 +28,7 @@ class CalibrationSettings:
     src_lang: str = "hin_Deva"
     tgt_lang: str = "eng_Latn"
     num_examples: int | None = 50
-    prompt_style: str = "chat"
+    prompt_style: str = "auto"  # chat where the tokenizer has a chat template, else seed
     max_input_len: int = 1000
     max_output_len: int = 50
     heads: int | None = None
@@ -51,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--src-lang", default=d.src_lang)
     p.add_argument("--tgt-lang", default=d.tgt_lang)
     p.add_argument("--num-examples", "-n", type=int, default=d.num_examples)
-    p.add_argument("--prompt-style", choices=["seed", "chat"], default=d.prompt_style)
+    p.add_argument("--prompt-style", choices=["auto", "seed", "chat"], default=d.prompt_style,
+                   help="auto (default): chat where the tokenizer has a chat template, else the seed prompt")
     p.add_argument("--max-input-len", "-mil", type=int, default=d.max_input_len)
     p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len)
     p.add_argument("--heads", type=int, default=None, help="heads to measure (default: all the model has)")
@@ -72,6 +73,9 @@ def run_calibration(s: CalibrationSettings) -> dict:
             raise MedusaError(f"{name} must be at least 1")
     examples, info = load_examples(s.dataset, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
     model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter))
+    from .preflight import settle_prompt_style
+
+    s = settle_prompt_style(s, model.tokenizer, model.info.base)  # the seed prompt for a model without a template
     heads = s.heads or model.num_heads
     if not model.num_heads:
         raise MedusaError(f"{s.model_name} has no Medusa heads to calibrate; pass --medusa-heads PATH")

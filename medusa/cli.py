@@ -57,11 +57,27 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+# every subcommand main() dispatches (SUBCOMMANDS below), as --help lists them
+SUBCOMMAND_HELP = {
+    "calibrate-tree": "build a tree for your model and data",
+    "measure-acceptance": "per-head accuracy and τ of every strategy on whole datasets",
+    "train-heads": "train heads for your model",
+    "finetune": "LoRA-fine-tune a base model",
+}
+
+
+def subcommands_epilog() -> str:
+    """One line per subcommand, never wrapped inside a hyphenated name."""
+    return "subcommands (each has its own --help):\n" + "\n".join(
+        f"  python medusa.py {name:<20} {text}" for name, text in SUBCOMMAND_HELP.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="medusa.py", description=DESCRIPTION, allow_abbrev=False,
-                      epilog="Also: python medusa.py calibrate-tree --help (build a tree for your model and data); "
-                      "python medusa.py train-heads --help (train heads for your model); "
-                      "python medusa.py finetune --help (LoRA-fine-tune a base model)")
+    import textwrap
+
+    p = OneLineParser(prog="medusa.py", description=textwrap.fill(DESCRIPTION, 100, break_on_hyphens=False),
+                      allow_abbrev=False, epilog=subcommands_epilog(),
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     seed = p.add_argument_group("the seed's flags")
     seed.add_argument("--hf-token", "-token", default=None, help="Hugging Face token (or env HF_TOKEN); "
                       "given as a flag with nothing else, it selects the seed protocol")
@@ -119,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--num-examples", "-n", type=positive_int, default=50, help="first N rows (50)")
     more.add_argument("--all-examples", action="store_true", help="use every row instead of --num-examples")
     more.add_argument("--prompt-style", choices=["auto", "seed", "chat"], default="auto",
-                      help="seed = the course's prompt; chat = the tokenizer's chat template; auto = by setup")
+                      help="seed = the course's prompt; chat = the tokenizer's chat template; auto = seed for the "
+                      "seed setup, else chat when the tokenizer has a chat template and seed when it has none")
     more.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     more.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                       help="auto = float32 on CPU; on CUDA float32 for models under 500M parameters (exact: greedy "
@@ -271,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         settings = settings_from_args(args)
         quiet_libraries(settings.debug)
-        say(f"setup: {settings.setup} — model {settings.model_name}, data {settings.dataset}, "
-            f"strategy {settings.decoding_strategy}, prompt {settings.prompt_style}")
+        own = settings.setup == "embedded" and settings.model_name != EMBEDDED_NAME  # never call it "embedded"
+        say(f"setup: {f'your model {settings.model_name}' if own else settings.setup + ' — model ' + settings.model_name}"
+            f", data {settings.dataset}, strategy {settings.decoding_strategy}")
         from .runner import run, run_table
 
         run_table(settings) if args.assignment_table else run(settings)

@@ -4,7 +4,9 @@ The seed evaluation used HF ``evaluate`` (``bleu`` with ``max_order=1`` and
 ``rouge``). ``evaluate`` downloads metric scripts from the Hub, which fails
 offline, so the same quantities are reimplemented here on top of sacrebleu and
 rouge-score, plus standard sacreBLEU-4 and chrF for comparability with
-published MT numbers.
+published MT numbers. The seed's two scores read the seed's processed references
+(lower-cased, punctuation stripped, cut to the output budget); sacreBLEU and chrF
+read the raw references, as everyone else who reports them does.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import regex
-from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
@@ -99,6 +100,8 @@ def rouge(predictions: list[str], references: list[str], target_lang: str) -> di
     ``eng_Latn`` or ``hin_Deva``) picks the tokenizer. Empty input gives 0.0.
     """
     _check_lengths(predictions, references)
+    from rouge_score import rouge_scorer  # imports nltk and scipy (~1 s): only when scoring, not for a bad flag
+
     scorer = rouge_scorer.RougeScorer(
         list(_ROUGE_TYPES), use_stemmer=False, tokenizer=_rouge_tokenizer(target_lang)
     )
@@ -155,10 +158,18 @@ class SpeedStats:
         return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-def compute_all(predictions: list[str], references: list[str], target_lang: str) -> dict[str, object]:
-    """Every quality metric in one flat dict, ready for a results row."""
+def compute_all(
+    predictions: list[str], references: list[str], target_lang: str, raw_references: list[str] | None = None
+) -> dict[str, object]:
+    """Every quality metric in one flat dict, ready for a results row.
+
+    ``references`` are the seed's processed ones (BLEU-1 and ROUGE); ``raw_references`` the dataset's own text, which
+    standard sacreBLEU and chrF need to be comparable with published numbers (None: the same as ``references``).
+    """
     _check_lengths(predictions, references)
+    raw = references if raw_references is None else raw_references
+    _check_lengths(predictions, raw)
     results: dict[str, object] = {"bleu": bleu1(predictions, references)}
     results.update(rouge(predictions, references, target_lang))
-    results.update(sacrebleu_scores(predictions, references, target_lang))
+    results.update(sacrebleu_scores(predictions, raw, target_lang))
     return results

@@ -15,13 +15,16 @@ from .console import say
 from .data import Example, load_examples
 from .decoding import DecodeSettings, Strategy, make_strategy
 from .decoding.engine import Engine, make_engine, resolve_engine
+from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .loader import LoadSettings, load_model, resolve_device
 from .metrics import SpeedStats, compute_all
 from .model import MedusaModel, stop_token_ids
+from .preflight import check_head_count, check_table_heads, inspect_run, prompt_note, settle_prompt_style
 from .prompts import encode_prompt, process_reference
 from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, device_description, git_commit,
                       library_versions, write_summary)
+from .result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
 from .settings import RunSettings
 
 
@@ -46,17 +49,7 @@ class Timer:
 
 
 def check_heads(model: MedusaModel, settings: RunSettings, strategy: Strategy) -> None:
-    k, s = model.num_heads, settings.use_no_medusa_heads
-    if k and s > k:
-        raise MedusaError(f"--use-no-medusa-heads {s} asks for more heads than the checkpoint has ({k}); use 1..{k}")
-    if strategy.num_heads and not k:
-        raise MedusaError(
-            f"--decoding-strategy {settings.decoding_strategy} needs Medusa heads and {model.info.name} has none; "
-            "pass --medusa-heads PATH or a Medusa checkpoint"
-        )
-    if strategy.num_heads > k:
-        raise MedusaError(f"the tree is {strategy.num_heads} levels deep but the model has {k} heads; "
-                          "use a shallower --tree")
+    check_head_count(model.num_heads, model.info.name, settings, strategy)
     vocab = model.lm_head.weight.shape[0]
     inner = getattr(strategy, "inner", strategy)
     if getattr(inner, "beam_width", 0) > vocab:
@@ -68,21 +61,24 @@ def check_heads(model: MedusaModel, settings: RunSettings, strategy: Strategy) -
 
 def default_output_dir(settings: RunSettings) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("results") / f"{settings.setup}-{settings.decoding_strategy}-{stamp}"
+    own = settings.setup == "embedded" and settings.model_name != EMBEDDED_NAME  # a user's model is not "embedded"
+    return Path("results") / f"{'own' if own else settings.setup}-{settings.decoding_strategy}-{stamp}"
 
 
 CPU_TREE_HINT = 31  # trees above this size get a --tree-size hint on a CPU (docs/embedded-default.md, CPU speed)
 BUILTIN_TREE = "builtin"  # --tree value that asks for the built-in tree even when the model ships one
 
 
-def decode_settings(settings: RunSettings, model: MedusaModel | None = None) -> DecodeSettings:
+def decode_settings(settings: RunSettings, model: MedusaModel | None = None,
+                    shipped_tree: str | None = None) -> DecodeSettings:
     """``--tree`` unset means the tree calibrated for the model's heads where one ships with them (the embedded
-    default), else the built-in tree for ``--use-no-medusa-heads``; ``--tree builtin`` forces the latter."""
+    default), else the built-in tree for ``--use-no-medusa-heads``; ``--tree builtin`` forces the latter.
+    ``shipped_tree`` is that tree as found before loading (:mod:`medusa.checkpoint_facts`)."""
     tree = settings.tree_file
     if tree == BUILTIN_TREE:
         tree = None
-    elif tree is None and settings.decoding_strategy == "tree" and model is not None:
-        tree = model.info.extra.get("tree")
+    elif tree is None and settings.decoding_strategy == "tree":
+        tree = model.info.extra.get("tree") if model is not None else shipped_tree
     return DecodeSettings(
         strategy=settings.decoding_strategy, num_heads=settings.use_no_medusa_heads, beam_width=settings.beam_width,
         acceptance=settings.acceptance, posterior_threshold=settings.posterior_threshold,
@@ -199,13 +195,19 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         raise MedusaError(f"{settings.dataset} has no rows to evaluate")
     if settings.resume and not settings.output_dir:
         raise MedusaError("--resume needs the --output-dir of the run to continue")
-    early = decode_settings(settings)
-    if early.tree_file is None and settings.tree_file != BUILTIN_TREE:
-        early.tree_size = None  # the model may ship a calibrated tree: --tree-size resizes that one, after loading
-    make_strategy(early)  # bad strategy settings fail before the model loads
-    if model is None:
+    asked_prompt = settings.prompt_style
+    checked = inspect_run(settings) if model is None else None  # the assignment table checks before its one load
+    if checked is not None:
+        settings = checked.settings
+    early = make_strategy(decode_settings(settings, model, checked.facts.tree if checked else None))
+    if checked is not None:  # bad strategy settings, head counts and engines fail before the model loads
+        if checked.facts.num_heads is not None:
+            check_head_count(checked.facts.num_heads, settings.model_name, settings, early)
         resolve_engine(settings.engine, resolve_device(settings.device))  # --engine graphs without CUDA: fail now
     model = model or load_model(load_settings(settings))
+    settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
+    if checked is not None:
+        say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
     engine = engine or make_engine(model, settings.engine)
     setup_before = engine.setup_seconds
     decoding = decode_settings(settings, model)
@@ -237,9 +239,9 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         from .student import StudentDecoder, load_generator_class
 
         eos = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else min(stops)
-        student = StudentDecoder(load_generator_class(settings.generator), model, settings.decoding_strategy, eos,
-                                 settings.use_no_medusa_heads, settings.beam_width, settings.max_output_len,
-                                 settings.timeout)
+        generator_cls = checked.generator if checked is not None else load_generator_class(settings.generator)
+        student = StudentDecoder(generator_cls, model, settings.decoding_strategy, eos, settings.use_no_medusa_heads,
+                                 settings.beam_width, settings.max_output_len, settings.timeout)
         runs = grading_runs(strategy, settings.compare_single_head)  # the submission first: see medusa/grading.py
     rows_of: dict[str, list[dict]] = {}
     for role, strat, filename in runs:
@@ -258,7 +260,8 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
     rows = rows_of["main"]
     metrics: dict = {}
     if data_info.has_references:
-        metrics = compute_all([r["prediction"] for r in rows], [r["reference"] for r in rows], settings.tgt_lang)
+        metrics = compute_all([r["prediction"] for r in rows], [r["reference"] for r in rows], settings.tgt_lang,
+                              raw_references=[r["target"] for r in rows])  # sacreBLEU/chrF: the raw text
     speed = speed_stats(rows)
     if settings.acceptance == "rescore":  # every candidate is accepted whole: the rates would read 1.0, not the heads'
         speed["head_acceptance"] = [None] * len(speed["head_acceptance"])
@@ -294,14 +297,19 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         ours_metrics = {}
         if metrics and ours:  # scored exactly as the submission's rows above
             ours_metrics = compute_all([r["prediction"] for r in ours], [r["reference"] for r in ours],
-                                       settings.tgt_lang)
+                                       settings.tgt_lang, raw_references=[r["target"] for r in ours])
         summary["grading"] = grading_report(rows, ours, metrics, ours_metrics, settings, eos)
         report_path = write_report(out_dir, summary["grading"])
     write_summary(out_dir, summary)
+    write_summary_csv(out_dir, summary)
+    from .plots import run_plots
+
+    plots = run_plots(out_dir, config_row(summary))
     print_summary(summary)
     if report_path is not None:
         print_report(summary["grading"], report_path)
-    say(f"results: {out_dir / PREDICTIONS} and {out_dir / 'summary.json'}")
+    say(f"results: {out_dir / PREDICTIONS}, {out_dir / 'summary.json'}, {out_dir / SUMMARY_CSV}"
+        + "".join(f", {p}" for p in plots))
     return summary
 
 
@@ -354,13 +362,18 @@ def run_table(settings: RunSettings) -> list[dict]:
     from dataclasses import replace
 
     base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
+    needed = max(h for _, _, h in TABLE_CONFIGS if h)
+    asked_prompt = settings.prompt_style
+    checked = inspect_run(settings)  # before loading: prompt style, the submission, the head count
+    settings = checked.settings
+    if checked.facts.num_heads is not None:
+        check_table_heads(checked.facts.num_heads, needed, settings.model_name)
     resolve_engine(settings.engine, resolve_device(settings.device))
     model = load_model(load_settings(settings))
+    settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
+    say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
     engine = make_engine(model, settings.engine)  # shared by the rows: each strategy is captured once
-    needed = max(h for _, _, h in TABLE_CONFIGS if h)
-    if model.num_heads < needed:  # refuse before spending time on the first rows
-        raise MedusaError(f"--assignment-table needs {needed} Medusa heads; {model.info.name} has "
-                          f"{model.num_heads} (more heads than the checkpoint has); pass a model with {needed} heads")
+    check_table_heads(model.num_heads, needed, model.info.name)  # refuse before spending time on the first rows
     rows = []
     for strategy, width, heads in TABLE_CONFIGS:
         name = "single-head" if strategy == "single-head" else f"w{width}-s{heads}"
@@ -369,20 +382,33 @@ def run_table(settings: RunSettings) -> list[dict]:
                                use_no_medusa_heads=heads or settings.use_no_medusa_heads,
                                output_dir=str(base_dir / name), compare_single_head=False)
         summary = run(row_settings, model, engine)
-        rows.append({"row": name, "strategy": strategy, "beam_width": width, "heads": heads, **summary["metrics"],
-                     "rtf": summary["speed"]["rtf"], "tokens_per_step": summary["speed"]["tokens_per_step"]})
+        rows.append(config_row(summary, name))
+    add_speedups(rows)  # against the table's own single-head row
     table = format_table(rows, settings.acceptance)
     (base_dir / "table.md").write_text(table + "\n", encoding="utf-8")
+    write_table_csv(base_dir, rows)
+    from .plots import table_plots
+
+    plots = table_plots(base_dir, rows)
     print(table)
-    say(f"table: {base_dir / 'table.md'}")
+    say(f"table: {base_dir / 'table.md'}, {base_dir / 'table.csv'}" + "".join(f", {p}" for p in plots))
     return rows
 
 
 def format_table(rows: list[dict], acceptance: str) -> str:
-    lines = [f"| Decoding strategy ({acceptance} acceptance) | BLEU | ROUGE-1 | ROUGE-2 | ROUGE-L | RTF | tokens/step |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    """The course's columns, then chrF (raw references), tokens/s, τ and speedup over the single-head row."""
+    lines = [f"| Decoding strategy ({acceptance} acceptance) | BLEU | ROUGE-1 | ROUGE-2 | ROUGE-L | RTF | chrF | "
+             "tokens/s | τ (tokens/step) | speedup vs single head |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         label = "Single head" if r["strategy"] == "single-head" else f"Beam {r['beam_width']}, Medusa heads {r['heads']}"
+        speedup = _fmt2(r.get("speedup_vs_single_head"))
         lines.append(f"| {label} | {_fmt(r.get('bleu'))} | {_fmt(r.get('rouge1'))} | {_fmt(r.get('rouge2'))} | "
-                     f"{_fmt(r.get('rougeL'))} | {_fmt(r['rtf'])} | {r['tokens_per_step']:.2f} |")
+                     f"{_fmt(r.get('rougeL'))} | {_fmt(r['rtf'])} | {_fmt2(r.get('chrf'))} | "
+                     f"{_fmt2(r['tokens_per_second'])} | {_fmt2(r['tokens_per_step'])} | "
+                     f"{speedup}{'' if speedup == 'n/a' else '×'} |")
     return "\n".join(lines)
+
+
+def _fmt2(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"

@@ -12,7 +12,8 @@ EMBEDDED_DATASET = "flores200-sample"
 
 SETUPS = {
     "seed": {"model_name": SEED_MODEL, "dataset": SEED_DATASET, "prompt_style": "seed"},
-    "embedded": {"model_name": EMBEDDED_NAME, "dataset": EMBEDDED_DATASET, "prompt_style": "chat"},
+    # auto: chat where the tokenizer has a chat template (the embedded one does), else the seed prompt
+    "embedded": {"model_name": EMBEDDED_NAME, "dataset": EMBEDDED_DATASET, "prompt_style": "auto"},
 }
 
 
@@ -44,7 +45,7 @@ class RunSettings:
     timeout: float | None = None  # --generator: seconds per example before the submission's example fails
     max_input_len: int = 1000
     max_output_len: int = 50
-    prompt_style: str = "chat"
+    prompt_style: str = "auto"  # resolved before loading where the tokenizer config tells (medusa/preflight.py)
     device: str = "auto"
     dtype: str = "auto"
     engine: str = "auto"  # auto = graphs on CUDA, eager on CPU (medusa/decoding/engine.py)

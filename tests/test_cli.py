@@ -46,6 +46,20 @@ def test_end_to_end_tiny_model_writes_both_files(tiny_model_dir, tmp_path, capsy
         sum(r["seconds"] for r in rows) / sum(r["tokens"] for r in rows)
     )
     assert set(summary["metrics"]) >= {"bleu", "rouge1", "rouge2", "rougeL", "sacrebleu", "chrf"}
+    from medusa.metrics import bleu1, sacrebleu_scores
+
+    preds = [r["prediction"] for r in rows]
+    standard = sacrebleu_scores(preds, [r["target"] for r in rows], "eng_Latn")  # raw references
+    assert (summary["metrics"]["sacrebleu"], summary["metrics"]["chrf"]) == (standard["sacrebleu"], standard["chrf"])
+    assert summary["metrics"]["bleu"] == bleu1(preds, [r["reference"] for r in rows])  # the seed's references
+    import csv
+
+    with open(out_dir / "summary.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["config"] == "single-head" and int(row["examples"]) == 3
+    assert float(row["rtf"]) == summary["speed"]["rtf"] and float(row["chrf"]) == summary["metrics"]["chrf"]
+    assert int(row["generated_tokens"]) == summary["speed"]["generated_tokens"]
+    assert not (out_dir / "head-acceptance.png").exists()  # single-head drafts nothing
     assert summary["settings"]["max_output_len"] == 12
     assert summary["libraries"]["torch"] and summary["device"].startswith(("cpu", "cuda"))
 
@@ -96,7 +110,7 @@ def test_seed_setup_selected_by_hf_token_flag():
     assert (s.max_input_len, s.max_output_len, s.num_examples, s.use_no_medusa_heads, s.beam_width) == (
         1000, 50, 50, 2, 2)
     s = settings_from_args(build_parser().parse_args([]))
-    assert (s.setup, s.model_name, s.dataset, s.prompt_style) == ("embedded", "embedded", "flores200-sample", "chat")
+    assert (s.setup, s.model_name, s.dataset, s.prompt_style) == ("embedded", "embedded", "flores200-sample", "auto")
     s = settings_from_args(build_parser().parse_args(
         ["-token", "t", "-ds", "multi-head", "-w", "5", "-nmh", "5", "-m", "x/y", "-mil", "10", "-mol", "7", "-db"]))
     assert (s.decoding_strategy, s.beam_width, s.use_no_medusa_heads, s.model_name, s.max_input_len,
@@ -173,6 +187,17 @@ def test_script_prints_no_traceback(tmp_path):
     assert proc.returncode == 0 and "--use-no-medusa-heads" in proc.stdout and "-nmh" in proc.stdout
 
 
+def test_help_lists_every_subcommand(capsys):
+    from medusa.cli import SUBCOMMANDS
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and len(SUBCOMMANDS) >= 4
+    for name in SUBCOMMANDS:  # every name main() dispatches, on a line of its own
+        assert f"python medusa.py {name} " in out, name
+
+
 @pytest.fixture(scope="module")
 def tiny_heads_dir(tiny_model_dir, tmp_path_factory):
     """Heads-only checkpoint (3 shared-projection heads, lightly perturbed) on the tiny model."""
@@ -209,6 +234,13 @@ def test_medusa_strategies_end_to_end(tiny_heads_dir, tmp_path, capsys, extra):
     assert (out_dir / "baseline-single-head.jsonl").is_file()
     if "typical" not in extra and "rescore" not in extra:  # greedy: lossless
         assert summary["identical_to_single_head"] == 3
+    assert (out_dir / "head-acceptance.png").read_bytes().startswith(b"\x89PNG")
+    import csv
+
+    with open(out_dir / "summary.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert float(row["speedup_vs_single_head"]) == summary["speedup_vs_single_head"]
+    assert float(row["head_1"]) == summary["speed"]["head_acceptance"][0]
 
 
 def test_bad_tree_file_is_one_line(tiny_heads_dir, tmp_path, capsys):
@@ -298,8 +330,25 @@ def test_assignment_table_runs_every_row(tiny_model_dir, tmp_path, capsys):
     table = (out_dir / "table.md").read_text().splitlines()
     assert len(table) == 2 + 7 and table[2].startswith("| Single head |")
     assert table[-1].startswith("| Beam 10, Medusa heads 5 |")
-    assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == sorted(
-        ["single-head", "w2-s2", "w2-s5", "w5-s2", "w5-s5", "w10-s2", "w10-s5"])
+    assert "tokens/s" in table[0] and "speedup vs single head" in table[0] and table[2].endswith("| 1.00× |")
+    names = ["single-head", "w2-s2", "w2-s5", "w5-s2", "w5-s5", "w10-s2", "w10-s5"]
+    assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == sorted(names)
+    import csv
+
+    with open(out_dir / "table.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["config"] for r in rows] == names
+    single = json.loads((out_dir / "single-head" / "summary.json").read_text())
+    for r in rows:  # each row holds its own run's numbers; speedup is over the single-head row
+        summary = json.loads((out_dir / r["config"] / "summary.json").read_text())
+        assert float(r["tokens_per_second"]) == summary["speed"]["tokens_per_second"]
+        assert float(r["tokens_per_step"]) == summary["speed"]["tokens_per_step"]
+        assert float(r["bleu"]) == summary["metrics"]["bleu"] and float(r["chrf"]) == summary["metrics"]["chrf"]
+        assert float(r["speedup_vs_single_head"]) == pytest.approx(
+            summary["speed"]["tokens_per_second"] / single["speed"]["tokens_per_second"])
+    assert (rows[1]["beam_width"], rows[1]["heads"], rows[-1]["beam_width"], rows[-1]["heads"]) == ("2", "2", "10", "5")
+    for png in ("quality-vs-rtf.png", "tau.png", "head-acceptance.png"):
+        assert (out_dir / png).read_bytes().startswith(b"\x89PNG"), png
 
 
 STUDENT = '''

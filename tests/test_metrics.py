@@ -203,3 +203,18 @@ def test_compute_all_keys_and_values():
 def test_compute_all_length_mismatch_raises():
     with pytest.raises(MedusaError):
         compute_all(["a", "b"], ["a"], "eng_Latn")
+
+
+def test_compute_all_scores_sacrebleu_and_chrf_against_raw_references():
+    """The seed's BLEU-1/ROUGE read its processed references; the standard scores read the raw text."""
+    raw = ["The cat sat on the mat, didn't it?"]
+    processed = ["the cat sat on the mat didnt it"]  # what the seed's cleaning makes of it
+    preds = ["The cat sat on the mat, didn't it?"]  # a perfect translation
+    out = compute_all(preds, processed, "eng_Latn", raw_references=raw)
+    assert out["sacrebleu"] == pytest.approx(100.0) and out["chrf"] == pytest.approx(100.0)
+    assert out["bleu"] == pytest.approx(bleu1(preds, processed)) and out["bleu"] < 1.0
+    assert out["rouge1"] == pytest.approx(rouge(preds, processed, "eng_Latn")["rouge1"])
+    seed_only = compute_all(preds, processed, "eng_Latn")  # the old behaviour: every score on processed text
+    assert seed_only["sacrebleu"] < 100.0 and seed_only["chrf"] < 100.0
+    with pytest.raises(MedusaError):
+        compute_all(preds, processed, "eng_Latn", raw_references=[])
