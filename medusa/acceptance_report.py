@@ -19,6 +19,7 @@ from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .loader import LoadSettings, load_model
 from .model import stop_token_ids
+from .output_dir import claimed_folder
 from .prompts import encode_prompt
 from .replay import head_topk_hits, ranked_positions, replay_steps
 
@@ -76,8 +77,10 @@ def strategies_for(s: AcceptanceSettings, model) -> dict[str, DecodeSettings]:
 
 
 def measure(s: AcceptanceSettings) -> dict:
-    if s.max_output_len < 2 or s.batch_size < 1:
-        raise MedusaError("--max-output-len must be at least 2 and --batch-size at least 1")
+    if s.max_output_len < 2 or s.batch_size < 1 or s.max_input_len < 1 or (s.num_examples is not None
+                                                                             and s.num_examples < 1):
+        raise MedusaError("--max-output-len must be at least 2, and --batch-size, --max-input-len and "
+                          "--num-examples at least 1")
     model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter))
     if not model.num_heads:
         raise MedusaError(f"{s.model_name} has no Medusa heads to measure; pass --medusa-heads PATH")
@@ -140,9 +143,12 @@ def markdown(report: dict) -> str:
 
 
 def run_measure(s: AcceptanceSettings) -> dict:
-    report = measure(s)
     out = Path(s.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with claimed_folder(out):  # checked and locked before the model loads
+        return _write_report(measure(s), out)
+
+
+def _write_report(report: dict, out: Path) -> dict:
     (out / "acceptance.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     table = markdown(report)
     (out / "acceptance.md").write_text(table, encoding="utf-8")

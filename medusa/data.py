@@ -27,6 +27,7 @@ from huggingface_hub.errors import (
 )
 
 from medusa.errors import MedusaError
+from medusa.hub import network_down
 from medusa.languages import CODE_PATTERN, check_language_code
 
 
@@ -352,7 +353,8 @@ def _hub_error(exc: Exception, dataset: str, token: str | None, split: str) -> M
     if isinstance(exc, HfHubHTTPError) and status in (401, 403):
         return MedusaError(f"access to dataset {dataset} was refused (HTTP {status}); {access}")
     if isinstance(exc, _NETWORK_ERRORS):
-        why = "offline mode is on (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE)" if _offline() else "no connection"
+        why = "offline mode is on (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE)" if _offline() and not network_down() \
+            else "no connection"
         return MedusaError(
             f"the Hugging Face hub is unreachable ({why}) and {dataset} is not cached; "
             "use --dataset flores200-sample or a local path instead"

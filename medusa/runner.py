@@ -20,8 +20,9 @@ from .loader import LoadSettings, load_model, resolve_device
 from .metrics import SpeedStats, compute_all
 from .model import MedusaModel, stop_token_ids
 from .prompts import encode_prompt, process_reference
+from .output_dir import claimed_folder
 from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, device_description, git_commit,
-                      library_versions, write_summary)
+                      library_versions, refuse_to_overwrite, write_summary)
 from .settings import RunSettings
 
 
@@ -179,15 +180,26 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
     """Evaluate one strategy (and optionally single-head beside it) on one dataset; writes and returns the summary.
 
     ``model`` and ``engine`` let several runs share one loaded model and its captured graphs (the assignment table).
+    The output folder is checked and locked before any work (:mod:`medusa.output_dir`).
     """
+    if settings.resume and not settings.output_dir:
+        raise MedusaError("--resume needs the --output-dir of the run to continue")
+    from dataclasses import replace
+
+    settings = replace(settings, output_dir=settings.output_dir or str(default_output_dir(settings)))
+    with claimed_folder(Path(settings.output_dir)):
+        if not settings.resume:
+            refuse_to_overwrite(Path(settings.output_dir) / PREDICTIONS)
+        return _run(settings, model, engine)
+
+
+def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None) -> dict:
     torch.manual_seed(settings.seed)
     examples, data_info = load_examples(
         settings.dataset, settings.src_lang, settings.tgt_lang, settings.num_examples, settings.hf_token, settings.split
     )
     if not examples:
         raise MedusaError(f"{settings.dataset} has no rows to evaluate")
-    if settings.resume and not settings.output_dir:
-        raise MedusaError("--resume needs the --output-dir of the run to continue")
     early = decode_settings(settings)
     if early.tree_file is None and settings.tree_file != BUILTIN_TREE:
         early.tree_size = None  # the model may ship a calibrated tree: --tree-size resizes that one, after loading
@@ -309,6 +321,13 @@ def run_table(settings: RunSettings) -> list[dict]:
     from dataclasses import replace
 
     base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
+    with claimed_folder(base_dir):
+        return _run_table(settings, base_dir)
+
+
+def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
+    from dataclasses import replace
+
     resolve_engine(settings.engine, resolve_device(settings.device))
     model = load_model(load_settings(settings))
     engine = make_engine(model, settings.engine)  # shared by the rows: each strategy is captured once
