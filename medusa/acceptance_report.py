@@ -20,7 +20,7 @@ from .errors import MedusaError
 from .loader import LoadSettings, load_model
 from .model import stop_token_ids
 from .output_dir import claimed_folder
-from .prompts import encode_prompt
+from .prompts import encode_prompts
 from .replay import head_topk_hits, ranked_positions, replay_steps
 
 DEFAULT_GRID = ("2:2", "2:5", "5:2", "5:5", "10:2", "10:5")  # the assignment's W × S grid, as W:S
@@ -98,8 +98,8 @@ def measure(s: AcceptanceSettings) -> dict:
                     "device": model.info.extra.get("device"), "datasets": {}}
     for name in s.datasets:
         examples, info = load_examples(name, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
-        prompts = [encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style,
-                                 s.max_input_len) for ex in examples]
+        prompts = encode_prompts(model.tokenizer, [ex.source for ex in examples], s.src_lang, s.tgt_lang,
+                                 s.prompt_style, s.max_input_len)
         gens = batched_greedy(model.base_model, prompts, s.max_output_len, sorted(stops), pad, s.batch_size,
                               progress=f"greedy outputs of {name}")
         say(f"{name}: replaying {len(strategies)} strategies on {len(examples)} rows")

@@ -15,7 +15,7 @@ from .errors import MedusaError
 from .loader import LoadSettings, load_model
 from .model import stop_token_ids
 from .output_dir import check_output_file
-from .prompts import encode_prompt
+from .prompts import encode_prompts
 from .trees import save_tree
 
 
@@ -82,8 +82,8 @@ def run_calibration(s: CalibrationSettings) -> dict:
         raise MedusaError(f"--heads {heads} is more than the model has ({model.num_heads})")
     stops = sorted(stop_token_ids(model.tokenizer, model.base_model))
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else stops[0]
-    prompts = [encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
-               for ex in examples]
+    prompts = encode_prompts(model.tokenizer, [ex.source for ex in examples], s.src_lang, s.tgt_lang,
+                             s.prompt_style, s.max_input_len)
     outs = batched_greedy(model.base_model, prompts, s.max_output_len, stops, pad, s.batch_size,
                           progress="greedy continuations")
     sequences = [ids + out for ids, out in zip(prompts, outs)]

@@ -19,7 +19,7 @@ from .errors import MedusaError
 from .loader import LoadSettings, load_model, resolve_device
 from .metrics import SpeedStats, compute_all
 from .model import MedusaModel, stop_token_ids
-from .prompts import encode_prompt, process_reference
+from .prompts import encode_prompt, encode_prompts, process_reference
 from .output_dir import claimed_folder
 from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, device_description, git_commit,
                       library_versions, refuse_to_overwrite, write_summary)
@@ -116,7 +116,9 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
                              settings.max_input_len)
 
     todo = [ex for ex in examples if ex.index not in log.done]
-    prompts = {ex.index: prompt_of(ex.source) for ex in todo}
+    prompts = dict(zip([ex.index for ex in todo], encode_prompts(
+        tokenizer, [ex.source for ex in todo], settings.src_lang, settings.tgt_lang, settings.prompt_style,
+        settings.max_input_len)))
     if student is None and todo:
         engine.prepare(strategy, max(len(ids) for ids in prompts.values()), settings.max_output_len)
     if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
