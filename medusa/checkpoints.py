@@ -87,10 +87,8 @@ def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
 
 def _why_unreadable(exc: Exception) -> str:
     """The reason in a few words. torch's own text for pickled objects advises loading untrusted code: never shown."""
-    import pickle
-
     text = str(exc).strip()
-    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text:
+    if "weights_only" in text or "Weights only load failed" in text:
         return "it holds pickled Python objects besides tensors, which are never loaded, for safety; save the " \
                "tensors alone, or as safetensors"
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

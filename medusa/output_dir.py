@@ -22,23 +22,29 @@ def _why(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def ensure_folder(folder: Path, flag: str) -> bool:
-    """Create ``folder`` if needed and prove a file can be written in it; True if this call created it."""
+def ensure_folder(folder: Path, flag: str, label: str | None = None) -> list[Path]:
+    """Create ``folder`` if needed and prove a file can be written in it; returns the folders this call created,
+    deepest first.
+
+    ``label`` names the folder in messages (default: the flag and the folder); ``flag`` is what to change.
+    """
+    label = label or f"{flag} {folder}"
     if folder.exists() and not folder.is_dir():
-        raise MedusaError(f"{flag} {folder} is a file, not a folder: choose another {flag}")
-    created = not folder.exists()
+        raise MedusaError(f"{label} is a file, not a folder: choose another {flag}")
+    created = [f for f in (folder, *folder.parents) if not f.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise MedusaError(f"cannot create {flag} {folder} ({_why(exc)}): choose a folder you can write to") from None
+        raise MedusaError(f"cannot create {label} ({_why(exc)}): choose another {flag}, in a folder you can write "
+                          "to") from None
     try:
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        if created:
-            _remove_if_empty(folder)
-        raise MedusaError(f"cannot write in {flag} {folder} ({_why(exc)}): choose a folder you can write to") from None
+        _remove_if_empty(created)
+        raise MedusaError(f"cannot write in {label} ({_why(exc)}): choose another {flag}, in a folder you can "
+                          "write to") from None
     return created
 
 
@@ -46,9 +52,9 @@ def check_output_file(path: Path, flag: str) -> None:
     """An output file's folder must be writable and the path must not be a folder (checked before any work)."""
     if path.is_dir():
         raise MedusaError(f"{flag} {path} is a folder: give a file name, e.g. {path / 'tree.json'}")
-    created = ensure_folder(path.parent if str(path.parent) else Path("."), f"{flag}'s folder")
-    if created:  # the file is written at the end; leave no empty folder behind if the work fails
-        _remove_if_empty(path.parent)
+    folder = path.parent
+    created = ensure_folder(folder, flag, f"{folder} (the folder of {flag} {path})")
+    _remove_if_empty(created)  # the file is written at the end; leave no empty folder behind if the work fails
 
 
 @contextmanager
@@ -67,12 +73,13 @@ def claimed_folder(folder: Path, flag: str = "--output-dir") -> Iterator[Path]:
         raise MedusaError(f"another medusa run{who} is writing to {folder}: wait for it to finish or choose another "
                           f"{flag}") from None
     finally:
-        if created:
-            _remove_if_empty(folder)
+        _remove_if_empty(created)
 
 
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()  # fails (harmlessly) when anything is inside
-    except OSError:
-        pass
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders (deepest first) that are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # fails (harmlessly) when anything is inside
+        except OSError:
+            return
