@@ -19,7 +19,8 @@ from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .loader import LoadSettings, load_model
 from .model import stop_token_ids
-from .prompts import encode_prompt
+from .output_dir import claimed_folder
+from .prompts import encode_prompts
 from .replay import head_topk_hits, ranked_positions, replay_steps
 
 DEFAULT_GRID = ("2:2", "2:5", "5:2", "5:5", "10:2", "10:5")  # the assignment's W × S grid, as W:S
@@ -76,8 +77,10 @@ def strategies_for(s: AcceptanceSettings, model) -> dict[str, DecodeSettings]:
 
 
 def measure(s: AcceptanceSettings) -> dict:
-    if s.max_output_len < 2 or s.batch_size < 1:
-        raise MedusaError("--max-output-len must be at least 2 and --batch-size at least 1")
+    if s.max_output_len < 2 or s.batch_size < 1 or s.max_input_len < 1 or (s.num_examples is not None
+                                                                             and s.num_examples < 1):
+        raise MedusaError("--max-output-len must be at least 2, and --batch-size, --max-input-len and "
+                          "--num-examples at least 1")
     model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter))
     from .preflight import settle_prompt_style
 
@@ -98,8 +101,8 @@ def measure(s: AcceptanceSettings) -> dict:
                     "device": model.info.extra.get("device"), "datasets": {}}
     for name in s.datasets:
         examples, info = load_examples(name, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
-        prompts = [encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style,
-                                 s.max_input_len) for ex in examples]
+        prompts = encode_prompts(model.tokenizer, [ex.source for ex in examples], s.src_lang, s.tgt_lang,
+                                 s.prompt_style, s.max_input_len)
         gens = batched_greedy(model.base_model, prompts, s.max_output_len, sorted(stops), pad, s.batch_size,
                               progress=f"greedy outputs of {name}")
         say(f"{name}: replaying {len(strategies)} strategies on {len(examples)} rows")
@@ -143,9 +146,12 @@ def markdown(report: dict) -> str:
 
 
 def run_measure(s: AcceptanceSettings) -> dict:
-    report = measure(s)
     out = Path(s.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with claimed_folder(out):  # checked and locked before the model loads
+        return _write_report(measure(s), out)
+
+
+def _write_report(report: dict, out: Path) -> dict:
     (out / "acceptance.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     table = markdown(report)
     (out / "acceptance.md").write_text(table, encoding="utf-8")

@@ -14,7 +14,8 @@ from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .loader import LoadSettings, load_model
 from .model import stop_token_ids
-from .prompts import encode_prompt
+from .output_dir import check_output_file
+from .prompts import encode_prompts
 from .trees import save_tree
 
 
@@ -68,9 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_calibration(s: CalibrationSettings) -> dict:
     """Greedy continuations of the dataset's prompts → per-head top-k hit rates → optimal tree → JSON."""
     for name, value in (("--num-examples", s.num_examples), ("--tree-size", s.tree_size), ("--max-rank", s.max_rank),
-                        ("--batch-size", s.batch_size)):
+                        ("--batch-size", s.batch_size), ("--max-input-len", s.max_input_len),
+                        ("--max-output-len", s.max_output_len), ("--heads", s.heads)):
         if value is not None and value < 1:
-            raise MedusaError(f"{name} must be at least 1")
+            raise MedusaError(f"{name} must be at least 1 (got {value})")
+    check_output_file(Path(s.output), "--output")  # before the model loads, not after the work
     examples, info = load_examples(s.dataset, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
     model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter))
     from .preflight import settle_prompt_style
@@ -83,8 +86,8 @@ def run_calibration(s: CalibrationSettings) -> dict:
         raise MedusaError(f"--heads {heads} is more than the model has ({model.num_heads})")
     stops = sorted(stop_token_ids(model.tokenizer, model.base_model))
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else stops[0]
-    prompts = [encode_prompt(model.tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
-               for ex in examples]
+    prompts = encode_prompts(model.tokenizer, [ex.source for ex in examples], s.src_lang, s.tgt_lang,
+                             s.prompt_style, s.max_input_len)
     outs = batched_greedy(model.base_model, prompts, s.max_output_len, stops, pad, s.batch_size,
                           progress="greedy continuations")
     sequences = [ids + out for ids, out in zip(prompts, outs)]

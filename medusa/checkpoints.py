@@ -67,15 +67,31 @@ def save_medusa1(heads: MedusaHeads, folder: str | Path, base_model: str) -> Pat
     return folder
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+NOT_A_MODEL = "pass a model folder, a hub id, a .gguf file or a heads weights file (.safetensors or .pt)"
+
+
 def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or truncated file
-        raise MedusaError(f"cannot read head weights {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or truncated file, or not weights at all
+        raise MedusaError(f"cannot read head weights {path} ({_why_unreadable(exc)}); {NOT_A_MODEL}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MedusaError(f"{path} holds no named tensors, so it is not head weights; {NOT_A_MODEL}")
+    return state
+
+
+def _why_unreadable(exc: Exception) -> str:
+    """The reason in a few words. torch's own text for pickled objects advises loading untrusted code: never shown."""
+    text = str(exc).strip()
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "it holds pickled Python objects besides tensors, which are never loaded, for safety; save the " \
+               "tensors alone, or as safetensors"
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _read_json(path: Path) -> dict:
@@ -88,6 +104,8 @@ def _read_json(path: Path) -> dict:
 def read_head_checkpoint(location: str, token: str | None = None) -> HeadCheckpoint | None:
     """Heads stored on their own (project or Medusa-1 format) at a folder, file or hub id; None if none there."""
     path = Path(location)
+    if path.is_file() and path.suffix.lower() not in WEIGHT_SUFFIXES:
+        raise MedusaError(f"{path} is a file but not a model ({path.suffix or 'no suffix'}); {NOT_A_MODEL}")
     if path.is_file():  # a bare weights file
         cfg_path = path.parent / HEADS_CONFIG
         declared = _read_json(cfg_path) if cfg_path.is_file() else {}

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from .console import say
 from .decoding import ACCEPTANCE_RULES, ENGINES, STRATEGIES
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
+from .hub import fail_fast_offline
+from .output_dir import claimed_folder
 from .settings import SETUPS, RunSettings
+from .threads import apply_threads, threads_arg
 
 DESCRIPTION = (
     "Evaluate Medusa parallel decoding on Indic→English translation. With no flags: the embedded SmolLM2 model "
@@ -151,7 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
     more.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up generation")
     more.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    add_threads_argument(more)
     return p
+
+
+def add_threads_argument(p) -> None:
+    p.add_argument("--threads", type=threads_arg, default=None, metavar="N",
+                   help="CPU threads for torch (auto: the idle cores, at most 4; OMP_NUM_THREADS if set)")
 
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
@@ -166,11 +176,11 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     prompt_style = args.prompt_style if args.prompt_style != "auto" else defaults["prompt_style"]
     return RunSettings(
         setup=setup,
-        model_name=args.model_name or defaults["model_name"],
+        model_name=defaults["model_name"] if args.model_name is None else args.model_name,
         medusa_heads=args.medusa_heads,
         adapter=args.adapter,
         bare_embedded=args.bare_embedded,
-        dataset=args.dataset or defaults["dataset"],
+        dataset=defaults["dataset"] if args.dataset is None else args.dataset,
         split=args.split,
         src_lang=args.src_lang,
         tgt_lang=args.tgt_lang,
@@ -199,6 +209,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         resume=args.resume,
         debug=args.debug,
         hf_token=args.hf_token or os.environ.get("HF_TOKEN") or None,
+        threads=args.threads,
     )
 
 
@@ -212,25 +223,47 @@ def quiet_libraries(debug: bool) -> None:
     try:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
+        hf_logging.set_verbosity(hf_logging.CRITICAL)  # errors too: ours says what went wrong, in one line
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
     try:
         import datasets
 
-        datasets.logging.set_verbosity_error()
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)
         datasets.disable_progress_bars()
     except ImportError:
         pass
+    try:
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity(hub_logging.CRITICAL)
+    except ImportError:
+        pass
+
+
+BUILT_IN_NAMES = (EMBEDDED_NAME, "flores200-sample", "in22-gen-sample", "builtin")  # never looked up on the hub
+HUB_NAME_KEYS = ("model_name", "medusa_heads", "adapter", "dataset", "datasets", "train_data", "eval_data")
+
+
+def hub_names(values: dict) -> list[str]:
+    """The model and data names among a command's settings (lists flattened), for :func:`fail_fast_offline`."""
+    names: list[str] = []
+    for key in HUB_NAME_KEYS:
+        value = values.get(key)
+        names += [v for v in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(v, str)]
+    return names
 
 
 def parse_subcommand(argv: list[str], name: str, description: str, add_arguments) -> dict:
     """Parse a subcommand's own flags; the token may also come from HF_TOKEN."""
     p = OneLineParser(prog=f"medusa.py {name}", allow_abbrev=False, description=description)
     add_arguments(p)
+    add_threads_argument(p)
     args = vars(p.parse_args(argv))
     args["hf_token"] = args.get("hf_token") or os.environ.get("HF_TOKEN") or None
+    apply_threads(args.pop("threads"))
+    fail_fast_offline(hub_names(args), BUILT_IN_NAMES)
     quiet_libraries(False)
     return args
 
@@ -251,12 +284,13 @@ def train_heads_main(argv: list[str]) -> None:
                             "greedy continuations of the dataset's prompts are the targets (Medusa-1; --joint-lora "
                             "for Medusa-2).", add_arguments)
     settings = settings_from(argparse.Namespace(**args))
-    if settings.joint_lora:
-        from .train_joint import train_joint
+    with claimed_folder(Path(settings.output_dir)):  # checked and locked before the model loads
+        if settings.joint_lora:
+            from .train_joint import train_joint
 
-        train_joint(settings)
-    else:
-        train_heads(settings)
+            train_joint(settings)
+        else:
+            train_heads(settings)
 
 
 def finetune_main(argv: list[str]) -> None:
@@ -264,7 +298,9 @@ def finetune_main(argv: list[str]) -> None:
 
     args = parse_subcommand(argv, "finetune", "LoRA-fine-tune a base model on translation pairs; saves a small "
                             "adapter that --adapter merges into the model at load time.", add_arguments)
-    finetune(FinetuneSettings(**args))
+    settings = FinetuneSettings(**args)
+    with claimed_folder(Path(settings.output_dir)):  # checked and locked before the model loads
+        finetune(settings)
 
 
 def measure_main(argv: list[str]) -> None:
@@ -277,6 +313,7 @@ def measure_main(argv: list[str]) -> None:
 
 
 SUBCOMMANDS = {"calibrate-tree": calibrate_main, "measure-acceptance": measure_main, "train-heads": train_heads_main, "finetune": finetune_main}
+RESUMABLE = (None, "train-heads")  # the main run (no subcommand) and train-heads have --resume; the others save at the end
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         args = build_parser().parse_args(argv)
         settings = settings_from_args(args)
+        settings.threads = apply_threads(settings.threads)
+        fail_fast_offline(hub_names(vars(settings)), BUILT_IN_NAMES)
         quiet_libraries(settings.debug)
         own = settings.setup == "embedded" and settings.model_name != EMBEDDED_NAME  # never call it "embedded"
         say(f"setup: {f'your model {settings.model_name}' if own else settings.setup + ' — model ' + settings.model_name}"
@@ -298,13 +337,22 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
-        say("interrupted: finished examples are saved; rerun with --resume and the same --output-dir to continue")
+        say(interrupted_message(argv[0] if argv[:1] and argv[0] in SUBCOMMANDS else None))
         return 130
     except torch_oom_errors() as exc:  # type: ignore[misc]
         say(f"error: out of memory ({str(exc).splitlines()[0]}); try --dtype float16, a smaller "
             "--max-input-len or --device cpu")
         return 3
     return 0
+
+
+def interrupted_message(command: str | None) -> str:
+    """Only commands that have ``--resume`` are told to use it."""
+    if command is None:
+        return "interrupted: finished examples are saved; rerun with --resume and the same --output-dir to continue"
+    if command in RESUMABLE:
+        return f"interrupted: rerun {command} with --resume and the same --output-dir to continue from its checkpoint"
+    return f"interrupted: {command} writes its results only at the end, so nothing was saved; run it again"
 
 
 def torch_oom_errors() -> tuple[type[BaseException], ...]:

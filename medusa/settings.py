@@ -55,6 +55,7 @@ class RunSettings:
     resume: bool = False
     debug: bool = False
     hf_token: str | None = None
+    threads: int | None = None  # torch's CPU threads (--threads, else medusa/threads.py's default)
 
     def public_dict(self) -> dict:
         """The settings without the token (only whether one was given)."""

@@ -124,30 +124,6 @@ def test_seed_command_fails_offline_only_at_the_hub(capsys):
     assert len(lines) == 1 and "ai4bharat/IN22-Gen" in lines[0] and "Traceback" not in err
 
 
-@pytest.mark.parametrize(
-    "args,needle",
-    [
-        (["--beam-width", "0"], "at least 1"),
-        (["-nmh", "two"], "whole number"),
-        (["--decoding-strategy", "sideways"], "invalid choice"),
-        (["--no-such-flag"], "unrecognized"),
-        (["--src-lang", "hindi"], "unknown language code"),
-        (["--tgt-lang", "xyz_Latn"], "unknown language code"),
-        (["-m", "nobody/no-such-model-xyz", "-n", "1"], "no-such-model-xyz"),
-        (["-d", "/no/such/file.jsonl"], "does not exist"),
-    ],
-)
-def test_bad_input_is_one_line(args, needle, capsys):
-    code = None
-    try:
-        code = main(args)
-    except SystemExit as exc:  # argparse errors exit from inside parse_args
-        code = exc.code
-    err = capsys.readouterr().err
-    errors = [x for x in err.splitlines() if x.startswith("error:")]
-    assert code == 2 and len(errors) == 1 and needle in errors[0], err
-
-
 def test_too_many_heads(tiny_model_dir, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 

@@ -78,4 +78,4 @@ def test_finetune_command_then_adapter_flag(tiny_model_dir, parallel, tmp_path, 
     assert code == 0, captured.err
     assert "+ adapter" in captured.err
     code = main(["-m", str(tiny_model_dir), "--adapter", str(tmp_path / "nope"), "-n", "1", "-o", str(tmp_path / "r2")])
-    assert code == 2 and "cannot load adapter" in capsys.readouterr().err
+    assert code == 2 and "--adapter" in (err := capsys.readouterr().err) and "does not exist" in err

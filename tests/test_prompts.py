@@ -134,13 +134,15 @@ def test_encode_chat_contains_instruction_and_ends_with_generation_prompt(tokeni
     assert ids[0] == vocab["<|user|>"] and ids[-1] == vocab["<|assistant|>"]
     words = [vocab[w] for w in f"{SEED_PREFIX}:\n\n{HINDI}".split()]
     assert ids[1:-1] == words
-    assert encode_prompt(tokenizer, HINDI, "hin_Deva", "eng_Latn", "chat", 4) == ids[:4]
+    # too short for the template itself: an error, never a prompt cut before the assistant turn
+    with pytest.raises(MedusaError, match="leaves no room for the source"):
+        encode_prompt(tokenizer, HINDI, "hin_Deva", "eng_Latn", "chat", 4)
 
 
 def test_encode_chat_handles_plain_list_return(tokenizer, monkeypatch):
     ids = encode_prompt(tokenizer, HINDI, "hin_Deva", "eng_Latn", "chat", 512)
     monkeypatch.setattr(tokenizer, "apply_chat_template", lambda *a, **k: list(ids))
-    assert encode_prompt(tokenizer, HINDI, "hin_Deva", "eng_Latn", "chat", 3) == ids[:3]
+    assert encode_prompt(tokenizer, HINDI, "hin_Deva", "eng_Latn", "chat", len(ids)) == ids
     monkeypatch.setattr(tokenizer, "apply_chat_template", lambda *a, **k: [list(ids)])
     assert encode_prompt(tokenizer, HINDI, "hin_Deva", "eng_Latn", "chat", 512) == ids
 
