@@ -373,8 +373,6 @@ def run_table(settings: RunSettings) -> list[dict]:
 
     Every row uses the chosen ``--acceptance`` rule (the course's own step 3 is ``--acceptance rescore``).
     """
-    from dataclasses import replace
-
     base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
     with claimed_folder(base_dir):
         return _run_table(settings, base_dir)
