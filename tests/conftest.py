@@ -14,6 +14,15 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """The CLI sets torch's thread count (--threads) in-process; later tests keep the count they started with, since
+    a different count changes the last bits of CPU matmuls."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 TRAIN_TEXT = [
     "You are an AI assistant whose purpose is to perform translation. Given the following sentence in Hindi, "
     "translate it to English:\n\ncompletion:",

@@ -24,7 +24,7 @@ from medusa.threads import MAX_DEFAULT_THREADS, default_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 # every stderr line a failed run may print besides its error: our own progress lines, never a library's
-OWN_LINES = ("setup:", "loading base model", "model:", "data:", "note:", "error:", "interrupted:")
+OWN_LINES = ("setup:", "loading base model", "model:", "data:", "prompt:", "note:", "error:", "interrupted:")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
