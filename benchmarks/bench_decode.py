@@ -131,7 +131,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--methods", default="hf-dynamic,hf-static,single-head,tree,mh-w2s2,mh-w5s5",
                    help="also tree-N: the tree cut to N nodes (e.g. tree-31)")
-    p.add_argument("--engines", default="eager,graphs", help="ours: any of eager, graphs, compiled")
+    p.add_argument("--engines", default="eager,graphs", help="ours: any of eager, graphs, compiled, graphs-eager-prefill")
     p.add_argument("--step-costs", action="store_true", help="also time the captured steps alone (replays)")
     p.add_argument("--profile", action="store_true", help="with --step-costs: kernels per captured step and their "
                    "busy time (torch.profiler), so wall minus busy is the gap between kernels")
@@ -162,6 +162,8 @@ def main() -> None:
             engines[name] = EagerEngine(model)
         elif name in ("graphs", "compiled", "graphs+compile"):  # graphs+compile: the name in the first records
             engines[name] = StaticEngine(model, capture=cuda, compile=name != "graphs")
+        elif name == "graphs-eager-prefill":  # A/B: captured steps, the prompt run eagerly at its own length
+            engines[name] = StaticEngine(model, capture=cuda, capture_prefill=False)
     tree_file = model.info.extra.get("tree") if not shape else None
     methods: dict[str, object] = {}
     strategies = {}

@@ -72,11 +72,12 @@ class StaticEngine(Engine):
     """
 
     def __init__(self, model: MedusaModel, capture: bool = True, compile: bool = False, quiet: bool = False,
-                 fallback: bool = False) -> None:
+                 fallback: bool = False, capture_prefill: bool = True) -> None:
         if capture and model.device.type != "cuda":
             raise MedusaError(f"--engine {'compiled' if compile else 'graphs'} needs CUDA (the model is on the CPU); "
                               "use --engine eager or auto")
         self.model, self.capture, self.compile, self.quiet, self.fallback = model, capture, compile, quiet, fallback
+        self.capture_prefill = capture_prefill  # False: the prompt runs eagerly at its own length (benchmarks' A/B)
         self.name = ("compiled" if compile else "graphs") if capture else "static" + ("+compile" if compile else "")
         self.fell_back: list[str] = []  # strategies decoded by the reference loop because their step failed to build
         self._caches: dict[int, StaticKVCache] = {}
@@ -154,7 +155,7 @@ class StaticEngine(Engine):
         if prepared.plan is None:
             return
         decoder, _ = self._decoder(strategy, prepared, max_prompt_len + max_new_tokens)
-        if decoder is not None and self.capture:
+        if decoder is not None and self.capture and self.capture_prefill:
             prefill = self.prefill_for(decoder)
             start = time.perf_counter()
             with torch.inference_mode():
@@ -172,6 +173,8 @@ class StaticEngine(Engine):
             decoder, run = self._decoder(strategy, prepared, len(prompt_ids) + max_new_tokens)
         if decoder is None:  # no device tensors for this strategy, or its step could not be built
             return generate(self.model, strategy, prompt_ids, max_new_tokens, stop_ids)
+        if not self.capture_prefill:
+            return generate_fast(decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run)
         prefill = self.prefill_for(decoder)
         before = prefill.setup_seconds
         result = generate_fast(decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run, prefill)
