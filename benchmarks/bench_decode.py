@@ -136,6 +136,7 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="with --step-costs: kernels per captured step and their "
                    "busy time (torch.profiler), so wall minus busy is the gap between kernels")
     p.add_argument("--project-tau", type=float, default=None, help="project Medusa tokens/s from this τ")
+    p.add_argument("--attn", default=None, help="attention implementation of the base: sdpa (default) or eager")
     p.add_argument("--out", default=None, help="JSON results file")
     args = p.parse_args()
     shape = args.model.startswith("shape:")
@@ -147,6 +148,9 @@ def main() -> None:
 
     t0 = time.perf_counter()
     model, prompts, stops, label = load(args)
+    if args.attn:  # transformers' public switch: sdpa (default) or eager (matmul + softmax + matmul)
+        model.base_model.set_attn_implementation(args.attn)
+        label += f", attention {args.attn}"
     print(f"model: {label}; {model.info.extra.get('dtype')}; {len(prompts)} prompts "
           f"({min(map(len, prompts))}-{max(map(len, prompts))} tokens), ≤ {args.max_new_tokens} new tokens; "
           f"loaded in {time.perf_counter() - t0:.1f} s", flush=True)
