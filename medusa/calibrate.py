@@ -48,8 +48,8 @@ def measure_head_accuracy(
     """Count, for each head and rank, how often the true future token sat at that rank.
 
     Each sequence is a prompt followed by the base model's own greedy continuation; one cache-free forward
-    gives every position's head logits. Position i (the state after token i) has head h predict
-    ``seq[i + h + 2]``. Only generated positions (i >= prompt_len - 1) where all heads have a target count, so
+    gives every position's head logits (sequential heads fed the true tokens above each target: the path a tree
+    node is accepted on). Position i (the state after token i) has head h predict ``seq[i + h + 2]``. Only generated positions (i >= prompt_len - 1) where all heads have a target count, so
     every head is scored on the same positions.
     """
     if len(sequences) != len(prompt_lengths):
@@ -70,10 +70,16 @@ def measure_head_accuracy(
             stop = len(seq) - num_heads - 1  # exclusive: i + K + 1 < len(seq)
             if stop <= start:
                 continue
-            out = model.step(torch.tensor([seq], device=model.device), None, num_heads=num_heads)
-            head_logits = out.head_logits[:, 0, start:stop].float()  # [K, P, V]
             positions = torch.arange(start, stop)
             seq_t = torch.tensor(seq)
+            if getattr(model, "sequential_heads", False):  # each head below the true tokens above it
+                out = model.step(torch.tensor([seq], device=model.device), None)
+                paths = torch.stack([seq_t[positions + j + 1] for j in range(num_heads)], dim=-1)
+                head_logits = model.heads.teacher_forced(out.hidden[0, start:stop], paths.to(model.device),
+                                                         num_heads).float()
+            else:
+                out = model.step(torch.tensor([seq], device=model.device), None, num_heads=num_heads)
+                head_logits = out.head_logits[:, 0, start:stop].float()  # [K, P, V]
             targets = torch.stack([seq_t[positions + h + 2] for h in range(num_heads)])  # [K, P]
             k = min(max_rank, head_logits.shape[-1])
             top = head_logits.topk(k, dim=-1).indices.cpu()  # [K, P, k]

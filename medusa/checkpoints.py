@@ -52,8 +52,9 @@ def save_heads(heads: MedusaHeads, folder: str | Path, base_model: str, extra: d
 
 def save_medusa1(heads: MedusaHeads, folder: str | Path, base_model: str) -> Path:
     """Write FasterDecoding's Medusa-1 layout so their tools load our heads (projection always materialised)."""
-    if heads.config.token_input:
-        raise MedusaError("token-input heads have no FasterDecoding Medusa-1 equivalent; use the project format")
+    if heads.config.token_input or heads.config.sequential:
+        raise MedusaError(f"{heads.config.drafter} heads have no FasterDecoding Medusa-1 equivalent; "
+                          "use the project format")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in heads.heads.state_dict().items()}

@@ -24,6 +24,12 @@ class HeadConfig:
     vocab_size: int
     shared_lm_head: bool = False
     token_input: bool = False  # heads also see the embedding of the base model's next token (see MedusaHeads)
+    sequential: bool = False  # head k also sees the draft tokens before it on its path (Hydra-style; see MedusaHeads)
+
+    @property
+    def drafter(self) -> str:
+        """The drafter name ``train-heads --drafter`` uses for this layout."""
+        return "sequential" if self.sequential else "token-input" if self.token_input else "medusa"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,20 +60,33 @@ class MedusaHeads(nn.Module):
     and under greedy acceptance it is always accepted), so the heads need not guess it: head k then predicts
     token k+1 after a *known* token, as EAGLE/Hydra heads do, but without their per-depth sequential calls.
     U_k starts at zero, so fresh heads still reproduce the base model. FasterDecoding's format cannot hold U_k.
+
+    With ``sequential`` (Hydra-style) head k sees every token of its draft path: its input is
+    ``h + Σ_{j≤k} V_j · embed(t_j)``, where t_0 is the next token and t_1..t_k the draft tokens chosen at depths
+    1..k. A tree is then drafted depth by depth, one batched head call per depth (:meth:`level_logits`), and each
+    node's children depend on the tokens above it. V_j (one per depth, shared by the heads below it) start at zero:
+    fresh sequential heads are plain Medusa heads.
     """
 
     def __init__(self, config: HeadConfig, lm_head: nn.Module, embedding: nn.Module | None = None) -> None:
         super().__init__()
+        if config.token_input and config.sequential:
+            raise ValueError("heads are token-input or sequential, not both")
         self.config = config
         self.token_proj: nn.ModuleList | None = None
-        if config.token_input:
+        self.seq_proj: nn.ModuleList | None = None
+        if config.token_input or config.sequential:
             if embedding is None:
-                raise ValueError("token-input heads need the base model's input embedding")
+                raise ValueError(f"{config.drafter} heads need the base model's input embedding")
             self._embedding = (embedding,)  # the base's module, not registered: never trained or saved here
-            self.token_proj = nn.ModuleList(
+            projections = nn.ModuleList(
                 nn.Linear(config.hidden_size, config.hidden_size, bias=False) for _ in range(config.num_heads))
-            for proj in self.token_proj:
+            for proj in projections:
                 nn.init.zeros_(proj.weight)
+            if config.sequential:
+                self.seq_proj = projections
+            else:
+                self.token_proj = projections
         heads = []
         for _ in range(config.num_heads):
             blocks: list[nn.Module] = [ResBlock(config.hidden_size) for _ in range(config.num_layers)]
@@ -91,12 +110,59 @@ class MedusaHeads(nn.Module):
         ``next_tokens`` (shaped like ``hidden`` without its last dimension) is needed by token-input heads only.
         """
         k = self.config.num_heads if num_heads is None else num_heads
+        if self.seq_proj is not None:
+            if next_tokens is None:
+                raise ValueError("sequential heads need the next token at each position")
+            return self.greedy_chain(hidden, next_tokens, k)
         if self.token_proj is None:
             return torch.stack([self.heads[i](hidden) for i in range(k)], dim=0)
         if next_tokens is None:
             raise ValueError("token-input heads need the base model's next token at each position")
         emb = self._embed(next_tokens, hidden)
         return torch.stack([self.heads[i](hidden + self.token_proj[i](emb)) for i in range(k)], dim=0)
+
+    def teacher_forced(self, hidden: torch.Tensor, paths: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
+        """[K, *hidden.shape[:-1], V] with each head fed the true tokens before its target (training, evaluation).
+
+        ``paths[..., j]`` is t_j, the j-th token after the position (t_0 its next token); only sequential heads read
+        past t_0.
+        """
+        k = self.config.num_heads if num_heads is None else num_heads
+        if self.seq_proj is None:
+            return self(hidden, k, paths[..., 0])
+        state = hidden
+        out = []
+        for i in range(k):
+            state = state + self.seq_proj[i](self._embed(paths[..., i], hidden))
+            out.append(self.heads[i](state))
+        return torch.stack(out, dim=0)
+
+    def greedy_chain(self, hidden: torch.Tensor, next_tokens: torch.Tensor, num_heads: int) -> torch.Tensor:
+        """Sequential heads along their own greedy path (t_j = head j−1's argmax): the path a chain draft takes,
+        and what a caller that asks for "each head's logits" without a path gets."""
+        state, token, out = hidden, next_tokens, []
+        for i in range(num_heads):
+            state = state + self.seq_proj[i](self._embed(token, hidden))
+            logits = self.heads[i](state)
+            out.append(logits)
+            token = logits.argmax(-1)
+        return torch.stack(out, dim=0)
+
+    def level_logits(self, hidden: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
+        """Head d's logits below each draft path: ``paths`` [N, d+1] holds t_0..t_d; ``hidden`` [H] or [N, H].
+
+        Independent heads ignore the path beyond t_0 (and plain ones t_0 too), so every drafter can be asked
+        the same question.
+        """
+        d = paths.shape[-1] - 1
+        paths = paths.to(hidden.device)
+        hidden = hidden.expand(paths.shape[0], hidden.shape[-1]) if hidden.dim() == 1 else hidden
+        if self.seq_proj is None:
+            return self(hidden, d + 1, paths[:, 0])[d]
+        state = hidden
+        for i in range(d + 1):
+            state = state + self.seq_proj[i](self._embed(paths[:, i], hidden))
+        return self.heads[d](state)
 
     def _embed(self, next_tokens: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         table = self._embedding[0]
@@ -105,7 +171,7 @@ class MedusaHeads(nn.Module):
     def standalone(self, lm_head: nn.Module) -> nn.ModuleList:
         """Heads callable on hidden states alone, as FasterDecoding's ``medusa_head[k](hidden)``: token-input heads
         take the base model's argmax from ``lm_head`` themselves; plain heads are returned as they are."""
-        if self.token_proj is None:
+        if self.token_proj is None and self.seq_proj is None:
             return self.heads
         return nn.ModuleList(_StandaloneHead(self, k, lm_head) for k in range(self.config.num_heads))
 
@@ -118,14 +184,18 @@ class MedusaHeads(nn.Module):
             for k, v in self.heads.state_dict().items()
             if skip is None or not k.endswith(skip)
         }
-        if self.token_proj is not None:
-            state.update({f"token_proj.{k}": v.detach() for k, v in self.token_proj.state_dict().items()})
+        for prefix, projections in self._projections():
+            state.update({f"{prefix}.{k}": v.detach() for k, v in projections.state_dict().items()})
         return state
+
+    def _projections(self) -> list[tuple[str, nn.ModuleList]]:
+        return [(name, m) for name, m in (("token_proj", self.token_proj), ("seq_proj", self.seq_proj))
+                if m is not None]
 
     def _own_parameters(self) -> dict[str, torch.Tensor]:
         params = dict(self.heads.named_parameters(remove_duplicate=False))
-        if self.token_proj is not None:
-            params.update({f"token_proj.{k}": v for k, v in self.token_proj.named_parameters()})
+        for prefix, projections in self._projections():
+            params.update({f"{prefix}.{k}": v for k, v in projections.named_parameters()})
         return params
 
     def load_head_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -154,7 +224,10 @@ class _StandaloneHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         heads, lm_head = self._refs
-        emb = heads._embed(lm_head(hidden).argmax(-1), hidden)
+        next_tokens = lm_head(hidden).argmax(-1)
+        if heads.seq_proj is not None:  # along the heads' own greedy path
+            return heads.greedy_chain(hidden, next_tokens, self.k + 1)[self.k]
+        emb = heads._embed(next_tokens, hidden)
         return heads.heads[self.k](hidden + heads.token_proj[self.k](emb))
 
 
@@ -162,8 +235,11 @@ def infer_head_config(state: dict[str, torch.Tensor], hidden_size: int, vocab_si
     """Read K, L and projection sharing from the tensors themselves (some uploaded configs understate K)."""
     heads: dict[int, set[int]] = {}
     token_input = any(key.startswith("token_proj.") for key in state)
+    sequential = any(key.startswith("seq_proj.") for key in state)
+    if token_input and sequential:
+        raise ValueError("head weights hold both token_proj and seq_proj: not one drafter")
     for key in state:
-        if key.startswith("token_proj."):
+        if key.startswith(("token_proj.", "seq_proj.")):
             continue
         parts = key.split(".")
         if len(parts) < 3 or not parts[0].isdigit() or not parts[1].isdigit():
@@ -189,7 +265,8 @@ def infer_head_config(state: dict[str, torch.Tensor], hidden_size: int, vocab_si
         raise ValueError(
             f"heads project to {state[f'0.{num_layers}.weight'].shape[0]} tokens, the base model has {vocab_size}"
         )
-    if token_input and any(f"token_proj.{k}.weight" not in state for k in range(num_heads)):
-        raise ValueError("some heads have a token projection and some do not")
+    for prefix, used in (("token_proj", token_input), ("seq_proj", sequential)):
+        if used and any(f"{prefix}.{k}.weight" not in state for k in range(num_heads)):
+            raise ValueError(f"some heads have a {prefix} projection and some do not")
     return HeadConfig(num_heads, num_layers, hidden_size, vocab_size, shared_lm_head=not owned[0],
-                      token_input=token_input)
+                      token_input=token_input, sequential=sequential)

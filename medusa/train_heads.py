@@ -53,6 +53,7 @@ class TrainSettings:
     num_layers: int = 1
     shared_lm_head: bool = True
     token_input: bool = False  # heads also see the base model's next token (see MedusaHeads); project format only
+    drafter: str = "medusa"  # medusa | token-input | sequential (see DRAFTERS); --token-input = token-input
     epochs: int = 3
     batch_size: int = 256
     lr: float = 1e-3
@@ -90,7 +91,8 @@ def training_sources(s: TrainSettings) -> list[tuple[str, str]]:
 # Settings that change the self-distilled text: a cache made with other values must not be reused silently.
 SEQUENCE_KEYS = ("model_name", "adapter", "src_lang", "tgt_lang", "prompt_style", "max_input_len", "max_new_tokens")
 # Settings that change the heads' shapes or meaning: a checkpoint made with other values cannot be resumed.
-RESUME_KEYS = ("model_name", "adapter", "num_heads", "num_layers", "shared_lm_head", "token_input")
+RESUME_KEYS = ("model_name", "adapter", "num_heads", "num_layers", "shared_lm_head", "token_input", "drafter")
+DRAFTERS = ("medusa", "token-input", "sequential", "autoregressive")
 
 
 def _differences(saved: dict, s: TrainSettings, keys: tuple[str, ...]) -> list[str]:
@@ -135,10 +137,12 @@ def self_distilled_sequences(model: MedusaModel, s: TrainSettings, cache_file: P
 @torch.inference_mode()
 def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int,
                        batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Last hidden states at every position that predicts generated text, the base model's next token there
-    (what token-input heads condition on), and each head's target there.
+    """Last hidden states at every position that predicts generated text, the tokens that follow it (``paths``
+    [N, K]: t_0, the base model's next token, which token-input heads condition on, then t_1.. t_{K-1}, which
+    sequential heads see in training), and each head's target there.
 
-    Position i (hidden state after token i) trains head k on token i + k + 2; targets past the end are -100.
+    Position i (hidden state after token i) trains head k on token i + k + 2 (= t_{k+1}); targets past the end
+    are -100 (and the path tokens there 0).
     Sequences run through the base in right-padded batches: causal attention leaves the real positions exact.
     """
     rows = [r for r in rows if len(r["ids"]) >= max(r["prompt_len"] - 1, 0) + 3]
@@ -159,8 +163,11 @@ def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int,
             for k in range(num_heads):
                 future = seq[start + k + 2:]
                 tgt[: min(n, len(future)), k] = torch.tensor(future[:n])
-            hiddens[i], targets[i] = h.float().cpu(), tgt
-            nexts[i] = torch.tensor(seq[start + 1:start + 1 + n])
+            path = torch.zeros((n, num_heads), dtype=torch.long)
+            for j in range(num_heads):
+                ahead = seq[start + 1 + j:]
+                path[: min(n, len(ahead)), j] = torch.tensor(ahead[:n])
+            hiddens[i], targets[i], nexts[i] = h.float().cpu(), tgt, path
     return torch.cat(hiddens), torch.cat(nexts), torch.cat(targets)
 
 
@@ -188,7 +195,7 @@ def head_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
 
 
 @torch.no_grad()
-def evaluate_heads(heads: MedusaHeads, hidden: torch.Tensor, next_ids: torch.Tensor, targets: torch.Tensor,
+def evaluate_heads(heads: MedusaHeads, hidden: torch.Tensor, paths: torch.Tensor, targets: torch.Tensor,
                    batch: int = 1024) -> dict:
     """Top-1 and top-5 accuracy of each head on held-out positions."""
     k = heads.config.num_heads
@@ -198,7 +205,7 @@ def evaluate_heads(heads: MedusaHeads, hidden: torch.Tensor, next_ids: torch.Ten
     for i in range(0, hidden.shape[0], batch):
         h = hidden[i:i + batch].to(device, dtype)
         t = targets[i:i + batch].to(device)
-        top = heads(h, None, next_ids[i:i + batch].to(device)).topk(5, dim=-1).indices  # [K, n, 5]
+        top = heads.teacher_forced(h, paths[i:i + batch].to(device)).topk(5, dim=-1).indices  # [K, n, 5]
         valid = t.T != -100  # [K, n]
         hit1 += ((top[..., 0] == t.T) & valid).sum(-1).float().cpu()
         hit5 += ((top == t.T[..., None]).any(-1) & valid).sum(-1).float().cpu()
@@ -212,6 +219,7 @@ def train_heads(s: TrainSettings) -> dict:
     if s.num_heads < 1 or s.num_layers < 0 or s.epochs < 1 or s.batch_size < 1 or not 0 <= s.heldout_fraction < 1:
         raise MedusaError("need --num-heads ≥ 1, --num-layers ≥ 0, --epochs ≥ 1, --batch-size ≥ 1, "
                           "0 ≤ --heldout-fraction < 1")
+    s = resolve_drafter(s)
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -237,13 +245,13 @@ def train_heads(s: TrainSettings) -> dict:
 
     lm_head = model.lm_head
     config = HeadConfig(s.num_heads, s.num_layers, lm_head.weight.shape[1], lm_head.weight.shape[0], s.shared_lm_head,
-                        s.token_input)
+                        s.token_input, sequential=s.drafter == "sequential")
     embedding = model.base_model.get_input_embeddings()
     heads = MedusaHeads(config, lm_head, embedding).to(device=lm_head.weight.device, dtype=torch.float32)
     params = [p for p in heads.parameters() if p.requires_grad and p is not lm_head.weight]
     if s.shared_lm_head:
         lm_head.float()  # heads train in fp32; the shared projection stays frozen
-    if s.token_input:
+    if config.token_input or config.sequential:
         embedding.float()  # (tied to the projection in many models; frozen either way)
     optim = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     steps_per_epoch = math.ceil(x_train.shape[0] / s.batch_size)
@@ -281,7 +289,7 @@ def train_heads(s: TrainSettings) -> dict:
         epoch, offset = divmod(step, steps_per_epoch)
         perm = torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(s.seed + epoch))
         idx = perm[offset * s.batch_size:(offset + 1) * s.batch_size]
-        logits = heads(x_train[idx].to(device), None, n_train[idx].to(device))
+        logits = heads.teacher_forced(x_train[idx].to(device), n_train[idx].to(device))
         loss = head_loss(logits, y_train[idx].to(device), weights)
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -300,20 +308,38 @@ def train_heads(s: TrainSettings) -> dict:
     final = evaluate_heads(heads, x_held, n_held_ids, y_held) if x_held is not None else {}
     base_name = model.info.base if s.model_name != EMBEDDED_NAME else EMBEDDED_NAME
     meta = {"trained_on": s.datasets, "examples": len(rows), "heldout": final, "steps": step,
-            "num_layers": s.num_layers, "epochs": s.epochs, "token_input": s.token_input}
+            "num_layers": s.num_layers, "epochs": s.epochs, "token_input": s.token_input, "drafter": s.drafter}
     extra: dict = {"training": meta}
     if s.adapter:  # copied beside the heads at the start; merged whenever they load
         extra["adapter"] = ADAPTER_DIR
         meta["adapter"] = s.adapter
     save_heads(heads, out, base_name, extra=extra)
-    if not s.token_input:
+    medusa1 = s.drafter == "medusa"  # FasterDecoding's layout holds plain heads only
+    if medusa1:
         save_medusa1(heads, out / "medusa1", base_name)
     if final:
         print("held-out top-1: " + ", ".join(f"{a:.3f}" for a in final["top1"]))
         print("held-out top-5: " + ", ".join(f"{a:.3f}" for a in final["top5"]))
     say(f"saved heads to {out} (project format)"
-        + ("" if s.token_input else f" and {out / 'medusa1'} (FasterDecoding Medusa-1 format)"))
+        + (f" and {out / 'medusa1'} (FasterDecoding Medusa-1 format)" if medusa1 else ""))
     return {"history": history, "heldout": final}
+
+
+def resolve_drafter(s: TrainSettings) -> TrainSettings:
+    """``--token-input`` is ``--drafter token-input``; the drafters built so far, or one line saying what is not."""
+    from dataclasses import replace
+
+    if s.drafter not in DRAFTERS:
+        raise MedusaError(f"--drafter {s.drafter}: use one of {', '.join(DRAFTERS)}")
+    if s.token_input and s.drafter not in ("medusa", "token-input"):
+        raise MedusaError(f"--token-input and --drafter {s.drafter} contradict each other; pass one of them")
+    if s.drafter == "autoregressive":
+        raise MedusaError("--drafter autoregressive (an EAGLE-style one-layer drafter) is not built yet; use "
+                          "medusa, token-input or sequential")
+    if s.drafter == "sequential" and s.joint_lora:
+        raise MedusaError("--joint-lora trains medusa or token-input heads; sequential heads train on a frozen base")
+    drafter = "token-input" if s.token_input else s.drafter
+    return replace(s, drafter=drafter, token_input=drafter == "token-input")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -330,9 +356,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        ("device", str), ("dtype", str), ("hf-token", str)):
         p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")))
     p.add_argument("--own-lm-head", action="store_true", help="give every head its own vocabulary projection")
-    p.add_argument("--token-input", action="store_true",
-                   help="heads also see the embedding of the base model's next token (more accurate; the "
-                   "FasterDecoding Medusa-1 export is then skipped)")
+    p.add_argument("--drafter", default=d.drafter, choices=DRAFTERS,
+                   help="medusa: plain heads on the last hidden state; token-input: heads also see the base model's "
+                   "next token; sequential: head k also sees the draft tokens above it (Hydra-style, drafted depth "
+                   "by depth); autoregressive: not built yet. Only medusa heads are also exported in "
+                   "FasterDecoding's Medusa-1 layout")
+    p.add_argument("--token-input", action="store_true", help="the same as --drafter token-input")
     p.add_argument("--resume", action="store_true", help="continue a frozen-base run from its checkpoint")
     p.add_argument("--joint-lora", action="store_true",
                    help="Medusa-2: also train a LoRA on the base (--rank, --alpha), keeping its next-token "
@@ -343,4 +372,4 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
     values = vars(args).copy()
     values["shared_lm_head"] = not values.pop("own_lm_head")
     values["dataset"] = values["dataset"] or TrainSettings.dataset
-    return TrainSettings(**values)
+    return resolve_drafter(TrainSettings(**values))

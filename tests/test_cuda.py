@@ -201,3 +201,22 @@ def test_capture_warm_up_stays_inside_a_small_cache():
     engine.prepare(strategy, 1, 1)
     assert len(engine.generate(strategy, [5], 1, set()).tokens) == 1
     torch.cuda.synchronize()
+
+
+def test_graphs_engine_sequential_heads_fp32():
+    """Sequential heads drafted depth by depth inside the captured step: exactly the eager tokens and statistics."""
+    from test_sequential_heads import _model
+
+    from medusa.decoding import DecodeSettings
+    from medusa.decoding.engine import StaticEngine
+
+    model = _model(2, 0.25).to("cuda")
+    captured, plain = StaticEngine(model, capture=True, quiet=True), StaticEngine(model, capture=False)
+    for settings in (DecodeSettings("tree", 4), DecodeSettings("multi-head", 3, 3),
+                     DecodeSettings("tree", 3, adaptive=True)):
+        for prompt in ([5, 17, 33, 48, 60], [9] * 40):
+            ref = generate(model, make_strategy("single-head"), prompt, 40, {2}).tokens
+            a = plain.generate(make_strategy(settings), prompt, 40, {2})
+            b = captured.generate(make_strategy(settings), prompt, 40, {2})
+            assert b.tokens == a.tokens == ref, settings
+            assert (b.accepted_per_step, b.drafted_depth_per_step) == (a.accepted_per_step, a.drafted_depth_per_step)

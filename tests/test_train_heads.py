@@ -17,9 +17,9 @@ def test_targets_are_k_plus_two_positions_ahead():
     model = MedusaModel(make_model(), tokenizer=None)
     # prompt of 3 tokens, generated 10..15; positions from prompt_len - 1 = 2 up to len - 3
     rows = [{"prompt_len": 3, "ids": [1, 2, 3, 10, 11, 12, 13, 14, 15]}]
-    hidden, next_ids, targets = hidden_and_targets(model, rows, num_heads=2)
+    hidden, paths, targets = hidden_and_targets(model, rows, num_heads=2)
     assert hidden.shape[0] == 5  # positions 2..6
-    assert next_ids.tolist() == [10, 11, 12, 13, 14]
+    assert paths.tolist() == [[10, 11], [11, 12], [12, 13], [13, 14], [14, 15]]  # t_0 (next token), t_1
     # position 2 (token 3) is followed by 10 (base), 11 (head 1), 12 (head 2)
     assert targets.tolist() == [[11, 12], [12, 13], [13, 14], [14, 15], [15, -100]]
 

@@ -49,5 +49,5 @@ class Adaptive(Strategy):
         self.observe(len(path))
         return path
 
-    def device_plan(self, device: torch.device) -> DevicePlan | None:
-        return self.inner.device_plan(device)
+    def device_plan(self, device: torch.device, sequential: bool = False) -> DevicePlan | None:
+        return self.inner.device_plan(device, sequential)

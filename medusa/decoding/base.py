@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -59,6 +60,9 @@ class DecodeState:
     head_logits: torch.Tensor | None  # [K, V]: head k predicts the token k+1 after the next one
     generated: list[int] = field(default_factory=list)
     _argmax: int | None = None
+    # sequential heads: head d's logits [N, V] below each path [N, d+1] of draft tokens (t_0 = the next token);
+    # None for heads that do not look at the path (``head_logits`` says everything then)
+    level_logits: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def argmax(self) -> int:
         """The base model's greedy next token; cached, since several rules ask and each ask syncs a GPU."""
@@ -66,8 +70,9 @@ class DecodeState:
             self._argmax = int(self.logits.argmax())
         return self._argmax
 
-    def advance(self, logits: torch.Tensor, head_logits: torch.Tensor | None) -> None:
-        self.logits, self.head_logits, self._argmax = logits, head_logits, None
+    def advance(self, logits: torch.Tensor, head_logits: torch.Tensor | None,
+                level_logits: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.logits, self.head_logits, self._argmax, self.level_logits = logits, head_logits, None, level_logits
 
 
 @dataclass
@@ -115,8 +120,11 @@ class Strategy(ABC):
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         """Node indices of the accepted path, starting at a first-level node; never empty."""
 
-    def device_plan(self, device: torch.device) -> DevicePlan | None:
-        """The same drafting and acceptance as fixed-shape tensor work for the fast engine (None: host loop only)."""
+    def device_plan(self, device: torch.device, sequential: bool = False) -> DevicePlan | None:
+        """The same drafting and acceptance as fixed-shape tensor work for the fast engine (None: host loop only).
+
+        ``sequential``: the heads' logits depend on the draft path, and the plan's ``draft`` then receives a
+        function ``paths [N, d+1] → head d's logits [N, V]`` where it would receive the head logits."""
         return None
 
     def depth_limit(self) -> int | None:

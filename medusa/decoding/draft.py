@@ -62,3 +62,37 @@ def trie_from_candidates(candidates: list[list[int]]) -> Tree:
             node = children[key]
         leaves.append(node)
     return Tree(tokens, parents, leaves)
+
+
+def beam_search_by_level(base_logprobs: torch.Tensor, level_logits, levels: int, width: int,
+                         root: int | None = None) -> tuple[list[list[int]], list[float]]:
+    """:func:`beam_candidates` for sequential heads, whose level-l distribution depends on each beam's tokens so
+    far: every beam is extended by its own top-W (one batched head call per level), the W best survive.
+    ``root`` fixes the first token (greedy acceptance keeps only beams that start with the base argmax)."""
+    root_t = None if root is None else torch.tensor(root, device=base_logprobs.device)
+    seqs, scores = beam_states_by_level(base_logprobs, level_logits, levels, width, root_t, with_scores=True)
+    return seqs.tolist(), scores.tolist()
+
+
+def beam_states_by_level(base_logprobs: torch.Tensor, level_logits, levels: int, width: int,
+                         root: torch.Tensor | None = None, with_scores: bool = False):
+    """The search of :func:`beam_search_by_level` as tensors, without host syncs (the fast engine drafts with it):
+    the beams after every level (``keep_levels`` of :func:`beam_search`; a fixed root gives one beam at level 0),
+    or the last beams and their scores."""
+    if root is None:
+        values, ids = base_logprobs.float().topk(width)
+    else:
+        ids = root.reshape(1)
+        values = base_logprobs.float().index_select(0, ids)
+    seqs, scores = ids[:, None], values
+    kept = [seqs]
+    for _ in range(levels):
+        lp = level_logits(seqs).float().log_softmax(-1).to(scores.device)  # [beams, V], beam b below its own path
+        top_lp, top_ids = lp.topk(width, dim=-1)
+        total = (scores[:, None] + top_lp).reshape(-1)
+        best = total.topk(min(width, total.numel()))
+        beam_idx, tok_idx = best.indices // width, best.indices % width
+        seqs = torch.cat([seqs[beam_idx], top_ids[beam_idx, tok_idx][:, None]], dim=1)
+        scores = best.values
+        kept.append(seqs)
+    return (seqs, scores) if with_scores else kept

@@ -93,7 +93,10 @@ class StaticEngine(Engine):
     def _plan(self, strategy: Strategy) -> _Prepared:
         key = id(strategy)
         if key not in self._prepared:
-            self._prepared[key] = (strategy, _Prepared(strategy.device_plan(self.model.device)))
+            device = self.model.device
+            plan = strategy.device_plan(device, sequential=True) if self.model.sequential_heads else \
+                strategy.device_plan(device)
+            self._prepared[key] = (strategy, _Prepared(plan))
         return self._prepared[key][1]
 
     def describe(self, setup_before: float = 0.0) -> dict:

@@ -126,7 +126,12 @@ class FastDecoder:
         :class:`~medusa.decoding.engine.StaticEngine` capture it once and replay it every step.
         """
         tree, committed, plan = self.plan.tree, self.committed, self.plan
-        heads = self.model.project_heads(self.last_hidden, self.last_logits, plan.num_heads) if plan.num_heads else None
+        if not plan.num_heads:
+            heads = None
+        elif self.model.sequential_heads:  # drafted depth by depth: the plan asks for each path's logits
+            heads = lambda paths: self.model.level_logits(self.last_hidden, paths)  # noqa: E731
+        else:
+            heads = self.model.project_heads(self.last_hidden, self.last_logits, plan.num_heads)
         tokens = plan.draft(self.last_logits, heads, self.max_depth)
         self.cache.write_slots = committed + self.node_offsets
         positions = (committed + tree.depth)[None]

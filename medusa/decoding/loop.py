@@ -18,7 +18,8 @@ def generate(
     cache = new_cache(model.base_model)
     ids = torch.tensor([prompt_ids], device=model.device)
     out = model.step(ids, cache, num_heads=strategy.num_heads, last_only=True)
-    state = DecodeState(out.logits[0, -1], out.head_logits[:, 0, -1] if out.head_logits is not None else None)
+    state = DecodeState(out.logits[0, -1], out.head_logits[:, 0, -1] if out.head_logits is not None else None,
+                        level_logits=_levels(model, strategy, out.hidden[0, -1]))
     prefix_len = len(prompt_ids)
     accepted: list[int] = []
     drafted: list[int] = []
@@ -50,4 +51,11 @@ def generate(
         last = path[-1]
         heads = (model.project_heads(verified.hidden[last], verified.logits[last], strategy.num_heads)
                  if strategy.num_heads else None)
-        state.advance(verified.logits[last], heads)
+        state.advance(verified.logits[last], heads, _levels(model, strategy, verified.hidden[last]))
+
+
+def _levels(model: MedusaModel, strategy: Strategy, hidden: torch.Tensor):
+    """Per-path head logits at ``hidden`` for sequential heads (drafted depth by depth); None for the others."""
+    if not strategy.num_heads or not model.sequential_heads:
+        return None
+    return lambda paths: model.level_logits(hidden, paths)

@@ -7,7 +7,8 @@ import torch
 from ..errors import MedusaError
 from .accept import Acceptance
 from .base import DecodeState, Strategy, Tree, Verified
-from .draft import beam_candidates, beam_candidates_ranked, beam_search, trie_from_candidates
+from .draft import (beam_candidates, beam_candidates_ranked, beam_search, beam_search_by_level,
+                    beam_states_by_level, trie_from_candidates)
 from .fixed_tree import DevicePlan, FixedTree
 
 
@@ -23,7 +24,13 @@ class MultiHead(Strategy):
         return self.acceptance.first_token(state)
 
     def draft(self, state: DecodeState, budget: int) -> Tree:
-        levels = [state.logits] + [state.head_logits[h] for h in range(min(self.num_heads, budget - 1))]
+        heads = min(self.num_heads, budget - 1)
+        if state.level_logits is not None:  # sequential heads: each beam's next level depends on its own tokens
+            root = state.argmax() if self.acceptance.name == "greedy" else None  # other roots are never accepted
+            candidates, _ = beam_search_by_level(state.logits.float().log_softmax(-1), state.level_logits, heads,
+                                                 self.beam_width, root)
+            return self.acceptance.prune(state, trie_from_candidates(candidates))
+        levels = [state.logits] + [state.head_logits[h] for h in range(heads)]
         candidates, _ = beam_candidates([lv.float().log_softmax(-1) for lv in levels], self.beam_width)
         return self.acceptance.prune(state, trie_from_candidates(candidates))
 
@@ -35,9 +42,11 @@ class MultiHead(Strategy):
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         return self.acceptance.accept(state, tree, verified)
 
-    def device_plan(self, device: torch.device) -> DevicePlan:
+    def device_plan(self, device: torch.device, sequential: bool = False) -> DevicePlan:
         """The W beams as W unmerged chains of S+1 nodes, so the node count is fixed; under greedy acceptance beams
         that do not start with the argmax are verified but never accepted (the host loop prunes them instead).
+        Sequential heads under greedy acceptance search from the argmax alone (W beams below it), on both loops:
+        their later levels depend on the root, so a beam with another root could only waste the draft.
 
         A depth limit d (adaptive control, the length limit) must give what the host loop drafts then: the beam
         search over d+1 levels. That is the search's own state after level d, so every level's beams are kept
@@ -47,9 +56,14 @@ class MultiHead(Strategy):
         parents = [-1 if d == 0 else b * (s + 1) + d - 1 for b in range(w) for d in range(s + 1)]
         greedy = self.acceptance.name == "greedy"
 
-        def draft(logits: torch.Tensor, head_logits: torch.Tensor, max_depth: torch.Tensor) -> torch.Tensor:
-            levels = [logits] + [head_logits[h] for h in range(s)]
-            states = beam_search([lv.float().log_softmax(-1).topk(w) for lv in levels], w, keep_levels=True)
+        def draft(logits: torch.Tensor, head_logits, max_depth: torch.Tensor) -> torch.Tensor:
+            if sequential:  # head_logits is the per-path function: each beam extended below its own tokens
+                root = logits.argmax() if greedy else None  # as the host search: greedy keeps argmax roots only
+                states = beam_states_by_level(logits.float().log_softmax(-1), head_logits, s, w, root)
+                states = [seqs.expand(w, -1) if seqs.shape[0] == 1 else seqs for seqs in states]  # the root alone
+            else:
+                levels = [logits] + [head_logits[h] for h in range(s)]
+                states = beam_search([lv.float().log_softmax(-1).topk(w) for lv in levels], w, keep_levels=True)
             padded = torch.stack([torch.nn.functional.pad(seqs, (0, s + 1 - seqs.shape[1])) for seqs in states])
             seqs = padded.index_select(0, max_depth.view(1))[0]
             if greedy:  # the best beam starts with the argmax; on exact ties make sure it is that token (lossless)

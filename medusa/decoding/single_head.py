@@ -22,7 +22,7 @@ class SingleHead(Strategy):
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         return [0]
 
-    def device_plan(self, device: torch.device) -> DevicePlan:
+    def device_plan(self, device: torch.device, sequential: bool = False) -> DevicePlan:
         root = torch.zeros((), dtype=torch.long, device=device)
         return DevicePlan(FixedTree([-1], device), 0, draft=lambda logits, heads, max_depth: logits.argmax()[None],
                           select=lambda tree, last, logits, tokens, max_depth: root)

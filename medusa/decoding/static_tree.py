@@ -34,7 +34,27 @@ class StaticTree(Strategy):
         return torch.topk(head_logits[: self.num_heads], self.max_rank, dim=-1).indices
 
     def draft(self, state: DecodeState, budget: int) -> Tree:
+        if state.level_logits is not None:
+            return self.draft_by_depth(state.argmax(), state.level_logits, budget)
         return self.draft_ranked(state.argmax(), self.ranked(state.head_logits).tolist(), budget)
+
+    def draft_by_depth(self, root: int, level_logits, budget: int) -> Tree:
+        """Sequential heads: depth d's nodes are the ranked tokens of head d−1 below *their own parent's path*,
+        one batched head call per depth (the same tree shape; only the tokens depend on the path)."""
+        keep = [i for i, d in enumerate(self._depths) if d < budget]
+        tokens = {0: root}
+        paths = {0: [root]}
+        for depth in range(1, max(self._depths[i] for i in keep) + 1):
+            nodes = [i for i in keep if self._depths[i] == depth]
+            parents = sorted({self._parents[i] for i in nodes})
+            top = torch.topk(level_logits(torch.tensor([paths[p] for p in parents])), self.max_rank,
+                             dim=-1).indices.tolist()
+            row = {p: r for r, p in enumerate(parents)}
+            for i in nodes:
+                tokens[i] = top[row[self._parents[i]]][self._ranks[i - 1]]
+                paths[i] = paths[self._parents[i]] + [tokens[i]]
+        index = {old: new for new, old in enumerate(keep)}
+        return Tree([tokens[i] for i in keep], [-1] + [index[self._parents[i]] for i in keep[1:]])
 
     def draft_ranked(self, root: int, top: list[list[int]], budget: int) -> Tree:
         """The tree from the root token and each head's ranked token ids (``top[head][rank]``)."""
@@ -50,12 +70,35 @@ class StaticTree(Strategy):
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         return self.acceptance.accept(state, tree, verified)
 
-    def device_plan(self, device: torch.device) -> DevicePlan:
-        """The root is the base argmax; node i + 1 is rank ``ranks[i]`` of head ``heads[i]``, gathered by index."""
+    def device_plan(self, device: torch.device, sequential: bool = False) -> DevicePlan:
+        """The root is the base argmax; node i + 1 is rank ``ranks[i]`` of head ``heads[i]``, gathered by index.
+        Sequential heads fill the layout depth by depth: each depth's parents' paths (gathered from the tokens
+        drafted so far), one head call for all of them, each child the right rank below its own parent."""
+        tree = FixedTree(self._parents, device)
         heads = torch.tensor(self._heads, device=device)
         ranks = torch.tensor(self._ranks, device=device)
 
         def draft(logits: torch.Tensor, head_logits: torch.Tensor, max_depth: torch.Tensor) -> torch.Tensor:
             return torch.cat([logits.argmax()[None], self.ranked(head_logits)[heads, ranks]])
 
-        return DevicePlan(FixedTree(self._parents, device), self.num_heads, draft, self.acceptance.select_on_device)
+        if not sequential:
+            return DevicePlan(tree, self.num_heads, draft, self.acceptance.select_on_device)
+        levels = []  # per depth: parent nodes, their padded-path columns, each child's parent row and rank
+        for depth in range(1, max(self._depths) + 1):
+            nodes = [i for i, d in enumerate(self._depths) if d == depth]
+            parents = sorted({self._parents[i] for i in nodes})
+            row = {p: r for r, p in enumerate(parents)}
+            levels.append((torch.tensor(nodes, device=device), torch.tensor(parents, device=device), depth,
+                           torch.tensor([row[self._parents[i]] for i in nodes], device=device),
+                           torch.tensor([self._ranks[i - 1] for i in nodes], device=device)))
+
+        def draft_by_depth(logits: torch.Tensor, level_logits, max_depth: torch.Tensor) -> torch.Tensor:
+            tokens = torch.zeros(tree.size, dtype=torch.long, device=logits.device)
+            tokens[0] = logits.argmax()
+            for nodes, parents, depth, rows, node_ranks in levels:
+                paths = tokens[tree.path.index_select(0, parents)[:, :depth]]
+                top = torch.topk(level_logits(paths), self.max_rank, dim=-1).indices
+                tokens[nodes] = top[rows, node_ranks]
+            return tokens
+
+        return DevicePlan(tree, self.num_heads, draft_by_depth, self.acceptance.select_on_device)

@@ -98,8 +98,18 @@ class MedusaModel(nn.Module):
         token that token-input heads condition on."""
         if self.heads is None:
             raise ValueError("this model has no Medusa heads")
-        next_tokens = logits.argmax(-1) if self.heads.config.token_input else None
+        config = self.heads.config
+        next_tokens = logits.argmax(-1) if config.token_input or config.sequential else None
         return self.heads(hidden, num_heads, next_tokens)
+
+    @property
+    def sequential_heads(self) -> bool:
+        """Heads whose drafts depend on the tokens above them: trees and beams are drafted depth by depth."""
+        return self.heads is not None and self.heads.config.sequential
+
+    def level_logits(self, hidden: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
+        """Head d's logits [N, V] below each draft path ``paths`` [N, d+1] (t_0 = the next token) at ``hidden``."""
+        return self.heads.level_logits(hidden, paths)
 
     def get_tokenizer(self):
         return self.tokenizer
