@@ -394,7 +394,8 @@ class NotATensor:
 
 @pytest.mark.parametrize("name,content,needle", [
     ("notes.txt", b"hello", "is a file but not a model"),
-    ("junk.pt", b"hello, not a pickle", "cannot read head weights"),
+    ("junk.pt", b"hello, not a pickle", "not a weights file"),
+    ("junk.bin", b"not a model", "not a weights file"),
     ("pickled.pt", None, "pickled Python objects"),
 ])
 def test_non_model_file_as_model(name, content, needle, tmp_path, capsys):
@@ -405,6 +406,8 @@ def test_non_model_file_as_model(name, content, needle, tmp_path, capsys):
         path.write_bytes(content)
     line = bad_input(["-m", str(path), "-n", "1", "-o", str(tmp_path / "o")], capsys, needle)
     assert "weights_only" not in line
+    if content is not None:  # plain bytes are not a pickle of Python objects: never said to be one
+        assert "pickled" not in line
 
 
 # ---------------------------------------------------------------- the hub without network
