@@ -172,23 +172,26 @@ def test_help_lists_every_subcommand(capsys):
     assert exc.value.code == 0 and len(SUBCOMMANDS) >= 4
     for name in SUBCOMMANDS:  # every name main() dispatches, on a line of its own
         assert f"python medusa.py {name} " in out, name
+    def help_of(flag: str) -> str:
+        return " ".join(out.split(f"  {flag}", 1)[1].split("\n  --", 1)[0].split())
+
+    assert "table.csv" in help_of("--assignment-table") and "plots" in help_of("--assignment-table")
+    assert "summary.csv" in help_of("--output-dir")
+
+
+@pytest.mark.parametrize("command", ["train-heads", "calibrate-tree", "measure-acceptance", "finetune"])
+def test_a_subcommand_flag_error_points_at_its_own_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--no-such-flag"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert f"(see python medusa.py {command} --help)" in err, err
 
 
 @pytest.fixture(scope="module")
-def tiny_heads_dir(tiny_model_dir, tmp_path_factory):
-    """Heads-only checkpoint (3 shared-projection heads, lightly perturbed) on the tiny model."""
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    lm = base.get_output_embeddings()
-    heads = MedusaHeads(HeadConfig(3, 1, lm.weight.shape[1], lm.weight.shape[0], shared_lm_head=True), lm)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for block in heads.heads:
-            block[0].linear.weight.normal_(0, 0.05)
-    folder = tmp_path_factory.mktemp("heads")
-    save_heads(heads, folder, str(tiny_model_dir))
-    return folder
+def tiny_heads_dir(student_heads_dir):
+    """Heads-only checkpoint (3 shared-projection heads, lightly perturbed) on the tiny model: conftest's."""
+    return student_heads_dir
 
 
 @pytest.mark.parametrize("extra", [
