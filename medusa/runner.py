@@ -342,7 +342,7 @@ def print_summary(summary: dict) -> None:
     if m:
         print(f"sacreBLEU: {m['sacrebleu']:.2f} ({m['sacrebleu_signature']})")
         print(f"chrF: {m['chrf']:.2f} ({m['chrf_signature']})")
-    print(f"tokens/s: {s['tokens_per_second']:.2f} ({s['generated_tokens']} tokens in {s['generation_seconds']:.2f} s, "
+    print(f"tokens/s: {_fmt2(s['tokens_per_second'])} ({s['generated_tokens']} tokens in {s['generation_seconds']:.2f} s, "
           f"{summary['examples']} examples)")
     if summary.get("failed_examples"):
         print(f"failed examples: {summary['failed_examples']}/{summary['examples']} (empty predictions in the scores; "

@@ -151,6 +151,7 @@ def test_no_reference_pass_before_the_submission_works(student_heads_dir, tmp_pa
     assert "skipping the ours pass" in err and "skipping the baseline pass" in err
     assert report(out_dir)["reference"] is None and "against ours: skipped" in out
     assert "tokens/step (tau): n/a" in out and "nan" not in out.split("tokens/step")[1].splitlines()[0]
+    assert "nan" not in out.split("tokens/s:")[1].splitlines()[0]  # no completed example: n/a, like RTF
 
 
 def test_report_flags_contract_breaches(student_heads_dir, tmp_path, capsys):
