@@ -74,6 +74,9 @@ def load_generator_class(spec: str) -> type:
             path = Path(where)
             if not path.is_file():
                 raise MedusaError(f"--generator: {where} does not exist")
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:  # as `python generate_medusa.py` would: helper files beside it import
+                sys.path.insert(0, folder)
             module_spec = importlib.util.spec_from_file_location(f"student_{path.stem}", path)
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[module_spec.name] = module

@@ -277,3 +277,13 @@ class ChattyInit(Greedy):
         lines = err.strip().splitlines()
         assert code == 2 and needle in lines[-1] and "Traceback" not in err, err
         assert re.search(rf"\({cls}_submission\.py:\d+\)$", lines[-1]), lines[-1]
+
+
+def test_a_helper_module_beside_the_submission_imports(student_heads_dir, tmp_path, capsys):
+    """Submissions often split their code; `python generate_medusa.py` finds the sibling file, so must we."""
+    helper = tmp_path / "greedy_helper_for_grading.py"
+    helper.write_text(GREEDY)
+    source = "from greedy_helper_for_grading import Greedy as MedusaTextGenerator\n"
+    code, out, err = grade(source, "MedusaTextGenerator", student_heads_dir, tmp_path / "split", capsys, n=2)
+    assert code == 0, err
+    assert report(tmp_path / "split")["completed"] == 2
