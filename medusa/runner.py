@@ -375,7 +375,16 @@ def run_table(settings: RunSettings) -> list[dict]:
     """
     base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
     with claimed_folder(base_dir):
+        if not settings.resume:  # each row's run would refuse too, but only after the model has loaded
+            for name in table_row_names():
+                refuse_to_overwrite(base_dir / name / PREDICTIONS)
         return _run_table(settings, base_dir)
+
+
+def table_row_names() -> list[str]:
+    """Each table row's sub-folder: ``single-head``, then ``wW-sS``."""
+    return ["single-head" if strategy == "single-head" else f"w{width}-s{heads}"
+            for strategy, width, heads in TABLE_CONFIGS]
 
 
 def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
@@ -394,8 +403,7 @@ def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
     engine = make_engine(model, settings.engine)  # shared by the rows: each strategy is captured once
     check_table_heads(model.num_heads, needed, model.info.name)  # refuse before spending time on the first rows
     rows = []
-    for strategy, width, heads in TABLE_CONFIGS:
-        name = "single-head" if strategy == "single-head" else f"w{width}-s{heads}"
+    for (strategy, width, heads), name in zip(TABLE_CONFIGS, table_row_names()):
         say(f"— table row: {name}")
         row_settings = replace(settings, decoding_strategy=strategy, beam_width=width or settings.beam_width,
                                use_no_medusa_heads=heads or settings.use_no_medusa_heads,

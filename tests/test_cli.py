@@ -332,6 +332,13 @@ def test_assignment_table_runs_every_row(tiny_model_dir, tmp_path, capsys):
     assert (rows[1]["beam_width"], rows[1]["heads"], rows[-1]["beam_width"], rows[-1]["heads"]) == ("2", "2", "10", "5")
     for png in ("quality-vs-rtf.png", "tau.png", "head-acceptance.png"):
         assert (out_dir / png).read_bytes().startswith(b"\x89PNG"), png
+    args = ["-m", str(tmp_path / "h5"), "-n", "2", "-mol", "6", "--prompt-style", "seed", "--assignment-table",
+            "-o", str(out_dir)]
+    code, _, err = run_cli(args, capsys)  # a finished table is never overwritten, and that is known before loading
+    assert code == 2 and "already exists: pass --resume" in err and "loading base model" not in err, err
+    code, out, err = run_cli(args + ["--resume"], capsys)  # every row's sub-folder resumes: nothing decoded again
+    assert code == 0 and err.count("resuming: 2 examples already in") == 7, err
+    assert (out_dir / "table.md").read_text().splitlines()[2:] == table[2:]
 
 
 STUDENT = '''
