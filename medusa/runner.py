@@ -185,10 +185,12 @@ def speed_stats(rows: list[dict]) -> dict:
     }
 
 
-def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None) -> dict:
+def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None,
+        generator: type | None = None) -> dict:
     """Evaluate one strategy (and optionally single-head beside it) on one dataset; writes and returns the summary.
 
-    ``model`` and ``engine`` let several runs share one loaded model and its captured graphs (the assignment table).
+    ``model`` and ``engine`` let several runs share one loaded model and its captured graphs (the assignment table),
+    ``generator`` the submission's class it imported once (a submission's module runs once per process).
     The output folder is checked and locked before any work (:mod:`medusa.output_dir`).
     """
     if settings.resume and not settings.output_dir:
@@ -199,10 +201,11 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
     with claimed_folder(Path(settings.output_dir)):
         if not settings.resume:
             refuse_to_overwrite(Path(settings.output_dir) / PREDICTIONS)
-        return _run(settings, model, engine)
+        return _run(settings, model, engine, generator)
 
 
-def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None) -> dict:
+def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None,
+         generator: type | None = None) -> dict:
     torch.manual_seed(settings.seed)
     examples, data_info = load_examples(
         settings.dataset, settings.src_lang, settings.tgt_lang, settings.num_examples, settings.hf_token, settings.split
@@ -253,7 +256,8 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
         from .student import StudentDecoder, load_generator_class
 
         eos = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else min(stops)
-        generator_cls = checked.generator if checked is not None else load_generator_class(settings.generator)
+        generator_cls = (checked.generator if checked is not None
+                         else generator or load_generator_class(settings.generator))
         student = StudentDecoder(generator_cls, model, settings.decoding_strategy, eos, settings.use_no_medusa_heads,
                                  settings.beam_width, settings.max_output_len, settings.timeout)
         runs = grading_runs(strategy, settings.compare_single_head)  # the submission first: see medusa/grading.py
@@ -408,7 +412,7 @@ def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
         row_settings = replace(settings, decoding_strategy=strategy, beam_width=width or settings.beam_width,
                                use_no_medusa_heads=heads or settings.use_no_medusa_heads,
                                output_dir=str(base_dir / name), compare_single_head=False)
-        summary = run(row_settings, model, engine)
+        summary = run(row_settings, model, engine, checked.generator)
         rows.append(config_row(summary, name))
     add_speedups(rows)  # against the table's own single-head row
     table = format_table(rows, settings.acceptance)
