@@ -73,7 +73,7 @@ def load_generator_class(spec: str) -> type:
         if where.endswith(".py"):
             path = Path(where)
             if not path.is_file():
-                raise MedusaError(f"--generator: {where} does not exist")
+                raise MedusaError(f"--generator: {where} does not exist: check the path (FILE.py:ClassName)")
             folder = str(path.resolve().parent)
             if folder not in sys.path:  # as `python generate_medusa.py` would: helper files beside it import
                 sys.path.insert(0, folder)
@@ -99,7 +99,9 @@ def load_generator_class(spec: str) -> type:
                           + (f" ({at})" if at else "")) from None
     cls = getattr(module, name, None)
     if cls is None:
-        raise MedusaError(f"--generator: {where} has no {name}")
+        own = sorted(n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__)
+        raise MedusaError(f"--generator: {where} has no {name}; "
+                          + (f"its classes: {', '.join(own)}" if own else "it defines no class"))
     return cls
 
 

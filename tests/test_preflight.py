@@ -192,7 +192,9 @@ def test_auto_prompt_is_chat_where_a_template_exists(tiny_model_dir, tmp_path, c
     (["-nmh", "4", "-ds", "multi-head"], "more heads than the checkpoint has (3)"),
     (["-ds", "tree", "--tree", "builtin", "-nmh", "3", "--tree-size", "2000"], "at most 1024"),
     (["--generator", "nocolon"], "FILE.py:ClassName"),
-    (["--generator", "missing.py:X"], "does not exist"),
+    (["--generator", "missing.py:X"], "does not exist: check the path"),
+    (["--generator", str(Path(__file__).resolve().parents[1] / "docs" / "example_submission.py") + ":Nope"],
+     "has no Nope; its classes: MedusaTextGenerator, ReturnsThePromptToo"),
     (["--assignment-table"], "needs 5 Medusa heads"),
 ])
 def test_bad_values_fail_before_loading(project_dir, tmp_path, capsys, args, needle):
