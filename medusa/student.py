@@ -64,6 +64,14 @@ def cuda_error(where: str | None) -> MedusaError:
                        "grade it on a machine with a CUDA GPU")
 
 
+def failure_site(exc: BaseException, files: set[str]) -> str | None:
+    """``file:line`` of a submission's failure; a CUDA call on a machine without CUDA stops the run instead."""
+    at = location(exc, files)
+    if needs_cuda(exc):
+        raise cuda_error(at) from None
+    return at
+
+
 def load_generator_class(spec: str) -> type:
     """``path/to/file.py:ClassName`` or ``package.module:ClassName``."""
     if ":" not in spec:
@@ -92,9 +100,7 @@ def load_generator_class(spec: str) -> type:
     except BaseException as exc:  # the student's file failing to import is their bug, reported in one line
         if isinstance(exc, KeyboardInterrupt):
             raise
-        at = location(exc, {str(Path(where).resolve())})
-        if needs_cuda(exc):
-            raise cuda_error(at) from None
+        at = failure_site(exc, {str(Path(where).resolve())})
         raise MedusaError(f"--generator: importing {where} failed: {one_line(exc)}"
                           + (f" ({at})" if at else "")) from None
     cls = getattr(module, name, None)
@@ -146,9 +152,7 @@ class StudentDecoder:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            at = location(exc, self.files)
-            if needs_cuda(exc):
-                raise cuda_error(at) from None
+            at = failure_site(exc, self.files)
             raise MedusaError(f"--generator: constructing {self.cls.__name__} failed: {one_line(exc)}"
                               + (f" ({at})" if at else "")) from None
 
@@ -167,10 +171,7 @@ class StudentDecoder:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            at = location(exc, self.files)
-            if needs_cuda(exc):
-                raise cuda_error(at) from None
-            return StudentResult([], [], "error", error=one_line(exc), error_at=at)
+            return StudentResult([], [], "error", error=one_line(exc), error_at=failure_site(exc, self.files))
         try:
             ids, shape = as_token_ids(out, self.vocab_size)
         except BadOutput as exc:
