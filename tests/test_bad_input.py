@@ -98,6 +98,8 @@ ROWS = [{"hin_Deva": HINDI, "eng_Latn": "We now have four month old mice."},
     (["calibrate-tree", "--heads", "0"], "--heads must be at least 1"),
     (["calibrate-tree", "-d", ""], "--dataset is empty"),
     (["measure-acceptance", "-mil", "0"], "--max-input-len"),
+    (["train-heads", "--prompt-style", "fancy"], "invalid choice: 'fancy'"),
+    (["finetune", "--train-data", "flores200-sample", "--prompt-style", "fancy"], "invalid choice: 'fancy'"),
 ])
 def test_bad_flag_is_one_line(args, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the subcommands' default outputs land here, if anything were written
