@@ -1,5 +1,8 @@
 """Bad input, end to end through the CLI: one `error:` line that says what to do, exit 2, no traceback, no library
-log lines, nothing lost, and (where the input can be checked first) refused before any model loads."""
+log lines, nothing lost, and (where the input can be checked first) refused before any model loads.
+
+A submission's bad return values (a ``str``, ids >= the vocabulary, ...) fail one example, not the run: those cases
+of issue #10 are in test_student_harness.py."""
 
 from __future__ import annotations
 
