@@ -287,3 +287,17 @@ def test_a_helper_module_beside_the_submission_imports(student_heads_dir, tmp_pa
     code, out, err = grade(source, "MedusaTextGenerator", student_heads_dir, tmp_path / "split", capsys, n=2)
     assert code == 0, err
     assert report(tmp_path / "split")["completed"] == 2
+
+
+def test_grading_resumes_both_passes(student_heads_dir, tmp_path, capsys):
+    """--resume continues the submission's rows and ours.jsonl alike; the report covers every row."""
+    out_dir = tmp_path / "resumed"
+    code, _, err = grade(GREEDY, "Greedy", student_heads_dir, out_dir, capsys, n=2)
+    assert code == 0, err
+    code, out, err = grade(GREEDY, "Greedy", student_heads_dir, out_dir, capsys, "--resume", n=3)
+    assert code == 0, err
+    assert err.count("resuming: 2 examples already in") == 2  # predictions.jsonl, then ours.jsonl
+    assert [r["index"] for r in rows(out_dir)] == [0, 1, 2]
+    assert [r["index"] for r in rows(out_dir, "ours.jsonl")] == [0, 1, 2]
+    graded = report(out_dir)
+    assert graded["completed"] == 3 and graded["reference"]["agreement"]["identical"] == 3
