@@ -23,8 +23,8 @@ from .model import MedusaModel, stop_token_ids
 from .output_dir import claimed_folder
 from .preflight import check_head_count, check_table_heads, inspect_run, prompt_note, settle_prompt_style
 from .prompts import encode_prompt, encode_prompts, process_reference
-from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, device_description, git_commit,
-                      library_versions, refuse_to_overwrite, write_summary)
+from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, check_resume_before_loading,
+                      device_description, git_commit, library_versions, refuse_to_overwrite, write_summary)
 from .result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
 from .settings import RunSettings
 
@@ -201,6 +201,8 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
     with claimed_folder(Path(settings.output_dir)):
         if not settings.resume:
             refuse_to_overwrite(Path(settings.output_dir) / PREDICTIONS)
+        else:
+            check_resume_before_loading(Path(settings.output_dir), settings.public_dict())
         return _run(settings, model, engine, generator)
 
 

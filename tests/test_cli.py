@@ -98,6 +98,7 @@ def test_resume_skips_finished_examples(tiny_model_dir, tmp_path, capsys):
     # resuming with another setup would mix two kinds of rows in one result: refused, naming what changed
     code, _, err = run_cli(base + ["-n", "4", "--resume", "-mol", "6"], capsys)
     assert code == 2 and "max_output_len: 5 then, 6 now" in err and "Traceback" not in err
+    assert "loading base model" not in err  # a changed flag is seen before the model loads
     code, _, err = run_cli(base + ["-n", "4", "--resume", "--dtype", "bfloat16"], capsys)
     assert code == 2 and "dtype" in err
     assert json.loads((out_dir / "run.json").read_text())["max_output_len"] == 5  # the record is left alone
