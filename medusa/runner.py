@@ -381,21 +381,28 @@ def run_table(settings: RunSettings) -> list[dict]:
     """
     base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
     with claimed_folder(base_dir):
-        if not settings.resume:  # each row's run would refuse too, but only after the model has loaded
-            for name in table_row_names():
+        for name, row in table_rows(settings, base_dir):  # each row's run checks too, but after the model loads
+            if settings.resume:
+                check_resume_before_loading(base_dir / name, row.public_dict())
+            else:
                 refuse_to_overwrite(base_dir / name / PREDICTIONS)
         return _run_table(settings, base_dir)
 
 
-def table_row_names() -> list[str]:
-    """Each table row's sub-folder: ``single-head``, then ``wW-sS``."""
-    return ["single-head" if strategy == "single-head" else f"w{width}-s{heads}"
-            for strategy, width, heads in TABLE_CONFIGS]
+def table_rows(settings: RunSettings, base_dir: Path) -> list[tuple[str, RunSettings]]:
+    """Each table row's name (``single-head``, then ``wW-sS``) and settings, writing to its own sub-folder."""
+    from dataclasses import replace
+
+    rows = []
+    for strategy, width, heads in TABLE_CONFIGS:
+        name = "single-head" if strategy == "single-head" else f"w{width}-s{heads}"
+        rows.append((name, replace(settings, decoding_strategy=strategy, beam_width=width or settings.beam_width,
+                                   use_no_medusa_heads=heads or settings.use_no_medusa_heads,
+                                   output_dir=str(base_dir / name), compare_single_head=False)))
+    return rows
 
 
 def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
-    from dataclasses import replace
-
     needed = max(h for _, _, h in TABLE_CONFIGS if h)
     asked_prompt = settings.prompt_style
     checked = inspect_run(settings)  # before loading: prompt style, the submission, the head count
@@ -409,11 +416,8 @@ def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
     engine = make_engine(model, settings.engine)  # shared by the rows: each strategy is captured once
     check_table_heads(model.num_heads, needed, model.info.name)  # refuse before spending time on the first rows
     rows = []
-    for (strategy, width, heads), name in zip(TABLE_CONFIGS, table_row_names()):
+    for name, row_settings in table_rows(settings, base_dir):
         say(f"— table row: {name}")
-        row_settings = replace(settings, decoding_strategy=strategy, beam_width=width or settings.beam_width,
-                               use_no_medusa_heads=heads or settings.use_no_medusa_heads,
-                               output_dir=str(base_dir / name), compare_single_head=False)
         summary = run(row_settings, model, engine, checked.generator)
         rows.append(config_row(summary, name))
     add_speedups(rows)  # against the table's own single-head row

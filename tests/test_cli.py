@@ -337,6 +337,8 @@ def test_assignment_table_runs_every_row(tiny_model_dir, tmp_path, capsys):
             "-o", str(out_dir)]
     code, _, err = run_cli(args, capsys)  # a finished table is never overwritten, and that is known before loading
     assert code == 2 and "already exists: pass --resume" in err and "loading base model" not in err, err
+    code, _, err = run_cli(args + ["--resume", "-mol", "7"], capsys)  # a changed flag: refused before loading
+    assert code == 2 and "max_output_len: 6 then, 7 now" in err and "loading base model" not in err, err
     code, out, err = run_cli(args + ["--resume"], capsys)  # every row's sub-folder resumes: nothing decoded again
     assert code == 0 and err.count("resuming: 2 examples already in") == 7, err
     assert (out_dir / "table.md").read_text().splitlines()[2:] == table[2:]
