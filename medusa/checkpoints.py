@@ -89,10 +89,12 @@ def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
 def _why_unreadable(exc: Exception) -> str:
     """The reason in a few words. torch's own text for pickled objects advises loading untrusted code: never shown."""
     text = str(exc).strip()
-    if "weights_only" in text or "Weights only load failed" in text:
+    if "Unsupported global" in text:  # a real pickle that names Python classes or functions
         return "it holds pickled Python objects besides tensors, which are never loaded, for safety; save the " \
                "tensors alone, or as safetensors"
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    if isinstance(exc, OSError):  # unreadable for the file system's reasons (permissions, I/O): say which
+        return exc.strerror or type(exc).__name__
+    return "not a weights file: corrupt, cut short or another format"  # torch's KeyError: 101 etc. say nothing
 
 
 def _read_json(path: Path) -> dict:

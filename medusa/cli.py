@@ -27,7 +27,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse prints usage + error; we print one line that says what to do."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        say(f"error: {message} (see python medusa.py --help)")
+        say(f"error: {message} (see python {self.prog} --help)")  # a subcommand's prog names it
         sys.exit(2)
 
 
@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "goes on); default: no limit")
     more.add_argument("--assignment-table", action="store_true",
                       help="run single-head and multi-head for W in {2,5,10} x S in {2,5} with one model load and "
-                      "print the course's results table (also table.md in --output-dir)")
+                      "print the course's results table (also table.md, table.csv and PNG plots in --output-dir; each row's files in "
+                      "a sub-folder)")
     more.add_argument("--compare-single-head", action="store_true",
                       help="also run single-head on the same examples and report speedup and identical outputs")
     more.add_argument("--posterior-threshold", type=probability, default=0.09, help="typical: epsilon (0.09)")
@@ -150,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="auto = graphs on CUDA, eager on CPU; graphs: static KV cache and each strategy's step "
                       "captured once as a CUDA graph (capture time printed, never timed); compiled: graphs of a "
                       "torch.compile'd step (faster steps, 20-60 s to build per strategy); eager: the reference loop")
-    more.add_argument("--output-dir", "-o", default=None, help="where predictions.jsonl and summary.json go "
-                      "(default results/SETUP-STRATEGY-TIME)")
+    more.add_argument("--output-dir", "-o", default=None, help="where predictions.jsonl, summary.json, "
+                      "summary.csv and the plots go (default results/SETUP-STRATEGY-TIME); one run at a time")
     more.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
     more.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up generation")
     more.add_argument("--seed", type=int, default=0, help="random seed (0)")

@@ -24,7 +24,7 @@ from .errors import MedusaError
 from .loader import LoadSettings, load_model
 from .metrics import sacrebleu_scores
 from .model import MedusaModel, stop_token_ids
-from .prompts import encode_prompt
+from .prompts import PROMPT_STYLES, encode_prompt
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -210,4 +210,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        ("max-target-len", int), ("eval-examples", int), ("rank", int), ("alpha", int),
                        ("dropout", float), ("epochs", int), ("batch-size", int), ("lr", float), ("output-dir", str),
                        ("seed", int), ("device", str), ("dtype", str), ("hf-token", str)):
-        p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")))
+        p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")),
+                       choices=PROMPT_STYLES if name == "prompt-style" else None)  # refused before loading

@@ -12,6 +12,7 @@ from pathlib import Path
 QUALITY_PLOT = "quality-vs-rtf.png"
 TAU_PLOT = "tau.png"
 HEADS_PLOT = "head-acceptance.png"
+MARKERS = "osD^v<>pX*"
 
 
 def _figure(width: float = 7.0, height: float = 4.0):
@@ -41,15 +42,17 @@ def quality_vs_rtf(rows: list[dict], path: Path) -> Path | None:
     if all(math.isnan(x) for x in rtf) or all(r.get(k) is None for r in rows for k, _ in panels):
         return None  # no references (speed-only data) or nothing generated: nothing to draw
     fig = _figure(10.0, 4.0)
-    for ax, (key, label) in zip(fig.subplots(1, 2), panels):
+    axes = fig.subplots(1, 2)
+    for ax, (key, label) in zip(axes, panels):
         values = [_number(r.get(key)) for r in rows]
-        ax.scatter(rtf, values)
-        for x, y, r in zip(rtf, values, rows):
-            if not (math.isnan(x) or math.isnan(y)):
-                ax.annotate(r["config"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for i, (x, y, r) in enumerate(zip(rtf, values, rows)):
+            # a marker and a legend entry per configuration: greedy rows share one quality, so text labels
+            # written beside the points would overprint each other
+            ax.scatter([x], [y], marker=MARKERS[i % len(MARKERS)], label=r["config"])
         ax.set_xlabel("RTF (seconds per generated token)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="best")
     fig.suptitle("Quality against speed, per configuration")
     return _save(fig, path)
 

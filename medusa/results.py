@@ -112,6 +112,28 @@ def git_commit() -> str | None:
         return None
 
 
+RESOLVED_AT_LOAD = ("prompt_style", "device", "dtype")  # run.json records what these resolved to
+
+
+def check_resume_before_loading(folder: Path, settings: dict) -> None:
+    """The flags themselves against ``run.json``, before any model loads, so a refused ``--resume`` answers at once;
+    what only the loaded model can tell (resolved prompt style, dtype, device, engine) is checked afterwards."""
+    try:
+        before = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no record yet, or a broken one that check_or_write_run reports
+        return
+    keys = {k for k in settings if k in before and k not in RESUMABLE_CHANGES + RESOLVED_AT_LOAD}
+    _refuse_mixing(folder, before, settings, keys)
+
+
+def _refuse_mixing(folder: Path, before: dict, current: dict, keys: set[str]) -> None:
+    changed = sorted(k for k in keys if before.get(k) != current.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {before.get(k)!r} then, {current.get(k)!r} now" for k in changed)
+        raise MedusaError(f"--resume would mix two setups in {folder} ({diffs}): resume with the first run's "
+                          "settings or choose another --output-dir")
+
+
 def check_or_write_run(folder: Path, fingerprint: dict, resume: bool) -> None:
     """Record what a run decodes with; ``--resume`` must decode with the same, or its rows would mix two setups
     (e.g. bf16 rows finished before a default changed and fp32 rows after)."""
@@ -125,11 +147,7 @@ def check_or_write_run(folder: Path, fingerprint: dict, resume: bool) -> None:
         except ValueError:
             raise MedusaError(f"{path} is not valid JSON: move it away to resume without the check") from None
         before = {**{k: v for k, v in ADDED_LATER.items() if k in current}, **before}
-        changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
-        if changed:
-            diffs = ", ".join(f"{k}: {before.get(k)!r} then, {current.get(k)!r} now" for k in changed)
-            raise MedusaError(f"--resume would mix two setups in {folder} ({diffs}): resume with the first run's "
-                              "settings or choose another --output-dir")
+        _refuse_mixing(folder, before, current, set(before) | set(current))
         return
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(current, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")

@@ -23,8 +23,8 @@ from .model import MedusaModel, stop_token_ids
 from .output_dir import claimed_folder
 from .preflight import check_head_count, check_table_heads, inspect_run, prompt_note, settle_prompt_style
 from .prompts import encode_prompt, encode_prompts, process_reference
-from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, device_description, git_commit,
-                      library_versions, refuse_to_overwrite, write_summary)
+from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, check_resume_before_loading,
+                      device_description, git_commit, library_versions, refuse_to_overwrite, write_summary)
 from .result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
 from .settings import RunSettings
 
@@ -185,10 +185,12 @@ def speed_stats(rows: list[dict]) -> dict:
     }
 
 
-def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None) -> dict:
+def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None,
+        generator: type | None = None) -> dict:
     """Evaluate one strategy (and optionally single-head beside it) on one dataset; writes and returns the summary.
 
-    ``model`` and ``engine`` let several runs share one loaded model and its captured graphs (the assignment table).
+    ``model`` and ``engine`` let several runs share one loaded model and its captured graphs (the assignment table),
+    ``generator`` the submission's class it imported once (a submission's module runs once per process).
     The output folder is checked and locked before any work (:mod:`medusa.output_dir`).
     """
     if settings.resume and not settings.output_dir:
@@ -199,10 +201,13 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
     with claimed_folder(Path(settings.output_dir)):
         if not settings.resume:
             refuse_to_overwrite(Path(settings.output_dir) / PREDICTIONS)
-        return _run(settings, model, engine)
+        else:
+            check_resume_before_loading(Path(settings.output_dir), settings.public_dict())
+        return _run(settings, model, engine, generator)
 
 
-def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None) -> dict:
+def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None,
+         generator: type | None = None) -> dict:
     torch.manual_seed(settings.seed)
     examples, data_info = load_examples(
         settings.dataset, settings.src_lang, settings.tgt_lang, settings.num_examples, settings.hf_token, settings.split
@@ -253,7 +258,8 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
         from .student import StudentDecoder, load_generator_class
 
         eos = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else min(stops)
-        generator_cls = checked.generator if checked is not None else load_generator_class(settings.generator)
+        generator_cls = (checked.generator if checked is not None
+                         else generator or load_generator_class(settings.generator))
         student = StudentDecoder(generator_cls, model, settings.decoding_strategy, eos, settings.use_no_medusa_heads,
                                  settings.beam_width, settings.max_output_len, settings.timeout)
         runs = grading_runs(strategy, settings.compare_single_head)  # the submission first: see medusa/grading.py
@@ -342,7 +348,7 @@ def print_summary(summary: dict) -> None:
     if m:
         print(f"sacreBLEU: {m['sacrebleu']:.2f} ({m['sacrebleu_signature']})")
         print(f"chrF: {m['chrf']:.2f} ({m['chrf_signature']})")
-    print(f"tokens/s: {s['tokens_per_second']:.2f} ({s['generated_tokens']} tokens in {s['generation_seconds']:.2f} s, "
+    print(f"tokens/s: {_fmt2(s['tokens_per_second'])} ({s['generated_tokens']} tokens in {s['generation_seconds']:.2f} s, "
           f"{summary['examples']} examples)")
     if summary.get("failed_examples"):
         print(f"failed examples: {summary['failed_examples']}/{summary['examples']} (empty predictions in the scores; "
@@ -375,12 +381,28 @@ def run_table(settings: RunSettings) -> list[dict]:
     """
     base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
     with claimed_folder(base_dir):
+        for name, row in table_rows(settings, base_dir):  # each row's run checks too, but after the model loads
+            if settings.resume:
+                check_resume_before_loading(base_dir / name, row.public_dict())
+            else:
+                refuse_to_overwrite(base_dir / name / PREDICTIONS)
         return _run_table(settings, base_dir)
 
 
-def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
+def table_rows(settings: RunSettings, base_dir: Path) -> list[tuple[str, RunSettings]]:
+    """Each table row's name (``single-head``, then ``wW-sS``) and settings, writing to its own sub-folder."""
     from dataclasses import replace
 
+    rows = []
+    for strategy, width, heads in TABLE_CONFIGS:
+        name = "single-head" if strategy == "single-head" else f"w{width}-s{heads}"
+        rows.append((name, replace(settings, decoding_strategy=strategy, beam_width=width or settings.beam_width,
+                                   use_no_medusa_heads=heads or settings.use_no_medusa_heads,
+                                   output_dir=str(base_dir / name), compare_single_head=False)))
+    return rows
+
+
+def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
     needed = max(h for _, _, h in TABLE_CONFIGS if h)
     asked_prompt = settings.prompt_style
     checked = inspect_run(settings)  # before loading: prompt style, the submission, the head count
@@ -394,13 +416,9 @@ def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
     engine = make_engine(model, settings.engine)  # shared by the rows: each strategy is captured once
     check_table_heads(model.num_heads, needed, model.info.name)  # refuse before spending time on the first rows
     rows = []
-    for strategy, width, heads in TABLE_CONFIGS:
-        name = "single-head" if strategy == "single-head" else f"w{width}-s{heads}"
+    for name, row_settings in table_rows(settings, base_dir):
         say(f"— table row: {name}")
-        row_settings = replace(settings, decoding_strategy=strategy, beam_width=width or settings.beam_width,
-                               use_no_medusa_heads=heads or settings.use_no_medusa_heads,
-                               output_dir=str(base_dir / name), compare_single_head=False)
-        summary = run(row_settings, model, engine)
+        summary = run(row_settings, model, engine, checked.generator)
         rows.append(config_row(summary, name))
     add_speedups(rows)  # against the table's own single-head row
     table = format_table(rows, settings.acceptance)

@@ -64,6 +64,14 @@ def cuda_error(where: str | None) -> MedusaError:
                        "grade it on a machine with a CUDA GPU")
 
 
+def failure_site(exc: BaseException, files: set[str]) -> str | None:
+    """``file:line`` of a submission's failure; a CUDA call on a machine without CUDA stops the run instead."""
+    at = location(exc, files)
+    if needs_cuda(exc):
+        raise cuda_error(at) from None
+    return at
+
+
 def load_generator_class(spec: str) -> type:
     """``path/to/file.py:ClassName`` or ``package.module:ClassName``."""
     if ":" not in spec:
@@ -73,7 +81,10 @@ def load_generator_class(spec: str) -> type:
         if where.endswith(".py"):
             path = Path(where)
             if not path.is_file():
-                raise MedusaError(f"--generator: {where} does not exist")
+                raise MedusaError(f"--generator: {where} does not exist: check the path (FILE.py:ClassName)")
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:  # as `python generate_medusa.py` would: helper files beside it import
+                sys.path.insert(0, folder)
             module_spec = importlib.util.spec_from_file_location(f"student_{path.stem}", path)
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[module_spec.name] = module
@@ -89,14 +100,14 @@ def load_generator_class(spec: str) -> type:
     except BaseException as exc:  # the student's file failing to import is their bug, reported in one line
         if isinstance(exc, KeyboardInterrupt):
             raise
-        at = location(exc, {str(Path(where).resolve())})
-        if needs_cuda(exc):
-            raise cuda_error(at) from None
+        at = failure_site(exc, {str(Path(where).resolve())})
         raise MedusaError(f"--generator: importing {where} failed: {one_line(exc)}"
                           + (f" ({at})" if at else "")) from None
     cls = getattr(module, name, None)
     if cls is None:
-        raise MedusaError(f"--generator: {where} has no {name}")
+        own = sorted(n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__)
+        raise MedusaError(f"--generator: {where} has no {name}; "
+                          + (f"its classes: {', '.join(own)}" if own else "it defines no class"))
     return cls
 
 
@@ -141,9 +152,7 @@ class StudentDecoder:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            at = location(exc, self.files)
-            if needs_cuda(exc):
-                raise cuda_error(at) from None
+            at = failure_site(exc, self.files)
             raise MedusaError(f"--generator: constructing {self.cls.__name__} failed: {one_line(exc)}"
                               + (f" ({at})" if at else "")) from None
 
@@ -162,10 +171,7 @@ class StudentDecoder:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            at = location(exc, self.files)
-            if needs_cuda(exc):
-                raise cuda_error(at) from None
-            return StudentResult([], [], "error", error=one_line(exc), error_at=at)
+            return StudentResult([], [], "error", error=one_line(exc), error_at=failure_site(exc, self.files))
         try:
             ids, shape = as_token_ids(out, self.vocab_size)
         except BadOutput as exc:

@@ -27,7 +27,7 @@ from .errors import MedusaError
 from .heads import HeadConfig, MedusaHeads
 from .loader import LoadSettings, load_model
 from .model import MedusaModel, stop_token_ids
-from .prompts import encode_prompt
+from .prompts import PROMPT_STYLES, encode_prompt
 from .results import read_predictions
 
 SEQUENCES = "sequences.jsonl"
@@ -354,7 +354,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        ("heldout-fraction", float), ("eval-every", int), ("output-dir", str), ("seed", int),
                        ("rank", int), ("alpha", int), ("head-loss-weight", float),
                        ("device", str), ("dtype", str), ("hf-token", str)):
-        p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")))
+        p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")),
+                       choices=PROMPT_STYLES if name == "prompt-style" else None)  # refused before loading
     p.add_argument("--own-lm-head", action="store_true", help="give every head its own vocabulary projection")
     p.add_argument("--drafter", default=d.drafter, choices=DRAFTERS,
                    help="medusa: plain heads on the last hidden state; token-input: heads also see the base model's "

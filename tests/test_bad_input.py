@@ -1,5 +1,8 @@
 """Bad input, end to end through the CLI: one `error:` line that says what to do, exit 2, no traceback, no library
-log lines, nothing lost, and (where the input can be checked first) refused before any model loads."""
+log lines, nothing lost, and (where the input can be checked first) refused before any model loads.
+
+A submission's bad return values (a ``str``, ids >= the vocabulary, ...) fail one example, not the run: those cases
+of issue #10 are in test_student_harness.py."""
 
 from __future__ import annotations
 
@@ -98,6 +101,8 @@ ROWS = [{"hin_Deva": HINDI, "eng_Latn": "We now have four month old mice."},
     (["calibrate-tree", "--heads", "0"], "--heads must be at least 1"),
     (["calibrate-tree", "-d", ""], "--dataset is empty"),
     (["measure-acceptance", "-mil", "0"], "--max-input-len"),
+    (["train-heads", "--prompt-style", "fancy"], "invalid choice: 'fancy'"),
+    (["finetune", "--train-data", "flores200-sample", "--prompt-style", "fancy"], "invalid choice: 'fancy'"),
 ])
 def test_bad_flag_is_one_line(args, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the subcommands' default outputs land here, if anything were written
@@ -394,7 +399,8 @@ class NotATensor:
 
 @pytest.mark.parametrize("name,content,needle", [
     ("notes.txt", b"hello", "is a file but not a model"),
-    ("junk.pt", b"hello, not a pickle", "cannot read head weights"),
+    ("junk.pt", b"hello, not a pickle", "not a weights file"),
+    ("junk.bin", b"not a model", "not a weights file"),
     ("pickled.pt", None, "pickled Python objects"),
 ])
 def test_non_model_file_as_model(name, content, needle, tmp_path, capsys):
@@ -405,6 +411,8 @@ def test_non_model_file_as_model(name, content, needle, tmp_path, capsys):
         path.write_bytes(content)
     line = bad_input(["-m", str(path), "-n", "1", "-o", str(tmp_path / "o")], capsys, needle)
     assert "weights_only" not in line
+    if content is not None:  # plain bytes are not a pickle of Python objects: never said to be one
+        assert "pickled" not in line
 
 
 # ---------------------------------------------------------------- the hub without network

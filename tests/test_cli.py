@@ -98,6 +98,7 @@ def test_resume_skips_finished_examples(tiny_model_dir, tmp_path, capsys):
     # resuming with another setup would mix two kinds of rows in one result: refused, naming what changed
     code, _, err = run_cli(base + ["-n", "4", "--resume", "-mol", "6"], capsys)
     assert code == 2 and "max_output_len: 5 then, 6 now" in err and "Traceback" not in err
+    assert "loading base model" not in err  # a changed flag is seen before the model loads
     code, _, err = run_cli(base + ["-n", "4", "--resume", "--dtype", "bfloat16"], capsys)
     assert code == 2 and "dtype" in err
     assert json.loads((out_dir / "run.json").read_text())["max_output_len"] == 5  # the record is left alone
@@ -172,23 +173,26 @@ def test_help_lists_every_subcommand(capsys):
     assert exc.value.code == 0 and len(SUBCOMMANDS) >= 4
     for name in SUBCOMMANDS:  # every name main() dispatches, on a line of its own
         assert f"python medusa.py {name} " in out, name
+    def help_of(flag: str) -> str:
+        return " ".join(out.split(f"  {flag}", 1)[1].split("\n  --", 1)[0].split())
+
+    assert "table.csv" in help_of("--assignment-table") and "plots" in help_of("--assignment-table")
+    assert "summary.csv" in help_of("--output-dir")
+
+
+@pytest.mark.parametrize("command", ["train-heads", "calibrate-tree", "measure-acceptance", "finetune"])
+def test_a_subcommand_flag_error_points_at_its_own_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--no-such-flag"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert f"(see python medusa.py {command} --help)" in err, err
 
 
 @pytest.fixture(scope="module")
-def tiny_heads_dir(tiny_model_dir, tmp_path_factory):
-    """Heads-only checkpoint (3 shared-projection heads, lightly perturbed) on the tiny model."""
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    lm = base.get_output_embeddings()
-    heads = MedusaHeads(HeadConfig(3, 1, lm.weight.shape[1], lm.weight.shape[0], shared_lm_head=True), lm)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for block in heads.heads:
-            block[0].linear.weight.normal_(0, 0.05)
-    folder = tmp_path_factory.mktemp("heads")
-    save_heads(heads, folder, str(tiny_model_dir))
-    return folder
+def tiny_heads_dir(student_heads_dir):
+    """Heads-only checkpoint (3 shared-projection heads, lightly perturbed) on the tiny model: conftest's."""
+    return student_heads_dir
 
 
 @pytest.mark.parametrize("extra", [
@@ -329,6 +333,15 @@ def test_assignment_table_runs_every_row(tiny_model_dir, tmp_path, capsys):
     assert (rows[1]["beam_width"], rows[1]["heads"], rows[-1]["beam_width"], rows[-1]["heads"]) == ("2", "2", "10", "5")
     for png in ("quality-vs-rtf.png", "tau.png", "head-acceptance.png"):
         assert (out_dir / png).read_bytes().startswith(b"\x89PNG"), png
+    args = ["-m", str(tmp_path / "h5"), "-n", "2", "-mol", "6", "--prompt-style", "seed", "--assignment-table",
+            "-o", str(out_dir)]
+    code, _, err = run_cli(args, capsys)  # a finished table is never overwritten, and that is known before loading
+    assert code == 2 and "already exists: pass --resume" in err and "loading base model" not in err, err
+    code, _, err = run_cli(args + ["--resume", "-mol", "7"], capsys)  # a changed flag: refused before loading
+    assert code == 2 and "max_output_len: 6 then, 7 now" in err and "loading base model" not in err, err
+    code, out, err = run_cli(args + ["--resume"], capsys)  # every row's sub-folder resumes: nothing decoded again
+    assert code == 0 and err.count("resuming: 2 examples already in") == 7, err
+    assert (out_dir / "table.md").read_text().splitlines()[2:] == table[2:]
 
 
 STUDENT = '''

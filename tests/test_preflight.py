@@ -192,7 +192,9 @@ def test_auto_prompt_is_chat_where_a_template_exists(tiny_model_dir, tmp_path, c
     (["-nmh", "4", "-ds", "multi-head"], "more heads than the checkpoint has (3)"),
     (["-ds", "tree", "--tree", "builtin", "-nmh", "3", "--tree-size", "2000"], "at most 1024"),
     (["--generator", "nocolon"], "FILE.py:ClassName"),
-    (["--generator", "missing.py:X"], "does not exist"),
+    (["--generator", "missing.py:X"], "does not exist: check the path"),
+    (["--generator", str(Path(__file__).resolve().parents[1] / "docs" / "example_submission.py") + ":Nope"],
+     "has no Nope; its classes: MedusaTextGenerator, ReturnsThePromptToo"),
     (["--assignment-table"], "needs 5 Medusa heads"),
 ])
 def test_bad_values_fail_before_loading(project_dir, tmp_path, capsys, args, needle):
@@ -216,7 +218,8 @@ def test_tree_size_of_a_shipped_tree_is_checked_before_loading(project_dir, tmp_
     assert code == 2 and "keeps no calibration accuracies" in err and LOADING not in err
 
 
-def test_a_submission_is_imported_once(project_dir, tmp_path, capsys):
+@pytest.mark.parametrize("table", [False, True])
+def test_a_submission_is_imported_once(project_dir, tiny_model_dir, tmp_path, capsys, table):
     student = tmp_path / "counting.py"
     marker = tmp_path / "imports.txt"
     student.write_text(f'''
@@ -232,8 +235,15 @@ class Gen:
     def __call__(self, input_ids):
         return torch.tensor([5] * self.n)
 ''')
-    code, _, err = run_cli(["-m", str(project_dir), "-n", "1", "-mol", "3", "--no-warmup", "--prompt-style", "seed",
-                            "--generator", f"{student}:Gen", "-o", str(tmp_path / "g")], capsys)
+    model = project_dir
+    if table:  # seven rows, one import: the assignment table needs 5 heads
+        from transformers import AutoModelForCausalLM
+
+        model = tmp_path / "five"
+        save_heads(heads_on(AutoModelForCausalLM.from_pretrained(tiny_model_dir), 5), model, str(tiny_model_dir))
+    code, _, err = run_cli(["-m", str(model), "-n", "1", "-mol", "3", "--no-warmup", "--prompt-style", "seed",
+                            "--generator", f"{student}:Gen", "-o", str(tmp_path / "g")]
+                           + (["--assignment-table"] if table else []), capsys)
     assert code == 0, err
     assert marker.read_text() == "x"
 

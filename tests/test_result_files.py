@@ -89,6 +89,19 @@ def test_table_plots_are_pngs(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))  # written to a temp name, then renamed
 
 
+def test_configurations_of_equal_quality_stay_readable(tmp_path, monkeypatch):
+    """Greedy rows share one quality: each configuration gets a legend entry, not text that overprints."""
+    import medusa.plots
+
+    figures = []
+    monkeypatch.setattr(medusa.plots, "_save", lambda fig, path: figures.append(fig) or path)
+    rows = [config_row(summary(width=w, heads=h, tps=50.0 + 10 * w + h), f"w{w}-s{h}") for w in (2, 5) for h in (2, 5)]
+    medusa.plots.quality_vs_rtf(rows, tmp_path / QUALITY_PLOT)
+    axes = figures[0].axes
+    assert [t.get_text() for t in axes[1].get_legend().get_texts()] == [r["config"] for r in rows]
+    assert not any(ax.texts for ax in axes)  # no annotations piled on one another
+
+
 def test_plots_with_nothing_to_show_are_skipped(tmp_path):
     s = summary("single-head", heads_rates=())
     s["metrics"] = {}

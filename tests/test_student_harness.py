@@ -151,6 +151,7 @@ def test_no_reference_pass_before_the_submission_works(student_heads_dir, tmp_pa
     assert "skipping the ours pass" in err and "skipping the baseline pass" in err
     assert report(out_dir)["reference"] is None and "against ours: skipped" in out
     assert "tokens/step (tau): n/a" in out and "nan" not in out.split("tokens/step")[1].splitlines()[0]
+    assert "nan" not in out.split("tokens/s:")[1].splitlines()[0]  # no completed example: n/a, like RTF
 
 
 def test_report_flags_contract_breaches(student_heads_dir, tmp_path, capsys):
@@ -276,3 +277,27 @@ class ChattyInit(Greedy):
         lines = err.strip().splitlines()
         assert code == 2 and needle in lines[-1] and "Traceback" not in err, err
         assert re.search(rf"\({cls}_submission\.py:\d+\)$", lines[-1]), lines[-1]
+
+
+def test_a_helper_module_beside_the_submission_imports(student_heads_dir, tmp_path, capsys):
+    """Submissions often split their code; `python generate_medusa.py` finds the sibling file, so must we."""
+    helper = tmp_path / "greedy_helper_for_grading.py"
+    helper.write_text(GREEDY)
+    source = "from greedy_helper_for_grading import Greedy as MedusaTextGenerator\n"
+    code, out, err = grade(source, "MedusaTextGenerator", student_heads_dir, tmp_path / "split", capsys, n=2)
+    assert code == 0, err
+    assert report(tmp_path / "split")["completed"] == 2
+
+
+def test_grading_resumes_both_passes(student_heads_dir, tmp_path, capsys):
+    """--resume continues the submission's rows and ours.jsonl alike; the report covers every row."""
+    out_dir = tmp_path / "resumed"
+    code, _, err = grade(GREEDY, "Greedy", student_heads_dir, out_dir, capsys, n=2)
+    assert code == 0, err
+    code, out, err = grade(GREEDY, "Greedy", student_heads_dir, out_dir, capsys, "--resume", n=3)
+    assert code == 0, err
+    assert err.count("resuming: 2 examples already in") == 2  # predictions.jsonl, then ours.jsonl
+    assert [r["index"] for r in rows(out_dir)] == [0, 1, 2]
+    assert [r["index"] for r in rows(out_dir, "ours.jsonl")] == [0, 1, 2]
+    graded = report(out_dir)
+    assert graded["completed"] == 3 and graded["reference"]["agreement"]["identical"] == 3
