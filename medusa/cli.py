@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .console import say
 from .decoding import ACCEPTANCE_RULES, ENGINES, STRATEGIES
+from .distributed import processes
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .hub import fail_fast_offline
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seed = the course's prompt; chat = the tokenizer's chat template; auto = seed for the "
                       "seed setup, else chat when the tokenizer has a chat template and seed when it has none")
     more.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    add_device_map_arguments(more)
     more.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                       help="auto = float32 on CPU; on CUDA float32 for models under 500M parameters (exact: greedy "
                       "Medusa = single-head; bfloat16 is faster under the graphs engine but flips near-ties), else "
@@ -157,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--seed", type=int, default=0, help="random seed (0)")
     add_threads_argument(more)
     return p
+
+
+def add_device_map_arguments(p) -> None:
+    p.add_argument("--device-map", choices=["auto"], default=None,
+                   help="split a model too large for one GPU over the visible GPUs (accelerate's big-model loading); "
+                   "the heads sit with lm_head")
+    p.add_argument("--max-memory", default=None, metavar="GPU=SIZE,...",
+                   help="with --device-map auto: memory each GPU may hold, e.g. 0=40GiB,1=40GiB")
 
 
 def add_threads_argument(p) -> None:
@@ -201,6 +211,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         max_output_len=args.max_output_len,
         prompt_style=prompt_style,
         device=args.device,
+        device_map=args.device_map,
+        max_memory=args.max_memory,
         dtype=args.dtype,
         engine=args.engine,
         output_dir=args.output_dir,
@@ -325,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         settings = settings_from_args(args)
         settings.threads = apply_threads(settings.threads)
+        processes()  # under accelerate launch: join the process group first, so only the main process speaks
         fail_fast_offline(hub_names(vars(settings)), BUILT_IN_NAMES)
         quiet_libraries(settings.debug)
         own = settings.setup == "embedded" and settings.model_name != EMBEDDED_NAME  # never call it "embedded"

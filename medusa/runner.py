@@ -11,10 +11,13 @@ from pathlib import Path
 
 import torch
 
-from .console import say
+from .console import quiet, say
 from .data import Example, load_examples
 from .decoding import DecodeSettings, Strategy, make_strategy
 from .decoding.engine import Engine, make_engine, resolve_engine
+from .device_map import check_device_map, engine_for, model_devices
+from .distributed import (check_enough_examples, check_same, claimed_by_main, decode_shared, launch_record,
+                          processes)
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .loader import LoadSettings, load_model, resolve_device
@@ -89,8 +92,10 @@ def decode_settings(settings: RunSettings, model: MedusaModel | None = None,
 
 
 def load_settings(settings: RunSettings) -> LoadSettings:
-    return LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device, settings.dtype,
-                        settings.adapter, embedded_extras=not settings.bare_embedded, small_fp32=True)
+    return LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token,
+                        processes().device(settings.device), settings.dtype, settings.adapter,
+                        embedded_extras=not settings.bare_embedded, small_fp32=True, device_map=settings.device_map,
+                        max_memory=settings.max_memory)
 
 
 def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Example], settings: RunSettings,
@@ -127,7 +132,8 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
         say(f"resuming: {len(examples) - len(todo)} examples already in {log.path}")
     from tqdm.auto import tqdm
 
-    for ex in tqdm(todo, desc="submission" if student is not None else strategy.name, unit="ex", dynamic_ncols=True):
+    for ex in tqdm(todo, desc="submission" if student is not None else strategy.name, unit="ex", dynamic_ncols=True,
+                   disable=quiet()):
         ids = prompts[ex.index]
         with Timer(model.device) as timer:
             result = decode(ids, settings.max_output_len)
@@ -195,9 +201,10 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         raise MedusaError("--resume needs the --output-dir of the run to continue")
     from dataclasses import replace
 
-    settings = replace(settings, output_dir=settings.output_dir or str(default_output_dir(settings)))
-    with claimed_folder(Path(settings.output_dir)):
-        if not settings.resume:
+    group = processes()  # a data-parallel launch: one folder (the main process's name) and its lock for all
+    settings = replace(settings, output_dir=settings.output_dir or group.broadcast(str(default_output_dir(settings))))
+    with claimed_by_main(Path(settings.output_dir), claimed_folder):
+        if not settings.resume and group.is_main:
             refuse_to_overwrite(Path(settings.output_dir) / PREDICTIONS)
         return _run(settings, model, engine)
 
@@ -209,6 +216,9 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
     )
     if not examples:
         raise MedusaError(f"{settings.dataset} has no rows to evaluate")
+    check_device_map(settings, processes().count)
+    check_same({**settings.public_dict(), "examples": [ex.index for ex in examples], "data": vars(data_info)})
+    check_enough_examples(len(examples))
     asked_prompt = settings.prompt_style
     checked = inspect_run(settings) if model is None else None  # the assignment table checks before its one load
     if checked is not None:
@@ -222,7 +232,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
     settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
     if checked is not None:
         say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
-    engine = engine or make_engine(model, settings.engine)
+    engine = engine or make_engine(model, engine_for(model, settings.engine))
     setup_before = engine.setup_seconds
     decoding = decode_settings(settings, model)
     strategy = make_strategy(decoding)
@@ -241,9 +251,12 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
     out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     tree_used = decoding.tree_file if settings.decoding_strategy == "tree" else None
-    check_or_write_run(out_dir, {**settings.public_dict(), "tree_used": tree_used, "engine_used": engine.name,
-                                 "base": model.info.base, "heads": model.info.heads, **model.info.extra},
-                       settings.resume)
+    fingerprint = {**settings.public_dict(), "tree_used": tree_used, "engine_used": engine.name,
+                   "base": model.info.base, "heads": model.info.heads, **model.info.extra}
+    check_same({k: v for k, v in fingerprint.items() if k != "device"})  # each process's own GPU may differ
+    if processes().is_main:
+        check_or_write_run(out_dir, fingerprint, settings.resume)
+    processes().barrier()
     runs: list[tuple[str, Strategy, str]] = [("main", strategy, PREDICTIONS)]
     if settings.compare_single_head and (strategy.name != "single-head" or settings.generator):
         runs.insert(0, ("baseline", make_strategy("single-head"), BASELINE))
@@ -262,15 +275,14 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
         if student is not None and role != "main" and not succeeded(rows_of["main"]):
             say(f"skipping the {role} pass: the submission completed no example")
             continue
-        log = PredictionLog(out_dir / filename, settings.resume)
-        try:
-            rows_of[role] = decode_examples(model, strat, examples, settings, log, stops, engine,
-                                            student if role == "main" else None)
-        finally:
-            log.close()
+        rows_of[role] = decode_shared(out_dir / filename, settings.resume, examples, lambda log, share: decode_examples(
+            model, strat, share, settings, log, stops, engine, student if role == "main" else None))
 
     if student is not None and settings.compare_single_head and "baseline" not in rows_of and "ours" in rows_of:
         rows_of["baseline"] = rows_of["ours"]  # our single-head is the baseline: not decoded twice
+    launch = launch_record(model_devices(model))
+    if not processes().is_main:  # the main process scores the merged rows and writes the summary
+        return {}
     rows = rows_of["main"]
     metrics: dict = {}
     if data_info.has_references:
@@ -290,6 +302,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
                   "head_format": model.info.head_format, "num_heads": model.num_heads, **model.info.extra},
         "dataset": vars(data_info),
         "device": device_description(model.device),
+        **launch,
         "libraries": library_versions(),
         "git_commit": git_commit(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -373,8 +386,8 @@ def run_table(settings: RunSettings) -> list[dict]:
 
     Every row uses the chosen ``--acceptance`` rule (the course's own step 3 is ``--acceptance rescore``).
     """
-    base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
-    with claimed_folder(base_dir):
+    base_dir = Path(settings.output_dir or processes().broadcast(str(default_output_dir(settings))))
+    with claimed_by_main(base_dir, claimed_folder):
         return _run_table(settings, base_dir)
 
 
@@ -387,11 +400,12 @@ def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
     settings = checked.settings
     if checked.facts.num_heads is not None:
         check_table_heads(checked.facts.num_heads, needed, settings.model_name)
+    check_device_map(settings, processes().count)
     resolve_engine(settings.engine, resolve_device(settings.device))
     model = load_model(load_settings(settings))
     settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
     say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
-    engine = make_engine(model, settings.engine)  # shared by the rows: each strategy is captured once
+    engine = make_engine(model, engine_for(model, settings.engine))  # shared by the rows: each strategy is captured once
     check_table_heads(model.num_heads, needed, model.info.name)  # refuse before spending time on the first rows
     rows = []
     for strategy, width, heads in TABLE_CONFIGS:
@@ -401,7 +415,10 @@ def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
                                use_no_medusa_heads=heads or settings.use_no_medusa_heads,
                                output_dir=str(base_dir / name), compare_single_head=False)
         summary = run(row_settings, model, engine)
-        rows.append(config_row(summary, name))
+        if summary:  # the other processes of a data-parallel launch write no table
+            rows.append(config_row(summary, name))
+    if not processes().is_main:
+        return rows
     add_speedups(rows)  # against the table's own single-head row
     table = format_table(rows, settings.acceptance)
     (base_dir / "table.md").write_text(table + "\n", encoding="utf-8")

@@ -57,6 +57,17 @@ class MedusaModel(nn.Module):
         return next(self.base_model.parameters()).device
 
     @property
+    def split(self) -> bool:
+        """Whether the weights sit on several GPUs (``--device-map auto``): outputs are then moved to :attr:`device`."""
+        if not hasattr(self, "_split"):
+            self._split = len({p.device for p in self.parameters()}) > 1
+        return self._split
+
+    def _home(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """A split model's output on the first GPU, where the decoders keep their tensors (no-op otherwise)."""
+        return t.to(self.device) if t is not None and self.split else t
+
+    @property
     def dtype(self) -> torch.dtype:
         return next(self.base_model.parameters()).dtype
 
@@ -99,7 +110,10 @@ class MedusaModel(nn.Module):
         if self.heads is None:
             raise ValueError("this model has no Medusa heads")
         next_tokens = logits.argmax(-1) if self.heads.config.token_input else None
-        return self.heads(hidden, num_heads, next_tokens)
+        if not self.split:
+            return self.heads(hidden, num_heads, next_tokens)
+        at = self.lm_head.weight.device  # the heads sit with lm_head
+        return self.heads(hidden.to(at), num_heads, None if next_tokens is None else next_tokens.to(at)).to(hidden.device)
 
     def get_tokenizer(self):
         return self.tokenizer
@@ -144,7 +158,7 @@ class MedusaModel(nn.Module):
             if num_heads > self.num_heads:
                 raise ValueError(f"asked for {num_heads} heads, the model has {self.num_heads}")
             head_logits = self.project_heads(hidden, logits, num_heads)
-        return StepOutput(logits=logits, head_logits=head_logits, hidden=hidden)
+        return StepOutput(logits=self._home(logits), head_logits=self._home(head_logits), hidden=self._home(hidden))
 
     def forward(
         self,
@@ -172,6 +186,8 @@ class MedusaModel(nn.Module):
         hidden = outputs.last_hidden_state
         orig = self.lm_head(hidden)
         medusa_logits = self.project_heads(hidden, orig)
+        if self.split and input_ids is not None:  # back where the caller's tensors are
+            medusa_logits, orig = medusa_logits.to(input_ids.device), orig.to(input_ids.device)
         if output_orig:
             return medusa_logits, outputs, orig
         return medusa_logits
