@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .console import say
 from .decoding import ACCEPTANCE_RULES, ENGINES, STRATEGIES
+from .device_map import add_device_map_arguments
 from .distributed import processes
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
@@ -159,14 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--seed", type=int, default=0, help="random seed (0)")
     add_threads_argument(more)
     return p
-
-
-def add_device_map_arguments(p) -> None:
-    p.add_argument("--device-map", choices=["auto"], default=None,
-                   help="split a model too large for one GPU over the visible GPUs (accelerate's big-model loading); "
-                   "the heads sit with lm_head")
-    p.add_argument("--max-memory", default=None, metavar="GPU=SIZE,...",
-                   help="with --device-map auto: memory each GPU may hold, e.g. 0=40GiB,1=40GiB")
 
 
 def add_threads_argument(p) -> None:

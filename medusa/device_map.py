@@ -18,6 +18,15 @@ DEVICE_MAPS = ("auto",)
 FAST_ENGINES = ("graphs", "compiled")
 
 
+def add_device_map_arguments(p) -> None:
+    """``--device-map`` and ``--max-memory``, for every command that loads a model to run it."""
+    p.add_argument("--device-map", choices=list(DEVICE_MAPS), default=None,
+                   help="split a model too large for one GPU over the visible GPUs (accelerate's big-model loading); "
+                   "the heads sit with lm_head")
+    p.add_argument("--max-memory", default=None, metavar="GPU=SIZE,...",
+                   help="with --device-map auto: memory each GPU may hold, e.g. 0=40GiB,1=40GiB")
+
+
 def parse_max_memory(text: str | None) -> dict[int, str] | None:
     """``"0=40GiB,1=40GiB"`` → ``{0: "40GiB", 1: "40GiB"}``; each size as accelerate reads it (GiB, GB, MiB...)."""
     if text is None:
@@ -46,9 +55,6 @@ def check_device_map(settings, process_count: int = 1) -> None:
         if max_memory is not None:
             raise MedusaError("--max-memory limits what --device-map auto puts on each GPU: add --device-map auto")
         return
-    if not torch.cuda.is_available():
-        raise MedusaError("--device-map auto splits a model over GPUs, but CUDA is not available here: drop "
-                          "--device-map (a CPU holds the whole model anyway)")
     if getattr(settings, "device", "auto") not in ("auto", "cuda"):
         raise MedusaError(f"--device-map auto places the model itself; drop --device {settings.device}")
     if process_count > 1:
@@ -57,7 +63,10 @@ def check_device_map(settings, process_count: int = 1) -> None:
     if getattr(settings, "engine", "auto") in FAST_ENGINES:
         raise MedusaError(f"--engine {settings.engine} keeps the whole model on one GPU; with --device-map the eager "
                           "engine runs: drop --engine")
-    limits = parse_max_memory(max_memory)
+    limits = parse_max_memory(max_memory)  # the flags first, then the machine
+    if not torch.cuda.is_available():
+        raise MedusaError("--device-map auto splits a model over GPUs, but CUDA is not available here: drop "
+                          "--device-map (a CPU holds the whole model anyway)")
     visible = torch.cuda.device_count()
     if limits and max(limits) >= visible:
         raise MedusaError(f"--max-memory names GPU {max(limits)}, but {visible} GPU(s) are visible (0 to "

@@ -140,9 +140,9 @@ def claimed_by_main(folder: Path, claim) -> Iterator[Path]:
         held.__exit__(None, None, None)
 
 
-def check_same(what: dict) -> None:
+def check_same(what: dict, group: Processes | None = None) -> None:
     """Refuse a launch whose processes would decode different things (another model, data or setting)."""
-    group = processes()
+    group = group or processes()
     if not group.parallel:
         return
     views = group.gather(json.loads(json.dumps(what, default=str)))
@@ -156,8 +156,8 @@ def check_same(what: dict) -> None:
     group.agree(None)
 
 
-def check_enough_examples(count: int) -> None:
-    group = processes()
+def check_enough_examples(count: int, group: Processes | None = None) -> None:
+    group = group or processes()
     if group.count > count:
         group.agree(f"{group.count} processes for {count} examples: launch at most {count} "
                     f"(accelerate launch --num_processes {count}) or evaluate more examples")
@@ -173,15 +173,16 @@ def shards_of(path: Path) -> list[Path]:
 
 def merge_shards(path: Path) -> int:
     """Fold every shard of ``path`` into it: rows sorted by dataset index, one row per index (the file's own row
-    first). Written to a temp file renamed over ``path`` before the shards go, so a kill loses nothing.
-    Returns the number of rows."""
+    first). Written to a temp file renamed over ``path`` before the shards go, so a kill loses nothing; a file
+    already whole and in order is left as it is. Returns the number of rows."""
     shards = shards_of(path)
-    if not shards:
-        return len(read_predictions(path)) if path.exists() else 0
+    own = read_predictions(path) if path.exists() else []
+    indices = [row["index"] for row in own]
+    if not shards and indices == sorted(set(indices)):
+        return len(own)
     rows: dict[int, dict] = {}
-    for source in ([path] if path.exists() else []) + shards:
-        for row in read_predictions(source):
-            rows.setdefault(row["index"], row)
+    for row in own + [row for shard in shards for row in read_predictions(shard)]:
+        rows.setdefault(row["index"], row)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("".join(json.dumps(rows[i], ensure_ascii=False) + "\n" for i in sorted(rows)))
@@ -193,7 +194,8 @@ def merge_shards(path: Path) -> int:
     return len(rows)
 
 
-def decode_shared(path: Path, resume: bool, examples: list, decode: Callable[[PredictionLog, list], object]) -> list:
+def decode_shared(path: Path, resume: bool, examples: list, decode: Callable[[PredictionLog, list], object],
+                  group: Processes | None = None) -> list:
     """All rows of ``examples`` in dataset order, each process decoding its share of those not yet in ``path``.
 
     ``decode(log, share)`` decodes ``share`` into ``log``. One process: ``path`` itself is the log, as before (a
@@ -201,7 +203,7 @@ def decode_shared(path: Path, resume: bool, examples: list, decode: Callable[[Pr
     (or refuses a started file without --resume), each process writes its own shard, and the main process merges
     them once every process is done.
     """
-    group = processes()
+    group = group or processes()
     if not group.parallel:
         if resume:
             merge_shards(path)
@@ -210,6 +212,8 @@ def decode_shared(path: Path, resume: bool, examples: list, decode: Callable[[Pr
             decode(log, examples)
         finally:
             log.close()
+        if resume:
+            merge_shards(path)  # rows a shard held come before the new ones in the file: dataset order again
         return [log.done[ex.index] for ex in examples]
 
     def prepare() -> None:
