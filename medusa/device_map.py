@@ -90,6 +90,15 @@ def check_placed(base) -> None:
                           f"{' and '.join(off)}; allow more memory per GPU or use more GPUs")
 
 
+def describe_map(device_map: dict) -> str:
+    """``{"model.layers.0": 0, ..., "lm_head": 1}`` → ``"cuda:0: 17 modules; cuda:1: 18 modules (lm_head)"``."""
+    where: dict[str, list[str]] = {}
+    for module, device in device_map.items():
+        where.setdefault(f"cuda:{device}" if isinstance(device, int) else str(device), []).append(module)
+    return "; ".join(f"{d}: {len(m)} modules" + (" (lm_head)" if any(x.endswith("lm_head") for x in m) else "")
+                     for d, m in where.items())
+
+
 def model_devices(model) -> list[str]:
     """The devices holding the model's weights (base and heads), e.g. ``["cuda:0", "cuda:1"]``."""
     return sorted({str(p.device) for p in model.parameters()})

@@ -10,7 +10,7 @@ import torch
 
 from .checkpoints import HeadCheckpoint, build_heads, read_head_checkpoint, read_medusa2_heads
 from .console import say
-from .device_map import check_placed, load_kwargs
+from .device_map import check_placed, describe_map, load_kwargs
 from .embedded import EMBEDDED_NAME, EMBEDDED_REPO, converted_dir, embedded_gguf
 from .errors import MedusaError
 from .hub import fetch, is_local, looks_like_path
@@ -126,6 +126,7 @@ def _load_base(location: str, token: str | None, device: torch.device, dtype_nam
         raise MedusaError(f"cannot load model '{location}': {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     if split:
         check_placed(model)
+        say("device map: " + describe_map(model.hf_device_map))
     else:
         model.to(device)
     model.eval()
