@@ -43,13 +43,6 @@ class Processes:
     def parallel(self) -> bool:
         return self.count > 1
 
-    def device(self, asked: str) -> str:
-        """``auto``/``cuda`` mean this process's own GPU under a launch; an explicit device is kept as asked."""
-        own = getattr(self.state, "device", None)
-        if self.parallel and own is not None and own.type == "cuda" and asked in ("auto", "cuda"):
-            return str(own)
-        return asked
-
     def barrier(self) -> None:
         if self.parallel:
             self.state.wait_for_everyone()
@@ -101,6 +94,8 @@ def processes() -> Processes:
     import torch
     from accelerate import PartialState
 
+    # it makes this process's GPU (local rank modulo the GPUs) the current one: --device auto/cuda loads there, and
+    # run.json keeps saying "cuda", so a resume under another process count (or none) matches it
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=BARRIER_TIMEOUT)
     group = Processes(state.process_index, state.num_processes, state)
     if group.is_main:
@@ -116,6 +111,15 @@ def _error_of(work: Callable[[], object]) -> str | None:
     except MedusaError as exc:
         return str(exc)
     return None
+
+
+def on_main(work: Callable[[], object], group: Processes | None = None) -> None:
+    """``work`` (a check, or a file only one process may write) on the main process; its error stops them all."""
+    group = group or processes()
+    if not group.parallel:
+        work()
+        return
+    group.agree(_error_of(work) if group.is_main else None)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from .decoding import DecodeSettings, Strategy, make_strategy
 from .decoding.engine import Engine, make_engine, resolve_engine
 from .device_map import check_device_map, engine_for, model_devices
 from .distributed import (check_enough_examples, check_same, claimed_by_main, decode_shared, launch_record,
-                          processes)
+                          on_main, processes)
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .loader import LoadSettings, load_model, resolve_device
@@ -92,10 +92,9 @@ def decode_settings(settings: RunSettings, model: MedusaModel | None = None,
 
 
 def load_settings(settings: RunSettings) -> LoadSettings:
-    return LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token,
-                        processes().device(settings.device), settings.dtype, settings.adapter,
-                        embedded_extras=not settings.bare_embedded, small_fp32=True, device_map=settings.device_map,
-                        max_memory=settings.max_memory)
+    return LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device, settings.dtype,
+                        settings.adapter, embedded_extras=not settings.bare_embedded, small_fp32=True,
+                        device_map=settings.device_map, max_memory=settings.max_memory)
 
 
 def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Example], settings: RunSettings,
@@ -204,8 +203,8 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
     group = processes()  # a data-parallel launch: one folder (the main process's name) and its lock for all
     settings = replace(settings, output_dir=settings.output_dir or group.broadcast(str(default_output_dir(settings))))
     with claimed_by_main(Path(settings.output_dir), claimed_folder):
-        if not settings.resume and group.is_main:
-            refuse_to_overwrite(Path(settings.output_dir) / PREDICTIONS)
+        if not settings.resume:
+            on_main(lambda: refuse_to_overwrite(Path(settings.output_dir) / PREDICTIONS))
         return _run(settings, model, engine)
 
 
@@ -253,10 +252,8 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
     tree_used = decoding.tree_file if settings.decoding_strategy == "tree" else None
     fingerprint = {**settings.public_dict(), "tree_used": tree_used, "engine_used": engine.name,
                    "base": model.info.base, "heads": model.info.heads, **model.info.extra}
-    check_same({k: v for k, v in fingerprint.items() if k != "device"})  # each process's own GPU may differ
-    if processes().is_main:
-        check_or_write_run(out_dir, fingerprint, settings.resume)
-    processes().barrier()
+    check_same(fingerprint)  # every process loaded the same model, heads, dtype and tree
+    on_main(lambda: check_or_write_run(out_dir, fingerprint, settings.resume))
     runs: list[tuple[str, Strategy, str]] = [("main", strategy, PREDICTIONS)]
     if settings.compare_single_head and (strategy.name != "single-head" or settings.generator):
         runs.insert(0, ("baseline", make_strategy("single-head"), BASELINE))

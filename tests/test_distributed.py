@@ -355,3 +355,16 @@ def test_device_map_needs_cuda(tiny_model_dir, tmp_path):
                          (["--device-map", "auto", "--device", "cpu"], "drop --device cpu")):
         out = plain(["-m", str(tiny_model_dir), "-n", "1", *args, "-o", str(tmp_path / "x")])
         assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+
+
+def test_a_check_on_the_main_process_stops_every_process(tmp_path):
+    from medusa.distributed import on_main
+
+    def refuse():
+        raise MedusaError("run.json says otherwise")
+
+    results = run_processes(2, lambda group: on_main(refuse, group))
+    assert isinstance(results[0], MedusaError) and isinstance(results[1], SystemExit)
+    written = []
+    assert run_processes(2, lambda group: on_main(lambda: written.append(group.index), group)) == [None, None]
+    assert written == [0]  # only the main process writes
