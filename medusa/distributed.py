@@ -175,6 +175,12 @@ def shards_of(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f"{path.stem}.process*{path.suffix}"))
 
 
+def refuse_started(path: Path) -> None:
+    """Without --resume, neither the predictions file nor a shard a killed data-parallel run left may hold rows."""
+    for started in [path, *shards_of(path)]:
+        refuse_to_overwrite(started)
+
+
 def merge_shards(path: Path) -> int:
     """Fold every shard of ``path`` into it: rows sorted by dataset index, one row per index (the file's own row
     first). Written to a temp file renamed over ``path`` before the shards go, so a kill loses nothing; a file
@@ -209,8 +215,7 @@ def decode_shared(path: Path, resume: bool, examples: list, decode: Callable[[Pr
     """
     group = group or processes()
     if not group.parallel:
-        if resume:
-            merge_shards(path)
+        merge_shards(path) if resume else refuse_started(path)
         log = PredictionLog(path, resume)
         try:
             decode(log, examples)
@@ -220,13 +225,7 @@ def decode_shared(path: Path, resume: bool, examples: list, decode: Callable[[Pr
             merge_shards(path)  # rows a shard held come before the new ones in the file: dataset order again
         return [log.done[ex.index] for ex in examples]
 
-    def prepare() -> None:
-        if resume:
-            merge_shards(path)
-        else:
-            refuse_to_overwrite(path)
-
-    group.agree(_error_of(prepare) if group.is_main else None)
+    on_main(lambda: merge_shards(path) if resume else refuse_started(path), group)
     done = {row["index"] for row in read_predictions(path)} if resume and path.exists() else set()
     todo = [ex for ex in examples if ex.index not in done]
     if done:

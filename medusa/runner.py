@@ -17,7 +17,7 @@ from .decoding import DecodeSettings, Strategy, make_strategy
 from .decoding.engine import Engine, make_engine, resolve_engine
 from .device_map import check_device_map, engine_for, model_devices
 from .distributed import (check_enough_examples, check_same, claimed_by_main, decode_shared, launch_record,
-                          on_main, processes)
+                          on_main, processes, refuse_started)
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .loader import LoadSettings, load_model, resolve_device
@@ -27,7 +27,7 @@ from .output_dir import claimed_folder
 from .preflight import check_head_count, check_table_heads, inspect_run, prompt_note, settle_prompt_style
 from .prompts import encode_prompt, encode_prompts, process_reference
 from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, device_description, git_commit,
-                      library_versions, refuse_to_overwrite, write_summary)
+                      library_versions, write_summary)
 from .result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
 from .settings import RunSettings
 
@@ -204,7 +204,7 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
     settings = replace(settings, output_dir=settings.output_dir or group.broadcast(str(default_output_dir(settings))))
     with claimed_by_main(Path(settings.output_dir), claimed_folder):
         if not settings.resume:
-            on_main(lambda: refuse_to_overwrite(Path(settings.output_dir) / PREDICTIONS))
+            on_main(lambda: refuse_started(Path(settings.output_dir) / PREDICTIONS))
         return _run(settings, model, engine)
 
 

@@ -368,3 +368,13 @@ def test_a_check_on_the_main_process_stops_every_process(tmp_path):
     written = []
     assert run_processes(2, lambda group: on_main(lambda: written.append(group.index), group)) == [None, None]
     assert written == [0]  # only the main process writes
+
+
+def test_a_shard_left_by_a_killed_run_needs_resume(tmp_path, greedy):
+    path = tmp_path / "p.jsonl"
+    shard_path(path, 1).write_text(json.dumps({"index": 3}) + "\n")
+    with pytest.raises(MedusaError, match=r"p\.process1\.jsonl already exists: pass --resume"):
+        decode_shared(path, False, EXAMPLES, greedy, Processes())
+    results = run_processes(2, lambda group: decode_shared(path, False, EXAMPLES, greedy, group))
+    assert isinstance(results[0], MedusaError) and isinstance(results[1], SystemExit)
+    assert not path.exists()
