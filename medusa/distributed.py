@@ -25,6 +25,8 @@ from .results import PredictionLog, read_predictions, refuse_to_overwrite
 # a process that finished its share waits at a barrier for the slowest one; a process that fails ends them all
 # (the launcher's doing), so a long limit never leaves a hung run behind
 BARRIER_TIMEOUT = timedelta(hours=12)
+# settings each process may resolve for itself without changing a token (--threads auto counts idle cores)
+PER_PROCESS = ("threads",)
 
 
 @dataclass
@@ -149,6 +151,7 @@ def check_same(what: dict, group: Processes | None = None) -> None:
     group = group or processes()
     if not group.parallel:
         return
+    what = {k: v for k, v in what.items() if k not in PER_PROCESS}
     views = group.gather(json.loads(json.dumps(what, default=str)))
     main = views[0]
     for index, view in enumerate(views[1:], 1):

@@ -378,3 +378,8 @@ def test_a_shard_left_by_a_killed_run_needs_resume(tmp_path, greedy):
     results = run_processes(2, lambda group: decode_shared(path, False, EXAMPLES, greedy, group))
     assert isinstance(results[0], MedusaError) and isinstance(results[1], SystemExit)
     assert not path.exists()
+
+
+def test_thread_counts_may_differ_between_processes():
+    views = [{"model_name": "a", "threads": 2}, {"model_name": "a", "threads": 4}]
+    assert run_processes(2, lambda group: check_same(views[group.index], group)) == [None, None]
