@@ -103,7 +103,7 @@ def processes() -> Processes:
     if group.is_main:
         say(f"data-parallel: {group.count} processes ({state.backend}), each decoding its share of the examples")
     else:
-        quiet(True)  # one banner, one progress bar, one error line: the main process's
+        quiet(f"process {group.index}")  # one banner, one progress bar: the main process's
     return group
 
 
