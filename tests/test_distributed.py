@@ -3,6 +3,7 @@ meet at real barriers), then two real processes started by ``accelerate launch``
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -306,6 +307,8 @@ def test_accelerate_launch_two_processes_equals_one(five_heads_dir, tmp_path):
     s1, s2 = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
     assert s2["metrics"] == s1["metrics"] and s2["identical_to_single_head"] == s1["identical_to_single_head"]
     assert (s1["processes"], s2["processes"], s2["gpus"], s2["backend"]) == (1, 2, 0, "gloo")
+    with open(tmp_path / "two" / "summary.csv", newline="") as f:
+        assert next(csv.DictReader(f))["processes"] == "2"
     assert not list((tmp_path / "two").glob("*.process*.jsonl")) and not (tmp_path / "two" / ".medusa.lock").exists()
 
     # resume under one process after a two-process run was cut short: rows of both shards are kept
