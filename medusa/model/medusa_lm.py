@@ -113,7 +113,8 @@ class MedusaModel(nn.Module):
         if not self.split:
             return self.heads(hidden, num_heads, next_tokens)
         at = self.lm_head.weight.device  # the heads sit with lm_head
-        return self.heads(hidden.to(at), num_heads, None if next_tokens is None else next_tokens.to(at)).to(hidden.device)
+        next_tokens = None if next_tokens is None else next_tokens.to(at)
+        return self.heads(hidden.to(at), num_heads, next_tokens).to(hidden.device)
 
     def get_tokenizer(self):
         return self.tokenizer
