@@ -17,6 +17,7 @@ from .data import load_examples
 from .decoding import DecodeSettings, make_strategy
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
+from .device_map import add_device_map_arguments, check_device_map
 from .loader import LoadSettings, load_model
 from .model import stop_token_ids
 from .output_dir import claimed_folder
@@ -44,6 +45,8 @@ class AcceptanceSettings:
     batch_size: int = 32
     output_dir: str = "acceptance"
     device: str = "auto"
+    device_map: str | None = None  # --device-map auto: split over the GPUs (medusa/device_map.py)
+    max_memory: str | None = None
     dtype: str = "auto"
     hf_token: str | None = None
 
@@ -81,7 +84,9 @@ def measure(s: AcceptanceSettings) -> dict:
                                                                              and s.num_examples < 1):
         raise MedusaError("--max-output-len must be at least 2, and --batch-size, --max-input-len and "
                           "--num-examples at least 1")
-    model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter))
+    check_device_map(s)
+    model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter,
+                                    device_map=s.device_map, max_memory=s.max_memory))
     from .preflight import settle_prompt_style
 
     s = settle_prompt_style(s, model.tokenizer, model.info.base)  # the seed prompt for a model without a template
@@ -183,6 +188,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--output-dir", "-o", default=d.output_dir)
     p.add_argument("--device", default=d.device)
+    add_device_map_arguments(p)
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=d.dtype)
     p.add_argument("--hf-token", "-token", default=None)
 

@@ -12,6 +12,7 @@ from .data import load_examples
 from .batch_generate import batched_greedy
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
+from .device_map import add_device_map_arguments, check_device_map
 from .loader import LoadSettings, load_model
 from .model import stop_token_ids
 from .output_dir import check_output_file
@@ -38,6 +39,8 @@ class CalibrationSettings:
     batch_size: int = 32  # prompts per batched greedy generation
     output: str = "tree.json"
     device: str = "auto"
+    device_map: str | None = None  # --device-map auto: split over the GPUs (medusa/device_map.py)
+    max_memory: str | None = None
     dtype: str = "auto"
     hf_token: str | None = None
 
@@ -62,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts generated at once (32)")
     p.add_argument("--output", "-o", default=d.output, help="where the tree JSON goes (tree.json)")
     p.add_argument("--device", default=d.device)
+    add_device_map_arguments(p)
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=d.dtype)
     p.add_argument("--hf-token", "-token", default=None)
 
@@ -75,7 +79,9 @@ def run_calibration(s: CalibrationSettings) -> dict:
             raise MedusaError(f"{name} must be at least 1 (got {value})")
     check_output_file(Path(s.output), "--output")  # before the model loads, not after the work
     examples, info = load_examples(s.dataset, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
-    model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter))
+    check_device_map(s)
+    model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter,
+                                    device_map=s.device_map, max_memory=s.max_memory))
     from .preflight import settle_prompt_style
 
     s = settle_prompt_style(s, model.tokenizer, model.info.base)  # the seed prompt for a model without a template

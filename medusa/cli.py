@@ -9,6 +9,8 @@ from pathlib import Path
 
 from .console import say
 from .decoding import ACCEPTANCE_RULES, ENGINES, STRATEGIES
+from .device_map import add_device_map_arguments
+from .distributed import processes
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .hub import fail_fast_offline
@@ -143,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seed = the course's prompt; chat = the tokenizer's chat template; auto = seed for the "
                       "seed setup, else chat when the tokenizer has a chat template and seed when it has none")
     more.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    add_device_map_arguments(more)
     more.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                       help="auto = float32 on CPU; on CUDA float32 for models under 500M parameters (exact: greedy "
                       "Medusa = single-head; bfloat16 is faster under the graphs engine but flips near-ties), else "
@@ -202,6 +205,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         max_output_len=args.max_output_len,
         prompt_style=prompt_style,
         device=args.device,
+        device_map=args.device_map,
+        max_memory=args.max_memory,
         dtype=args.dtype,
         engine=args.engine,
         output_dir=args.output_dir,
@@ -326,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         settings = settings_from_args(args)
         settings.threads = apply_threads(settings.threads)
+        processes()  # under accelerate launch: join the process group first, so only the main process speaks
         fail_fast_offline(hub_names(vars(settings)), BUILT_IN_NAMES)
         quiet_libraries(settings.debug)
         own = settings.setup == "embedded" and settings.model_name != EMBEDDED_NAME  # never call it "embedded"

@@ -10,6 +10,7 @@ import torch
 
 from .checkpoints import HeadCheckpoint, build_heads, read_head_checkpoint, read_medusa2_heads
 from .console import say
+from .device_map import check_placed, describe_map, load_kwargs
 from .embedded import EMBEDDED_NAME, EMBEDDED_REPO, converted_dir, embedded_gguf
 from .errors import MedusaError
 from .hub import fetch, is_local, looks_like_path
@@ -38,6 +39,8 @@ class LoadSettings:
     adapter: str | None = None  # a LoRA adapter (peft folder) merged into the base weights at load
     embedded_extras: bool = True  # embedded base: load the shipped adapter + heads + tree (False: bare base)
     small_fp32: bool = False  # one-sequence decoding: a small model is launch-bound on a GPU, so fp32 is free there
+    device_map: str | None = None  # "auto": split over the visible GPUs (medusa/device_map.py)
+    max_memory: str | None = None  # per-GPU limits for device_map, e.g. "0=40GiB,1=40GiB"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,8 +107,10 @@ def _read_config(location: str, token: str | None) -> dict:
         raise MedusaError(f"cannot read {path}: {exc}") from None
 
 
-def _load_base(location: str, token: str | None, device: torch.device, dtype_name: str, small_fp32: bool = False):
-    """A transformers causal LM and its tokenizer, from a folder, a hub id or a GGUF file."""
+def _load_base(location: str, token: str | None, device: torch.device, dtype_name: str, small_fp32: bool = False,
+               split: dict | None = None):
+    """A transformers causal LM and its tokenizer, from a folder, a hub id or a GGUF file; ``split`` holds the
+    ``device_map``/``max_memory`` arguments of a model spread over several GPUs."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict = {"token": token}
@@ -114,12 +119,16 @@ def _load_base(location: str, token: str | None, device: torch.device, dtype_nam
     dtype = resolve_dtype(dtype_name, device, config_dtype, estimated_parameters(config) if small_fp32 else None)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs, **(split or {}))
     except MedusaError:
         raise
     except (OSError, ValueError, KeyError, ImportError) as exc:
         raise MedusaError(f"cannot load model '{location}': {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-    model.to(device)
+    if split:
+        check_placed(model)
+        say("device map: " + describe_map(model.hf_device_map))
+    else:
+        model.to(device)
     model.eval()
     return model, tokenizer
 
@@ -198,8 +207,9 @@ def load_model(settings: LoadSettings) -> MedusaModel:
                               "download the heads folder and pass its local path")
         adapter = str(beside)
 
-    say(f"loading base model {base_label} on {device}")
-    base, tokenizer = _load_base(base_location, token, device, settings.dtype, settings.small_fp32)
+    split = load_kwargs(settings.device_map, settings.max_memory)
+    say(f"loading base model {base_label} on {'the visible GPUs (--device-map auto)' if split else device}")
+    base, tokenizer = _load_base(base_location, token, device, settings.dtype, settings.small_fp32, split)
     if adapter:
         from .finetune import merge_adapter
 
@@ -216,7 +226,8 @@ def load_model(settings: LoadSettings) -> MedusaModel:
         base=base_label,
         heads=heads_ckpt.source if heads_ckpt else ("untrained (identity-initialised)" if untrained else None),
         head_format=heads_ckpt.format if heads_ckpt else ("untrained" if untrained else None),
-        extra={"dtype": str(base.dtype).replace("torch.", ""), "device": str(device)},
+        extra={"dtype": str(base.dtype).replace("torch.", ""),
+               "device": "+".join(sorted({str(p.device) for p in base.parameters()})) if split else str(device)},
     )
     if heads is not None:
         info.extra["head_config"] = heads.config.to_dict()

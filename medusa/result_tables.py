@@ -16,7 +16,7 @@ TABLE_CSV = "table.csv"
 QUALITY = ("bleu", "rouge1", "rouge2", "rougeL", "sacrebleu", "chrf")
 SPEED = ("rtf", "tokens_per_second", "tokens_per_step", "generated_tokens", "generation_seconds", "decoding_steps")
 FIELDS = ("config", "strategy", "beam_width", "heads", "acceptance", "examples", *QUALITY, *SPEED,
-          "speedup_vs_single_head", "identical_to_single_head")
+          "speedup_vs_single_head", "identical_to_single_head", "processes", "gpus")
 
 
 def config_name(strategy: str, beam_width: int | None, heads: int | None) -> str:
@@ -46,6 +46,8 @@ def config_row(summary: dict, name: str | None = None) -> dict:
         **{k: speed.get(k) for k in SPEED},
         "speedup_vs_single_head": summary.get("speedup_vs_single_head"),
         "identical_to_single_head": summary.get("identical_to_single_head"),
+        "processes": summary.get("processes"),  # a data-parallel launch's processes, and the GPUs they used
+        "gpus": summary.get("gpus"),
     }
     for h, rate in enumerate(speed.get("head_acceptance") or []):
         row[f"head_{h + 1}"] = rate

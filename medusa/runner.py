@@ -11,10 +11,13 @@ from pathlib import Path
 
 import torch
 
-from .console import say
+from .console import quiet, say
 from .data import Example, load_examples
 from .decoding import DecodeSettings, Strategy, make_strategy
 from .decoding.engine import Engine, make_engine, resolve_engine
+from .device_map import check_device_map, engine_for, model_devices
+from .distributed import (check_enough_examples, check_same, claimed_by_main, decode_shared, launch_record,
+                          on_main, processes, refuse_started)
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .loader import LoadSettings, load_model, resolve_device
@@ -24,7 +27,7 @@ from .output_dir import claimed_folder
 from .preflight import check_head_count, check_table_heads, inspect_run, prompt_note, settle_prompt_style
 from .prompts import encode_prompt, encode_prompts, process_reference
 from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, check_resume_before_loading,
-                      device_description, git_commit, library_versions, refuse_to_overwrite, write_summary)
+                      device_description, git_commit, library_versions, write_summary)
 from .result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
 from .settings import RunSettings
 
@@ -90,7 +93,8 @@ def decode_settings(settings: RunSettings, model: MedusaModel | None = None,
 
 def load_settings(settings: RunSettings) -> LoadSettings:
     return LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device, settings.dtype,
-                        settings.adapter, embedded_extras=not settings.bare_embedded, small_fp32=True)
+                        settings.adapter, embedded_extras=not settings.bare_embedded, small_fp32=True,
+                        device_map=settings.device_map, max_memory=settings.max_memory)
 
 
 def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Example], settings: RunSettings,
@@ -127,7 +131,8 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
         say(f"resuming: {len(examples) - len(todo)} examples already in {log.path}")
     from tqdm.auto import tqdm
 
-    for ex in tqdm(todo, desc="submission" if student is not None else strategy.name, unit="ex", dynamic_ncols=True):
+    for ex in tqdm(todo, desc="submission" if student is not None else strategy.name, unit="ex", dynamic_ncols=True,
+                   disable=quiet()):
         ids = prompts[ex.index]
         with Timer(model.device) as timer:
             result = decode(ids, settings.max_output_len)
@@ -197,12 +202,13 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         raise MedusaError("--resume needs the --output-dir of the run to continue")
     from dataclasses import replace
 
-    settings = replace(settings, output_dir=settings.output_dir or str(default_output_dir(settings)))
-    with claimed_folder(Path(settings.output_dir)):
+    group = processes()  # a data-parallel launch: one folder (the main process's name) and its lock for all
+    settings = replace(settings, output_dir=settings.output_dir or group.broadcast(str(default_output_dir(settings))))
+    with claimed_by_main(Path(settings.output_dir), claimed_folder):
         if not settings.resume:
-            refuse_to_overwrite(Path(settings.output_dir) / PREDICTIONS)
+            on_main(lambda: refuse_started(Path(settings.output_dir) / PREDICTIONS))
         else:
-            check_resume_before_loading(Path(settings.output_dir), settings.public_dict())
+            on_main(lambda: check_resume_before_loading(Path(settings.output_dir), settings.public_dict()))
         return _run(settings, model, engine, generator)
 
 
@@ -214,6 +220,9 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
     )
     if not examples:
         raise MedusaError(f"{settings.dataset} has no rows to evaluate")
+    check_device_map(settings, processes().count)
+    check_same({**settings.public_dict(), "examples": [ex.index for ex in examples], "data": vars(data_info)})
+    check_enough_examples(len(examples))
     asked_prompt = settings.prompt_style
     checked = inspect_run(settings) if model is None else None  # the assignment table checks before its one load
     if checked is not None:
@@ -227,7 +236,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
     settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
     if checked is not None:
         say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
-    engine = engine or make_engine(model, settings.engine)
+    engine = engine or make_engine(model, engine_for(model, settings.engine))
     setup_before = engine.setup_seconds
     decoding = decode_settings(settings, model)
     strategy = make_strategy(decoding)
@@ -246,9 +255,10 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
     out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     tree_used = decoding.tree_file if settings.decoding_strategy == "tree" else None
-    check_or_write_run(out_dir, {**settings.public_dict(), "tree_used": tree_used, "engine_used": engine.name,
-                                 "base": model.info.base, "heads": model.info.heads, **model.info.extra},
-                       settings.resume)
+    fingerprint = {**settings.public_dict(), "tree_used": tree_used, "engine_used": engine.name,
+                   "base": model.info.base, "heads": model.info.heads, **model.info.extra}
+    check_same(fingerprint)  # every process loaded the same model, heads, dtype and tree
+    on_main(lambda: check_or_write_run(out_dir, fingerprint, settings.resume))
     runs: list[tuple[str, Strategy, str]] = [("main", strategy, PREDICTIONS)]
     if settings.compare_single_head and (strategy.name != "single-head" or settings.generator):
         runs.insert(0, ("baseline", make_strategy("single-head"), BASELINE))
@@ -268,15 +278,14 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
         if student is not None and role != "main" and not succeeded(rows_of["main"]):
             say(f"skipping the {role} pass: the submission completed no example")
             continue
-        log = PredictionLog(out_dir / filename, settings.resume)
-        try:
-            rows_of[role] = decode_examples(model, strat, examples, settings, log, stops, engine,
-                                            student if role == "main" else None)
-        finally:
-            log.close()
+        rows_of[role] = decode_shared(out_dir / filename, settings.resume, examples, lambda log, share: decode_examples(
+            model, strat, share, settings, log, stops, engine, student if role == "main" else None))
 
     if student is not None and settings.compare_single_head and "baseline" not in rows_of and "ours" in rows_of:
         rows_of["baseline"] = rows_of["ours"]  # our single-head is the baseline: not decoded twice
+    launch = launch_record(model_devices(model))
+    if not processes().is_main:  # the main process scores the merged rows and writes the summary
+        return {}
     rows = rows_of["main"]
     metrics: dict = {}
     if data_info.has_references:
@@ -296,6 +305,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
                   "head_format": model.info.head_format, "num_heads": model.num_heads, **model.info.extra},
         "dataset": vars(data_info),
         "device": device_description(model.device),
+        **launch,
         "libraries": library_versions(),
         "git_commit": git_commit(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -379,13 +389,13 @@ def run_table(settings: RunSettings) -> list[dict]:
 
     Every row uses the chosen ``--acceptance`` rule (the course's own step 3 is ``--acceptance rescore``).
     """
-    base_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
-    with claimed_folder(base_dir):
+    base_dir = Path(settings.output_dir or processes().broadcast(str(default_output_dir(settings))))
+    with claimed_by_main(base_dir, claimed_folder):
         for name, row in table_rows(settings, base_dir):  # each row's run checks too, but after the model loads
             if settings.resume:
-                check_resume_before_loading(base_dir / name, row.public_dict())
+                on_main(lambda: check_resume_before_loading(base_dir / name, row.public_dict()))
             else:
-                refuse_to_overwrite(base_dir / name / PREDICTIONS)
+                on_main(lambda: refuse_started(base_dir / name / PREDICTIONS))
         return _run_table(settings, base_dir)
 
 
@@ -409,17 +419,21 @@ def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
     settings = checked.settings
     if checked.facts.num_heads is not None:
         check_table_heads(checked.facts.num_heads, needed, settings.model_name)
+    check_device_map(settings, processes().count)
     resolve_engine(settings.engine, resolve_device(settings.device))
     model = load_model(load_settings(settings))
     settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
     say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
-    engine = make_engine(model, settings.engine)  # shared by the rows: each strategy is captured once
+    engine = make_engine(model, engine_for(model, settings.engine))  # shared by the rows: each strategy is captured once
     check_table_heads(model.num_heads, needed, model.info.name)  # refuse before spending time on the first rows
     rows = []
     for name, row_settings in table_rows(settings, base_dir):
         say(f"— table row: {name}")
         summary = run(row_settings, model, engine, checked.generator)
-        rows.append(config_row(summary, name))
+        if summary:  # the other processes of a data-parallel launch write no table
+            rows.append(config_row(summary, name))
+    if not processes().is_main:
+        return rows
     add_speedups(rows)  # against the table's own single-head row
     table = format_table(rows, settings.acceptance)
     (base_dir / "table.md").write_text(table + "\n", encoding="utf-8")

@@ -47,6 +47,8 @@ class RunSettings:
     max_output_len: int = 50
     prompt_style: str = "auto"  # resolved before loading where the tokenizer config tells (medusa/preflight.py)
     device: str = "auto"
+    device_map: str | None = None  # "auto": one model split over the visible GPUs (medusa/device_map.py)
+    max_memory: str | None = None  # with device_map: per-GPU limits, e.g. "0=40GiB,1=40GiB"
     dtype: str = "auto"
     engine: str = "auto"  # auto = graphs on CUDA, eager on CPU (medusa/decoding/engine.py)
     output_dir: str | None = None

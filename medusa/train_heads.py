@@ -25,6 +25,7 @@ from .batch_generate import batched_greedy, batched_hidden_states
 from .embedded import EMBEDDED_NAME
 from .errors import MedusaError
 from .heads import HeadConfig, MedusaHeads
+from .device_map import add_device_map_arguments, check_device_map
 from .loader import LoadSettings, load_model
 from .model import MedusaModel, stop_token_ids
 from .prompts import PROMPT_STYLES, encode_prompt
@@ -69,6 +70,8 @@ class TrainSettings:
     resume: bool = False
     seed: int = 0
     device: str = "auto"
+    device_map: str | None = None  # --device-map auto: the frozen base split over the GPUs (not with --joint-lora)
+    max_memory: str | None = None
     dtype: str = "auto"
     hf_token: str | None = None
     adapter: str | None = None  # a LoRA merged into the base first: heads must learn the model they will serve
@@ -227,8 +230,9 @@ def train_heads(s: TrainSettings) -> dict:
         raise MedusaError(f"{ckpt_path} exists: pass --resume to continue it or choose another --output-dir")
     random.seed(s.seed)
     torch.manual_seed(s.seed)
+    check_device_map(s)
     model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype, adapter=s.adapter,
-                                    embedded_extras=False))
+                                    embedded_extras=False, device_map=s.device_map, max_memory=s.max_memory))
     for p in model.base_model.parameters():
         p.requires_grad_(False)
     if s.adapter:  # the heads only fit the adapted model: keep a copy beside them (checked before any training)
@@ -356,6 +360,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        ("device", str), ("dtype", str), ("hf-token", str)):
         p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")),
                        choices=PROMPT_STYLES if name == "prompt-style" else None)  # refused before loading
+    add_device_map_arguments(p)
     p.add_argument("--own-lm-head", action="store_true", help="give every head its own vocabulary projection")
     p.add_argument("--drafter", default=d.drafter, choices=DRAFTERS,
                    help="medusa: plain heads on the last hidden state; token-input: heads also see the base model's "
@@ -373,4 +378,7 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
     values = vars(args).copy()
     values["shared_lm_head"] = not values.pop("own_lm_head")
     values["dataset"] = values["dataset"] or TrainSettings.dataset
+    if values["joint_lora"] and values["device_map"]:
+        raise MedusaError("--joint-lora trains the base too, which needs it on one device: drop --device-map (it "
+                          "splits a frozen base only)")
     return resolve_drafter(TrainSettings(**values))

@@ -71,7 +71,7 @@ def test_the_tree_is_drafted_below_each_nodes_own_path():
     assert tree.tokens[0] == root and len(tree) == len(strategy.paths) + 1
     for node in range(1, len(tree)):
         path = [tree.tokens[i] for i in tree.path_to(node)]
-        depth, rank = len(path) - 1, strategy._ranks[node - 1]
+        rank = strategy._ranks[node - 1]
         expected = levels(torch.tensor([path[:-1]])).topk(strategy.max_rank, dim=-1).indices[0, rank]
         assert path[-1] == int(expected)
 

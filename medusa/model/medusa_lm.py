@@ -57,6 +57,17 @@ class MedusaModel(nn.Module):
         return next(self.base_model.parameters()).device
 
     @property
+    def split(self) -> bool:
+        """Whether the weights sit on several GPUs (``--device-map auto``): outputs are then moved to :attr:`device`."""
+        if not hasattr(self, "_split"):
+            self._split = len({p.device for p in self.parameters()}) > 1
+        return self._split
+
+    def _home(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """A split model's output on the first GPU, where the decoders keep their tensors (no-op otherwise)."""
+        return t.to(self.device) if t is not None and self.split else t
+
+    @property
     def dtype(self) -> torch.dtype:
         return next(self.base_model.parameters()).dtype
 
@@ -100,7 +111,11 @@ class MedusaModel(nn.Module):
             raise ValueError("this model has no Medusa heads")
         config = self.heads.config
         next_tokens = logits.argmax(-1) if config.token_input or config.sequential else None
-        return self.heads(hidden, num_heads, next_tokens)
+        if not self.split:
+            return self.heads(hidden, num_heads, next_tokens)
+        at = self.lm_head.weight.device  # the heads sit with lm_head
+        next_tokens = None if next_tokens is None else next_tokens.to(at)
+        return self.heads(hidden.to(at), num_heads, next_tokens).to(hidden.device)
 
     @property
     def sequential_heads(self) -> bool:
@@ -109,7 +124,10 @@ class MedusaModel(nn.Module):
 
     def level_logits(self, hidden: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
         """Head d's logits [N, V] below each draft path ``paths`` [N, d+1] (t_0 = the next token) at ``hidden``."""
-        return self.heads.level_logits(hidden, paths)
+        if not self.split:
+            return self.heads.level_logits(hidden, paths)
+        at = self.lm_head.weight.device  # the heads sit with lm_head
+        return self.heads.level_logits(hidden.to(at), paths.to(at)).to(hidden.device)
 
     def get_tokenizer(self):
         return self.tokenizer
@@ -154,7 +172,7 @@ class MedusaModel(nn.Module):
             if num_heads > self.num_heads:
                 raise ValueError(f"asked for {num_heads} heads, the model has {self.num_heads}")
             head_logits = self.project_heads(hidden, logits, num_heads)
-        return StepOutput(logits=logits, head_logits=head_logits, hidden=hidden)
+        return StepOutput(logits=self._home(logits), head_logits=self._home(head_logits), hidden=self._home(hidden))
 
     def forward(
         self,
@@ -182,6 +200,8 @@ class MedusaModel(nn.Module):
         hidden = outputs.last_hidden_state
         orig = self.lm_head(hidden)
         medusa_logits = self.project_heads(hidden, orig)
+        if self.split and input_ids is not None:  # back where the caller's tensors are
+            medusa_logits, orig = medusa_logits.to(input_ids.device), orig.to(input_ids.device)
         if output_orig:
             return medusa_logits, outputs, orig
         return medusa_logits

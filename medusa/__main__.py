@@ -1,0 +1,8 @@
+"""``python -m medusa`` (and ``accelerate launch -m medusa``): the same command line as ``python medusa.py``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
