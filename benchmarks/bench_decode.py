@@ -82,10 +82,10 @@ def load(args):
     """(model, prompts, stop ids, label): the embedded default from its files, or random weights of a shape."""
     if args.model == "embedded" or not args.model.startswith("shape:"):
         from medusa.cli import quiet_libraries
-        from medusa.data import load_examples
-        from medusa.loader import LoadSettings, load_model
+        from medusa.evaluation.data import load_examples
+        from medusa.model.loader import LoadSettings, load_model
         from medusa.model import stop_token_ids
-        from medusa.prompts import encode_prompt
+        from medusa.evaluation.prompts import encode_prompt
 
         quiet_libraries(False)
         model = load_model(LoadSettings(args.model, dtype=args.dtype, small_fp32=True))
@@ -95,7 +95,7 @@ def load(args):
         return model, prompts, stops, f"{model.info.base} + heads {model.info.heads}"
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from medusa.heads import HeadConfig, MedusaHeads
+    from medusa.model.heads import HeadConfig, MedusaHeads
     from medusa.model import MedusaModel
 
     name = args.model.split(":", 1)[1]

@@ -51,8 +51,8 @@ def main() -> None:
     args = p.parse_args()
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from medusa.checkpoints import save_heads
-    from medusa.heads import HeadConfig, MedusaHeads
+    from medusa.model.checkpoints import save_heads
+    from medusa.model.heads import HeadConfig, MedusaHeads
 
     h, inter, layers, heads, kv, vocab = SHAPES[args.shape]
     config = LlamaConfig(hidden_size=h, intermediate_size=inter, num_hidden_layers=layers, num_attention_heads=heads,
@@ -67,7 +67,7 @@ def main() -> None:
     lm = base.get_output_embeddings()
     medusa = MedusaHeads(HeadConfig(args.heads, 1, h, vocab, shared_lm_head=True), lm).to(lm.weight.device)
     with torch.no_grad():  # identity heads would only repeat the next token; a little noise makes drafts differ
-        for block in medusa.heads:
+        for block in medusa.model.heads:
             block[0].linear.weight.normal_(0, 0.02)
     save_heads(medusa.to(lm.weight.dtype), heads_dir, str(base_dir))
     print(f"{args.shape}: base {base_dir}, heads {heads_dir} (use -m {heads_dir})")

@@ -6,8 +6,8 @@
 import json
 import sys
 
-from medusa.finetune import FinetuneSettings, score
-from medusa.loader import LoadSettings, load_model
+from medusa.training.finetune import FinetuneSettings, score
+from medusa.model.loader import LoadSettings, load_model
 from medusa.model import stop_token_ids
 
 adapter, data = sys.argv[1], sys.argv[2]

@@ -16,11 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from medusa.cli import quiet_libraries  # noqa: E402
-from medusa.data import load_examples  # noqa: E402
+from medusa.evaluation.data import load_examples  # noqa: E402
 from medusa.decoding import generate, make_strategy  # noqa: E402
-from medusa.loader import LoadSettings, load_model  # noqa: E402
+from medusa.model.loader import LoadSettings, load_model  # noqa: E402
 from medusa.model import stop_token_ids  # noqa: E402
-from medusa.prompts import encode_prompt  # noqa: E402
+from medusa.evaluation.prompts import encode_prompt  # noqa: E402
 from medusa.runner import Timer  # noqa: E402
 
 

@@ -7,16 +7,16 @@ import os
 import sys
 from pathlib import Path
 
-from .console import say
-from .decoding import ACCEPTANCE_RULES, ENGINES, STRATEGIES
-from .device_map import add_device_map_arguments
-from .distributed import processes
-from .embedded import EMBEDDED_NAME
-from .errors import MedusaError
-from .hub import fail_fast_offline
-from .output_dir import claimed_folder
-from .settings import SETUPS, RunSettings
-from .threads import apply_threads, threads_arg
+from medusa.console import say
+from medusa.decoding import ACCEPTANCE_RULES, ENGINES, STRATEGIES
+from medusa.model.device_map import add_device_map_arguments
+from medusa.runtime.distributed import processes
+from medusa.model.embedded import EMBEDDED_NAME
+from medusa.errors import MedusaError
+from medusa.model.hub import fail_fast_offline
+from medusa.runtime.output_dir import claimed_folder
+from medusa.settings import SETUPS, RunSettings
+from medusa.runtime.threads import apply_threads, threads_arg
 
 DESCRIPTION = (
     "Evaluate Medusa parallel decoding on Indic→English translation. With no flags: the embedded SmolLM2 model "
@@ -275,7 +275,7 @@ def parse_subcommand(argv: list[str], name: str, description: str, add_arguments
 
 
 def calibrate_main(argv: list[str]) -> None:
-    from .calibration_run import CalibrationSettings, add_arguments, run_calibration
+    from medusa.measure.calibration_run import CalibrationSettings, add_arguments, run_calibration
 
     args = parse_subcommand(argv, "calibrate-tree", "Measure each head's top-k accuracy on a model's own greedy "
                             "output and save the tree of --tree-size nodes with the highest expected tokens per step "
@@ -284,7 +284,7 @@ def calibrate_main(argv: list[str]) -> None:
 
 
 def train_heads_main(argv: list[str]) -> None:
-    from .train_heads import add_arguments, settings_from, train_heads
+    from medusa.training.train_heads import add_arguments, settings_from, train_heads
 
     args = parse_subcommand(argv, "train-heads", "Train Medusa heads by self-distillation: the base model's own "
                             "greedy continuations of the dataset's prompts are the targets (Medusa-1; --joint-lora "
@@ -292,7 +292,7 @@ def train_heads_main(argv: list[str]) -> None:
     settings = settings_from(argparse.Namespace(**args))
     with claimed_folder(Path(settings.output_dir)):  # checked and locked before the model loads
         if settings.joint_lora:
-            from .train_joint import train_joint
+            from medusa.training.train_joint import train_joint
 
             train_joint(settings)
         else:
@@ -300,7 +300,7 @@ def train_heads_main(argv: list[str]) -> None:
 
 
 def finetune_main(argv: list[str]) -> None:
-    from .finetune import FinetuneSettings, add_arguments, finetune
+    from medusa.training.finetune import FinetuneSettings, add_arguments, finetune
 
     args = parse_subcommand(argv, "finetune", "LoRA-fine-tune a base model on translation pairs; saves a small "
                             "adapter that --adapter merges into the model at load time.", add_arguments)
@@ -310,7 +310,7 @@ def finetune_main(argv: list[str]) -> None:
 
 
 def measure_main(argv: list[str]) -> None:
-    from .acceptance_report import add_arguments, run_measure, settings_from
+    from medusa.measure.acceptance_report import add_arguments, run_measure, settings_from
 
     args = parse_subcommand(argv, "measure-acceptance", "Per-head top-1/top-5 accuracy and greedy tokens per step "
                             "(τ) of the multi-head grid and the tree on whole datasets, replayed from one "
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         own = settings.setup == "embedded" and settings.model_name != EMBEDDED_NAME  # never call it "embedded"
         say(f"setup: {f'your model {settings.model_name}' if own else settings.setup + ' — model ' + settings.model_name}"
             f", data {settings.dataset}, strategy {settings.decoding_strategy}")
-        from .runner import run, run_table
+        from medusa.runner import run, run_table
 
         run_table(settings) if args.assignment_table else run(settings)
     except MedusaError as exc:

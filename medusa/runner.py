@@ -11,25 +11,25 @@ from pathlib import Path
 
 import torch
 
-from .console import quiet, say
-from .data import Example, load_examples
-from .decoding import DecodeSettings, Strategy, make_strategy
-from .decoding.engine import Engine, make_engine, resolve_engine
-from .device_map import check_device_map, engine_for, model_devices
-from .distributed import (check_enough_examples, check_same, claimed_by_main, decode_shared, launch_record,
+from medusa.console import quiet, say
+from medusa.evaluation.data import Example, load_examples
+from medusa.decoding import DecodeSettings, Strategy, make_strategy
+from medusa.decoding.engine import Engine, make_engine, resolve_engine
+from medusa.model.device_map import check_device_map, engine_for, model_devices
+from medusa.runtime.distributed import (check_enough_examples, check_same, claimed_by_main, decode_shared, launch_record,
                           on_main, processes, refuse_started)
-from .embedded import EMBEDDED_NAME
-from .errors import MedusaError
-from .loader import LoadSettings, load_model, resolve_device
-from .metrics import SpeedStats, compute_all
-from .model import MedusaModel, stop_token_ids
-from .output_dir import claimed_folder
-from .preflight import check_head_count, check_table_heads, inspect_run, prompt_note, settle_prompt_style
-from .prompts import encode_prompt, encode_prompts, process_reference
-from .results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, check_resume_before_loading,
+from medusa.model.embedded import EMBEDDED_NAME
+from medusa.errors import MedusaError
+from medusa.model.loader import LoadSettings, load_model, resolve_device
+from medusa.evaluation.metrics import SpeedStats, compute_all
+from medusa.model import MedusaModel, stop_token_ids
+from medusa.runtime.output_dir import claimed_folder
+from medusa.evaluation.preflight import check_head_count, check_table_heads, inspect_run, prompt_note, settle_prompt_style
+from medusa.evaluation.prompts import encode_prompt, encode_prompts, process_reference
+from medusa.evaluation.results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, check_resume_before_loading,
                       device_description, git_commit, library_versions, write_summary)
-from .result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
-from .settings import RunSettings
+from medusa.evaluation.result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
+from medusa.settings import RunSettings
 
 
 @dataclass
@@ -77,7 +77,7 @@ def decode_settings(settings: RunSettings, model: MedusaModel | None = None,
                     shipped_tree: str | None = None) -> DecodeSettings:
     """``--tree`` unset means the tree calibrated for the model's heads where one ships with them (the embedded
     default), else the built-in tree for ``--use-no-medusa-heads``; ``--tree builtin`` forces the latter.
-    ``shipped_tree`` is that tree as found before loading (:mod:`medusa.checkpoint_facts`)."""
+    ``shipped_tree`` is that tree as found before loading (:mod:`medusa.model.checkpoint_facts`)."""
     tree = settings.tree_file
     if tree == BUILTIN_TREE:
         tree = None
@@ -101,7 +101,7 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
                     log: PredictionLog, stops: set[int], engine: Engine, student=None) -> list[dict]:
     """Decode every example not yet in ``log`` (timed, one synced JSON line each); all rows in dataset order.
 
-    ``student`` (a :class:`~medusa.student.StudentDecoder`) replaces our loop when grading a submission. The
+    ``student`` (a :class:`~medusa.grading.student.StudentDecoder`) replaces our loop when grading a submission. The
     ``engine`` is prepared (CUDA graphs captured) for the longest prompt before the warm-up: never timed.
     """
     tokenizer = model.tokenizer
@@ -196,7 +196,7 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
 
     ``model`` and ``engine`` let several runs share one loaded model and its captured graphs (the assignment table),
     ``generator`` the submission's class it imported once (a submission's module runs once per process).
-    The output folder is checked and locked before any work (:mod:`medusa.output_dir`).
+    The output folder is checked and locked before any work (:mod:`medusa.runtime.output_dir`).
     """
     if settings.resume and not settings.output_dir:
         raise MedusaError("--resume needs the --output-dir of the run to continue")
@@ -264,8 +264,8 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
         runs.insert(0, ("baseline", make_strategy("single-head"), BASELINE))
     student = None
     if settings.generator:
-        from .grading import grading_runs, succeeded
-        from .student import StudentDecoder, load_generator_class
+        from medusa.grading.report import grading_runs, succeeded
+        from medusa.grading.student import StudentDecoder, load_generator_class
 
         eos = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else min(stops)
         generator_cls = (checked.generator if checked is not None
@@ -320,7 +320,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
         )
     report_path = None
     if student is not None:
-        from .grading import grading_report, print_report, write_report
+        from medusa.grading.report import grading_report, print_report, write_report
 
         summary["failed_examples"] = len(rows) - len(succeeded(rows))
         ours = rows_of.get("ours")
@@ -332,7 +332,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
         report_path = write_report(out_dir, summary["grading"])
     write_summary(out_dir, summary)
     write_summary_csv(out_dir, summary)
-    from .plots import run_plots
+    from medusa.evaluation.plots import run_plots
 
     plots = run_plots(out_dir, config_row(summary))
     print_summary(summary)
@@ -438,7 +438,7 @@ def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
     table = format_table(rows, settings.acceptance)
     (base_dir / "table.md").write_text(table + "\n", encoding="utf-8")
     write_table_csv(base_dir, rows)
-    from .plots import table_plots
+    from medusa.evaluation.plots import table_plots
 
     plots = table_plots(base_dir, rows)
     print(table)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .embedded import EMBEDDED_NAME
+from medusa.model.embedded import EMBEDDED_NAME
 
 SEED_MODEL = "FasterDecoding/medusa-v1.0-vicuna-7b-v1.5"
 SEED_DATASET = "ai4bharat/IN22-Gen"

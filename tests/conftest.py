@@ -99,8 +99,8 @@ def student_heads_dir(tiny_model_dir, tmp_path_factory) -> Path:
     from greedy, so multi-head does work)."""
     from transformers import AutoModelForCausalLM
 
-    from medusa.checkpoints import save_heads
-    from medusa.heads import HeadConfig, MedusaHeads
+    from medusa.model.checkpoints import save_heads
+    from medusa.model.heads import HeadConfig, MedusaHeads
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     lm = base.get_output_embeddings()

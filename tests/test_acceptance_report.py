@@ -7,11 +7,11 @@ import json
 import torch
 
 from conftest import make_model
-from medusa.acceptance_report import parse_grid
-from medusa.checkpoints import save_heads
+from medusa.measure.acceptance_report import parse_grid
+from medusa.model.checkpoints import save_heads
 from medusa.cli import main
 from medusa.errors import MedusaError
-from medusa.heads import HeadConfig, MedusaHeads
+from medusa.model.heads import HeadConfig, MedusaHeads
 
 
 def _heads_dir(tiny_model_dir, tmp_path):
@@ -43,7 +43,7 @@ def test_measure_acceptance_writes_tau_for_every_strategy(tiny_model_dir, tmp_pa
 
 
 def test_several_trees_are_replayed_in_one_pass(tiny_model_dir, tmp_path):
-    from medusa.trees import save_tree
+    from medusa.measure.trees import save_tree
 
     heads = _heads_dir(tiny_model_dir, tmp_path)
     save_tree([(0,), (1,), (0, 0)], str(tmp_path / "small.json"))

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from medusa import embedded, hub
-from medusa.checkpoints import save_heads
+from medusa.model import embedded, hub
+from medusa.model.checkpoints import save_heads
 from medusa.cli import interrupted_message, main
-from medusa.heads import HeadConfig, MedusaHeads
-from medusa.output_dir import LOCK_FILE, claimed_folder
-from medusa.prompts import encode_prompts, fit_prompt
-from medusa.threads import MAX_DEFAULT_THREADS, default_threads
+from medusa.model.heads import HeadConfig, MedusaHeads
+from medusa.runtime.output_dir import LOCK_FILE, claimed_folder
+from medusa.evaluation.prompts import encode_prompts, fit_prompt
+from medusa.runtime.threads import MAX_DEFAULT_THREADS, default_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 # every stderr line a failed run may print besides its error: our own progress lines, never a library's
@@ -163,7 +163,7 @@ def test_failed_run_leaves_no_empty_folder(tiny_model_dir, tmp_path, capsys):
 # ---------------------------------------------------------------- data loss: locks, resume
 
 
-HOLD = "import sys, time; from pathlib import Path; from medusa.output_dir import claimed_folder\n" \
+HOLD = "import sys, time; from pathlib import Path; from medusa.runtime.output_dir import claimed_folder\n" \
        "with claimed_folder(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)\n"
 
 
@@ -221,7 +221,7 @@ def test_resume_after_a_line_cut_inside_a_utf8_character(tiny_model_dir, tmp_pat
 
 def test_resume_rewrite_never_truncates(tiny_model_dir, tmp_path, capsys, monkeypatch):
     """A kill while resume rewrites predictions.jsonl (here: just before the new file replaces it) loses nothing."""
-    import medusa.results
+    import medusa.evaluation.results
 
     out = tmp_path / "run"
     assert cli(seed_run(tiny_model_dir, out, 2), capsys)[0] == 0
@@ -233,7 +233,7 @@ def test_resume_rewrite_never_truncates(tiny_model_dir, tmp_path, capsys, monkey
     def killed(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(medusa.results.os, "replace", killed)
+    monkeypatch.setattr(medusa.evaluation.results.os, "replace", killed)
     code, _, err = cli(seed_run(tiny_model_dir, out, 3) + ["--resume"], capsys)
     assert code == 130 and "--resume" in err
     assert predictions.read_text(encoding="utf-8") == before  # every finished row is still there
@@ -260,7 +260,7 @@ def fake_conversion(tmp_path, monkeypatch):
 
 
 def test_conversion_waits_for_another_process(fake_conversion, capsys):
-    from medusa.locking import file_lock
+    from medusa.runtime.locking import file_lock
 
     target, calls = fake_conversion
     target.parent.mkdir(parents=True)
@@ -456,10 +456,10 @@ def test_unreachable_endpoint_is_seen_quickly(monkeypatch):
 
 @pytest.mark.parametrize("argv,target,resume", [
     ([], "medusa.runner.run", True),
-    (["calibrate-tree"], "medusa.calibration_run.run_calibration", False),
-    (["measure-acceptance"], "medusa.acceptance_report.run_measure", False),
-    (["finetune", "--train-data", "flores200-sample"], "medusa.finetune.finetune", False),
-    (["train-heads"], "medusa.train_heads.train_heads", True),
+    (["calibrate-tree"], "medusa.measure.calibration_run.run_calibration", False),
+    (["measure-acceptance"], "medusa.measure.acceptance_report.run_measure", False),
+    (["finetune", "--train-data", "flores200-sample"], "medusa.training.finetune.finetune", False),
+    (["train-heads"], "medusa.training.train_heads.train_heads", True),
 ])
 def test_interrupt_suggests_resume_only_where_it_exists(argv, target, resume, tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
@@ -501,11 +501,11 @@ def test_default_threads(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert default_threads() == 3  # the user's choice wins
     monkeypatch.delenv("OMP_NUM_THREADS")
-    monkeypatch.setattr("medusa.threads.usable_cores", lambda: 16)
+    monkeypatch.setattr("medusa.runtime.threads.usable_cores", lambda: 16)
     monkeypatch.setattr(os, "getloadavg", lambda: (15.2, 0, 0))
     assert default_threads() == 1  # a busy machine: one thread, not 16 fighting for one idle core
     monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0, 0))
     assert default_threads() == MAX_DEFAULT_THREADS
-    monkeypatch.setattr("medusa.threads.usable_cores", lambda: 2)
+    monkeypatch.setattr("medusa.runtime.threads.usable_cores", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.9, 0, 0))
     assert default_threads() == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import make_model
 
-from medusa.batch_generate import batched_greedy
+from medusa.training.batch_generate import batched_greedy
 from medusa.decoding import generate, make_strategy
 from medusa.model import MedusaModel
 

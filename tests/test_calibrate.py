@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import make_model
-from medusa.calibrate import HeadAccuracy, calibrate_tree, measure_head_accuracy
+from medusa.measure.calibrate import HeadAccuracy, calibrate_tree, measure_head_accuracy
 from medusa.errors import MedusaError
-from medusa.heads import HeadConfig, MedusaHeads
+from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.model import MedusaModel
-from medusa.trees import expected_accept_length, optimal_tree, validate_tree
+from medusa.measure.trees import expected_accept_length, optimal_tree, validate_tree
 
 VOCAB = 12
 MAX_RANK = 3

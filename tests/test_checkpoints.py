@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import make_model
-from medusa.checkpoints import (
+from medusa.model.checkpoints import (
     HEADS_CONFIG,
     HEADS_WEIGHTS,
     build_heads,
@@ -19,8 +19,8 @@ from medusa.checkpoints import (
     save_medusa1,
 )
 from medusa.errors import MedusaError
-from medusa.heads import HeadConfig, MedusaHeads
-from medusa.loader import LoadSettings, load_model
+from medusa.model.heads import HeadConfig, MedusaHeads
+from medusa.model.loader import LoadSettings, load_model
 
 HIDDEN, VOCAB = 32, 400  # tiny_config's sizes
 
@@ -503,7 +503,7 @@ def test_step_matches_fasterdecoding_forward(project_dir):
 
 
 def test_a_tree_saved_beside_the_heads_is_found_from_the_folder_or_the_weights_file(project_dir, tiny_model_dir):
-    from medusa.trees import save_tree
+    from medusa.measure.trees import save_tree
 
     folder, _ = project_dir
     assert "tree" not in load(folder).info.extra

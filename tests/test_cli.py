@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from medusa.checkpoints import save_heads
+from medusa.model.checkpoints import save_heads
 from medusa.cli import build_parser, main, settings_from_args
-from medusa.heads import HeadConfig, MedusaHeads
+from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.settings import SEED_DATASET, SEED_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_end_to_end_tiny_model_writes_both_files(tiny_model_dir, tmp_path, capsy
         sum(r["seconds"] for r in rows) / sum(r["tokens"] for r in rows)
     )
     assert set(summary["metrics"]) >= {"bleu", "rouge1", "rouge2", "rougeL", "sacrebleu", "chrf"}
-    from medusa.metrics import bleu1, sacrebleu_scores
+    from medusa.evaluation.metrics import bleu1, sacrebleu_scores
 
     preds = [r["prediction"] for r in rows]
     standard = sacrebleu_scores(preds, [r["target"] for r in rows], "eng_Latn")  # raw references

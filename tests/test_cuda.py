@@ -58,7 +58,7 @@ def test_token_input_heads_greedy_and_replay_on_cuda_fp32():
     from test_replay import _medusa
 
     from medusa.decoding import DecodeSettings
-    from medusa.replay import ranked_positions, replay_steps
+    from medusa.measure.replay import ranked_positions, replay_steps
 
     model = _medusa(3, 0.1, token_input=True).to("cuda")
     prompt = [5, 17, 33, 48, 60]

@@ -1,4 +1,4 @@
-"""Tests for medusa.data: built-in samples, local files/folders, hub error handling."""
+"""Tests for medusa.evaluation.data: built-in samples, local files/folders, hub error handling."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from datasets.exceptions import DatasetNotFoundError
 from huggingface_hub.errors import GatedRepoError
 
 import medusa
-import medusa.data
-from medusa.data import DatasetInfo, Example, load_examples
+import medusa.evaluation.data
+from medusa.evaluation.data import DatasetInfo, Example, load_examples
 from medusa.errors import MedusaError
 
 SAMPLES = Path(medusa.__file__).resolve().parent / "samples"
@@ -302,7 +302,7 @@ def test_hub_gated_message(monkeypatch, make_error):
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    monkeypatch.setattr(medusa.data.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(medusa.evaluation.data.datasets, "load_dataset", fake_load_dataset)
     with pytest.raises(MedusaError) as err:
         load_examples("ai4bharat/IN22-Gen", "hin_Deva", "eng_Latn", None, token=TOKEN)
     message = str(err.value)
@@ -316,7 +316,7 @@ def test_hub_unknown_error_redacts_token(monkeypatch):
     def fake_load_dataset(*args, **kwargs):
         raise RuntimeError(f"server said: bad header Authorization: Bearer {TOKEN}\nmore detail")
 
-    monkeypatch.setattr(medusa.data.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(medusa.evaluation.data.datasets, "load_dataset", fake_load_dataset)
     with pytest.raises(MedusaError) as err:
         load_examples("someone/some-data", "hin_Deva", "eng_Latn", None, token=TOKEN)
     assert TOKEN not in str(err.value) and "\n" not in str(err.value)
@@ -324,7 +324,7 @@ def test_hub_unknown_error_redacts_token(monkeypatch):
 
 def test_hub_success_uses_split_and_columns(monkeypatch):
     table = datasets.Dataset.from_list([dict(r, domain="news") for r in ROWS])
-    monkeypatch.setattr(medusa.data.datasets, "load_dataset", lambda *a, **k: table)
+    monkeypatch.setattr(medusa.evaluation.data.datasets, "load_dataset", lambda *a, **k: table)
     examples, info = load_examples("ai4bharat/IN22-Gen", "eng_Latn", "hin_Deva", 2, split="test")
     assert examples == [Example(i, r["eng_Latn"], r["hin_Deva"]) for i, r in enumerate(ROWS[:2])]
     assert info == DatasetInfo("ai4bharat/IN22-Gen", "hub", "test", True, 3)

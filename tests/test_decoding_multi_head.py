@@ -11,7 +11,7 @@ from conftest import make_model
 from medusa.decoding import DecodeSettings, generate, make_strategy
 from medusa.decoding.draft import beam_candidates, trie_from_candidates
 from medusa.errors import MedusaError
-from medusa.heads import HeadConfig, MedusaHeads
+from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.model import MedusaModel
 
 

@@ -10,9 +10,9 @@ import torch
 from conftest import make_model
 
 from medusa.decoding import generate, make_strategy
-from medusa.device_map import check_device_map, check_placed, describe_map, load_kwargs, parse_max_memory
+from medusa.model.device_map import check_device_map, check_placed, describe_map, load_kwargs, parse_max_memory
 from medusa.errors import MedusaError
-from medusa.heads import HeadConfig, MedusaHeads
+from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.model import MedusaModel
 
 

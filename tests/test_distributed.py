@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from medusa.data import Example
+from medusa.evaluation.data import Example
 from medusa.decoding import generate, make_strategy
-from medusa.distributed import (Processes, check_enough_examples, check_same, decode_shared, merge_shards,
+from medusa.runtime.distributed import (Processes, check_enough_examples, check_same, decode_shared, merge_shards,
                                 shard_path, share_of)
 from medusa.errors import MedusaError
-from medusa.metrics import compute_all
+from medusa.evaluation.metrics import compute_all
 from medusa.model import MedusaModel
-from medusa.results import read_predictions
+from medusa.evaluation.results import read_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -255,8 +255,8 @@ def five_heads_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """Five lightly perturbed heads on the tiny model: enough for the assignment table."""
     from transformers import AutoModelForCausalLM
 
-    from medusa.checkpoints import save_heads
-    from medusa.heads import HeadConfig, MedusaHeads
+    from medusa.model.checkpoints import save_heads
+    from medusa.model.heads import HeadConfig, MedusaHeads
 
     lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir).get_output_embeddings()
     heads = MedusaHeads(HeadConfig(5, 1, lm.weight.shape[1], lm.weight.shape[0], shared_lm_head=True), lm)
@@ -361,7 +361,7 @@ def test_device_map_needs_cuda(tiny_model_dir, tmp_path):
 
 
 def test_a_check_on_the_main_process_stops_every_process(tmp_path):
-    from medusa.distributed import on_main
+    from medusa.runtime.distributed import on_main
 
     def refuse():
         raise MedusaError("run.json says otherwise")

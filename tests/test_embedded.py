@@ -35,9 +35,9 @@ def test_embedded_greedy_equals_transformers_generate():
     import torch
 
     from medusa.decoding import generate, make_strategy
-    from medusa.loader import LoadSettings, load_model
+    from medusa.model.loader import LoadSettings, load_model
     from medusa.model import stop_token_ids
-    from medusa.prompts import encode_prompt
+    from medusa.evaluation.prompts import encode_prompt
 
     model = load_model(LoadSettings(device="cpu"))
     stops = stop_token_ids(model.tokenizer, model.base_model)
@@ -69,7 +69,7 @@ def test_embedded_greedy_equals_transformers_generate():
 
 
 def test_bare_embedded_has_untrained_identity_heads_and_no_adapter():
-    from medusa.loader import LoadSettings, load_model
+    from medusa.model.loader import LoadSettings, load_model
 
     model = load_model(LoadSettings(device="cpu", embedded_extras=False))
     assert model.num_heads == 5 and model.info.head_format == "untrained" and "adapter" not in model.info.base

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medusa.errors import MedusaError
-from medusa.finetune import FinetuneSettings, end_of_turn_id, finetune, merge_adapter, training_pairs
+from medusa.training.finetune import FinetuneSettings, end_of_turn_id, finetune, merge_adapter, training_pairs
 
 PAIRS = [
     ("मैं घर जा रहा हूँ", "I am going home"),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from medusa.heads import HeadConfig, MedusaHeads, ResBlock, infer_head_config
+from medusa.model.heads import HeadConfig, MedusaHeads, ResBlock, infer_head_config
 
 HIDDEN, VOCAB = 16, 50
 

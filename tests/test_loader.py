@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from medusa.loader import SMALL_MODEL_PARAMETERS, estimated_parameters, resolve_dtype
+from medusa.model.loader import SMALL_MODEL_PARAMETERS, estimated_parameters, resolve_dtype
 from medusa.runner import load_settings
 from medusa.settings import RunSettings
 
@@ -59,7 +59,7 @@ def test_decoding_asks_for_small_model_fp32_and_keeps_explicit_dtype():
 
 
 def test_load_base_passes_the_size_only_for_decoding(tiny_model_dir, monkeypatch):
-    import medusa.loader as loader
+    import medusa.model.loader as loader
 
     seen = []
     real = loader.resolve_dtype

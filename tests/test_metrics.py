@@ -9,7 +9,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from medusa.errors import MedusaError
-from medusa.metrics import (
+from medusa.evaluation.metrics import (
     SpeedStats,
     UnicodeWordTokenizer,
     bleu1,

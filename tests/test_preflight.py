@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from medusa.checkpoint_facts import count_heads, has_chat_template, inspect_checkpoint, weight_keys
-from medusa.checkpoints import save_heads, save_medusa1
+from medusa.model.checkpoint_facts import count_heads, has_chat_template, inspect_checkpoint, weight_keys
+from medusa.model.checkpoints import save_heads, save_medusa1
 from medusa.cli import main
 from medusa.errors import MedusaError
-from medusa.heads import HeadConfig, MedusaHeads
-from medusa.loader import EMBEDDED_DEFAULT_DIR
-from medusa.preflight import resolve_prompt_style
+from medusa.model.heads import HeadConfig, MedusaHeads
+from medusa.model.loader import EMBEDDED_DEFAULT_DIR
+from medusa.evaluation.preflight import resolve_prompt_style
 
 from conftest import make_model, make_tokenizer
 
@@ -110,7 +110,7 @@ def test_head_counts_from_headers_match_every_layout(tiny_model_dir, medusa1_dir
     assert plain.num_heads == 0
     given = inspect_checkpoint(str(tiny_model_dir), str(medusa1_dir), None, False)  # --medusa-heads wins
     assert given.num_heads == 3 and given.chat_template is True
-    from medusa.loader import LoadSettings, load_model
+    from medusa.model.loader import LoadSettings, load_model
 
     for folder, facts in ((medusa1_dir, m1), (medusa2_dir, m2), (project_dir, pr)):  # the loader agrees
         assert load_model(LoadSettings(str(folder), device="cpu")).num_heads == facts.num_heads
@@ -170,7 +170,7 @@ def test_original_layouts_without_chat_template_get_the_seed_prompt(layout, medu
     # the recorded prompt lengths are the seed prompt's, not a chat template's
     from transformers import AutoTokenizer
 
-    from medusa.prompts import seed_prompt
+    from medusa.evaluation.prompts import seed_prompt
 
     tok = AutoTokenizer.from_pretrained(summary["model"]["base"])
     rows = [json.loads(x) for x in (out_dir / "predictions.jsonl").read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""Tests for medusa.prompts and medusa.languages, with a tiny in-memory tokenizer (no downloads)."""
+"""Tests for medusa.evaluation.prompts and medusa.evaluation.languages, with a tiny in-memory tokenizer (no downloads)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 from medusa.errors import MedusaError
-from medusa.languages import LANGUAGES, check_language_code, language_name
-from medusa.prompts import (
+from medusa.evaluation.languages import LANGUAGES, check_language_code, language_name
+from medusa.evaluation.prompts import (
     SEED_PREFIX,
     clean_reference,
     encode_prompt,

@@ -8,9 +8,9 @@ import torch
 from conftest import make_model
 from medusa.decoding import DecodeSettings, generate, make_strategy
 from medusa.errors import MedusaError
-from medusa.heads import HeadConfig, MedusaHeads
+from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.model import MedusaModel
-from medusa.replay import head_topk_hits, ranked_positions, replay_steps
+from medusa.measure.replay import head_topk_hits, ranked_positions, replay_steps
 
 STOPS = {2}
 
@@ -65,7 +65,7 @@ def test_replay_counts_the_stop_token_like_the_loop():
 
 
 def test_head_topk_hits_on_crafted_ranks():
-    from medusa.replay import RankedPositions
+    from medusa.measure.replay import RankedPositions
 
     generated = [10, 11, 12, 13, 14]
     k, r = 2, 3

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from medusa.plots import HEADS_PLOT, QUALITY_PLOT, TAU_PLOT, head_acceptance, run_plots, table_plots
-from medusa.result_tables import add_speedups, config_row, write_summary_csv, write_table_csv
+from medusa.evaluation.plots import HEADS_PLOT, QUALITY_PLOT, TAU_PLOT, head_acceptance, run_plots, table_plots
+from medusa.evaluation.result_tables import add_speedups, config_row, write_summary_csv, write_table_csv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -91,12 +91,12 @@ def test_table_plots_are_pngs(tmp_path):
 
 def test_configurations_of_equal_quality_stay_readable(tmp_path, monkeypatch):
     """Greedy rows share one quality: each configuration gets a legend entry, not text that overprints."""
-    import medusa.plots
+    import medusa.evaluation.plots
 
     figures = []
-    monkeypatch.setattr(medusa.plots, "_save", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(medusa.evaluation.plots, "_save", lambda fig, path: figures.append(fig) or path)
     rows = [config_row(summary(width=w, heads=h, tps=50.0 + 10 * w + h), f"w{w}-s{h}") for w in (2, 5) for h in (2, 5)]
-    medusa.plots.quality_vs_rtf(rows, tmp_path / QUALITY_PLOT)
+    medusa.evaluation.plots.quality_vs_rtf(rows, tmp_path / QUALITY_PLOT)
     axes = figures[0].axes
     assert [t.get_text() for t in axes[1].get_legend().get_texts()] == [r["config"] for r in rows]
     assert not any(ax.texts for ax in axes)  # no annotations piled on one another

@@ -7,17 +7,17 @@ import pytest
 import torch
 
 from conftest import make_model
-from medusa.checkpoints import build_heads, read_head_checkpoint, save_heads, save_medusa1
+from medusa.model.checkpoints import build_heads, read_head_checkpoint, save_heads, save_medusa1
 from medusa.decoding import DecodeSettings, generate, make_strategy
 from medusa.decoding.base import DecodeState
 from medusa.decoding.draft import beam_candidates, beam_search_by_level
 from medusa.decoding.engine import StaticEngine
 from medusa.decoding.static_tree import StaticTree
 from medusa.errors import MedusaError
-from medusa.heads import HeadConfig, MedusaHeads, infer_head_config
+from medusa.model.heads import HeadConfig, MedusaHeads, infer_head_config
 from medusa.model import MedusaModel
-from medusa.train_heads import TrainSettings, resolve_drafter, train_heads
-from medusa.trees import builtin_tree
+from medusa.training.train_heads import TrainSettings, resolve_drafter, train_heads
+from medusa.measure.trees import builtin_tree
 
 
 def _model(seed: int, noise: float, num_heads: int = 4) -> MedusaModel:
@@ -174,14 +174,14 @@ def test_sequential_heads_train_save_and_reload(tiny_model_dir, tmp_path):
 
 
 def test_replay_refuses_sequential_heads():
-    from medusa.replay import ranked_positions
+    from medusa.measure.replay import ranked_positions
 
     with pytest.raises(MedusaError, match="real decodes"):
         ranked_positions(_model(0, 0.1), [([5, 6], [7, 8])], num_heads=2)
 
 
 def test_calibration_scores_sequential_heads_below_the_true_path():
-    from medusa.calibrate import measure_head_accuracy
+    from medusa.measure.calibrate import measure_head_accuracy
 
     model = _model(6, 0.3, num_heads=3)
     seq = [5, 17, 40, 9] + generate(model, make_strategy("single-head"), [5, 17, 40, 9], 20, set()).tokens

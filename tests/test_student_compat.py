@@ -152,7 +152,7 @@ def test_multi_head_submission_using_medusa_head_matches_our_greedy_multi_head(s
 
 
 def test_forward_defaults_to_the_base_causal_lm_output(student_heads_dir):
-    from medusa.loader import LoadSettings, load_model
+    from medusa.model.loader import LoadSettings, load_model
 
     model = load_model(LoadSettings(str(student_heads_dir), device="cpu"))
     ids = torch.tensor([[5, 17, 42, 99]])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from student_helpers import grade, report, rows
 
-from medusa.student_output import BadOutput, as_token_ids, check_output, scored_tokens
+from medusa.grading.student_output import BadOutput, as_token_ids, check_output, scored_tokens
 
 GREEDY = '''
 import sys

@@ -6,11 +6,11 @@ import json
 
 import torch
 
-from medusa.checkpoints import build_heads, read_head_checkpoint
+from medusa.model.checkpoints import build_heads, read_head_checkpoint
 from medusa.cli import main
 from conftest import make_model
 from medusa.model import MedusaModel
-from medusa.train_heads import TrainSettings, evaluate_heads, hidden_and_targets, train_heads
+from medusa.training.train_heads import TrainSettings, evaluate_heads, hidden_and_targets, train_heads
 
 
 def test_targets_are_k_plus_two_positions_ahead():
@@ -84,7 +84,7 @@ def test_resume_continues_from_the_checkpoint(tiny_model_dir, tmp_path):
 
 
 def test_evaluate_heads_counts_top1_and_top5():
-    from medusa.heads import HeadConfig, MedusaHeads
+    from medusa.model.heads import HeadConfig, MedusaHeads
 
     lm = torch.nn.Linear(4, 10, bias=False)
     with torch.no_grad():
@@ -100,7 +100,7 @@ def test_evaluate_heads_counts_top1_and_top5():
 
 
 def test_several_datasets_are_pooled_with_unique_keys():
-    from medusa.train_heads import training_sources
+    from medusa.training.train_heads import training_sources
 
     pooled = training_sources(TrainSettings(dataset=["flores200-sample", "in22-gen-sample"], num_examples=3))
     assert len(pooled) == 6 and len({key for key, _ in pooled}) == 6

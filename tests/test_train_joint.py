@@ -7,9 +7,9 @@ import json
 import torch
 
 from medusa.decoding import DecodeSettings, generate, make_strategy
-from medusa.loader import LoadSettings, load_model
-from medusa.train_heads import TrainSettings
-from medusa.train_joint import pad_batch, train_joint
+from medusa.model.loader import LoadSettings, load_model
+from medusa.training.train_heads import TrainSettings
+from medusa.training.train_joint import pad_batch, train_joint
 
 
 def test_pad_batch_marks_generated_positions():
@@ -57,8 +57,8 @@ def test_joint_loss_is_kl_to_the_original_model_plus_weighted_heads(tiny_model_d
     """With the adapter perturbed, the loss's KL part equals KL(original ‖ adapted) computed by hand."""
     from peft import LoraConfig, get_peft_model
 
-    from medusa.heads import HeadConfig, MedusaHeads
-    from medusa.train_joint import joint_step
+    from medusa.model.heads import HeadConfig, MedusaHeads
+    from medusa.training.train_joint import joint_step
 
     model = load_model(LoadSettings(str(tiny_model_dir), device="cpu"))
     original = load_model(LoadSettings(str(tiny_model_dir), device="cpu")).base_model

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import MedusaError
-from .accept import ACCEPTANCE_RULES, make_acceptance
-from .adaptive import Adaptive
-from .base import GenerationResult, Strategy, Tree
-from .loop import generate
-from .multi_head import MultiHead
-from .single_head import SingleHead
-from .static_tree import StaticTree
-from ..trees import builtin_tree, load_tree, resized_tree
+from medusa.errors import MedusaError
+from medusa.decoding.accept import ACCEPTANCE_RULES, make_acceptance
+from medusa.decoding.adaptive import Adaptive
+from medusa.decoding.base import GenerationResult, Strategy, Tree
+from medusa.decoding.loop import generate
+from medusa.decoding.multi_head import MultiHead
+from medusa.decoding.single_head import SingleHead
+from medusa.decoding.static_tree import StaticTree
+from medusa.measure.trees import builtin_tree, load_tree, resized_tree
 
 MAX_TREE_DEPTH = 64
 

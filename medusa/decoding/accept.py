@@ -10,9 +10,9 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from ..errors import MedusaError
-from .base import DecodeState, Tree, Verified
-from .fixed_tree import FixedTree
+from medusa.errors import MedusaError
+from medusa.decoding.base import DecodeState, Tree, Verified
+from medusa.decoding.fixed_tree import FixedTree
 
 ACCEPTANCE_RULES = ("greedy", "typical", "rescore")
 

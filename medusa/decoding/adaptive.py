@@ -12,8 +12,8 @@ from collections import Counter
 
 import torch
 
-from .base import DecodeState, Strategy, Tree, Verified
-from .fixed_tree import DevicePlan
+from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
+from medusa.decoding.fixed_tree import DevicePlan
 
 
 class Adaptive(Strategy):

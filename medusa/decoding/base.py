@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .fixed_tree import DevicePlan
+from medusa.decoding.fixed_tree import DevicePlan
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Tree
+from medusa.decoding.base import Tree
 
 
 def beam_candidates(level_logprobs: list[torch.Tensor], width: int) -> tuple[list[list[int]], list[float]]:

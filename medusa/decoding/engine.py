@@ -15,15 +15,15 @@ from typing import Callable
 
 import torch
 
-from ..console import say
-from ..errors import MedusaError
-from ..model import MedusaModel
-from . import ENGINES
-from .base import GenerationResult, Strategy
-from .fast_loop import FastDecoder, generate_fast, prefill_bucket, prefill_buckets
-from .fixed_tree import DevicePlan
-from .loop import generate
-from .static_cache import StaticKVCache
+from medusa.console import say
+from medusa.errors import MedusaError
+from medusa.model import MedusaModel
+from medusa.decoding import ENGINES
+from medusa.decoding.base import GenerationResult, Strategy
+from medusa.decoding.fast_loop import FastDecoder, generate_fast, prefill_bucket, prefill_buckets
+from medusa.decoding.fixed_tree import DevicePlan
+from medusa.decoding.loop import generate
+from medusa.decoding.static_cache import StaticKVCache
 
 CAPACITY_STEP = 128  # static caches come in multiples of this, so runs with similar prompts share graphs
 

@@ -13,10 +13,10 @@ from typing import Callable
 
 import torch
 
-from ..model import MedusaModel
-from .base import DecodeState, GenerationResult, Strategy
-from .fixed_tree import DevicePlan, causal_prefill_mask
-from .static_cache import StaticKVCache
+from medusa.model import MedusaModel
+from medusa.decoding.base import DecodeState, GenerationResult, Strategy
+from medusa.decoding.fixed_tree import DevicePlan, causal_prefill_mask
+from medusa.decoding.static_cache import StaticKVCache
 
 
 def prefill_bucket(length: int, capacity: int) -> int:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..model import MedusaModel
-from .base import DecodeState, GenerationResult, Strategy
-from .cache import keep_path, new_cache
-from .verify import verify
+from medusa.model import MedusaModel
+from medusa.decoding.base import DecodeState, GenerationResult, Strategy
+from medusa.decoding.cache import keep_path, new_cache
+from medusa.decoding.verify import verify
 
 
 @torch.inference_mode()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import MedusaError
-from .accept import Acceptance
-from .base import DecodeState, Strategy, Tree, Verified
-from .draft import (beam_candidates, beam_candidates_ranked, beam_search, beam_search_by_level,
+from medusa.errors import MedusaError
+from medusa.decoding.accept import Acceptance
+from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
+from medusa.decoding.draft import (beam_candidates, beam_candidates_ranked, beam_search, beam_search_by_level,
                     beam_states_by_level, trie_from_candidates)
-from .fixed_tree import DevicePlan, FixedTree
+from medusa.decoding.fixed_tree import DevicePlan, FixedTree
 
 
 class MultiHead(Strategy):

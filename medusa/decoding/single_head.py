@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import DecodeState, Strategy, Tree, Verified
-from .fixed_tree import DevicePlan, FixedTree
+from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
+from medusa.decoding.fixed_tree import DevicePlan, FixedTree
 
 
 class SingleHead(Strategy):

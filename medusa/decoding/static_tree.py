@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..trees import TreePath, tree_nodes
-from .accept import Acceptance
-from .base import DecodeState, Strategy, Tree, Verified
-from .fixed_tree import DevicePlan, FixedTree
+from medusa.measure.trees import TreePath, tree_nodes
+from medusa.decoding.accept import Acceptance
+from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
+from medusa.decoding.fixed_tree import DevicePlan, FixedTree
 
 
 class StaticTree(Strategy):

@@ -10,8 +10,8 @@ from functools import lru_cache
 
 import torch
 
-from ..model import MedusaModel
-from .base import Tree, Verified
+from medusa.model import MedusaModel
+from medusa.decoding.base import Tree, Verified
 
 
 @lru_cache(maxsize=64)

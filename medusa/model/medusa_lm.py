@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..heads import MedusaHeads
+from medusa.model.heads import MedusaHeads
 
 
 @dataclass

@@ -3,6 +3,6 @@
 Only an alias: the class is :class:`medusa.model.medusa_lm.MedusaModel`, which answers the original's calls.
 """
 
-from .medusa_lm import MedusaModel
+from medusa.model.medusa_lm import MedusaModel
 
 __all__ = ["MedusaModel"]

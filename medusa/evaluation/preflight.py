@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from .checkpoint_facts import CheckpointFacts, inspect_checkpoint
-from .errors import MedusaError
-from .settings import RunSettings
+from medusa.model.checkpoint_facts import CheckpointFacts, inspect_checkpoint
+from medusa.errors import MedusaError
+from medusa.settings import RunSettings
 
 S = TypeVar("S")
 
@@ -74,7 +74,7 @@ def inspect_run(settings: RunSettings) -> Preflight:
     """Import the submission, read the checkpoint's configs and headers, and resolve the prompt style."""
     generator = None
     if settings.generator:
-        from .student import load_generator_class
+        from medusa.grading.student import load_generator_class
 
         generator = load_generator_class(settings.generator)
     facts = inspect_checkpoint(settings.model_name, settings.medusa_heads, settings.adapter, settings.bare_embedded,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import MedusaError
+from medusa.errors import MedusaError
 
 PREDICTIONS = "predictions.jsonl"
 BASELINE = "baseline-single-head.jsonl"
@@ -80,7 +80,7 @@ def read_predictions(path: Path) -> list[dict]:
 
 
 def library_versions() -> dict[str, str | None]:
-    from . import __version__
+    from medusa import __version__
 
     out: dict[str, str | None] = {}
     for name in LIBRARIES:

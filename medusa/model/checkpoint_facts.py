@@ -1,7 +1,7 @@
 """What a checkpoint's small files say before any weight is read: chat template, head count, shipped tree.
 
 Loading a 7B model takes minutes; a wrong ``--prompt-style``, ``-nmh`` or ``--tree-size`` should not wait for it.
-Every answer here mirrors a choice :func:`medusa.loader.load_model` makes later from the full files, and says
+Every answer here mirrors a choice :func:`medusa.model.loader.load_model` makes later from the full files, and says
 ``None`` where only the weights could tell (then the check runs after loading, as before).
 """
 
@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoints import HEADS_CONFIG, HEADS_WEIGHTS, MEDUSA1_WEIGHTS, MEDUSA2_PREFIX
-from .embedded import EMBEDDED_NAME
-from .hub import fetch, is_local
+from medusa.model.checkpoints import HEADS_CONFIG, HEADS_WEIGHTS, MEDUSA1_WEIGHTS, MEDUSA2_PREFIX
+from medusa.model.embedded import EMBEDDED_NAME
+from medusa.model.hub import fetch, is_local
 
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -145,7 +145,7 @@ def _beside(source: str, declared: dict) -> str | None:
 def inspect_checkpoint(model_name: str, medusa_heads: str | None, adapter: str | None, bare_embedded: bool,
                        token: str | None = None) -> CheckpointFacts:
     """The facts about ``--model-name`` (+ ``--medusa-heads``, ``--adapter``) that the loader would find."""
-    from .loader import EMBEDDED_DEFAULT_DIR, EMBEDDED_UNTRAINED_HEADS, LoadSettings, check_names
+    from medusa.model.loader import EMBEDDED_DEFAULT_DIR, EMBEDDED_UNTRAINED_HEADS, LoadSettings, check_names
 
     check_names(LoadSettings(model_name, medusa_heads, adapter=adapter))  # empty or missing paths, said as such
     own = None if model_name == EMBEDDED_NAME or model_name.endswith(".gguf") else _heads_only(model_name, token)

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import torch
 
-from .batch_generate import batched_greedy
-from .console import say
-from .data import load_examples
-from .embedded import EMBEDDED_NAME
-from .errors import MedusaError
-from .loader import LoadSettings, load_model
-from .metrics import sacrebleu_scores
-from .model import MedusaModel, stop_token_ids
-from .prompts import PROMPT_STYLES, encode_prompt
+from medusa.training.batch_generate import batched_greedy
+from medusa.console import say
+from medusa.evaluation.data import load_examples
+from medusa.model.embedded import EMBEDDED_NAME
+from medusa.errors import MedusaError
+from medusa.model.loader import LoadSettings, load_model
+from medusa.evaluation.metrics import sacrebleu_scores
+from medusa.model import MedusaModel, stop_token_ids
+from medusa.evaluation.prompts import PROMPT_STYLES, encode_prompt
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import MedusaError
+from medusa.errors import MedusaError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".gguf", ".json", ".jsonl", ".csv", ".parquet", ".py")

@@ -28,8 +28,8 @@ from huggingface_hub.errors import (
 
 from medusa.console import say
 from medusa.errors import MedusaError
-from medusa.hub import network_down
-from medusa.languages import CODE_PATTERN, check_language_code
+from medusa.model.hub import network_down
+from medusa.evaluation.languages import CODE_PATTERN, check_language_code
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""PNG plots of results rows (see :mod:`medusa.result_tables`): quality against speed, τ, and per-head acceptance.
+"""PNG plots of results rows (see :mod:`medusa.evaluation.result_tables`): quality against speed, τ, and per-head acceptance.
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch), so a run
 on a headless server or inside a test never opens a window.

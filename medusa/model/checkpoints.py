@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import MedusaError
-from .heads import HeadConfig, MedusaHeads, infer_head_config
-from .hub import fetch, is_local
+from medusa.errors import MedusaError
+from medusa.model.heads import HeadConfig, MedusaHeads, infer_head_config
+from medusa.model.hub import fetch, is_local
 
 HEADS_CONFIG = "medusa_heads.json"
 HEADS_WEIGHTS = "medusa_heads.safetensors"

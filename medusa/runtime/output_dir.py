@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import MedusaError
-from .locking import LockBusy, file_lock
+from medusa.errors import MedusaError
+from medusa.runtime.locking import LockBusy, file_lock
 
 LOCK_FILE = ".medusa.lock"
 

@@ -1,6 +1,6 @@
 """``python medusa.py measure-acceptance``: per-head top-1/top-5 and greedy τ of every strategy, on whole datasets.
 
-Greedy continuations come from batched ``generate``; :mod:`medusa.replay` then turns one teacher-forced pass into
+Greedy continuations come from batched ``generate``; :mod:`medusa.measure.replay` then turns one teacher-forced pass into
 the accepted length of every step of every strategy. Figures are written as JSON and a Markdown table.
 """
 
@@ -11,18 +11,18 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .batch_generate import batched_greedy
-from .console import say
-from .data import load_examples
-from .decoding import DecodeSettings, make_strategy
-from .embedded import EMBEDDED_NAME
-from .errors import MedusaError
-from .device_map import add_device_map_arguments, check_device_map
-from .loader import LoadSettings, load_model
-from .model import stop_token_ids
-from .output_dir import claimed_folder
-from .prompts import encode_prompts
-from .replay import head_topk_hits, ranked_positions, replay_steps
+from medusa.training.batch_generate import batched_greedy
+from medusa.console import say
+from medusa.evaluation.data import load_examples
+from medusa.decoding import DecodeSettings, make_strategy
+from medusa.model.embedded import EMBEDDED_NAME
+from medusa.errors import MedusaError
+from medusa.model.device_map import add_device_map_arguments, check_device_map
+from medusa.model.loader import LoadSettings, load_model
+from medusa.model import stop_token_ids
+from medusa.runtime.output_dir import claimed_folder
+from medusa.evaluation.prompts import encode_prompts
+from medusa.measure.replay import head_topk_hits, ranked_positions, replay_steps
 
 DEFAULT_GRID = ("2:2", "2:5", "5:2", "5:5", "10:2", "10:5")  # the assignment's W × S grid, as W:S
 
@@ -87,7 +87,7 @@ def measure(s: AcceptanceSettings) -> dict:
     check_device_map(s)
     model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter,
                                     device_map=s.device_map, max_memory=s.max_memory))
-    from .preflight import settle_prompt_style
+    from medusa.evaluation.preflight import settle_prompt_style
 
     s = settle_prompt_style(s, model.tokenizer, model.info.base)  # the seed prompt for a model without a template
     if not model.num_heads:

@@ -12,7 +12,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from .errors import MedusaError
+from medusa.errors import MedusaError
 
 RETRY_SECONDS = 0.5
 

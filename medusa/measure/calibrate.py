@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import MedusaError
-from .trees import TreePath, expected_accept_length, optimal_tree
+from medusa.errors import MedusaError
+from medusa.measure.trees import TreePath, expected_accept_length, optimal_tree
 
 
 @dataclass

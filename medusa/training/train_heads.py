@@ -18,18 +18,18 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from .checkpoints import save_heads, save_medusa1
-from .console import say
-from .data import load_examples
-from .batch_generate import batched_greedy, batched_hidden_states
-from .embedded import EMBEDDED_NAME
-from .errors import MedusaError
-from .heads import HeadConfig, MedusaHeads
-from .device_map import add_device_map_arguments, check_device_map
-from .loader import LoadSettings, load_model
-from .model import MedusaModel, stop_token_ids
-from .prompts import PROMPT_STYLES, encode_prompt
-from .results import read_predictions
+from medusa.model.checkpoints import save_heads, save_medusa1
+from medusa.console import say
+from medusa.evaluation.data import load_examples
+from medusa.training.batch_generate import batched_greedy, batched_hidden_states
+from medusa.model.embedded import EMBEDDED_NAME
+from medusa.errors import MedusaError
+from medusa.model.heads import HeadConfig, MedusaHeads
+from medusa.model.device_map import add_device_map_arguments, check_device_map
+from medusa.model.loader import LoadSettings, load_model
+from medusa.model import MedusaModel, stop_token_ids
+from medusa.evaluation.prompts import PROMPT_STYLES, encode_prompt
+from medusa.evaluation.results import read_predictions
 
 SEQUENCES = "sequences.jsonl"
 ADAPTER_DIR = "adapter"

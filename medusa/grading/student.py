@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from .decoding.base import GenerationResult
-from .errors import MedusaError
-from .model import MedusaModel
-from .student_output import BadOutput, as_token_ids, check_output, scored_tokens
-from .time_limit import TimeLimitExceeded, check_time_limit_supported, time_limit
+from medusa.decoding.base import GenerationResult
+from medusa.errors import MedusaError
+from medusa.model import MedusaModel
+from medusa.grading.student_output import BadOutput, as_token_ids, check_output, scored_tokens
+from medusa.grading.time_limit import TimeLimitExceeded, check_time_limit_supported, time_limit
 
 
 def one_line(exc: BaseException) -> str:

@@ -6,18 +6,18 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from .calibrate import calibrate_tree, measure_head_accuracy
-from .console import say
-from .data import load_examples
-from .batch_generate import batched_greedy
-from .embedded import EMBEDDED_NAME
-from .errors import MedusaError
-from .device_map import add_device_map_arguments, check_device_map
-from .loader import LoadSettings, load_model
-from .model import stop_token_ids
-from .output_dir import check_output_file
-from .prompts import encode_prompts
-from .trees import save_tree
+from medusa.measure.calibrate import calibrate_tree, measure_head_accuracy
+from medusa.console import say
+from medusa.evaluation.data import load_examples
+from medusa.training.batch_generate import batched_greedy
+from medusa.model.embedded import EMBEDDED_NAME
+from medusa.errors import MedusaError
+from medusa.model.device_map import add_device_map_arguments, check_device_map
+from medusa.model.loader import LoadSettings, load_model
+from medusa.model import stop_token_ids
+from medusa.runtime.output_dir import check_output_file
+from medusa.evaluation.prompts import encode_prompts
+from medusa.measure.trees import save_tree
 
 
 @dataclass
@@ -82,7 +82,7 @@ def run_calibration(s: CalibrationSettings) -> dict:
     check_device_map(s)
     model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter,
                                     device_map=s.device_map, max_memory=s.max_memory))
-    from .preflight import settle_prompt_style
+    from medusa.evaluation.preflight import settle_prompt_style
 
     s = settle_prompt_style(s, model.tokenizer, model.info.base)  # the seed prompt for a model without a template
     heads = s.heads or model.num_heads

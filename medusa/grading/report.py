@@ -13,10 +13,10 @@ import json
 import math
 from pathlib import Path
 
-from .console import say
-from .decoding import Strategy, make_strategy
-from .metrics import SpeedStats
-from .results import BASELINE, PREDICTIONS
+from medusa.console import say
+from medusa.decoding import Strategy, make_strategy
+from medusa.evaluation.metrics import SpeedStats
+from medusa.evaluation.results import BASELINE, PREDICTIONS
 
 GRADING = "grading.json"
 OURS = "ours.jsonl"

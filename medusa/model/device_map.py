@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .console import say
-from .errors import MedusaError
+from medusa.console import say
+from medusa.errors import MedusaError
 
 DEVICE_MAPS = ("auto",)
 FAST_ENGINES = ("graphs", "compiled")

@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from .checkpoints import save_heads
-from .console import say
-from .embedded import EMBEDDED_NAME
-from .errors import MedusaError
-from .heads import HeadConfig, MedusaHeads
-from .loader import LoadSettings, load_model
-from .model import MedusaModel
-from .train_heads import SEQUENCES, TrainSettings, evaluate_heads, head_loss, hidden_and_targets, self_distilled_sequences
+from medusa.model.checkpoints import save_heads
+from medusa.console import say
+from medusa.model.embedded import EMBEDDED_NAME
+from medusa.errors import MedusaError
+from medusa.model.heads import HeadConfig, MedusaHeads
+from medusa.model.loader import LoadSettings, load_model
+from medusa.model import MedusaModel
+from medusa.training.train_heads import SEQUENCES, TrainSettings, evaluate_heads, head_loss, hidden_and_targets, self_distilled_sequences
 
 ADAPTER_DIR = "adapter"
 
@@ -69,7 +69,7 @@ def train_joint(s: TrainSettings) -> dict:
     """Joint heads + LoRA training on self-distilled sequences; saves heads (naming the adapter) and the adapter."""
     from peft import LoraConfig, get_peft_model
 
-    from .finetune import LORA_TARGETS
+    from medusa.training.finetune import LORA_TARGETS
 
     if s.adapter:
         raise MedusaError("--joint-lora trains its own LoRA and saves only that one: merge --adapter into the base "

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .batch_generate import batched_hidden_states
-from .decoding.base import Strategy, Tree
-from .decoding.multi_head import MultiHead
-from .decoding.static_tree import StaticTree
-from .errors import MedusaError
-from .model import MedusaModel
+from medusa.training.batch_generate import batched_hidden_states
+from medusa.decoding.base import Strategy, Tree
+from medusa.decoding.multi_head import MultiHead
+from medusa.decoding.static_tree import StaticTree
+from medusa.errors import MedusaError
+from medusa.model import MedusaModel
 
 
 @dataclass

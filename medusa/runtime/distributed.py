@@ -18,9 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 
-from .console import quiet, say
-from .errors import MedusaError
-from .results import PredictionLog, read_predictions, refuse_to_overwrite
+from medusa.console import quiet, say
+from medusa.errors import MedusaError
+from medusa.evaluation.results import PredictionLog, read_predictions, refuse_to_overwrite
 
 # a process that finished its share waits at a barrier for the slowest one; a process that fails ends them all
 # (the launcher's doing), so a long limit never leaves a hung run behind
@@ -126,7 +126,7 @@ def on_main(work: Callable[[], object], group: Processes | None = None) -> None:
 
 @contextmanager
 def claimed_by_main(folder: Path, claim) -> Iterator[Path]:
-    """``claim`` (:func:`medusa.output_dir.claimed_folder`) held by the main process for the whole run; the others
+    """``claim`` (:func:`medusa.runtime.output_dir.claimed_folder`) held by the main process for the whole run; the others
     write their shards under its lock and are never refused by it."""
     group = processes()
     if not group.parallel:

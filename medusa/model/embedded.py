@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from .errors import MedusaError
-from .locking import LockBusy, file_lock
+from medusa.errors import MedusaError
+from medusa.runtime.locking import LockBusy, file_lock
 
 EMBEDDED_NAME = "embedded"
 EMBEDDED_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -98,7 +98,7 @@ def convert_once(gguf: Path, target: Path) -> None:
 @contextmanager
 def _conversion_lock(lock: Path) -> Iterator[None]:
     """The lock, taken at once if free; else said, then waited for."""
-    from .console import say
+    from medusa.console import say
 
     with ExitStack() as stack:
         try:
@@ -130,7 +130,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .console import say
+    from medusa.console import say
 
     say(f"converting {gguf.name} to a transformers checkpoint in {target} (first use only)")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from medusa.console import say
 from medusa.errors import MedusaError
-from medusa.languages import language_name
+from medusa.evaluation.languages import language_name
 
 SEED_PREFIX = (
     "You are an AI assistant whose purpose is to perform translation. "

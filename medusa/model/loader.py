@@ -8,19 +8,19 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import HeadCheckpoint, build_heads, read_head_checkpoint, read_medusa2_heads
-from .console import say
-from .device_map import check_placed, describe_map, load_kwargs
-from .embedded import EMBEDDED_NAME, EMBEDDED_REPO, converted_dir, embedded_gguf
-from .errors import MedusaError
-from .hub import fetch, is_local, looks_like_path
-from .heads import HeadConfig, MedusaHeads
-from .model import MedusaModel, ModelInfo
+from medusa.model.checkpoints import HeadCheckpoint, build_heads, read_head_checkpoint, read_medusa2_heads
+from medusa.console import say
+from medusa.model.device_map import check_placed, describe_map, load_kwargs
+from medusa.model.embedded import EMBEDDED_NAME, EMBEDDED_REPO, converted_dir, embedded_gguf
+from medusa.errors import MedusaError
+from medusa.model.hub import fetch, is_local, looks_like_path
+from medusa.model.heads import HeadConfig, MedusaHeads
+from medusa.model import MedusaModel, ModelInfo
 
 EMBEDDED_UNTRAINED_HEADS = 5
 # What ships with the embedded base: a Hindi→English LoRA, 5 token-input heads trained on the adapted model, and
 # the tree calibrated for them (benchmarks/gpu_train_embedded.sh made all three).
-EMBEDDED_DEFAULT_DIR = Path(__file__).parent / "embedded_default"
+EMBEDDED_DEFAULT_DIR = Path(__file__).parents[1] / "embedded_default"
 TREE_FILE = "tree.json"  # a calibrated tree saved beside heads is used by -ds tree unless --tree is given
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -211,7 +211,7 @@ def load_model(settings: LoadSettings) -> MedusaModel:
     say(f"loading base model {base_label} on {'the visible GPUs (--device-map auto)' if split else device}")
     base, tokenizer = _load_base(base_location, token, device, settings.dtype, settings.small_fp32, split)
     if adapter:
-        from .finetune import merge_adapter
+        from medusa.training.finetune import merge_adapter
 
         base = merge_adapter(base, adapter)
         base_label += f" + adapter {adapter}"

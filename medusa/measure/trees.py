@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .errors import MedusaError
+from medusa.errors import MedusaError
 
 TreePath = tuple[int, ...]
 

@@ -1,0 +1,1 @@
+"""Evaluation: data, prompts, metrics, result files, tables and plots."""

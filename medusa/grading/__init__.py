@@ -1,0 +1,1 @@
+"""Grading course submissions: the harness and its report."""

@@ -1,0 +1,1 @@
+"""Measuring heads: trees, calibration, replayed acceptance."""

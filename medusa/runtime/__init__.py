@@ -1,0 +1,1 @@
+"""The process around a run: threads, output-folder locks, data-parallel launches."""
