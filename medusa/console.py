@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-_quiet: str | None = None  # set for a data-parallel run's other processes (medusa/distributed.py): their name
+_quiet: str | None = None  # set for a data-parallel run's other processes (medusa/runtime/distributed.py): their name
 
 
 def quiet(name: str | None = None) -> bool:

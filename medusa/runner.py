@@ -272,7 +272,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
                          else generator or load_generator_class(settings.generator))
         student = StudentDecoder(generator_cls, model, settings.decoding_strategy, eos, settings.use_no_medusa_heads,
                                  settings.beam_width, settings.max_output_len, settings.timeout)
-        runs = grading_runs(strategy, settings.compare_single_head)  # the submission first: see medusa/grading.py
+        runs = grading_runs(strategy, settings.compare_single_head)  # the submission first: see medusa/grading/report.py
     rows_of: dict[str, list[dict]] = {}
     for role, strat, filename in runs:
         if student is not None and role != "main" and not succeeded(rows_of["main"]):

@@ -45,9 +45,9 @@ class RunSettings:
     timeout: float | None = None  # --generator: seconds per example before the submission's example fails
     max_input_len: int = 1000
     max_output_len: int = 50
-    prompt_style: str = "auto"  # resolved before loading where the tokenizer config tells (medusa/preflight.py)
+    prompt_style: str = "auto"  # resolved before loading where the tokenizer config tells (medusa/evaluation/preflight.py)
     device: str = "auto"
-    device_map: str | None = None  # "auto": one model split over the visible GPUs (medusa/device_map.py)
+    device_map: str | None = None  # "auto": one model split over the visible GPUs (medusa/model/device_map.py)
     max_memory: str | None = None  # with device_map: per-GPU limits, e.g. "0=40GiB,1=40GiB"
     dtype: str = "auto"
     engine: str = "auto"  # auto = graphs on CUDA, eager on CPU (medusa/decoding/engine.py)
@@ -57,7 +57,7 @@ class RunSettings:
     resume: bool = False
     debug: bool = False
     hf_token: str | None = None
-    threads: int | None = None  # torch's CPU threads (--threads, else medusa/threads.py's default)
+    threads: int | None = None  # torch's CPU threads (--threads, else medusa/runtime/threads.py's default)
 
     def public_dict(self) -> dict:
         """The settings without the token (only whether one was given)."""

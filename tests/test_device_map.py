@@ -1,4 +1,4 @@
-"""--device-map/--max-memory (medusa/device_map.py) on a CPU: flag checks, the device-map summary, and the split
+"""--device-map/--max-memory (medusa/model/device_map.py) on a CPU: flag checks, the device-map summary, and the split
 code path of MedusaModel (outputs handed back to the first device), which must not change a token."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Data-parallel runs (medusa/distributed.py): shares, shards and their merge with simulated processes (threads that
+"""Data-parallel runs (medusa/runtime/distributed.py): shares, shards and their merge with simulated processes (threads that
 meet at real barriers), then two real processes started by ``accelerate launch`` (gloo on this CPU)."""
 
 from __future__ import annotations

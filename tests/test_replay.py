@@ -15,9 +15,11 @@ from medusa.measure.replay import head_topk_hits, ranked_positions, replay_steps
 STOPS = {2}
 
 
-def _medusa(seed: int, noise: float, token_input: bool = False) -> MedusaModel:
+def _medusa(seed: int, noise: float, token_input: bool = False, sequential: bool = False,
+            num_heads: int = 4) -> MedusaModel:
     base = make_model("llama", seed=seed)
-    config = HeadConfig(4, 1, base.config.hidden_size, base.config.vocab_size, token_input=token_input)
+    config = HeadConfig(num_heads, 1, base.config.hidden_size, base.config.vocab_size, token_input=token_input,
+                        sequential=sequential)
     heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
     gen = torch.Generator().manual_seed(seed + 7)
     with torch.no_grad():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_model
+from test_replay import _medusa
 from medusa.model.checkpoints import build_heads, read_head_checkpoint, save_heads, save_medusa1
 from medusa.decoding import DecodeSettings, generate, make_strategy
 from medusa.decoding.base import DecodeState
@@ -21,16 +21,7 @@ from medusa.measure.trees import builtin_tree
 
 
 def _model(seed: int, noise: float, num_heads: int = 4) -> MedusaModel:
-    base = make_model("llama", seed=seed)
-    config = HeadConfig(num_heads, 1, base.config.hidden_size, base.config.vocab_size, shared_lm_head=True,
-                        sequential=True)
-    heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
-    gen = torch.Generator().manual_seed(seed + 11)
-    with torch.no_grad():
-        for p in heads.parameters():
-            if p is not base.get_output_embeddings().weight:
-                p.add_(torch.randn(p.shape, generator=gen) * noise)
-    return MedusaModel(base, tokenizer=None, heads=heads).eval()
+    return _medusa(seed, noise, sequential=True, num_heads=num_heads)
 
 
 def test_fresh_sequential_heads_are_plain_heads():

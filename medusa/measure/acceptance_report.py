@@ -45,7 +45,7 @@ class AcceptanceSettings:
     batch_size: int = 32
     output_dir: str = "acceptance"
     device: str = "auto"
-    device_map: str | None = None  # --device-map auto: split over the GPUs (medusa/device_map.py)
+    device_map: str | None = None  # --device-map auto: split over the GPUs (medusa/model/device_map.py)
     max_memory: str | None = None
     dtype: str = "auto"
     hf_token: str | None = None

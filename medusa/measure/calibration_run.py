@@ -39,7 +39,7 @@ class CalibrationSettings:
     batch_size: int = 32  # prompts per batched greedy generation
     output: str = "tree.json"
     device: str = "auto"
-    device_map: str | None = None  # --device-map auto: split over the GPUs (medusa/device_map.py)
+    device_map: str | None = None  # --device-map auto: split over the GPUs (medusa/model/device_map.py)
     max_memory: str | None = None
     dtype: str = "auto"
     hf_token: str | None = None

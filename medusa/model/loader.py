@@ -39,7 +39,7 @@ class LoadSettings:
     adapter: str | None = None  # a LoRA adapter (peft folder) merged into the base weights at load
     embedded_extras: bool = True  # embedded base: load the shipped adapter + heads + tree (False: bare base)
     small_fp32: bool = False  # one-sequence decoding: a small model is launch-bound on a GPU, so fp32 is free there
-    device_map: str | None = None  # "auto": split over the visible GPUs (medusa/device_map.py)
+    device_map: str | None = None  # "auto": split over the visible GPUs (medusa/model/device_map.py)
     max_memory: str | None = None  # per-GPU limits for device_map, e.g. "0=40GiB,1=40GiB"
 
 
