@@ -203,14 +203,18 @@ def test_capture_warm_up_stays_inside_a_small_cache():
     torch.cuda.synchronize()
 
 
-def test_graphs_engine_sequential_heads_fp32():
-    """Sequential heads drafted depth by depth inside the captured step: exactly the eager tokens and statistics."""
-    from test_sequential_heads import _model
+@pytest.mark.parametrize("drafter", ["sequential", "autoregressive"])
+def test_graphs_engine_path_dependent_drafters_fp32(drafter):
+    """Sequential heads and the autoregressive drafter, drafted depth by depth inside the captured step: exactly the
+    eager tokens and statistics."""
+    import test_autoregressive_drafter
+    import test_sequential_heads
 
     from medusa.decoding import DecodeSettings
     from medusa.decoding.engine import StaticEngine
 
-    model = _model(2, 0.25).to("cuda")
+    make = test_sequential_heads._model if drafter == "sequential" else test_autoregressive_drafter._model
+    model = make(2, 0.25 if drafter == "sequential" else 0.15).to("cuda")
     captured, plain = StaticEngine(model, capture=True, quiet=True), StaticEngine(model, capture=False)
     for settings in (DecodeSettings("tree", 4), DecodeSettings("multi-head", 3, 3),
                      DecodeSettings("tree", 3, adaptive=True)):

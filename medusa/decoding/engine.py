@@ -94,7 +94,7 @@ class StaticEngine(Engine):
         key = id(strategy)
         if key not in self._prepared:
             device = self.model.device
-            plan = strategy.device_plan(device, sequential=True) if self.model.sequential_heads else \
+            plan = strategy.device_plan(device, sequential=True) if self.model.path_dependent_heads else \
                 strategy.device_plan(device)
             self._prepared[key] = (strategy, _Prepared(plan))
         return self._prepared[key][1]

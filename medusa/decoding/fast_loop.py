@@ -128,7 +128,7 @@ class FastDecoder:
         tree, committed, plan = self.plan.tree, self.committed, self.plan
         if not plan.num_heads:
             heads = None
-        elif self.model.sequential_heads:  # drafted depth by depth: the plan asks for each path's logits
+        elif self.model.path_dependent_heads:  # drafted depth by depth: the plan asks for each path's logits
             heads = lambda paths: self.model.level_logits(self.last_hidden, paths)  # noqa: E731
         else:
             heads = self.model.project_heads(self.last_hidden, self.last_logits, plan.num_heads)

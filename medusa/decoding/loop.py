@@ -56,6 +56,6 @@ def generate(
 
 def _levels(model: MedusaModel, strategy: Strategy, hidden: torch.Tensor):
     """Per-path head logits at ``hidden`` for sequential heads (drafted depth by depth); None for the others."""
-    if not strategy.num_heads or not model.sequential_heads:
+    if not strategy.num_heads or not model.path_dependent_heads:
         return None
     return lambda paths: model.level_logits(hidden, paths)

@@ -72,7 +72,7 @@ def measure_head_accuracy(
                 continue
             positions = torch.arange(start, stop)
             seq_t = torch.tensor(seq)
-            if getattr(model, "sequential_heads", False):  # each head below the true tokens above it
+            if getattr(model, "path_dependent_heads", False):  # each head below the true tokens above it
                 out = model.step(torch.tensor([seq], device=model.device), None)
                 paths = torch.stack([seq_t[positions + j + 1] for j in range(num_heads)], dim=-1)
                 head_logits = model.heads.teacher_forced(out.hidden[0, start:stop], paths.to(model.device),

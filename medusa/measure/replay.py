@@ -37,10 +37,10 @@ def ranked_positions(model: MedusaModel, rows: list[tuple[list[int], list[int]]]
     """Teacher-forced top-``max_rank`` lists for each (prompt ids, generated ids) row, in right-padded batches."""
     if num_heads > model.num_heads:
         raise MedusaError(f"replay asked for {num_heads} heads, the model has {model.num_heads}")
-    if model.sequential_heads:  # their drafts depend on the tokens above each node: one ranked list cannot say
-        raise MedusaError("sequential heads cannot be replayed from one ranked list per head (each draft depends on "
-                          "the tokens above it); measure them with real decodes: python medusa.py -ds tree "
-                          "--compare-single-head")
+    if model.path_dependent_heads:  # their drafts depend on the tokens above each node: one ranked list cannot say
+        raise MedusaError(f"{model.heads.config.drafter} drafters cannot be replayed from one ranked list per head "
+                          "(each draft depends on the tokens above it); measure them with real decodes: python "
+                          "medusa.py -ds tree --compare-single-head")
     out: list[RankedPositions | None] = [None] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
     for b in range(0, len(order), batch_size):

@@ -64,6 +64,17 @@ def count_heads(keys, prefix: str = "") -> int:
     return max(found) + 1 if found else 0
 
 
+def _stored_heads(keys: list[str] | None, declared: dict) -> int | None:
+    """Heads in a heads-only weights file: counted from the keys, or, for the autoregressive drafter (one layer, no
+    per-head tensors), its declared depth."""
+    if not keys:
+        return None
+    if any(key.startswith("drafter.") for key in keys):
+        num = declared.get("num_heads")
+        return num if isinstance(num, int) else None
+    return count_heads(keys)
+
+
 def weight_keys(path: Path) -> list[str] | None:
     """Tensor names from a weights file's header (safetensors) or a memory-mapped pickle, never their data."""
     try:
@@ -91,14 +102,14 @@ def _heads_only(location: str, token: str | None) -> CheckpointFacts | None:
     if path.is_file():
         declared = _json_or_none(path.parent / HEADS_CONFIG) or {}
         keys = weight_keys(path)
-        return CheckpointFacts(declared.get("base_model") or "", num_heads=count_heads(keys) if keys else None,
+        return CheckpointFacts(declared.get("base_model") or "", num_heads=_stored_heads(keys, declared),
                                heads_source=str(path), declared=declared)
     config = fetch(location, HEADS_CONFIG, token, required=False)
     if config is not None:
         declared = _json_or_none(config) or {}
         weights = _local_file(location, HEADS_WEIGHTS) if is_local(location) else None
         keys = weight_keys(weights) if weights else None
-        num = count_heads(keys) if keys else declared.get("num_heads")
+        num = _stored_heads(keys, declared) if keys else declared.get("num_heads")
         return CheckpointFacts(declared.get("base_model") or "", num_heads=num if isinstance(num, int) else None,
                                heads_source=location, declared=declared)
     if is_local(location):

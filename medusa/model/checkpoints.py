@@ -52,7 +52,7 @@ def save_heads(heads: MedusaHeads, folder: str | Path, base_model: str, extra: d
 
 def save_medusa1(heads: MedusaHeads, folder: str | Path, base_model: str) -> Path:
     """Write FasterDecoding's Medusa-1 layout so their tools load our heads (projection always materialised)."""
-    if heads.config.token_input or heads.config.sequential:
+    if heads.config.drafter != "medusa":
         raise MedusaError(f"{heads.config.drafter} heads have no FasterDecoding Medusa-1 equivalent; "
                           "use the project format")
     folder = Path(folder)

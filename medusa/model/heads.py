@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from medusa.model.draft_layer import DraftLayer
+
 
 @dataclass(frozen=True)
 class HeadConfig:
@@ -25,11 +27,19 @@ class HeadConfig:
     shared_lm_head: bool = False
     token_input: bool = False  # heads also see the embedding of the base model's next token (see MedusaHeads)
     sequential: bool = False  # head k also sees the draft tokens before it on its path (Hydra-style; see MedusaHeads)
+    autoregressive: int = 0  # > 0: an EAGLE-style one-layer drafter with this many attention heads (draft_layer.py)
 
     @property
     def drafter(self) -> str:
         """The drafter name ``train-heads --drafter`` uses for this layout."""
+        if self.autoregressive:
+            return "autoregressive"
         return "sequential" if self.sequential else "token-input" if self.token_input else "medusa"
+
+    @property
+    def path_dependent(self) -> bool:
+        """Drafts depend on the tokens above them: trees and beams are drafted depth by depth."""
+        return self.sequential or bool(self.autoregressive)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,11 +80,20 @@ class MedusaHeads(nn.Module):
 
     def __init__(self, config: HeadConfig, lm_head: nn.Module, embedding: nn.Module | None = None) -> None:
         super().__init__()
-        if config.token_input and config.sequential:
-            raise ValueError("heads are token-input or sequential, not both")
+        if sum(map(bool, (config.token_input, config.sequential, config.autoregressive))) > 1:
+            raise ValueError("heads are token-input, sequential or autoregressive: one of them")
+        if config.autoregressive and (config.num_layers or not config.shared_lm_head):
+            raise ValueError("the autoregressive drafter projects with the shared lm_head and has no head blocks")
         self.config = config
         self.token_proj: nn.ModuleList | None = None
         self.seq_proj: nn.ModuleList | None = None
+        self.drafter: DraftLayer | None = None
+        if config.autoregressive:
+            if embedding is None:
+                raise ValueError("the autoregressive drafter needs the base model's input embedding")
+            self._embedding = (embedding,)
+            self.drafter = DraftLayer(config.hidden_size, config.autoregressive)
+            self.register_buffer("drafter_depth", torch.tensor([config.num_heads, config.autoregressive]))
         if config.token_input or config.sequential:
             if embedding is None:
                 raise ValueError(f"{config.drafter} heads need the base model's input embedding")
@@ -110,9 +129,9 @@ class MedusaHeads(nn.Module):
         ``next_tokens`` (shaped like ``hidden`` without its last dimension) is needed by token-input heads only.
         """
         k = self.config.num_heads if num_heads is None else num_heads
-        if self.seq_proj is not None:
+        if self.config.path_dependent:
             if next_tokens is None:
-                raise ValueError("sequential heads need the next token at each position")
+                raise ValueError(f"{self.config.drafter} heads need the next token at each position")
             return self.greedy_chain(hidden, next_tokens, k)
         if self.token_proj is None:
             return torch.stack([self.heads[i](hidden) for i in range(k)], dim=0)
@@ -124,28 +143,23 @@ class MedusaHeads(nn.Module):
     def teacher_forced(self, hidden: torch.Tensor, paths: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
         """[K, *hidden.shape[:-1], V] with each head fed the true tokens before its target (training, evaluation).
 
-        ``paths[..., j]`` is t_j, the j-th token after the position (t_0 its next token); only sequential heads read
-        past t_0.
+        ``paths[..., j]`` is t_j, the j-th token after the position (t_0 its next token); only path-dependent
+        drafters (sequential, autoregressive) read past t_0.
         """
         k = self.config.num_heads if num_heads is None else num_heads
-        if self.seq_proj is None:
+        if not self.config.path_dependent:
             return self(hidden, k, paths[..., 0])
-        state = hidden
-        out = []
-        for i in range(k):
-            state = state + self.seq_proj[i](self._embed(paths[..., i], hidden))
-            out.append(self.heads[i](state))
-        return torch.stack(out, dim=0)
+        states = self._path_states(hidden, paths[..., :k])
+        return torch.stack([self.heads[i](states[i]) for i in range(k)], dim=0)
 
     def greedy_chain(self, hidden: torch.Tensor, next_tokens: torch.Tensor, num_heads: int) -> torch.Tensor:
-        """Sequential heads along their own greedy path (t_j = head j−1's argmax): the path a chain draft takes,
+        """Path-dependent heads along their own greedy path (t_j = head j−1's argmax): the path a chain draft takes,
         and what a caller that asks for "each head's logits" without a path gets."""
-        state, token, out = hidden, next_tokens, []
+        path, out = next_tokens[..., None], []
         for i in range(num_heads):
-            state = state + self.seq_proj[i](self._embed(token, hidden))
-            logits = self.heads[i](state)
+            logits = self.heads[i](self._path_states(hidden, path)[-1])
             out.append(logits)
-            token = logits.argmax(-1)
+            path = torch.cat([path, logits.argmax(-1, keepdim=True)], dim=-1)
         return torch.stack(out, dim=0)
 
     def level_logits(self, hidden: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
@@ -157,12 +171,31 @@ class MedusaHeads(nn.Module):
         d = paths.shape[-1] - 1
         paths = paths.to(hidden.device)
         hidden = hidden.expand(paths.shape[0], hidden.shape[-1]) if hidden.dim() == 1 else hidden
-        if self.seq_proj is None:
+        if not self.config.path_dependent:
             return self(hidden, d + 1, paths[:, 0])[d]
-        state = hidden
-        for i in range(d + 1):
-            state = state + self.seq_proj[i](self._embed(paths[:, i], hidden))
-        return self.heads[d](state)
+        return self.heads[d](self._path_states(hidden, paths)[-1])
+
+    def _path_states(self, hidden: torch.Tensor, paths: torch.Tensor) -> list[torch.Tensor]:
+        """What head j reads below t_0..t_j, for every j < ``paths.shape[-1]`` (each shaped like ``hidden``).
+
+        Sequential heads: ``h + Σ_{i≤j} V_i · embed(t_i)``. The autoregressive drafter: its predicted hidden state
+        after t_j, from one causal pass of its layer over the inputs (h, t_0), (ĥ_1, t_1), … built so far.
+        """
+        if self.seq_proj is not None:
+            state, states = hidden, []
+            for j in range(paths.shape[-1]):
+                state = state + self.seq_proj[j](self._embed(paths[..., j], hidden))
+                states.append(state)
+            return states
+        lead = hidden.shape[:-1]
+        flat_h = hidden.reshape(-1, hidden.shape[-1])
+        flat_p = paths.reshape(-1, paths.shape[-1])
+        feature, inputs, states = flat_h, [], []
+        for j in range(flat_p.shape[-1]):
+            inputs.append(self.drafter.inputs(feature, self._embed(flat_p[:, j], flat_h)))
+            feature = self.drafter(torch.stack(inputs, dim=1))[:, -1]
+            states.append(feature.reshape(*lead, -1))
+        return states
 
     def _embed(self, next_tokens: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         table = self._embedding[0]
@@ -171,7 +204,7 @@ class MedusaHeads(nn.Module):
     def standalone(self, lm_head: nn.Module) -> nn.ModuleList:
         """Heads callable on hidden states alone, as FasterDecoding's ``medusa_head[k](hidden)``: token-input heads
         take the base model's argmax from ``lm_head`` themselves; plain heads are returned as they are."""
-        if self.token_proj is None and self.seq_proj is None:
+        if self.token_proj is None and not self.config.path_dependent:
             return self.heads
         return nn.ModuleList(_StandaloneHead(self, k, lm_head) for k in range(self.config.num_heads))
 
@@ -186,6 +219,9 @@ class MedusaHeads(nn.Module):
         }
         for prefix, projections in self._projections():
             state.update({f"{prefix}.{k}": v.detach() for k, v in projections.state_dict().items()})
+        if self.drafter is not None:
+            state.update({f"drafter.{k}": v.detach() for k, v in self.drafter.state_dict().items()})
+            state["drafter.depth"] = self.drafter_depth.detach()
         return state
 
     def _projections(self) -> list[tuple[str, nn.ModuleList]]:
@@ -196,6 +232,9 @@ class MedusaHeads(nn.Module):
         params = dict(self.heads.named_parameters(remove_duplicate=False))
         for prefix, projections in self._projections():
             params.update({f"{prefix}.{k}": v for k, v in projections.named_parameters()})
+        if self.drafter is not None:
+            params.update({f"drafter.{k}": v for k, v in self.drafter.named_parameters()})
+            params["drafter.depth"] = self.drafter_depth
         return params
 
     def load_head_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -225,7 +264,7 @@ class _StandaloneHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         heads, lm_head = self._refs
         next_tokens = lm_head(hidden).argmax(-1)
-        if heads.seq_proj is not None:  # along the heads' own greedy path
+        if heads.config.path_dependent:  # along the heads' own greedy path
             return heads.greedy_chain(hidden, next_tokens, self.k + 1)[self.k]
         emb = heads._embed(next_tokens, hidden)
         return heads.heads[self.k](hidden + heads.token_proj[self.k](emb))
@@ -234,6 +273,12 @@ class _StandaloneHead(nn.Module):
 def infer_head_config(state: dict[str, torch.Tensor], hidden_size: int, vocab_size: int) -> HeadConfig:
     """Read K, L and projection sharing from the tensors themselves (some uploaded configs understate K)."""
     heads: dict[int, set[int]] = {}
+    if "drafter.depth" in state:  # the autoregressive drafter: its depth and attention heads are stored
+        depth, attention_heads = (int(x) for x in state["drafter.depth"].tolist())
+        width = state["drafter.fc.weight"].shape[0]
+        if width != hidden_size:
+            raise ValueError(f"the drafter was trained for hidden size {width}, the base model has {hidden_size}")
+        return HeadConfig(depth, 0, hidden_size, vocab_size, shared_lm_head=True, autoregressive=attention_heads)
     token_input = any(key.startswith("token_proj.") for key in state)
     sequential = any(key.startswith("seq_proj.") for key in state)
     if token_input and sequential:

@@ -110,7 +110,7 @@ class MedusaModel(nn.Module):
         if self.heads is None:
             raise ValueError("this model has no Medusa heads")
         config = self.heads.config
-        next_tokens = logits.argmax(-1) if config.token_input or config.sequential else None
+        next_tokens = logits.argmax(-1) if config.token_input or config.path_dependent else None
         if not self.split:
             return self.heads(hidden, num_heads, next_tokens)
         at = self.lm_head.weight.device  # the heads sit with lm_head
@@ -118,9 +118,10 @@ class MedusaModel(nn.Module):
         return self.heads(hidden.to(at), num_heads, next_tokens).to(hidden.device)
 
     @property
-    def sequential_heads(self) -> bool:
-        """Heads whose drafts depend on the tokens above them: trees and beams are drafted depth by depth."""
-        return self.heads is not None and self.heads.config.sequential
+    def path_dependent_heads(self) -> bool:
+        """Drafters whose drafts depend on the tokens above them (sequential heads, the autoregressive drafter):
+        trees and beams are drafted depth by depth."""
+        return self.heads is not None and self.heads.config.path_dependent
 
     def level_logits(self, hidden: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
         """Head d's logits [N, V] below each draft path ``paths`` [N, d+1] (t_0 = the next token) at ``hidden``."""

@@ -54,7 +54,7 @@ class TrainSettings:
     num_layers: int = 1
     shared_lm_head: bool = True
     token_input: bool = False  # heads also see the base model's next token (see MedusaHeads); project format only
-    drafter: str = "medusa"  # medusa | token-input | sequential (see DRAFTERS); --token-input = token-input
+    drafter: str = "medusa"  # medusa | token-input | sequential | autoregressive; --token-input = token-input
     epochs: int = 3
     batch_size: int = 256
     lr: float = 1e-3
@@ -248,14 +248,19 @@ def train_heads(s: TrainSettings) -> dict:
     x_held, n_held_ids, y_held = hidden_and_targets(model, held, s.num_heads) if held else (None, None, None)
 
     lm_head = model.lm_head
-    config = HeadConfig(s.num_heads, s.num_layers, lm_head.weight.shape[1], lm_head.weight.shape[0], s.shared_lm_head,
-                        s.token_input, sequential=s.drafter == "sequential")
+    hidden_size, vocab = lm_head.weight.shape[1], lm_head.weight.shape[0]
+    if s.drafter == "autoregressive":  # one decoder layer projected by the shared lm_head (no head blocks)
+        config = HeadConfig(s.num_heads, 0, hidden_size, vocab, True,
+                            autoregressive=attention_heads_for(model.base_model.config, hidden_size))
+    else:
+        config = HeadConfig(s.num_heads, s.num_layers, hidden_size, vocab, s.shared_lm_head, s.token_input,
+                            sequential=s.drafter == "sequential")
     embedding = model.base_model.get_input_embeddings()
     heads = MedusaHeads(config, lm_head, embedding).to(device=lm_head.weight.device, dtype=torch.float32)
     params = [p for p in heads.parameters() if p.requires_grad and p is not lm_head.weight]
-    if s.shared_lm_head:
+    if config.shared_lm_head:
         lm_head.float()  # heads train in fp32; the shared projection stays frozen
-    if config.token_input or config.sequential:
+    if config.token_input or config.path_dependent:
         embedding.float()  # (tied to the projection in many models; frozen either way)
     optim = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     steps_per_epoch = math.ceil(x_train.shape[0] / s.batch_size)
@@ -329,6 +334,14 @@ def train_heads(s: TrainSettings) -> dict:
     return {"history": history, "heldout": final}
 
 
+def attention_heads_for(base_config, hidden_size: int) -> int:
+    """The drafter layer's attention heads: the base model's count where it divides the width, else 64-wide heads."""
+    heads = getattr(base_config, "num_attention_heads", 0) or 0
+    if heads and hidden_size % heads == 0:
+        return heads
+    return max(1, hidden_size // 64) if hidden_size % 64 == 0 else 1
+
+
 def resolve_drafter(s: TrainSettings) -> TrainSettings:
     """``--token-input`` is ``--drafter token-input``; the drafters built so far, or one line saying what is not."""
     from dataclasses import replace
@@ -337,11 +350,9 @@ def resolve_drafter(s: TrainSettings) -> TrainSettings:
         raise MedusaError(f"--drafter {s.drafter}: use one of {', '.join(DRAFTERS)}")
     if s.token_input and s.drafter not in ("medusa", "token-input"):
         raise MedusaError(f"--token-input and --drafter {s.drafter} contradict each other; pass one of them")
-    if s.drafter == "autoregressive":
-        raise MedusaError("--drafter autoregressive (an EAGLE-style one-layer drafter) is not built yet; use "
-                          "medusa, token-input or sequential")
-    if s.drafter == "sequential" and s.joint_lora:
-        raise MedusaError("--joint-lora trains medusa or token-input heads; sequential heads train on a frozen base")
+    if s.drafter in ("sequential", "autoregressive") and s.joint_lora:
+        raise MedusaError(f"--joint-lora trains medusa or token-input heads; {s.drafter} drafters train on a frozen "
+                          "base")
     drafter = "token-input" if s.token_input else s.drafter
     return replace(s, drafter=drafter, token_input=drafter == "token-input")
 
@@ -365,7 +376,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drafter", default=d.drafter, choices=DRAFTERS,
                    help="medusa: plain heads on the last hidden state; token-input: heads also see the base model's "
                    "next token; sequential: head k also sees the draft tokens above it (Hydra-style, drafted depth "
-                   "by depth); autoregressive: not built yet. Only medusa heads are also exported in "
+                   "by depth); autoregressive: one EAGLE-style decoder layer predicting the next hidden state from the "
+                   "current one and the token, projected by the base lm_head. Only medusa heads are also exported in "
                    "FasterDecoding's Medusa-1 layout")
     p.add_argument("--token-input", action="store_true", help="the same as --drafter token-input")
     p.add_argument("--resume", action="store_true", help="continue a frozen-base run from its checkpoint")

@@ -1,0 +1,58 @@
+"""The autoregressive drafter's one decoder layer (EAGLE-style): it predicts the base model's next hidden state from
+the current one and the embedding of the token that follows it, so a draft path is extended one token at a time,
+each prediction projected by the base ``lm_head``.
+
+The layer attends causally over the draft path only (the base model's last hidden state is its first input), not
+over the prompt: a path is at most a few tokens deep, and the hidden state already summarises the context. Its
+residual branches start at zero and its input projection passes the hidden state through, so a fresh drafter
+predicts the same hidden state again at every depth: like fresh Medusa heads, it repeats the base model's next-token
+distribution until trained.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+MAX_DEPTH = 16  # positions of the learned position embedding: deeper paths than any tree or beam search here
+
+
+class DraftLayer(nn.Module):
+    """RMSNorm → causal self-attention → RMSNorm → SwiGLU MLP, with residuals, over [batch, path, hidden]."""
+
+    def __init__(self, hidden_size: int, num_attention_heads: int) -> None:
+        super().__init__()
+        if hidden_size % num_attention_heads:
+            raise ValueError(f"hidden size {hidden_size} is not a multiple of {num_attention_heads} attention heads")
+        self.num_attention_heads = num_attention_heads
+        self.fc = nn.Linear(2 * hidden_size, hidden_size, bias=False)  # [hidden state; token embedding] → input
+        self.position = nn.Embedding(MAX_DEPTH, hidden_size)
+        self.attn_norm = nn.RMSNorm(hidden_size)
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
+        self.out = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.mlp_norm = nn.RMSNorm(hidden_size)
+        self.gate = nn.Linear(hidden_size, 2 * hidden_size, bias=False)
+        self.up = nn.Linear(hidden_size, 2 * hidden_size, bias=False)
+        self.down = nn.Linear(2 * hidden_size, hidden_size, bias=False)
+        with torch.no_grad():  # start as the identity on the hidden state (see the module docstring)
+            self.fc.weight.zero_()
+            self.fc.weight[:, :hidden_size].copy_(torch.eye(hidden_size))
+            for zero in (self.position.weight, self.out.weight, self.down.weight):
+                zero.zero_()
+
+    def inputs(self, hidden: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.cat([hidden, token_embedding], dim=-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, L, H] inputs → [B, L, H] predicted next hidden states (position j sees inputs 0..j)."""
+        b, length, h = x.shape
+        if length > MAX_DEPTH:
+            raise ValueError(f"draft paths of {length} tokens are longer than the drafter's {MAX_DEPTH}")
+        x = x + self.position.weight[:length]
+        q, k, v = self.qkv(self.attn_norm(x)).view(b, length, 3, self.num_attention_heads, -1).unbind(2)
+        attended = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                  is_causal=True)
+        x = x + self.out(attended.transpose(1, 2).reshape(b, length, h))
+        n = self.mlp_norm(x)
+        return x + self.down(F.silu(self.gate(n)) * self.up(n))
