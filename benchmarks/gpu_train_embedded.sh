@@ -16,6 +16,8 @@
 # As run on 2026-11-28 (H200): gpu_chain.sh finetune, then gpu_chain.sh heads score measure, with the defaults below
 # (VARIANTS="token plain", TREE_SIZE=63); the 127-node tree shipped later is optimal_tree(its accuracies, 127).
 # Next: FT_EPOCHS=5 VARIANTS=token TREE_SIZE=127 gpu_chain.sh finetune heads measure speed (about 15 H200 minutes).
+# Issue 11's drafters: VARIANTS="token seq ar" gpu_chain.sh heads measure (sequential heads and the autoregressive
+# drafter are measured by real decodes under the graphs engine: the replay cannot hold path-dependent drafts).
 # FLORES-200 devtest and IN22 are never trained or calibrated on. Results go to $RUN and, packed, to $OUT.
 # The scale variables exist so that the same script can be dry-run on a CPU with tiny numbers.
 set -euo pipefail
@@ -53,7 +55,10 @@ heads)
   # the first of $VARIANTS makes the self-distilled sequences; the others reuse them
   first=""
   for v in $VARIANTS; do
-    extra=(); [ "$v" = token ] && extra=(--token-input)
+    case "$v" in  # token: --token-input heads; seq: sequential heads; ar: the autoregressive drafter; plain
+      token) extra=(--drafter token-input) ;; seq) extra=(--drafter sequential) ;; ar) extra=(--drafter autoregressive) ;;
+      *) extra=() ;;
+    esac
     if [ -n "$first" ]; then mkdir -p "$RUN/heads-$v" && cp "$RUN/heads-$first/sequences.jsonl" "$RUN/heads-$v/"; fi
     python3 medusa.py train-heads "${common[@]}" --num-layers 1 "${extra[@]}" --output-dir "$RUN/heads-$v" 2>&1 | quiet
     first=${first:-$v}
@@ -73,6 +78,15 @@ measure)
   n=(); [ -n "$MEASURE_N" ] && n=(--num-examples "$MEASURE_N")
   done_files=()
   for v in $best $(echo $VARIANTS | tr ' ' '\n' | grep -vx "$best"); do
+    if [ "$v" = seq ] || [ "$v" = ar ]; then  # path-dependent drafts cannot be replayed: real (graphs) decodes
+      all=(--all-examples); [ -n "$MEASURE_N" ] && all=(-n "$MEASURE_N")
+      for set in in22/gen flores200-devtest; do
+        python3 medusa.py --model-name "$RUN/heads-$v" -ds tree --tree "$RUN/tree-$v.json" -d "$D/$set" "${all[@]}" \
+          -mol 128 -o "$RUN/decode-$v-${set//\//-}" 2>&1 | quiet
+      done
+      done_files+=("tree-$v.json" "decode-$v-in22-gen" "decode-$v-flores200-devtest")
+      continue
+    fi
     sets=(--dataset $D/in22/gen); [ "$v" = "$best" ] && sets+=(--dataset $D/flores200-devtest)
     python3 medusa.py measure-acceptance --model-name "$RUN/heads-$v" --tree "$RUN/tree-$v.json" \
       "${sets[@]}" "${n[@]}" --batch-size 128 --output-dir "$RUN/acceptance-$v" 2>&1 | quiet
