@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--tree-size", type=positive_int, default=None, metavar="N",
                       help="tree strategy: rebuild the tree with N nodes from the accuracies its calibration kept "
                       "(the shipped tree has 127, sized for a GPU; on a CPU, where every node costs, try 15)")
+    more.add_argument("--dynamic-tree", type=positive_int, default=None, metavar="N",
+                      help="tree strategy: instead of a static tree, draft a dynamic tree of N nodes each step, "
+                      "--use-no-medusa-heads deep: the frontier nodes with the highest cumulative draft probability "
+                      "are expanded and the N best kept (EAGLE-2 style; eager loop)")
     more.add_argument("--bare-embedded", action="store_true",
                       help="the embedded SmolLM2 without its shipped translation adapter, trained heads and tree "
                       "(5 untrained identity heads instead)")
@@ -175,6 +179,10 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     defaults = SETUPS[setup]
     if args.tree_size is not None and args.decoding_strategy != "tree":
         raise MedusaError(f"--tree-size shapes the tree strategy only: add -ds tree (not {args.decoding_strategy})")
+    if args.dynamic_tree is not None and args.decoding_strategy != "tree":
+        raise MedusaError(f"--dynamic-tree is a tree strategy: add -ds tree (not {args.decoding_strategy})")
+    if args.dynamic_tree is not None and (args.tree is not None or args.tree_size is not None):
+        raise MedusaError("--dynamic-tree builds its own tree each step: drop --tree / --tree-size")
     if args.timeout is not None and not args.generator:
         raise MedusaError("--timeout limits a submission's time per example: add --generator FILE.py:CLASS")
     prompt_style = args.prompt_style if args.prompt_style != "auto" else defaults["prompt_style"]
@@ -197,6 +205,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         posterior_alpha=args.posterior_alpha,
         tree_file=args.tree,
         tree_size=args.tree_size,
+        dynamic_tree=args.dynamic_tree,
         adaptive=args.adaptive,
         compare_single_head=args.compare_single_head,
         generator=args.generator,

@@ -87,7 +87,7 @@ def decode_settings(settings: RunSettings, model: MedusaModel | None = None,
         strategy=settings.decoding_strategy, num_heads=settings.use_no_medusa_heads, beam_width=settings.beam_width,
         acceptance=settings.acceptance, posterior_threshold=settings.posterior_threshold,
         posterior_alpha=settings.posterior_alpha, tree_file=tree, tree_size=settings.tree_size,
-        adaptive=settings.adaptive,
+        dynamic_tree=settings.dynamic_tree, adaptive=settings.adaptive,
     )
 
 
@@ -254,7 +254,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
 
     out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tree_used = decoding.tree_file if settings.decoding_strategy == "tree" else None
+    tree_used = decoding.tree_file if settings.decoding_strategy == "tree" and not settings.dynamic_tree else None
     fingerprint = {**settings.public_dict(), "tree_used": tree_used, "engine_used": engine.name,
                    "base": model.info.base, "heads": model.info.heads, **model.info.extra}
     check_same(fingerprint)  # every process loaded the same model, heads, dtype and tree

@@ -39,6 +39,7 @@ class RunSettings:
     posterior_alpha: float = 0.3
     tree_file: str | None = None
     tree_size: int | None = None
+    dynamic_tree: int | None = None  # -ds tree: a dynamic tree of N nodes, --use-no-medusa-heads deep
     adaptive: bool = False
     compare_single_head: bool = False
     generator: str | None = None  # a student's MedusaTextGenerator, FILE.py:Class, run instead of our decoder

@@ -199,6 +199,7 @@ def tiny_heads_dir(student_heads_dir):
     ["-ds", "multi-head", "-w", "2", "-nmh", "2"],
     ["-ds", "multi-head", "-w", "3", "-nmh", "3", "--adaptive"],
     ["-ds", "tree", "-nmh", "3"],
+    ["-ds", "tree", "-nmh", "3", "--dynamic-tree", "10"],
     ["-ds", "multi-head", "--acceptance", "typical"],
     ["-ds", "multi-head", "--acceptance", "rescore"],
 ])

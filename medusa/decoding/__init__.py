@@ -11,6 +11,7 @@ from medusa.decoding.base import GenerationResult, Strategy, Tree
 from medusa.decoding.loop import generate
 from medusa.decoding.multi_head import MultiHead
 from medusa.decoding.single_head import SingleHead
+from medusa.decoding.dynamic_tree import DynamicTree
 from medusa.decoding.static_tree import StaticTree
 from medusa.measure.trees import builtin_tree, load_tree, resized_tree
 
@@ -32,6 +33,7 @@ class DecodeSettings:
     posterior_alpha: float = 0.3
     tree_file: str | None = None  # tree strategy: a JSON tree; None = the built-in tree for num_heads
     tree_size: int | None = None  # tree strategy: rebuild the tree with this many nodes from its calibration
+    dynamic_tree: int | None = None  # tree strategy: a dynamic tree of this many nodes, num_heads deep (dynamic_tree.py)
     adaptive: bool = False
 
 
@@ -44,6 +46,8 @@ def make_strategy(settings: DecodeSettings | str) -> Strategy:
     acceptance = make_acceptance(settings.acceptance, settings.posterior_threshold, settings.posterior_alpha)
     if settings.strategy == "multi-head":
         strategy: Strategy = MultiHead(settings.num_heads, settings.beam_width, acceptance)
+    elif settings.strategy == "tree" and settings.dynamic_tree:
+        strategy = DynamicTree(settings.dynamic_tree, settings.num_heads, acceptance)
     elif settings.strategy == "tree":
         if settings.tree_size is not None:
             paths = resized_tree(settings.tree_file, settings.num_heads, settings.tree_size)
