@@ -66,3 +66,43 @@ def test_bad_grids_are_refused(tiny_model_dir, tmp_path, capsys):
     assert main(["measure-acceptance", "--model-name", str(heads), "--multi-head", "2:9", "--device", "cpu",
                  "-o", str(tmp_path / "x")]) == 2
     assert "the model has 3" in capsys.readouterr().err
+
+
+def test_path_dependent_drafters_are_measured_by_real_decodes(tiny_model_dir, tmp_path, capsys):
+    """Sequential heads cannot be replayed: τ comes from decoding every row with every strategy, head accuracy from
+    teacher forcing; the decodes stay lossless."""
+    from transformers import AutoModelForCausalLM
+
+    from medusa.decoding import DecodeSettings, generate, make_strategy
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = HeadConfig(3, 1, base.config.hidden_size, base.config.vocab_size, True, sequential=True)
+    heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
+    with torch.no_grad():
+        for name, p in heads.named_parameters():
+            if "linear" in name or "seq_proj" in name:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) * 0.05)
+    folder = save_heads(heads, tmp_path / "heads", str(tiny_model_dir))
+    out = tmp_path / "acc"
+    code = main(["measure-acceptance", "--model-name", str(folder), "-d", "flores200-sample", "-n", "3",
+                 "--prompt-style", "seed", "-mol", "12", "--multi-head", "2:2", "--device", "cpu", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "cannot be replayed" in err
+    entry = json.loads((out / "acceptance.json").read_text())["datasets"]["flores200-sample"]
+    assert entry["tau_method"] == "decoded" and entry["identical_to_greedy"] == entry["decodes"] == 6
+    assert all(a <= b for a, b in zip(entry["top1"], entry["top5"]))
+    # τ of the tree equals decoding the same prompts by hand
+    from medusa.evaluation.data import load_examples
+    from medusa.evaluation.prompts import encode_prompts
+    from medusa.model import stop_token_ids
+    from medusa.model.loader import LoadSettings, load_model
+
+    model = load_model(LoadSettings(str(folder), device="cpu"))
+    examples, _ = load_examples("flores200-sample", "hin_Deva", "eng_Latn", 3)
+    prompts = encode_prompts(model.tokenizer, [e.source for e in examples], "hin_Deva", "eng_Latn", "seed", 1000)
+    stops = stop_token_ids(model.tokenizer, model.base_model)
+    steps = []
+    for prompt in prompts:
+        steps += generate(model, make_strategy(DecodeSettings("tree", 3)), prompt, 12, stops).accepted_per_step
+    assert entry["tau"]["tree (built-in, 3 heads)"] == round(sum(steps) / len(steps), 4)

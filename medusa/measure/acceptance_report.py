@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from medusa.training.batch_generate import batched_greedy
 from medusa.console import say
 from medusa.evaluation.data import load_examples
@@ -22,6 +24,8 @@ from medusa.model.loader import LoadSettings, load_model
 from medusa.model import stop_token_ids
 from medusa.runtime.output_dir import claimed_folder
 from medusa.evaluation.prompts import encode_prompts
+from medusa.decoding.engine import make_engine
+from medusa.measure.calibrate import measure_head_accuracy
 from medusa.measure.replay import head_topk_hits, ranked_positions, replay_steps
 
 DEFAULT_GRID = ("2:2", "2:5", "5:2", "5:5", "10:2", "10:5")  # the assignment's W × S grid, as W:S
@@ -101,6 +105,7 @@ def measure(s: AcceptanceSettings) -> dict:
                    + [getattr(st, "max_rank", 0) for st in strategies.values()])
     stops = stop_token_ids(model.tokenizer, model.base_model)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else min(stops)
+    engine = None  # the decoding engine, for drafters whose τ needs real decodes
     report: dict = {"model": model.info.base, "heads": model.info.heads, "max_output_len": s.max_output_len,
                     "prompt_style": s.prompt_style, "dtype": model.info.extra.get("dtype"),
                     "device": model.info.extra.get("device"), "datasets": {}}
@@ -110,16 +115,32 @@ def measure(s: AcceptanceSettings) -> dict:
                                  s.prompt_style, s.max_input_len)
         gens = batched_greedy(model.base_model, prompts, s.max_output_len, sorted(stops), pad, s.batch_size,
                               progress=f"greedy outputs of {name}")
-        say(f"{name}: replaying {len(strategies)} strategies on {len(examples)} rows")
-        ranked = ranked_positions(model, list(zip(prompts, gens)), model.num_heads, max_rank, s.batch_size)
-        hits, positions = None, 0
         steps: dict[str, list[int]] = {k: [] for k in strategies}
-        for gen, rk in zip(gens, ranked):
-            h, n = head_topk_hits(rk, gen)
-            hits = h if hits is None else hits + h
-            positions += n
+        extra: dict = {}
+        if model.path_dependent_heads:  # drafts that depend on the tokens above them: real decodes, not a replay
+            say(f"{name}: decoding {len(strategies)} strategies on {len(examples)} rows ({model.heads.config.drafter} "
+                "drafts cannot be replayed)")
+            hits, positions = _teacher_forced_hits(model, prompts, gens)
+            engine = engine or make_engine(model, "auto")
+            identical = 0
             for key, strategy in strategies.items():
-                steps[key] += replay_steps(strategy, gen, rk, s.max_output_len, stops)
+                for prompt, gen in zip(prompts, gens):
+                    result = engine.generate(strategy, prompt, s.max_output_len, stops)
+                    steps[key] += result.accepted_per_step
+                    identical += result.tokens == [t for t in gen if t not in stops]
+            extra = {"tau_method": "decoded", "identical_to_greedy": identical,
+                     "decodes": len(strategies) * len(prompts)}
+        else:
+            say(f"{name}: replaying {len(strategies)} strategies on {len(examples)} rows")
+            ranked = ranked_positions(model, list(zip(prompts, gens)), model.num_heads, max_rank, s.batch_size)
+            hits, positions = None, 0
+            for gen, rk in zip(gens, ranked):
+                h, n = head_topk_hits(rk, gen)
+                hits = h if hits is None else hits + h
+                positions += n
+                for key, strategy in strategies.items():
+                    steps[key] += replay_steps(strategy, gen, rk, s.max_output_len, stops)
+            extra = {"tau_method": "replayed"}
         denom = max(positions, 1)
         entry = {
             "rows": len(examples), "generated_tokens": sum(len(g) for g in gens), "positions": positions,
@@ -127,9 +148,21 @@ def measure(s: AcceptanceSettings) -> dict:
             "top5": [round(x / denom, 4) for x in hits[1].tolist()],
             "tau": {k: round(sum(v) / max(len(v), 1), 4) for k, v in steps.items()},
             "steps": {k: len(v) for k, v in steps.items()},
+            **extra,
         }
         report["datasets"][info.name] = entry
     return report
+
+
+def _teacher_forced_hits(model, prompts: list[list[int]], gens: list[list[int]]) -> tuple[torch.Tensor, int]:
+    """Each head's top-1 and top-5 hits [2, K] below the true tokens (the path a node is accepted on), over the same
+    positions as the replay's :func:`~medusa.measure.replay.head_topk_hits`."""
+    k = model.num_heads
+    rows = [(p, g) for p, g in zip(prompts, gens) if len(g) > k]
+    if not rows:
+        return torch.zeros(2, k, dtype=torch.long), 0
+    acc = measure_head_accuracy(model, [p + g for p, g in rows], [len(p) for p, _ in rows], k, max_rank=5)
+    return torch.tensor([[row[0] for row in acc.hits], [sum(row[:5]) for row in acc.hits]]), acc.total
 
 
 def markdown(report: dict) -> str:
