@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from medusa.model.checkpoints import build_heads, read_head_checkpoint
@@ -123,3 +124,28 @@ def test_token_input_heads_train_save_and_reload(tiny_model_dir, tmp_path):
     h, tokens = torch.randn(3, base.config.hidden_size), torch.tensor([4, 9, 4])
     a, b = heads(h, None, tokens), heads(h, None, torch.tensor([5, 9, 4]))
     assert not torch.allclose(a[:, 0], b[:, 0]) and torch.allclose(a[:, 1:], b[:, 1:])  # the token matters
+
+
+@pytest.mark.parametrize("drafter,lr,trained", [
+    ("sequential", 3e-2, lambda heads: heads.config.sequential and heads.seq_proj[1].weight.abs().sum() > 0),
+    ("autoregressive", 3e-3, lambda heads: heads.config.autoregressive and heads.drafter.out.weight.abs().sum() > 0),
+])
+def test_path_dependent_drafters_train_save_and_reload(tiny_model_dir, tmp_path, drafter, lr, trained):
+    """Trained teacher-forced, saved in the project format only, and reloaded reading the draft token above."""
+    out = tmp_path / drafter
+    s = TrainSettings(model_name=str(tiny_model_dir), dataset="flores200-sample", num_examples=12,
+                      prompt_style="seed", max_new_tokens=16, num_heads=3, epochs=10, batch_size=64, lr=lr,
+                      eval_every=5, heldout_fraction=0.25, output_dir=str(out), device="cpu", drafter=drafter)
+    result = train_heads(s)
+    assert result["history"][-1]["loss"] < result["history"][0]["loss"]
+    assert not (out / "medusa1").exists()
+    from transformers import AutoModelForCausalLM
+
+    from medusa.model.checkpoints import build_heads, read_head_checkpoint
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    heads = build_heads(read_head_checkpoint(str(out)), base)
+    assert trained(heads)
+    h = torch.randn(2, base.config.hidden_size)
+    assert not torch.allclose(heads.level_logits(h, torch.tensor([[4, 9], [4, 9]])),
+                              heads.level_logits(h, torch.tensor([[4, 10], [4, 10]])))  # head 1 reads its path

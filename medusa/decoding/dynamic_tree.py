@@ -40,19 +40,15 @@ class DynamicTree(Strategy):
         for _ in range(min(self.num_heads, budget - 1)):
             lp = levels(torch.tensor([paths[n] for n in frontier])).float().log_softmax(-1)
             top = lp.topk(min(self.branch, lp.shape[-1]), dim=-1)
-            candidates = sorted(
-                ((scores[n] + float(v), i, int(t)) for i, n in enumerate(frontier)
-                 for v, t in zip(top.values[i].tolist(), top.indices[i].tolist())),
-                key=lambda c: -c[0])
             new = []
-            for score, i, token in candidates[: self.branch * len(frontier)]:
-                parent = frontier[i]
-                tokens.append(token)
-                parents.append(parent)
-                scores.append(score)
-                paths.append(paths[parent] + [token])
-                new.append(len(tokens) - 1)
-            frontier = sorted(new, key=lambda n: -scores[n])[: self.branch]
+            for parent, values, ids in zip(frontier, top.values.tolist(), top.indices.tolist()):
+                for value, token in zip(values, ids):  # every child joins the tree; the best become the frontier
+                    tokens.append(token)
+                    parents.append(parent)
+                    scores.append(scores[parent] + value)
+                    paths.append(paths[parent] + [token])
+                    new.append(len(tokens) - 1)
+            frontier = sorted(new, key=lambda n: (-scores[n], n))[: self.branch]
         keep = sorted(sorted(range(1, len(tokens)), key=lambda n: (-scores[n], n))[: self.size])
         index = {0: 0, **{old: new for new, old in enumerate(keep, start=1)}}
         return Tree([root] + [tokens[n] for n in keep], [-1] + [index[parents[n]] for n in keep])

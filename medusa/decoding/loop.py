@@ -17,9 +17,10 @@ def generate(
     """Generated ids only (no prompt, no stop token), at most ``max_new_tokens`` of them."""
     cache = new_cache(model.base_model)
     ids = torch.tensor([prompt_ids], device=model.device)
-    out = model.step(ids, cache, num_heads=strategy.num_heads, last_only=True)
+    path_dependent = bool(strategy.num_heads) and model.path_dependent_heads
+    out = model.step(ids, cache, num_heads=0 if path_dependent else strategy.num_heads, last_only=True)
     state = DecodeState(out.logits[0, -1], out.head_logits[:, 0, -1] if out.head_logits is not None else None,
-                        level_logits=_levels(model, strategy, out.hidden[0, -1]))
+                        level_logits=_levels(model, path_dependent, out.hidden[0, -1]))
     prefix_len = len(prompt_ids)
     accepted: list[int] = []
     drafted: list[int] = []
@@ -50,12 +51,11 @@ def generate(
         accepted.append(len(tokens))
         last = path[-1]
         heads = (model.project_heads(verified.hidden[last], verified.logits[last], strategy.num_heads)
-                 if strategy.num_heads else None)
-        state.advance(verified.logits[last], heads, _levels(model, strategy, verified.hidden[last]))
+                 if strategy.num_heads and not path_dependent else None)
+        state.advance(verified.logits[last], heads, _levels(model, path_dependent, verified.hidden[last]))
 
 
-def _levels(model: MedusaModel, strategy: Strategy, hidden: torch.Tensor):
-    """Per-path head logits at ``hidden`` for sequential heads (drafted depth by depth); None for the others."""
-    if not strategy.num_heads or not model.path_dependent_heads:
-        return None
-    return lambda paths: model.level_logits(hidden, paths)
+def _levels(model: MedusaModel, path_dependent: bool, hidden: torch.Tensor):
+    """Per-path head logits at ``hidden`` for path-dependent drafters (drafted depth by depth; their per-head
+    logits along one greedy chain would be computed for nothing); None for the others."""
+    return (lambda paths: model.level_logits(hidden, paths)) if path_dependent else None
