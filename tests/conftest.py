@@ -93,22 +93,25 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def student_heads_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """For the submission tests: 3 lightly perturbed shared-projection heads on the tiny Llama (drafts differ
-    from greedy, so multi-head does work)."""
+def perturbed_heads(tiny_model_dir, folder: Path, num_heads: int, seed: int) -> Path:
+    """``num_heads`` lightly perturbed shared-projection heads on the tiny Llama, saved in ``folder`` (drafts differ
+    from greedy, so the Medusa strategies do work)."""
     from transformers import AutoModelForCausalLM
 
     from medusa.model.checkpoints import save_heads
     from medusa.model.heads import HeadConfig, MedusaHeads
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    lm = base.get_output_embeddings()
-    heads = MedusaHeads(HeadConfig(3, 1, lm.weight.shape[1], lm.weight.shape[0], shared_lm_head=True), lm)
-    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir).get_output_embeddings()
+    heads = MedusaHeads(HeadConfig(num_heads, 1, lm.weight.shape[1], lm.weight.shape[0], shared_lm_head=True), lm)
+    torch.manual_seed(seed)
     with torch.no_grad():
         for block in heads.heads:
             block[0].linear.weight.normal_(0, 0.05)
-    folder = tmp_path_factory.mktemp("student-heads")
     save_heads(heads, folder, str(tiny_model_dir))
     return folder
+
+
+@pytest.fixture(scope="session")
+def student_heads_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """For the submission tests: 3 perturbed heads."""
+    return perturbed_heads(tiny_model_dir, tmp_path_factory.mktemp("student-heads"), 3, seed=0)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli import STUDENT
 
+from conftest import perturbed_heads
 from medusa.evaluation.data import Example
 from medusa.decoding import generate, make_strategy
 from medusa.runtime.distributed import (Processes, check_enough_examples, check_same, decode_shared, merge_shards,
@@ -252,44 +254,9 @@ def tokens(folder: Path, name: str = "predictions.jsonl") -> list[list[int]]:
 
 @pytest.fixture(scope="module")
 def five_heads_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """Five lightly perturbed heads on the tiny model: enough for the assignment table."""
-    from transformers import AutoModelForCausalLM
+    """Five perturbed heads on the tiny model: enough for the assignment table."""
+    return perturbed_heads(tiny_model_dir, tmp_path_factory.mktemp("five-heads"), 5, seed=1)
 
-    from medusa.model.checkpoints import save_heads
-    from medusa.model.heads import HeadConfig, MedusaHeads
-
-    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir).get_output_embeddings()
-    heads = MedusaHeads(HeadConfig(5, 1, lm.weight.shape[1], lm.weight.shape[0], shared_lm_head=True), lm)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for block in heads.heads:
-            block[0].linear.weight.normal_(0, 0.05)
-    folder = tmp_path_factory.mktemp("five-heads")
-    save_heads(heads, folder, str(tiny_model_dir))
-    return folder
-
-
-STUDENT = '''
-import torch
-
-
-class MedusaTextGenerator:
-    """Greedy with the LM head through FasterDecoding's calls, no cache."""
-
-    def __init__(self, model, decoding_strategy, eos_id, use_no_medusa_heads, beam_width, max_output_len):
-        self.model, self.eos_id, self.max_output_len = model, eos_id, max_output_len
-
-    def __call__(self, input_ids):
-        out = []
-        for _ in range(self.max_output_len):
-            medusa_logits, outputs, orig = self.model(input_ids, medusa_forward=True, output_orig=True)
-            nxt = int(orig[0, -1].argmax())
-            if nxt == self.eos_id:
-                break
-            out.append(nxt)
-            input_ids = torch.cat([input_ids, torch.tensor([[nxt]], device=input_ids.device)], dim=1)
-        return torch.tensor(out)
-'''
 
 
 def test_accelerate_launch_two_processes_equals_one(five_heads_dir, tmp_path):
