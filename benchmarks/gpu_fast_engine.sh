@@ -35,17 +35,23 @@ embedded)
 shapes)
   $B --model shape:llama-2-7b --step-costs --project-tau 2.573 --out "$OUT/bench-h200-llama-2-7b-shape.json"
   ;;
-sizes)
+sizes)  # as run on 2026-11-29 (the prefill captured): tree sizes under graphs, fp32 with identity check, bf16
   $B --model embedded -d in22-gen-sample -n 20 -mol 128 --dtype auto --step-costs --engines graphs \
     --methods hf-static,single-head,tree,tree-63,tree-31,tree-15,mh-w2s2 --out "$OUT/bench-h200-embedded-sizes-fp32.json"
   $B --model embedded -d in22-gen-sample -n 20 -mol 128 --dtype bfloat16 --step-costs --engines graphs \
     --methods hf-static,single-head,tree,tree-63,tree-31 --out "$OUT/bench-h200-embedded-sizes-bf16.json"
+  $B --model embedded -d in22-gen-sample -n 20 -mol 128 --dtype auto --engines eager,graphs \
+    --methods hf-dynamic,hf-static,single-head,tree,tree-31 --out "$OUT/bench-h200-embedded-fp32-prefill.json"
+  $B --model shape:smollm2-135m --dtype float32 --methods single-head,tree-15,tree-31,tree-63 --engines graphs \
+    --step-costs --profile -n 1 -mol 32 --rounds 1 --out "$OUT/profile-135m-fp32-tree-sizes.json"
   ;;
-sizes-compiled)
+sizes-compiled)  # as run on 2026-11-29: compiled embedded (shipped tree; 31 and 63 nodes), and the 7B shape
   $B --model embedded -d in22-gen-sample -n 20 -mol 128 --dtype auto --step-costs --engines compiled \
-    --methods hf-static,single-head,tree,tree-63 --out "$OUT/bench-h200-embedded-sizes-compiled.json"
-  $B --model shape:llama-2-7b --methods hf-static,single-head,tree --engines compiled --step-costs \
-    --project-tau 2.573 --out "$OUT/bench-h200-7b-compiled-tree.json"
+    --methods hf-static,single-head,tree --out "$OUT/bench-h200-embedded-compiled-prefill.json"
+  $B --model embedded -d in22-gen-sample -n 20 -mol 128 --dtype auto --step-costs --engines eager,compiled \
+    --methods hf-static,single-head,tree-31,tree-63 --out "$OUT/bench-h200-embedded-compiled-sizes.json"
+  $B --model shape:llama-2-7b --methods hf-static,single-head,tree --engines graphs,compiled --step-costs \
+    --project-tau 2.573 --out "$OUT/bench-h200-7b-prefill.json"
   ;;
 cli)
   python3 medusa.py -ds tree --compare-single-head -d in22-gen-sample -n 20 -mol 128 -o "$OUT/cli-tree" 2>&1 \
