@@ -131,7 +131,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--methods", default="hf-dynamic,hf-static,single-head,tree,mh-w2s2,mh-w5s5",
                    help="also tree-N: the tree cut to N nodes (e.g. tree-31)")
-    p.add_argument("--engines", default="eager,graphs", help="ours: any of eager, graphs, compiled, graphs-eager-prefill")
+    p.add_argument("--engines", default="eager,graphs", help="ours: any of eager, graphs, compiled, "
+                   "graphs-eager-prefill, and graphs-sdpa / compiled-sdpa (the base's own attention in the fast "
+                   "engine instead of the grouped one: the A/B of medusa/decoding/attention.py)")
     p.add_argument("--step-costs", action="store_true", help="also time the captured steps alone (replays)")
     p.add_argument("--profile", action="store_true", help="with --step-costs: kernels per captured step and their "
                    "busy time (torch.profiler), so wall minus busy is the gap between kernels")
@@ -168,6 +170,10 @@ def main() -> None:
             engines[name] = StaticEngine(model, capture=cuda, compile=name != "graphs")
         elif name == "graphs-eager-prefill":  # A/B: captured steps, the prompt run eagerly at its own length
             engines[name] = StaticEngine(model, capture=cuda, capture_prefill=False)
+        elif name in ("graphs-sdpa", "compiled-sdpa"):  # A/B: the base's own attention inside the captured steps
+            engines[name] = StaticEngine(model, capture=cuda, compile=name.startswith("compiled"), attention="model")
+        else:
+            sys.exit(f"error: unknown engine {name}")
     tree_file = model.info.extra.get("tree") if not shape else None
     methods: dict[str, object] = {}
     strategies = {}
@@ -255,6 +261,10 @@ def main() -> None:
         for base in ("hf-dynamic", "hf-static", "single-head/graphs"):
             if base in summary and base != name:
                 row[f"speedup_vs_{base}"] = row["tokens_per_s"] / summary[base]["tokens_per_s"]
+        engine = name.split("/", 1)[1] if "/" in name else None  # and against single-head on the same engine
+        same = f"single-head/{engine}"
+        if engine and engine != "graphs" and same in summary and same != name:
+            row["speedup_vs_single-head_same_engine"] = row["tokens_per_s"] / summary[same]["tokens_per_s"]
         if args.project_tau and not name.startswith(("hf-", "single-head")):
             row["projected_tokens_per_s"] = args.project_tau / row["ms_per_step"] * 1e3
 
@@ -347,14 +357,15 @@ def profile_steps(methods: dict, prompt: list[int], max_new: int, replays: int =
 
 def print_table(summary: dict, floor_ms: float, n: int) -> None:
     print(f"\n| method | tokens/s | ms/step | τ | vs generate dynamic | vs generate static | vs our single-head "
-          f"graphs | identical to single-head eager (of {n}) | step ÷ floor |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          f"graphs | vs our single-head, same engine | identical to single-head eager (of {n}) | step ÷ floor |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in summary.items():
         cells = [name, f"{r['tokens_per_s']:.1f}" + (f" (projected {r['projected_tokens_per_s']:.0f})"
                                                       if "projected_tokens_per_s" in r else ""),
                  f"{r['ms_per_step']:.3f}", f"{r['tau']:.3f}"]
         cells += [f"{r[k]:.2f}x" if k in r else "" for k in
-                  ("speedup_vs_hf-dynamic", "speedup_vs_hf-static", "speedup_vs_single-head/graphs")]
+                  ("speedup_vs_hf-dynamic", "speedup_vs_hf-static", "speedup_vs_single-head/graphs",
+                   "speedup_vs_single-head_same_engine")]
         cells += [str(r.get("identical_to_single_head_eager", "")),
                   f"{r['step_over_floor']:.2f}" if "step_over_floor" in r else ""]
         print("| " + " | ".join(cells) + " |")

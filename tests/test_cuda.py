@@ -224,3 +224,41 @@ def test_graphs_engine_path_dependent_drafters_fp32(drafter):
             b = captured.generate(make_strategy(settings), prompt, 40, {2})
             assert b.tokens == a.tokens == ref, settings
             assert (b.accepted_per_step, b.drafted_depth_per_step) == (a.accepted_per_step, a.drafted_depth_per_step)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grouped_attention_on_cuda_equals_sdpa(dtype):
+    """The captured steps' attention against transformers' sdpa on the device, at the shapes the engine uses."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from medusa.decoding.attention import grouped_attention
+
+    class Module(torch.nn.Module):
+        num_key_value_groups, is_causal = 3, False
+
+    for queries in (1, 31, 127):
+        q = torch.randn(1, 9, queries, 64, device="cuda", dtype=dtype)
+        k, v = (torch.randn(1, 3, 384, 64, device="cuda", dtype=dtype) for _ in range(2))
+        allowed = torch.rand(1, 1, queries, 384, device="cuda") < 0.5
+        allowed[..., 0] = True
+        mask = torch.zeros(allowed.shape, device="cuda", dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+        ours, _ = grouped_attention(Module(), q, k, v, mask, scaling=0.125)
+        theirs, _ = sdpa_attention_forward(Module(), q, k, v, mask, scaling=0.125)
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(ours.float(), theirs.float(), atol=tol, rtol=tol)
+
+
+def test_graphs_engine_with_either_attention_gives_the_eager_tokens_fp32():
+    from test_decoding_multi_head import with_heads
+
+    from medusa.decoding import DecodeSettings
+    from medusa.decoding.engine import StaticEngine
+
+    model = with_heads("llama", 4, num_heads=4, noise=0.3).to("cuda")
+    engines = [StaticEngine(model, capture=True, quiet=True, attention=a) for a in ("grouped", "model")]
+    for prompt in ([5, 17, 33, 48, 60], [9] * 70):
+        ref = generate(model, make_strategy("single-head"), prompt, 40, {2})
+        for settings in ("single-head", DecodeSettings("tree", 4), DecodeSettings("multi-head", 3, 3)):
+            for engine in engines:
+                got = engine.generate(make_strategy(settings), prompt, 40, {2})
+                assert got.tokens == ref.tokens, (settings, engine.attention)

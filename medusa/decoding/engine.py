@@ -19,6 +19,7 @@ from medusa.console import say
 from medusa.errors import MedusaError
 from medusa.model import MedusaModel
 from medusa.decoding import ENGINES
+from medusa.decoding.attention import ATTENTIONS, use_attention
 from medusa.decoding.base import GenerationResult, Strategy
 from medusa.decoding.fast_loop import FastDecoder, generate_fast, prefill_bucket, prefill_buckets
 from medusa.decoding.fixed_tree import DevicePlan
@@ -67,17 +68,22 @@ class StaticEngine(Engine):
     """The fast loop on static caches; ``capture`` replays each step as a CUDA graph (``graphs``), without it the
     step runs eagerly (``static``: the same arithmetic on any device, which is how the CPU tests check it).
     ``compile`` passes the step through ``torch.compile`` before capture (fuses elementwise kernels; slow to build).
+    ``attention``: ``grouped`` (:mod:`medusa.decoding.attention`, the default) or ``model`` (the base's own, for
+    benchmarks' A/B); either is in force only while this engine builds or runs a step or a prefill.
     A model whose forward cannot be captured (it synchronises with the host, e.g. a dynamic RoPE that checks the
     sequence length) is a one-line error, or with ``fallback`` (``--engine auto``) a printed note and the eager loop.
     """
 
     def __init__(self, model: MedusaModel, capture: bool = True, compile: bool = False, quiet: bool = False,
-                 fallback: bool = False, capture_prefill: bool = True) -> None:
+                 fallback: bool = False, capture_prefill: bool = True, attention: str = "grouped") -> None:
+        if attention not in ATTENTIONS:
+            raise MedusaError(f"unknown attention '{attention}'; use one of: {', '.join(ATTENTIONS)}")
         if capture and model.device.type != "cuda":
             raise MedusaError(f"--engine {'compiled' if compile else 'graphs'} needs CUDA (the model is on the CPU); "
                               "use --engine eager or auto")
         self.model, self.capture, self.compile, self.quiet, self.fallback = model, capture, compile, quiet, fallback
         self.capture_prefill = capture_prefill  # False: the prompt runs eagerly at its own length (benchmarks' A/B)
+        self.attention = attention
         self.name = ("compiled" if compile else "graphs") if capture else "static" + ("+compile" if compile else "")
         self.fell_back: list[str] = []  # strategies decoded by the reference loop because their step failed to build
         self._caches: dict[int, StaticKVCache] = {}
@@ -121,7 +127,8 @@ class StaticEngine(Engine):
                                                                self.model.dtype)
             decoder = FastDecoder(self.model, prepared.plan, cache)
             try:
-                run = self._build(decoder)
+                with use_attention(self.model, self.attention):
+                    run = self._build(decoder)
             except RuntimeError as exc:  # capture/compile refused the model's forward (torch and CUDA errors)
                 reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
                 if not self.fallback:
@@ -161,7 +168,7 @@ class StaticEngine(Engine):
         if decoder is not None and self.capture and self.capture_prefill:
             prefill = self.prefill_for(decoder)
             start = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), use_attention(self.model, self.attention):
                 buckets = prefill.capture_upto(max_prompt_len)
             seconds = time.perf_counter() - start
             self.setup_seconds += seconds
@@ -177,10 +184,12 @@ class StaticEngine(Engine):
         if decoder is None:  # no device tensors for this strategy, or its step could not be built
             return generate(self.model, strategy, prompt_ids, max_new_tokens, stop_ids)
         if not self.capture_prefill:
-            return generate_fast(decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run)
+            with use_attention(self.model, self.attention):
+                return generate_fast(decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run)
         prefill = self.prefill_for(decoder)
         before = prefill.setup_seconds
-        result = generate_fast(decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run, prefill)
+        with use_attention(self.model, self.attention):  # uncaptured steps and first-use prefill captures
+            result = generate_fast(decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run, prefill)
         self.setup_seconds += prefill.setup_seconds - before  # a bucket captured on first use (not prepared)
         return result
 

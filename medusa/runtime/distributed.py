@@ -98,10 +98,16 @@ def processes() -> Processes:
 
     # it makes this process's GPU (local rank modulo the GPUs) the current one: --device auto/cuda loads there, and
     # run.json keeps saying "cuda", so a resume under another process count (or none) matches it
-    state = PartialState(cpu=not torch.cuda.is_available(), timeout=BARRIER_TIMEOUT)
+    cuda = torch.cuda.is_available()
+    world, gpus = int(os.environ["WORLD_SIZE"]), torch.cuda.device_count() if cuda else 0
+    # NCCL refuses two ranks on one GPU; gloo carries the few small messages as well when processes share GPUs
+    backend = "gloo" if cuda and world > gpus else None
+    state = PartialState(cpu=not cuda, timeout=BARRIER_TIMEOUT, **({"backend": backend} if backend else {}))
     group = Processes(state.process_index, state.num_processes, state)
     if group.is_main:
-        say(f"data-parallel: {group.count} processes ({state.backend}), each decoding its share of the examples")
+        shared = f", sharing {gpus} GPU{'s' if gpus > 1 else ''}" if backend else ""
+        say(f"data-parallel: {group.count} processes ({state.backend}{shared}), each decoding its share of the "
+            "examples")
     else:
         quiet(f"process {group.index}")  # one banner, one progress bar: the main process's
     return group
