@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The H200 runs of the fourth session (issue 9's grouped attention, issue 12 on one GPU, issue 11's drafters), one
 # stage per device call, back to back on one warm machine (files under /root survive between calls while it is warm).
-#   call 1: carry .stage/a .whl .data   bash benchmarks/gpu_session4.sh setup tests
+#   call 1: carry .stage/a .whl         bash benchmarks/gpu_session4.sh setup tests
 #   call 2: carry .stage/b              bash benchmarks/gpu_session4.sh model bench-fp32
-#   call 3:                             bash benchmarks/gpu_session4.sh bench-7b shared-gpu
+#   call 3: carry .data                 bash benchmarks/gpu_session4.sh data bench-7b shared-gpu
+# (one call carries at most 64 MiB with the tree: each half of the GGUF is 47 MiB)
 #   call 4:                             bash benchmarks/gpu_session4.sh drafters   (heads trained in the background)
 #   call 5:                             bash benchmarks/gpu_session4.sh drafters-measure
 # Every bench_decode.py run has `generate` with a static cache in the same process; results land in $OUT.
@@ -17,11 +18,13 @@ BENCH="python3 benchmarks/bench_decode.py"
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case "$stage" in
-  setup)  # the first half of the GGUF, the wheels the image lacks, the offline data
+  setup)  # the first half of the GGUF, the wheels the image lacks
     cp .stage/a/part /root/stage/a
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    rm -rf /root/data && cp -r .data /root/data
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    ;;
+  data)  # the offline data (../shared/data, plus the newstest2014 head/calibration split of gpu_train_embedded.sh)
+    rm -rf /root/data && cp -r .data /root/data
     ;;
   tests)
     timeout 400 python3 -m pytest -q tests/test_cuda.py 2>&1 | tail -8
