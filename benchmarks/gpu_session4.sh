@@ -3,9 +3,10 @@
 # stage per device call, back to back on one warm machine (files under /root survive between calls while it is warm).
 #   call 1: carry .stage/a .whl         bash benchmarks/gpu_session4.sh setup tests
 #   call 2: carry .stage/b              bash benchmarks/gpu_session4.sh model bench-fp32
-#   call 3: carry .data                 bash benchmarks/gpu_session4.sh data bench-7b shared-gpu
+#   call 3: carry .data                 bash benchmarks/gpu_session4.sh data identity bench-7b
 # (one call carries at most 64 MiB with the tree: each half of the GGUF is 47 MiB)
-#   call 4:                             bash benchmarks/gpu_session4.sh drafters   (heads trained in the background)
+#   call 4:                             bash benchmarks/gpu_session4.sh drafters shared-gpu drafters-wait
+#                                       (the heads train in the background while the shared-GPU checks run)
 #   call 5:                             bash benchmarks/gpu_session4.sh drafters-measure
 # Every bench_decode.py run has `generate` with a static cache in the same process; results land in $OUT.
 set -uo pipefail
@@ -38,16 +39,21 @@ for stage in "$@"; do
       --methods hf-static,single-head,tree,tree-31 --engines graphs,graphs-sdpa,compiled \
       --out "$OUT/bench-h200-embedded-attention-fp32.json" 2>&1 | grep -v "it/s\]"
     ;;
+  identity)  # the same prompts decoded by the eager loop: outputs of every engine against eager single-head
+    timeout 330 $BENCH --model embedded -d in22-gen-sample -n 20 -mol 128 --dtype float32 --rounds 1 \
+      --methods single-head,tree,tree-31 --engines eager,graphs,compiled \
+      --out "$OUT/bench-h200-embedded-attention-identity.json" 2>&1 | grep -v "it/s\]" | tail -12
+    ;;
   bench-7b)  # Llama-2-7B shape, random weights, bf16: single-head step against the floor, tree-63 verify
     timeout 330 $BENCH --model shape:llama-2-7b --methods single-head,tree-63 --engines graphs,graphs-sdpa,compiled \
       --step-costs --rounds 2 --out "$OUT/bench-h200-7b-attention.json" 2>&1 | grep -v "it/s\]"
     ;;
   shared-gpu)  # issue 12 on one GPU: two processes sharing it give the one-process rows; --device-map auto on one GPU
     ACC="accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no"
-    D=/root/data/in22/gen.hin_Deva
-    rm -rf "$R/one" "$R/two" "$R/dm" "$R/plain"
-    timeout 200 python3 medusa.py --assignment-table -d "$D" -n 24 -mol 64 -o "$R/one" > "$R/one.log" 2>&1; echo "one: $?"
-    timeout 200 $ACC medusa.py --assignment-table -d "$D" -n 24 -mol 64 -o "$R/two" > "$R/two.log" 2>&1; echo "two: $?"
+    D=${SHARED_DATA:-in22-gen-sample}  # the shipped 20 IN22-Gen rows: no data to carry
+    rm -rf "$R"/one "$R"/two "$R"/dm-* "$R"/plain-*
+    timeout 200 python3 medusa.py --assignment-table -d "$D" -n 20 -mol 64 -o "$R/one" > "$R/one.log" 2>&1; echo "one: $?"
+    timeout 200 $ACC medusa.py --assignment-table -d "$D" -n 20 -mol 64 -o "$R/two" > "$R/two.log" 2>&1; echo "two: $?"
     grep -h "data-parallel" "$R/two.log" | head -2
     python3 - "$R" <<'EOF'
 import json, sys
@@ -73,7 +79,7 @@ b=[json.loads(l)['token_ids'] for l in open('$R/dm-$s/predictions.jsonl')]
 print('device-map auto on one GPU, $s: identical', sum(x==y for x,y in zip(a,b)), 'of', len(a))"
       grep -h "device map\|split" "$R/dm-$s.log" | head -2
     done
-    tar czf "$OUT/shared-gpu.tgz" -C "$R" one two one.log two.log
+    tar czf "$OUT/shared-gpu.tgz" -C "$R" one two one.log two.log dm-single-head.log dm-tree.log
     ;;
   drafters)  # issue 11: the three drafters on the shipped adapter, the same self-distilled data (background)
     mkdir -p /root/run && rm -rf /root/run/adapter && cp -r medusa/embedded_default/adapter /root/run/adapter
@@ -81,7 +87,10 @@ print('device-map auto on one GPU, $s: identical', sum(x==y for x,y in zip(a,b))
     nohup env RUN=/root/run OUT=$OUT D=/root/data VARIANTS="token seq ar" HEAD_EPOCHS=${HEAD_EPOCHS:-4} \
       bash /root/train.sh heads > /root/run/heads.log 2>&1 &
     echo "training in the background (pid $!), log /root/run/heads.log"
-    sleep ${WAIT:-500}; tail -20 /root/run/heads.log
+    ;;
+  drafters-wait)  # until the training ends or $WAIT seconds pass
+    for _ in $(seq "$(( ${WAIT:-300} / 10 ))"); do pgrep -f "train.sh heads" > /dev/null || break; sleep 10; done
+    grep -v "it/s\]\|s/it\]" /root/run/heads.log | tail -25
     ;;
   drafters-measure)
     while pgrep -f "train.sh heads" > /dev/null; do sleep 10; done; tail -5 /root/run/heads.log

@@ -10,7 +10,7 @@ import torch
 
 from medusa.model.checkpoints import HeadCheckpoint, build_heads, read_head_checkpoint, read_medusa2_heads
 from medusa.console import say
-from medusa.model.device_map import check_placed, describe_map, load_kwargs
+from medusa.model.device_map import check_placed, describe_map, load_kwargs, model_devices
 from medusa.model.embedded import EMBEDDED_NAME, EMBEDDED_REPO, converted_dir, embedded_gguf
 from medusa.errors import MedusaError
 from medusa.model.hub import fetch, is_local, looks_like_path
@@ -126,7 +126,9 @@ def _load_base(location: str, token: str | None, device: torch.device, dtype_nam
         raise MedusaError(f"cannot load model '{location}': {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     if split:
         check_placed(model)
-        say("device map: " + describe_map(model.hf_device_map))
+        placed = getattr(model, "hf_device_map", None)  # absent when everything went to one device
+        say("device map: " + (describe_map(placed) if placed else
+                              f"{', '.join(model_devices(model))}: the whole model (it fits one GPU)"))
     else:
         model.to(device)
     model.eval()

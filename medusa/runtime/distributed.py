@@ -46,7 +46,13 @@ class Processes:
         return self.count > 1
 
     def barrier(self) -> None:
-        if self.parallel:
+        if not self.parallel:
+            return
+        if self.state.backend == "gloo":  # accelerate's barrier names this rank's GPU, which gloo refuses
+            import torch.distributed
+
+            torch.distributed.barrier()
+        else:
             self.state.wait_for_everyone()
 
     def gather(self, value) -> list:
