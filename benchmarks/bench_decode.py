@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from medusa.decoding import DecodeSettings, make_strategy  # noqa: E402
-from medusa.decoding.engine import EagerEngine, StaticEngine  # noqa: E402
+from medusa.decoding.attention import use_attention  # noqa: E402
+from medusa.decoding.engine import EagerEngine, StaticEngine, capture_run  # noqa: E402
 from medusa.runner import Timer  # noqa: E402
 
 SHAPES = {  # (hidden, intermediate, layers, heads, kv heads, vocab, tied)
@@ -282,6 +283,10 @@ def main() -> None:
                 pr = profiles[name]
                 extra = (f"; {pr['kernels_per_step']:.0f} kernels, busy {pr['kernel_ms_per_step']:.3f} ms, "
                          f"gaps {ms - pr['kernel_ms_per_step']:.3f} ms")
+            if name.endswith(" draft"):
+                whole = step_costs[name[: -len(" draft")]]
+                print(f"  {name:28s} {ms:8.3f} ms  ({ms / whole:.0%} of the step)")
+                continue
             print(f"  {name:28s} {ms:8.3f} ms  ({ms / floor_ms:.2f}x floor{extra})")
     record = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
@@ -299,9 +304,24 @@ def main() -> None:
         print(f"results: {args.out}")
 
 
+def _replay_ms(replay, reset=lambda: None, times: int = 60) -> float:
+    """Median CUDA-event time of ``replay`` over the last ``times - 10`` of ``times`` runs."""
+    out = []
+    for _ in range(times):
+        reset()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        replay()
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end))
+    return statistics.median(out[10:])
+
+
 def time_steps(methods: dict, prompt: list[int], max_new: int, floor_ms: float) -> dict[str, float]:
     """Replay each captured step on its own (the committed length reset before each replay, so the cache never
-    fills): the per-step device cost without prefill or host reads."""
+    fills): the per-step device cost without prefill or host reads. Drafting methods also get ``NAME draft``: the
+    step's drafting alone (heads or drafter and the tree's top-k), captured and replayed the same way."""
     costs = {}
     for name, method in methods.items():
         if isinstance(method, str) or not isinstance(method[1], StaticEngine) or not method[1].capture:
@@ -311,16 +331,11 @@ def time_steps(methods: dict, prompt: list[int], max_new: int, floor_ms: float) 
         decoder, replay = engine._decoder(strategy, prepared, len(prompt) + max_new)
         with torch.inference_mode():
             decoder.prefill(prompt)
-            times = []
-            for _ in range(60):
-                decoder.committed.fill_(len(prompt))
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                replay()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-        costs[name] = statistics.median(times[10:])
+            costs[name] = _replay_ms(replay, lambda: decoder.committed.fill_(len(prompt)))
+            if decoder.plan.num_heads:
+                with use_attention(engine.model, engine.attention):
+                    draft = capture_run(decoder.draft, decoder.committed.device)
+                costs[f"{name} draft"] = _replay_ms(draft)
     return costs
 
 

@@ -97,6 +97,14 @@ def test_engine_runs_grouped_and_leaves_the_reference_loop_alone(monkeypatch):
     assert grouped.accepted_per_step == theirs.accepted_per_step
 
 
+def test_auto_is_grouped_in_float32_only():
+    model = MedusaModel(make_model(), tokenizer=None)
+    assert StaticEngine(model, capture=False).attention == "grouped"
+    assert StaticEngine(model, capture=False).describe()["attention"] == "grouped"
+    assert StaticEngine(model.to(torch.bfloat16), capture=False).attention == "model"
+    assert StaticEngine(model, capture=False, attention="grouped").attention == "grouped"
+
+
 def test_unknown_attention_is_one_line():
     with pytest.raises(MedusaError, match="unknown attention 'flash'"):
         StaticEngine(MedusaModel(make_model(), tokenizer=None), capture=False, attention="flash")

@@ -19,7 +19,7 @@ from medusa.console import say
 from medusa.errors import MedusaError
 from medusa.model import MedusaModel
 from medusa.decoding import ENGINES
-from medusa.decoding.attention import ATTENTIONS, use_attention
+from medusa.decoding.attention import ATTENTIONS, resolve_attention, use_attention
 from medusa.decoding.base import GenerationResult, Strategy
 from medusa.decoding.fast_loop import FastDecoder, generate_fast, prefill_bucket, prefill_buckets
 from medusa.decoding.fixed_tree import DevicePlan
@@ -68,14 +68,14 @@ class StaticEngine(Engine):
     """The fast loop on static caches; ``capture`` replays each step as a CUDA graph (``graphs``), without it the
     step runs eagerly (``static``: the same arithmetic on any device, which is how the CPU tests check it).
     ``compile`` passes the step through ``torch.compile`` before capture (fuses elementwise kernels; slow to build).
-    ``attention``: ``grouped`` (:mod:`medusa.decoding.attention`, the default) or ``model`` (the base's own, for
-    benchmarks' A/B); either is in force only while this engine builds or runs a step or a prefill.
+    ``attention``: ``grouped`` (:mod:`medusa.decoding.attention`), ``model`` (the base's own) or ``auto`` (grouped in
+    float32 only, where it measured faster); it is in force only while this engine builds or runs a step or prefill.
     A model whose forward cannot be captured (it synchronises with the host, e.g. a dynamic RoPE that checks the
     sequence length) is a one-line error, or with ``fallback`` (``--engine auto``) a printed note and the eager loop.
     """
 
     def __init__(self, model: MedusaModel, capture: bool = True, compile: bool = False, quiet: bool = False,
-                 fallback: bool = False, capture_prefill: bool = True, attention: str = "grouped") -> None:
+                 fallback: bool = False, capture_prefill: bool = True, attention: str = "auto") -> None:
         if attention not in ATTENTIONS:
             raise MedusaError(f"unknown attention '{attention}'; use one of: {', '.join(ATTENTIONS)}")
         if capture and model.device.type != "cuda":
@@ -83,7 +83,7 @@ class StaticEngine(Engine):
                               "use --engine eager or auto")
         self.model, self.capture, self.compile, self.quiet, self.fallback = model, capture, compile, quiet, fallback
         self.capture_prefill = capture_prefill  # False: the prompt runs eagerly at its own length (benchmarks' A/B)
-        self.attention = attention
+        self.attention = resolve_attention(attention, model.dtype)
         self.name = ("compiled" if compile else "graphs") if capture else "static" + ("+compile" if compile else "")
         self.fell_back: list[str] = []  # strategies decoded by the reference loop because their step failed to build
         self._caches: dict[int, StaticKVCache] = {}
@@ -106,7 +106,8 @@ class StaticEngine(Engine):
         return self._prepared[key][1]
 
     def describe(self, setup_before: float = 0.0) -> dict:
-        return {**super().describe(setup_before), **({"fell_back_to_eager": self.fell_back} if self.fell_back else {})}
+        return {**super().describe(setup_before), "attention": self.attention,
+                **({"fell_back_to_eager": self.fell_back} if self.fell_back else {})}
 
     def capacity_for(self, plan: DevicePlan, total_len: int) -> int:
         """Prompt + new tokens + one draft (and at least the capture's 4-token prefix + one draft), rounded up."""
@@ -220,7 +221,7 @@ class Prefill:
         decoder = self.decoder
         decoder.stage([0])  # the graph reads the whole bucket; what it holds does not matter here
         try:
-            self.graphs[bucket] = _capture(lambda: decoder.prefill_padded(bucket), decoder.committed.device)
+            self.graphs[bucket] = capture_run(lambda: decoder.prefill_padded(bucket), decoder.committed.device)
         except RuntimeError as exc:
             self.capture = False
             say(f"note: the prefill cannot be captured ({type(exc).__name__}: "
@@ -240,7 +241,7 @@ class Prefill:
         decoder.cache.length_hint = n
 
 
-def _capture(run: Callable[[], None], device: torch.device, warmup: int = 3,
+def capture_run(run: Callable[[], None], device: torch.device, warmup: int = 3,
              reset: Callable[[], None] = lambda: None) -> Callable[[], None]:
     """Record ``run`` as a CUDA graph after a few eager runs on a side stream (library handles, autotuning and
     compilation happen there, not inside the capture); ``reset`` restores the state each run starts from."""
@@ -264,7 +265,7 @@ def capture_graph(decoder: FastDecoder, step: Callable[[], None], warmup: int = 
     compilation happen there, not inside the capture). Each run starts from the same 4-token prefix, so none
     writes past the cache; the state they leave is replaced by the next prefill."""
     decoder.prefill([0] * 4)
-    return _capture(step, decoder.committed.device, warmup, lambda: decoder.committed.fill_(4))
+    return capture_run(step, decoder.committed.device, warmup, lambda: decoder.committed.fill_(4))
 
 
 def resolve_engine(name: str, device: torch.device) -> str:

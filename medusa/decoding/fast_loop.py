@@ -119,6 +119,18 @@ class FastDecoder:
         self.out.zero_()
         self._commit(last, self.model.lm_head(last))
 
+    def draft(self) -> torch.Tensor:
+        """The next verify's [N] tokens, from the heads (or drafter) at the last committed state; device-only, so
+        benchmarks can capture and time it alone (the drafting share of a step)."""
+        plan = self.plan
+        if not plan.num_heads:
+            heads = None
+        elif self.model.path_dependent_heads:  # drafted depth by depth: the plan asks for each path's logits
+            heads = lambda paths: self.model.level_logits(self.last_hidden, paths)  # noqa: E731
+        else:
+            heads = self.model.project_heads(self.last_hidden, self.last_logits, plan.num_heads)
+        return plan.draft(self.last_logits, heads, self.max_depth)
+
     def step(self) -> None:
         """Draft, verify the draft in one forward, accept on the device, move the accepted K/V rows into place.
 
@@ -126,13 +138,7 @@ class FastDecoder:
         :class:`~medusa.decoding.engine.StaticEngine` capture it once and replay it every step.
         """
         tree, committed, plan = self.plan.tree, self.committed, self.plan
-        if not plan.num_heads:
-            heads = None
-        elif self.model.path_dependent_heads:  # drafted depth by depth: the plan asks for each path's logits
-            heads = lambda paths: self.model.level_logits(self.last_hidden, paths)  # noqa: E731
-        else:
-            heads = self.model.project_heads(self.last_hidden, self.last_logits, plan.num_heads)
-        tokens = plan.draft(self.last_logits, heads, self.max_depth)
+        tokens = self.draft()
         self.cache.write_slots = committed + self.node_offsets
         positions = (committed + tree.depth)[None]
         hidden, logits = self._forward(tokens[None], positions, tree.mask(committed, self.columns, self.dtype))
