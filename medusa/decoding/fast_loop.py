@@ -126,7 +126,7 @@ class FastDecoder:
         if not plan.num_heads:
             heads = None
         elif self.model.path_dependent_heads:  # drafted depth by depth: the plan asks for each path's logits
-            heads = lambda paths: self.model.level_logits(self.last_hidden, paths)  # noqa: E731
+            heads = self.model.level_drafter(self.last_hidden)
         else:
             heads = self.model.project_heads(self.last_hidden, self.last_logits, plan.num_heads)
         return plan.draft(self.last_logits, heads, self.max_depth)

@@ -58,4 +58,4 @@ def generate(
 def _levels(model: MedusaModel, path_dependent: bool, hidden: torch.Tensor):
     """Per-path head logits at ``hidden`` for path-dependent drafters (drafted depth by depth; their per-head
     logits along one greedy chain would be computed for nothing); None for the others."""
-    return (lambda paths: model.level_logits(hidden, paths)) if path_dependent else None
+    return model.level_drafter(hidden) if path_dependent else None

@@ -54,5 +54,24 @@ class DraftLayer(nn.Module):
         attended = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                   is_causal=True)
         x = x + self.out(attended.transpose(1, 2).reshape(b, length, h))
+        return self._mlp(x)
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         n = self.mlp_norm(x)
         return x + self.down(F.silu(self.gate(n)) * self.up(n))
+
+    def extend(self, x: torch.Tensor, keys: torch.Tensor | None, values: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One more position: ``x`` [B, H] is the input at position j (= the length of ``keys``), ``keys``/``values``
+        [B, heads, j, head dim] the earlier positions' (None at j = 0). Returns the prediction at j (what
+        :meth:`forward` gives there) and the keys/values through j, so a path grows by one layer pass per token."""
+        b, h = x.shape
+        j = 0 if keys is None else keys.shape[2]
+        if j >= MAX_DEPTH:
+            raise ValueError(f"draft paths of {j + 1} tokens are longer than the drafter's {MAX_DEPTH}")
+        x = x + self.position.weight[j]
+        q, k, v = self.qkv(self.attn_norm(x)).view(b, 3, self.num_attention_heads, -1).unbind(1)
+        keys = k[:, :, None] if keys is None else torch.cat([keys, k[:, :, None]], dim=2)
+        values = v[:, :, None] if values is None else torch.cat([values, v[:, :, None]], dim=2)
+        attended = F.scaled_dot_product_attention(q[:, :, None], keys, values)  # the one query sees all j + 1
+        return self._mlp(x + self.out(attended.reshape(b, h))), keys, values

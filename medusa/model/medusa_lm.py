@@ -130,6 +130,17 @@ class MedusaModel(nn.Module):
         at = self.lm_head.weight.device  # the heads sit with lm_head
         return self.heads.level_logits(hidden.to(at), paths.to(at)).to(hidden.device)
 
+    def level_drafter(self, hidden: torch.Tensor):
+        """One draft's per-level head logits at ``hidden`` (:class:`~medusa.model.level_drafter.LevelDrafter`):
+        like :meth:`level_logits`, but each level reuses the last one's work."""
+        from medusa.model.level_drafter import LevelDrafter
+
+        if not self.split:
+            return LevelDrafter(self.heads, hidden)
+        at = self.lm_head.weight.device  # the heads sit with lm_head
+        drafter = LevelDrafter(self.heads, hidden.to(at))
+        return lambda paths: drafter(paths.to(at)).to(hidden.device)
+
     def get_tokenizer(self):
         return self.tokenizer
 

@@ -1,0 +1,77 @@
+"""Drafting level by level with path-dependent drafters, each level computed from the one before.
+
+A tree (static or dynamic) or a beam search asks, depth by depth, for the head logits below a set of draft paths,
+and every path of a level extends a path of the level before by one token. Asked afresh each time, a sequential
+head recomputes ``h + Σ V_j·embed(t_j)`` along the whole path, and the autoregressive drafter runs its layer over
+the whole path (1 + 2 + … + D positions for a depth-D draft, plus a token's worth of attention each). A
+:class:`LevelDrafter` lives for one draft and keeps each row's state from the last level (the running sum; the
+drafter's prediction and its attention keys/values), finds each new path's parent row by comparing token prefixes
+on the device, and computes the one new position: one layer pass per level.
+
+Every caller here asks level after level (the tests check that no call falls back). A call that does not extend the
+last one (its depth, or a prefix not among the last level's paths) starts over from the hidden state, which gives
+the same logits. On CUDA the prefix check is skipped, since it would synchronise with the host inside a captured
+step; there a caller that broke the contract would only draft worse tokens, never change the output (verification
+decides what is kept).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class LevelDrafter:
+    """``drafter(paths [N, d+1]) → [N, V]``: head d's logits below each path (t_0 = the next token) at ``hidden``
+    [H], for one draft of ``heads`` (:class:`~medusa.model.heads.MedusaHeads`)."""
+
+    def __init__(self, heads, hidden: torch.Tensor) -> None:
+        self.heads, self.hidden = heads, hidden
+        self._paths: torch.Tensor | None = None  # the last level's paths [M, d]
+        self._state: tuple[torch.Tensor, ...] = ()  # per row: (sum,) or (prediction, keys, values)
+        self.fallbacks = 0  # calls that had to start over (for tests: callers ask level after level)
+
+    def __call__(self, paths: torch.Tensor) -> torch.Tensor:
+        heads = self.heads
+        paths = paths.to(self.hidden.device)
+        if not heads.config.path_dependent:
+            return heads.level_logits(self.hidden, paths)
+        depth = paths.shape[1] - 1
+        rows = self._parent_rows(paths)
+        if rows is None:  # a first level, or a call that does not extend the last one: from the hidden state
+            state = self._start(paths)
+            for j in range(1, depth + 1):
+                state = self._advance(state, paths[:, j], j)
+        else:
+            state = self._advance(tuple(t.index_select(0, rows) for t in self._state), paths[:, depth], depth)
+        self._paths, self._state = paths, state
+        return heads.heads[depth](state[0])
+
+    def _parent_rows(self, paths: torch.Tensor) -> torch.Tensor | None:
+        """Each path's row among the last level's paths (its prefix), or None when this call does not extend them."""
+        last = self._paths
+        if paths.shape[1] == 1 or last is None or last.shape[1] != paths.shape[1] - 1:
+            if paths.shape[1] > 1:
+                self.fallbacks += 1
+            return None
+        same = (paths[:, None, :-1] == last[None]).all(-1)  # [N, M]
+        if not paths.is_cuda and not bool(same.any(1).all()):  # a prefix the last level did not have
+            self.fallbacks += 1
+            return None
+        return same.to(torch.int32).argmax(1)
+
+    def _start(self, paths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        hidden = self.hidden.expand(paths.shape[0], -1) if self.hidden.dim() == 1 else self.hidden
+        heads = self.heads
+        emb = heads._embed(paths[:, 0], hidden)
+        if heads.seq_proj is not None:
+            return (hidden + heads.seq_proj[0](emb),)
+        return heads.drafter.extend(heads.drafter.inputs(hidden, emb), None, None)
+
+    def _advance(self, state: tuple[torch.Tensor, ...], tokens: torch.Tensor, j: int) -> tuple[torch.Tensor, ...]:
+        """The state after t_j, from the state after t_{j-1}."""
+        heads = self.heads
+        emb = heads._embed(tokens, state[0])
+        if heads.seq_proj is not None:
+            return (state[0] + heads.seq_proj[j](emb),)
+        prediction, keys, values = state
+        return heads.drafter.extend(heads.drafter.inputs(prediction, emb), keys, values)
