@@ -139,6 +139,8 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="with --step-costs: kernels per captured step and their "
                    "busy time (torch.profiler), so wall minus busy is the gap between kernels")
     p.add_argument("--project-tau", type=float, default=None, help="project Medusa tokens/s from this τ")
+    p.add_argument("--tree", default=None, help="tree file for tree and tree-N (default: the model's own, as shipped "
+                   "beside its heads)")
     p.add_argument("--attn", default=None, help="attention implementation of the base: sdpa (default) or eager")
     p.add_argument("--out", default=None, help="JSON results file")
     args = p.parse_args()
@@ -175,7 +177,7 @@ def main() -> None:
             engines[name] = StaticEngine(model, capture=cuda, compile=name.startswith("compiled"), attention="model")
         else:
             sys.exit(f"error: unknown engine {name}")
-    tree_file = model.info.extra.get("tree") if not shape else None
+    tree_file = args.tree or (model.info.extra.get("tree") if not shape else None)
     methods: dict[str, object] = {}
     strategies = {}
     for m in args.methods.split(","):

@@ -87,3 +87,35 @@ def test_replay_refuses_a_strategy_it_cannot_replay():
     rk = ranked_positions(model, [([3, 4], [5, 6, 7])], num_heads=2)[0]
     with pytest.raises(MedusaError):
         replay_steps(make_strategy("single-head"), [5, 6, 7], rk, 10, STOPS)
+
+
+@pytest.mark.parametrize("drafter", ["token-input", "sequential", "autoregressive"])
+def test_drafted_replay_equals_the_decode_loop_step_for_step(drafter):
+    """Path-dependent drafters draft for real at each visited position (float64, as above); independent heads give
+    the ranked replay's counts too."""
+    import test_autoregressive_drafter
+
+    from medusa.measure.replay import drafted_replay
+
+    if drafter == "autoregressive":
+        model = test_autoregressive_drafter._model(4, 0.15).double()
+    else:
+        model = _medusa(4, 0.2, token_input=drafter == "token-input", sequential=drafter == "sequential").double()
+    prompts = [[9, 17, 40 + i, 9][: 4 - i % 2] + [11] * i for i in range(4)]  # lengths differ: rows get sorted
+    max_new = 24
+    gens = [generate(model, make_strategy("single-head"), p, max_new, STOPS).tokens for p in prompts]
+    strategies = {str(i): make_strategy(s) for i, s in enumerate(SETTINGS + [DecodeSettings("tree", 4,
+                                                                                            dynamic_tree=10)])}
+    replayed = drafted_replay(model, strategies, list(zip(prompts, gens)), max_new, STOPS, batch_size=3)
+    ranked = None if model.path_dependent_heads else ranked_positions(model, list(zip(prompts, gens)), 4)
+    multi_token_steps = 0
+    for key, strategy in strategies.items():
+        for i, (prompt, gen) in enumerate(zip(prompts, gens)):
+            real = generate(model, make_strategy(SETTINGS[int(key)]) if int(key) < len(SETTINGS) else strategy,
+                            prompt, max_new, STOPS)
+            assert real.tokens == gen
+            assert replayed[key][i] == real.accepted_per_step, (key, i)
+            if ranked is not None and int(key) < len(SETTINGS):
+                assert replayed[key][i] == replay_steps(strategy, gen, ranked[i], max_new, STOPS), (key, i)
+            multi_token_steps += sum(a > 1 for a in real.accepted_per_step)
+    assert multi_token_steps > 0

@@ -147,7 +147,7 @@ def test_train_heads_drafter_choices():
 def test_replay_refuses_sequential_heads():
     from medusa.measure.replay import ranked_positions
 
-    with pytest.raises(MedusaError, match="real decodes"):
+    with pytest.raises(MedusaError, match="use drafted_replay"):
         ranked_positions(_model(0, 0.1), [([5, 6], [7, 8])], num_heads=2)
 
 

@@ -24,9 +24,8 @@ from medusa.model.loader import LoadSettings, load_model
 from medusa.model import stop_token_ids
 from medusa.runtime.output_dir import claimed_folder
 from medusa.evaluation.prompts import encode_prompts
-from medusa.decoding.engine import make_engine
 from medusa.measure.calibrate import measure_head_accuracy
-from medusa.measure.replay import head_topk_hits, ranked_positions, replay_steps
+from medusa.measure.replay import drafted_replay, head_topk_hits, ranked_positions, replay_steps
 
 DEFAULT_GRID = ("2:2", "2:5", "5:2", "5:5", "10:2", "10:5")  # the assignment's W × S grid, as W:S
 
@@ -105,7 +104,6 @@ def measure(s: AcceptanceSettings) -> dict:
                    + [getattr(st, "max_rank", 0) for st in strategies.values()])
     stops = stop_token_ids(model.tokenizer, model.base_model)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else min(stops)
-    engine = None  # the decoding engine, for drafters whose τ needs real decodes
     report: dict = {"model": model.info.base, "heads": model.info.heads, "max_output_len": s.max_output_len,
                     "prompt_style": s.prompt_style, "dtype": model.info.extra.get("dtype"),
                     "device": model.info.extra.get("device"), "datasets": {}}
@@ -117,19 +115,14 @@ def measure(s: AcceptanceSettings) -> dict:
                               progress=f"greedy outputs of {name}")
         steps: dict[str, list[int]] = {k: [] for k in strategies}
         extra: dict = {}
-        if model.path_dependent_heads:  # drafts that depend on the tokens above them: real decodes, not a replay
-            say(f"{name}: decoding {len(strategies)} strategies on {len(examples)} rows ({model.heads.config.drafter} "
-                "drafts cannot be replayed)")
+        if model.path_dependent_heads:  # drafts that depend on the tokens above them: drafted at every step
+            say(f"{name}: replaying {len(strategies)} strategies on {len(examples)} rows, drafting each step with "
+                f"the {model.heads.config.drafter} drafter")
             hits, positions = _teacher_forced_hits(model, prompts, gens)
-            engine = engine or make_engine(model, "auto")
-            identical = 0
-            for key, strategy in strategies.items():
-                for prompt, gen in zip(prompts, gens):
-                    result = engine.generate(strategy, prompt, s.max_output_len, stops)
-                    steps[key] += result.accepted_per_step
-                    identical += result.tokens == [t for t in gen if t not in stops]
-            extra = {"tau_method": "decoded", "identical_to_greedy": identical,
-                     "decodes": len(strategies) * len(prompts)}
+            per_row = drafted_replay(model, strategies, list(zip(prompts, gens)), s.max_output_len, stops,
+                                     s.batch_size, progress=f"drafted replay of {name}")
+            steps = {key: [n for row in rows for n in row] for key, rows in per_row.items()}
+            extra = {"tau_method": "replayed, drafted per step"}
         else:
             say(f"{name}: replaying {len(strategies)} strategies on {len(examples)} rows")
             ranked = ranked_positions(model, list(zip(prompts, gens)), model.num_heads, max_rank, s.batch_size)

@@ -5,16 +5,22 @@ the hidden state of the last accepted token, which causal attention makes equal 
 batched forward over prompt + greedy output gives every step's draft inputs, and a step's accepted length is the
 deepest draft path that matches the output. A thousand rows × seven strategies then costs seconds instead of hours
 of launch-bound decoding; the tests check that it reproduces the decode loop's per-step counts exactly.
+
+Independent heads are replayed from ranked lists (:func:`ranked_positions`): a draft is a lookup. Path-dependent
+drafters (sequential heads, the autoregressive drafter) choose each token below the ones above it, so their replay
+(:func:`drafted_replay`) lets the strategy draft for real at every visited position, from that position's
+teacher-forced hidden state; what it saves is the verify forward and the host loop, which are most of a step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from medusa.training.batch_generate import batched_hidden_states
-from medusa.decoding.base import Strategy, Tree
+from medusa.decoding.base import DecodeState, Strategy, Tree
 from medusa.decoding.multi_head import MultiHead
 from medusa.decoding.static_tree import StaticTree
 from medusa.errors import MedusaError
@@ -39,8 +45,7 @@ def ranked_positions(model: MedusaModel, rows: list[tuple[list[int], list[int]]]
         raise MedusaError(f"replay asked for {num_heads} heads, the model has {model.num_heads}")
     if model.path_dependent_heads:  # their drafts depend on the tokens above each node: one ranked list cannot say
         raise MedusaError(f"{model.heads.config.drafter} drafters cannot be replayed from one ranked list per head "
-                          "(each draft depends on the tokens above it); measure them with real decodes: python "
-                          "medusa.py -ds tree --compare-single-head")
+                          "(each draft depends on the tokens above it): use drafted_replay")
     out: list[RankedPositions | None] = [None] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
     for b in range(0, len(order), batch_size):
@@ -88,9 +93,66 @@ def replay_steps(strategy: Strategy, generated: list[int], ranked: RankedPositio
         raise MedusaError("replay rows do not match their ranked positions")
     if isinstance(strategy, StaticTree) and strategy.max_rank > ranked.head_ids.shape[-1]:
         raise MedusaError(f"the tree uses rank {strategy.max_rank}; measure at least that many ranks")
+    return _accepted_steps(lambda p, root, budget: _draft(strategy, ranked, p, root, budget), generated,
+                           int(ranked.base_ids[len(generated), 0]), max_new_tokens, stop_ids)
+
+
+@torch.inference_mode()
+def drafted_replay(model: MedusaModel, strategies: dict[str, Strategy], rows: list[tuple[list[int], list[int]]],
+                   max_new_tokens: int, stop_ids: set[int], batch_size: int = 16, progress: str | None = None
+                   ) -> dict[str, list[list[int]]]:
+    """Tokens accepted per step, per strategy and row (in ``rows`` order), for any drafter: one teacher-forced pass
+    per batch of rows, then each strategy drafts (as in the decode loop, depth by depth for path-dependent
+    drafters) at the positions it visits, from the hidden state there."""
+    steps: dict[str, list[list[int]]] = {key: [[] for _ in rows] for key in strategies}
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(rows), desc=progress, unit="row", dynamic_ncols=True)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(rows), desc=progress, unit="row", dynamic_ncols=True)
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        hidden = batched_hidden_states(model, [rows[i][0] + rows[i][1] for i in idx])
+        for r, i in enumerate(idx):
+            prompt, gen = rows[i]
+            h = hidden[r, len(prompt) - 1:len(prompt) + len(gen)]  # states after 0..n generated tokens
+            after = int(model.lm_head(h[-1]).argmax())
+            for key, strategy in strategies.items():
+                steps[key][i] = _accepted_steps(_drafting_at(model, strategy, h), gen, after, max_new_tokens,
+                                                stop_ids)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    return steps
+
+
+def _drafting_at(model: MedusaModel, strategy: Strategy, hidden: torch.Tensor) -> Callable[[int, int, int], Tree]:
+    """The strategy's own draft at position p, from the teacher-forced hidden state there."""
+    path_dependent = model.path_dependent_heads
+
+    def draft(p: int, root: int, budget: int) -> Tree:
+        logits = model.lm_head(hidden[p])
+        heads = None if path_dependent or not strategy.num_heads else \
+            model.project_heads(hidden[p], logits, strategy.num_heads)
+        state = DecodeState(logits, heads, _argmax=root,
+                            level_logits=model.level_drafter(hidden[p]) if path_dependent else None)
+        return strategy.draft(state, budget)
+
+    return draft
+
+
+def _accepted_steps(draft_at: Callable[[int, int, int], Tree], generated: list[int], after: int,
+                    max_new_tokens: int, stop_ids: set[int]) -> list[int]:
+    """The decode loop's greedy steps over a known output; ``after`` is the base argmax after ``generated``."""
     seq = list(generated)
     if len(seq) < max_new_tokens:
-        after = int(ranked.base_ids[len(seq), 0])
         seq.append(after if after in stop_ids else min(stop_ids))
     steps: list[int] = []
     p = 0
@@ -101,7 +163,7 @@ def replay_steps(strategy: Strategy, generated: list[int], ranked: RankedPositio
         if budget == 1:
             steps.append(1)
             break
-        tree = _draft(strategy, ranked, p, seq[p], budget)
+        tree = draft_at(p, seq[p], budget)
         accepted = seq[p:p + max(1, _matched_depth(tree, seq[p:]))][:budget]
         steps.append(len(accepted))
         if any(t in stop_ids for t in accepted):
