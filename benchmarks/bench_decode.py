@@ -142,6 +142,9 @@ def main() -> None:
     p.add_argument("--tree", default=None, help="tree file for tree and tree-N (default: the model's own, as shipped "
                    "beside its heads)")
     p.add_argument("--attn", default=None, help="attention implementation of the base: sdpa (default) or eager")
+    p.add_argument("--blas", default=None, choices=["cublas", "cublaslt"],
+                   help="torch's preferred BLAS library for the whole run (an A/B for the skinny fp32 GEMMs of a "
+                   "draft tree's verify; default: torch's choice)")
     p.add_argument("--out", default=None, help="JSON results file")
     args = p.parse_args()
     shape = args.model.startswith("shape:")
@@ -151,11 +154,15 @@ def main() -> None:
     if not cuda:
         print("no CUDA: 'graphs' runs the same static-cache step uncaptured (a check of this script, not a timing)")
 
+    if args.blas and cuda:
+        torch.backends.cuda.preferred_blas_library(args.blas)
     t0 = time.perf_counter()
     model, prompts, stops, label = load(args)
     if args.attn:  # transformers' public switch: sdpa (default) or eager (matmul + softmax + matmul)
         model.base_model.set_attn_implementation(args.attn)
         label += f", attention {args.attn}"
+    if args.blas:
+        label += f", BLAS {args.blas}"
     print(f"model: {label}; {model.info.extra.get('dtype')}; {len(prompts)} prompts "
           f"({min(map(len, prompts))}-{max(map(len, prompts))} tokens), ≤ {args.max_new_tokens} new tokens; "
           f"loaded in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -17,7 +17,7 @@
 # (VARIANTS="token plain", TREE_SIZE=63); the 127-node tree shipped later is optimal_tree(its accuracies, 127).
 # Next: FT_EPOCHS=5 VARIANTS=token TREE_SIZE=127 gpu_chain.sh finetune heads measure speed (about 15 H200 minutes).
 # Issue 11's drafters: VARIANTS="token seq ar" gpu_chain.sh heads measure (sequential heads and the autoregressive
-# drafter are measured by real decodes under the graphs engine: the replay cannot hold path-dependent drafts).
+# drafter are measured by real fp32 decodes under the graphs engine, which give tokens/s as well as τ).
 # FLORES-200 devtest and IN22 are never trained or calibrated on. Results go to $RUN and, packed, to $OUT.
 # The scale variables exist so that the same script can be dry-run on a CPU with tiny numbers.
 set -euo pipefail
@@ -78,7 +78,7 @@ measure)
   n=(); [ -n "$MEASURE_N" ] && n=(--num-examples "$MEASURE_N")
   done_files=()
   for v in $best $(echo $VARIANTS | tr ' ' '\n' | grep -vx "$best"); do
-    if [ "$v" = seq ] || [ "$v" = ar ]; then  # path-dependent drafts cannot be replayed: real (graphs) decodes
+    if [ "$v" = seq ] || [ "$v" = ar ]; then  # path-dependent drafters: real fp32 decodes (graphs), τ and tokens/s
       all=(--all-examples); [ -n "$MEASURE_N" ] && all=(-n "$MEASURE_N")
       for set in in22/gen flores200-devtest; do
         python3 medusa.py --model-name "$RUN/heads-$v" -ds tree --tree "$RUN/tree-$v.json" -d "$D/$set" "${all[@]}" \
