@@ -341,9 +341,10 @@ def time_steps(methods: dict, prompt: list[int], max_new: int, floor_ms: float) 
         with torch.inference_mode():
             decoder.prefill(prompt)
             costs[name] = _replay_ms(replay, lambda: decoder.committed.fill_(len(prompt)))
-            if decoder.plan.num_heads:
+            if decoder.plan.num_heads:  # compiled engines: the drafting compiled as well, as inside their step
+                run = torch.compile(decoder.draft, dynamic=False) if engine.compile else decoder.draft
                 with use_attention(engine.model, engine.attention):
-                    draft = capture_run(decoder.draft, decoder.committed.device)
+                    draft = capture_run(run, decoder.committed.device)
                 costs[f"{name} draft"] = _replay_ms(draft)
     return costs
 

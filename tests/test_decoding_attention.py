@@ -52,6 +52,22 @@ def test_masked_slots_do_not_leak():
     assert torch.equal(first, second)
 
 
+def test_what_it_does_not_implement_is_refused():
+    q, k, v = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)
+    with pytest.raises(ValueError, match="needs the 4D mask"):
+        grouped_attention(_Module(1), q, k, v, None)
+    with pytest.raises(ValueError, match="softcap"):
+        grouped_attention(_Module(1), q, k, v, torch.zeros(1, 1, 3, 5), softcap=30.0)
+
+
+def test_half_precision_scores_do_not_overflow():
+    """Scores are float32 whatever the inputs: fp16 keys and queries whose products pass fp16's range."""
+    q, k, v = (torch.full((1, 1, 2, 64), 40.0, dtype=torch.float16) for _ in range(3))
+    out, _ = grouped_attention(_Module(1), q, k[:, :, :2].clone(), v[:, :, :2].clone(), torch.zeros(1, 1, 2, 2,
+                                                                                                  dtype=torch.float16))
+    assert torch.isfinite(out).all()
+
+
 def test_dropout_is_refused():
     with pytest.raises(ValueError, match="inference only"):
         grouped_attention(_Module(1), torch.randn(1, 1, 1, 4), torch.randn(1, 1, 2, 4), torch.randn(1, 1, 2, 4),

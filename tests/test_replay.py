@@ -119,3 +119,12 @@ def test_drafted_replay_equals_the_decode_loop_step_for_step(drafter):
                 assert replayed[key][i] == replay_steps(strategy, gen, ranked[i], max_new, STOPS), (key, i)
             multi_token_steps += sum(a > 1 for a in real.accepted_per_step)
     assert multi_token_steps > 0
+
+
+def test_drafted_replay_refuses_what_it_cannot_replay():
+    from medusa.measure.replay import drafted_replay
+
+    model = _medusa(0, 0.1)
+    for settings in (DecodeSettings("tree", 3, acceptance="typical"), DecodeSettings("tree", 3, adaptive=True)):
+        with pytest.raises(MedusaError, match="greedy multi-head and tree"):
+            drafted_replay(model, {"x": make_strategy(settings)}, [([5, 6], [7, 8])], 8, STOPS)

@@ -49,12 +49,18 @@ def grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     """
     if dropout:
         raise ValueError("the grouped attention is for inference only (dropout must be 0)")
+    unsupported = [k for k in ("softcap", "s_aux", "sliding_window") if kwargs.get(k) is not None]
+    if unsupported:
+        raise ValueError(f"the grouped attention does not implement {', '.join(unsupported)}")
     batch, heads, queries, dim = query.shape
+    if attention_mask is None and queries > 1:
+        raise ValueError("the grouped attention needs the 4D mask the fast engine passes (several queries, no mask)")
     kv_heads, slots = key.shape[1], key.shape[2]
     group = heads // kv_heads
     scale = dim**-0.5 if scaling is None else scaling
     q = query.reshape(batch, kv_heads, group * queries, dim)
-    scores = torch.matmul(q, key.transpose(-1, -2)).float().view(batch, kv_heads, group, queries, slots) * scale
+    scores = torch.matmul(q.float(), key.transpose(-1, -2).float())  # no-op casts in float32, the engine's case
+    scores = scores.view(batch, kv_heads, group, queries, slots) * scale
     if attention_mask is not None:
         scores = scores + attention_mask[:, :, None, :, :slots].float()
     probs = torch.softmax(scores, dim=-1).to(value.dtype).view(batch, kv_heads, group * queries, slots)
@@ -69,7 +75,8 @@ AttentionInterface.register(NAME, grouped_attention)
 def use_attention(model, attention: str) -> Iterator[None]:
     """Run the block with ``attention`` (``grouped``, or ``model``: its own) as the base's implementation.
 
-    A base that cannot switch (transformers warns and keeps its own) simply runs its own attention.
+    A base that cannot switch (transformers warns and keeps its own) simply runs its own attention. Nested blocks
+    keep the outer choice (the engine's build runs inside its generate).
     """
     base = model.base_model
     before = base.config._attn_implementation

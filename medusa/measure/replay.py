@@ -21,6 +21,7 @@ import torch
 
 from medusa.training.batch_generate import batched_hidden_states
 from medusa.decoding.base import DecodeState, Strategy, Tree
+from medusa.decoding.dynamic_tree import DynamicTree
 from medusa.decoding.multi_head import MultiHead
 from medusa.decoding.static_tree import StaticTree
 from medusa.errors import MedusaError
@@ -104,13 +105,12 @@ def drafted_replay(model: MedusaModel, strategies: dict[str, Strategy], rows: li
     """Tokens accepted per step, per strategy and row (in ``rows`` order), for any drafter: one teacher-forced pass
     per batch of rows, then each strategy drafts (as in the decode loop, depth by depth for path-dependent
     drafters) at the positions it visits, from the hidden state there."""
+    for key, strategy in strategies.items():
+        greedy = getattr(getattr(strategy, "acceptance", None), "name", None) == "greedy"
+        if not isinstance(strategy, (MultiHead, StaticTree, DynamicTree)) or not greedy:
+            raise MedusaError(f"replay measures greedy multi-head and tree strategies, not {key}")
     steps: dict[str, list[list[int]]] = {key: [[] for _ in rows] for key in strategies}
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(rows), desc=progress, unit="row", dynamic_ncols=True)
     bar = None
     if progress:
         from tqdm.auto import tqdm

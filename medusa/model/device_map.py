@@ -81,10 +81,11 @@ def load_kwargs(device_map: str | None, max_memory: str | None) -> dict:
     return {"device_map": device_map, **({"max_memory": limits} if limits else {})}
 
 
-def check_placed(base) -> None:
-    """Every weight must sit on a GPU: offloaded ones (cpu/disk) would be slow and are not supported here."""
-    placed = set(getattr(base, "hf_device_map", {}).values())
-    off = sorted(str(d) for d in placed if str(d) in ("cpu", "disk"))
+def check_placed(base, devices: list[str] | None = None) -> None:
+    """Every weight must sit on a GPU: offloaded ones (cpu/disk/meta) would be slow and are not supported here.
+    ``devices``: where the weights are, when transformers kept no device map (everything on one device)."""
+    placed = set(getattr(base, "hf_device_map", {}).values()) if devices is None else set(devices)
+    off = sorted(str(d) for d in placed if str(d) in ("cpu", "disk", "meta"))
     if off:
         raise MedusaError(f"the model does not fit in the GPUs' memory (--max-memory): parts would go to "
                           f"{' and '.join(off)}; allow more memory per GPU or use more GPUs")

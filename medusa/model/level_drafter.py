@@ -11,8 +11,8 @@ on the device, and computes the one new position: one layer pass per level.
 Every caller here asks level after level (the tests check that no call falls back). A call that does not extend the
 last one (its depth, or a prefix not among the last level's paths) starts over from the hidden state, which gives
 the same logits. On CUDA the prefix check is skipped, since it would synchronise with the host inside a captured
-step; there a caller that broke the contract would only draft worse tokens, never change the output (verification
-decides what is kept).
+step; there a caller that broke the contract would only draft worse tokens: under greedy acceptance that never
+changes the output (verification decides what is kept), under typical acceptance it changes which tokens pass.
 """
 
 from __future__ import annotations

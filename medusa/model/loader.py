@@ -127,6 +127,8 @@ def _load_base(location: str, token: str | None, device: torch.device, dtype_nam
     if split:
         check_placed(model)
         placed = getattr(model, "hf_device_map", None)  # absent when everything went to one device
+        if not placed:
+            check_placed(model, model_devices(model))
         say("device map: " + (describe_map(placed) if placed else
                               f"{', '.join(model_devices(model))}: the whole model (it fits one GPU)"))
     else:

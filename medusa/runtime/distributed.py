@@ -105,9 +105,10 @@ def processes() -> Processes:
     # it makes this process's GPU (local rank modulo the GPUs) the current one: --device auto/cuda loads there, and
     # run.json keeps saying "cuda", so a resume under another process count (or none) matches it
     cuda = torch.cuda.is_available()
-    world, gpus = int(os.environ["WORLD_SIZE"]), torch.cuda.device_count() if cuda else 0
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))  # this machine's processes
+    gpus = torch.cuda.device_count() if cuda else 0
     # NCCL refuses two ranks on one GPU; gloo carries the few small messages as well when processes share GPUs
-    backend = "gloo" if cuda and world > gpus else None
+    backend = "gloo" if cuda and local > gpus else None
     state = PartialState(cpu=not cuda, timeout=BARRIER_TIMEOUT, **({"backend": backend} if backend else {}))
     group = Processes(state.process_index, state.num_processes, state)
     if group.is_main:
