@@ -49,7 +49,8 @@ def grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     """
     if dropout:
         raise ValueError("the grouped attention is for inference only (dropout must be 0)")
-    unsupported = [k for k in ("softcap", "s_aux", "sliding_window") if kwargs.get(k) is not None]
+    # a sliding window, as for sdpa, is the mask's business (the engine's masks say what each query sees)
+    unsupported = [k for k in ("softcap", "s_aux") if kwargs.get(k) is not None]
     if unsupported:
         raise ValueError(f"the grouped attention does not implement {', '.join(unsupported)}")
     batch, heads, queries, dim = query.shape
