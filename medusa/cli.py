@@ -10,7 +10,7 @@ from pathlib import Path
 from medusa.console import say
 from medusa.decoding import ACCEPTANCE_RULES, ENGINES, STRATEGIES
 from medusa.model.device_map import add_device_map_arguments
-from medusa.runtime.distributed import processes
+from medusa.runtime.distributed import end_processes, processes
 from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
 from medusa.model.hub import fail_fast_offline
@@ -349,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         from medusa.runner import run, run_table
 
         run_table(settings) if args.assignment_table else run(settings)
+        end_processes()
     except MedusaError as exc:
         say(f"error: {exc}")
         return 2

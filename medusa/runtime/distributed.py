@@ -261,6 +261,23 @@ def decode_shared(path: Path, resume: bool, examples: list, decode: Callable[[Pr
     return [rows[ex.index] for ex in examples]
 
 
+def end_processes() -> None:
+    """After the work: wait for every process, then take the process group down, so that no process leaves gloo's
+    threads to the interpreter's exit (which aborted a process that finished first: "terminate called without an
+    active exception"). A process whose peer already failed and left goes on quietly: that peer said what failed."""
+    group = processes()
+    if not group.parallel:
+        return
+    import torch.distributed as dist
+
+    try:
+        group.barrier()
+    except RuntimeError:
+        pass
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def launch_record(model_devices: list[str]) -> dict:
     """For the summary: how many processes decoded and on how many GPUs (``model_devices``: this process's)."""
     group = processes()
