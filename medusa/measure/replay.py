@@ -15,7 +15,7 @@ teacher-forced hidden state; what it saves is the verify forward and the host lo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -48,18 +48,25 @@ def ranked_positions(model: MedusaModel, rows: list[tuple[list[int], list[int]]]
         raise MedusaError(f"{model.heads.config.drafter} drafters cannot be replayed from one ranked list per head "
                           "(each draft depends on the tokens above it): use drafted_replay")
     out: list[RankedPositions | None] = [None] * len(rows)
+    for i, h in _teacher_forced(model, rows, batch_size):
+        logits = model.lm_head(h)
+        base = logits.float().log_softmax(-1).topk(max_rank, dim=-1)
+        heads = model.project_heads(h, logits, num_heads).float().log_softmax(-1).topk(max_rank, dim=-1)
+        out[i] = RankedPositions(base.values.cpu(), base.indices.cpu(), heads.values.cpu(), heads.indices.cpu())
+    return out  # type: ignore[return-value]
+
+
+def _teacher_forced(model: MedusaModel, rows: list[tuple[list[int], list[int]]], batch_size: int
+                    ) -> Iterator[tuple[int, torch.Tensor]]:
+    """(row index, last hidden states [n + 1, H] after 0..n generated tokens) for each (prompt, generated) row,
+    from right-padded batches of similar lengths (so rows come out of order)."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
     for b in range(0, len(order), batch_size):
         idx = order[b:b + batch_size]
         hidden = batched_hidden_states(model, [rows[i][0] + rows[i][1] for i in idx])
         for r, i in enumerate(idx):
             prompt, gen = rows[i]
-            h = hidden[r, len(prompt) - 1:len(prompt) + len(gen)]  # states after 0..n generated tokens
-            logits = model.lm_head(h)
-            base = logits.float().log_softmax(-1).topk(max_rank, dim=-1)
-            heads = model.project_heads(h, logits, num_heads).float().log_softmax(-1).topk(max_rank, dim=-1)
-            out[i] = RankedPositions(base.values.cpu(), base.indices.cpu(), heads.values.cpu(), heads.indices.cpu())
-    return out  # type: ignore[return-value]
+            yield i, hidden[r, len(prompt) - 1:len(prompt) + len(gen)]
 
 
 def _draft(strategy: Strategy, ranked: RankedPositions, p: int, root: int, budget: int) -> Tree:
@@ -110,26 +117,16 @@ def drafted_replay(model: MedusaModel, strategies: dict[str, Strategy], rows: li
         if not isinstance(strategy, (MultiHead, StaticTree, DynamicTree)) or not greedy:
             raise MedusaError(f"replay measures greedy multi-head and tree strategies, not {key}")
     steps: dict[str, list[list[int]]] = {key: [[] for _ in rows] for key in strategies}
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(rows), desc=progress, unit="row", dynamic_ncols=True)
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        hidden = batched_hidden_states(model, [rows[i][0] + rows[i][1] for i in idx])
-        for r, i in enumerate(idx):
-            prompt, gen = rows[i]
-            h = hidden[r, len(prompt) - 1:len(prompt) + len(gen)]  # states after 0..n generated tokens
+    with tqdm(total=len(rows), desc=progress, unit="row", dynamic_ncols=True, disable=not progress) as bar:
+        for i, h in _teacher_forced(model, rows, batch_size):
+            gen = rows[i][1]
             after = int(model.lm_head(h[-1]).argmax())
             for key, strategy in strategies.items():
                 steps[key][i] = _accepted_steps(_drafting_at(model, strategy, h), gen, after, max_new_tokens,
                                                 stop_ids)
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
+            bar.update()
     return steps
 
 
