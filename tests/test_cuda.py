@@ -262,3 +262,34 @@ def test_graphs_engine_with_either_attention_gives_the_eager_tokens_fp32():
             for engine in engines:
                 got = engine.generate(make_strategy(settings), prompt, 40, {2})
                 assert got.tokens == ref.tokens, (settings, engine.attention)
+
+
+def test_replayed_decodes_leave_the_attention_switch_alone(monkeypatch):
+    """Captured steps and prefills hold the grouped attention from their capture: a decode that only replays them
+    neither switches the model's implementation nor runs the Python attention."""
+    from test_decoding_multi_head import with_heads
+
+    import medusa.decoding.attention as attention
+    from medusa.decoding import DecodeSettings
+    from medusa.decoding.engine import StaticEngine
+
+    model = with_heads("llama", 5, num_heads=4, noise=0.3).to("cuda")
+    engine = StaticEngine(model, capture=True, quiet=True)
+    strategy = make_strategy(DecodeSettings("tree", 4))
+    engine.prepare(strategy, 20, 30)
+    calls = {"attention": 0, "switch": 0}
+    real, real_switch = attention.grouped_attention, type(model.base_model).set_attn_implementation
+
+    def counting(*args, **kwargs):
+        calls["attention"] += 1
+        return real(*args, **kwargs)
+
+    def switching(self, *args, **kwargs):
+        calls["switch"] += 1
+        return real_switch(self, *args, **kwargs)
+
+    monkeypatch.setitem(attention.AttentionInterface._global_mapping, attention.NAME, counting)
+    monkeypatch.setattr(type(model.base_model), "set_attn_implementation", switching)
+    ref = generate(model, make_strategy("single-head"), [5, 17, 33, 48, 60], 30, {2}).tokens
+    assert engine.generate(strategy, [5, 17, 33, 48, 60], 30, {2}).tokens == ref
+    assert calls == {"attention": 0, "switch": 0}
