@@ -56,19 +56,6 @@ def test_a_fresh_drafter_repeats_the_base_prediction():
         torch.testing.assert_close(model.level_logits(h, paths[:, : d + 1]), expected)
 
 
-def test_level_logits_follow_the_path_and_match_teacher_forcing():
-    model = _model(1, 0.2)
-    heads, h = model.heads, torch.randn(4, model.hidden_size)
-    paths = torch.randint(3, 400, (4, 4))
-    forced = heads.teacher_forced(h, paths)
-    for d in range(4):
-        torch.testing.assert_close(heads.level_logits(h, paths[:, : d + 1]), forced[d])
-    other = paths.clone()
-    other[:, 1] = (other[:, 1] + 1) % 400
-    torch.testing.assert_close(heads.level_logits(h, other[:, :1]), forced[0])
-    assert not torch.allclose(heads.level_logits(h, other[:, :2]), forced[1])
-
-
 @pytest.mark.parametrize("seed", [0, 3])
 def test_greedy_decoding_equals_single_head_in_both_loops(seed):
     model = _model(seed, 0.15)

@@ -17,6 +17,26 @@ MAKERS = {"sequential": lambda: test_sequential_heads._model(3, 0.25),
           "autoregressive": lambda: test_autoregressive_drafter._model(3, 0.2)}
 
 
+@pytest.mark.parametrize("drafter,noise", [("sequential", 0.3), ("autoregressive", 0.2)])
+def test_level_logits_follow_the_path_and_match_teacher_forcing(drafter, noise):
+    make = test_sequential_heads._model if drafter == "sequential" else test_autoregressive_drafter._model
+    model = make(1, noise)
+    heads, h = model.heads, torch.randn(4, model.hidden_size)
+    paths = torch.randint(3, 400, (4, 4))
+    forced = heads.teacher_forced(h, paths)
+    for d in range(4):
+        torch.testing.assert_close(heads.level_logits(h, paths[:, : d + 1]), forced[d])
+    other = paths.clone()
+    other[:, 1] = (other[:, 1] + 1) % 400
+    torch.testing.assert_close(heads.level_logits(h, other[:, :1]), forced[0])  # head 0 sees t_0 only
+    assert not torch.allclose(heads.level_logits(h, other[:, :2]), forced[1])  # head 1 sees t_1 too
+    chain = heads.greedy_chain(h, paths[:, 0], 4)  # its own argmax path
+    greedy = paths[:, :1]
+    for d in range(4):
+        torch.testing.assert_close(chain[d], heads.level_logits(h, greedy))
+        greedy = torch.cat([greedy, chain[d].argmax(-1, keepdim=True)], dim=1)
+
+
 def test_extend_gives_the_forward_pass_position_by_position():
     torch.manual_seed(0)
     layer = DraftLayer(16, 4)

@@ -34,24 +34,6 @@ def test_fresh_sequential_heads_are_plain_heads():
         torch.testing.assert_close(heads.level_logits(hidden, paths[:, : d + 1]), lm(hidden))
 
 
-def test_level_logits_follow_the_path_and_match_teacher_forcing():
-    model = _model(1, 0.3)
-    heads, h = model.heads, torch.randn(4, model.hidden_size)
-    paths = torch.randint(3, 400, (4, 4))
-    forced = heads.teacher_forced(h, paths)
-    for d in range(4):
-        torch.testing.assert_close(heads.level_logits(h, paths[:, : d + 1]), forced[d])
-    other = paths.clone()
-    other[:, 1] = (other[:, 1] + 1) % 400
-    assert torch.allclose(heads.level_logits(h, other[:, :1]), forced[0])  # head 0 sees t_0 only
-    assert not torch.allclose(heads.level_logits(h, other[:, :2]), forced[1])  # head 1 sees t_1 too
-    chain = heads.greedy_chain(h, paths[:, 0], 4)  # its own argmax path
-    greedy = paths[:, :1]
-    for d in range(4):
-        torch.testing.assert_close(chain[d], heads.level_logits(h, greedy))
-        greedy = torch.cat([greedy, chain[d].argmax(-1, keepdim=True)], dim=1)
-
-
 def test_the_tree_is_drafted_below_each_nodes_own_path():
     model = _model(2, 0.3)
     strategy = make_strategy(DecodeSettings("tree", 4))
