@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -35,6 +37,13 @@ def test_finetune_lowers_loss_and_adapter_merges_exactly(tiny_model_dir, paralle
     assert report["loss_last"] < report["loss_first"]
     assert report["pairs"] == 16 and "sacrebleu" in report["after"] and "chrf" in report["before"]
     assert (out / "adapter_model.safetensors").is_file() and (out / "finetune_report.json").is_file()
+    assert 0.0 <= report["after"]["bleu1"] <= 1.0 and report["after"]["max_input_len"] == 64
+    rows = [json.loads(line) for line in (out / "eval_predictions.jsonl").read_text().splitlines()]
+    assert [r["reference"] for r in rows] == [e for _, e in PAIRS[:2]] and rows[0]["prediction"] == report["after"][
+        "sample"][0]
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(str(out / "adapter_model.safetensors")).values()} == {torch.float16}
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -47,6 +56,21 @@ def test_finetune_lowers_loss_and_adapter_merges_exactly(tiny_model_dir, paralle
         a, b, c = unmerged(ids).logits, merged(ids).logits, plain(ids).logits
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(b, c, atol=1e-4)  # the adapter changed something
+
+
+def test_before_score_can_be_skipped_and_the_saved_dtype_chosen(tiny_model_dir, parallel, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "adapter32"
+    s = FinetuneSettings(model_name=str(tiny_model_dir), train_data=[str(parallel / "train")],
+                         eval_data=str(parallel / "heldout"), eval_examples=2, rank=2, epochs=1, batch_size=8,
+                         output_dir=str(out), device="cpu", max_input_len=64, score_before=False,
+                         save_dtype="float32")
+    report = finetune(s)
+    assert report["before"] is None and "chrf" in report["after"]
+    assert {t.dtype for t in load_file(str(out / "adapter_model.safetensors")).values()} == {torch.float32}
+    with pytest.raises(MedusaError, match="save-dtype"):
+        finetune(FinetuneSettings(train_data=[str(parallel / "train")], save_dtype="int8"))
 
 
 def test_replies_end_with_end_of_turn_and_only_replies_are_learnt(tiny_tokenizer, parallel):
@@ -71,7 +95,8 @@ def test_finetune_command_then_adapter_flag(tiny_model_dir, parallel, tmp_path, 
 
     out = tmp_path / "ad"
     assert main(["finetune", "-m", str(tiny_model_dir), "--train-data", str(parallel / "train"), "--epochs", "1",
-                 "--rank", "2", "--batch-size", "8", "--device", "cpu", "--output-dir", str(out)]) == 0
+                 "--rank", "2", "--batch-size", "8", "--device", "cpu", "--output-dir", str(out),
+                 "--no-score-before", "--save-dtype", "bfloat16"]) == 0
     code = main(["-m", str(tiny_model_dir), "--adapter", str(out), "-d", str(parallel / "heldout"), "-n", "2",
                  "-mol", "5", "--prompt-style", "seed", "-o", str(tmp_path / "run")])
     captured = capsys.readouterr()
