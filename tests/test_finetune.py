@@ -104,3 +104,24 @@ def test_finetune_command_then_adapter_flag(tiny_model_dir, parallel, tmp_path, 
     assert "+ adapter" in captured.err
     code = main(["-m", str(tiny_model_dir), "--adapter", str(tmp_path / "nope"), "-n", "1", "-o", str(tmp_path / "r2")])
     assert code == 2 and "--adapter" in (err := capsys.readouterr().err) and "does not exist" in err
+
+
+def test_reply_loss_equals_the_models_own_loss(tiny_model_dir, tiny_tokenizer, parallel):
+    """The shortcut (LM head on reply positions only) must be the model's labels= loss, also through peft's LoRA."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from medusa.training.finetune import batches, reply_loss
+
+    s = FinetuneSettings(train_data=[str(parallel / "train")], max_input_len=64)
+    pairs = training_pairs(s, tiny_tokenizer, end_of_turn_id(tiny_tokenizer, None))
+    ids, labels, mask = batches(pairs, 5, 0, seed=0)[0]
+    assert (labels == -100).sum() > (labels != -100).sum()  # mostly prompt: the case the shortcut is for
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=2, target_modules=["q_proj", "down_proj"], init_lora_weights=False))
+    assert model.get_decoder() is not None and model.get_output_embeddings() is not None  # no fallback here
+    full = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    short = reply_loss(model, ids, labels, mask)
+    torch.testing.assert_close(short, full, atol=1e-5, rtol=1e-5)
+    short.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_" in n)

@@ -149,3 +149,46 @@ def test_path_dependent_drafters_train_save_and_reload(tiny_model_dir, tmp_path,
     h = torch.randn(2, base.config.hidden_size)
     assert not torch.allclose(heads.level_logits(h, torch.tensor([[4, 9], [4, 9]])),
                               heads.level_logits(h, torch.tensor([[4, 10], [4, 10]])))  # head 1 reads its path
+
+
+def test_sampled_self_distillation_adds_rows_and_holds_out_whole_sources(tiny_model_dir, tmp_path):
+    """--samples-per-source: each source gains sampled continuations beside its greedy one; a held-out source is
+    held out with all its samples, and only its greedy row is scored; a rerun reuses the cache; bad values refused."""
+    from medusa.errors import MedusaError
+    from medusa.training.train_heads import self_distilled_sequences, split_by_source
+    from medusa.model.loader import LoadSettings, load_model
+
+    out = tmp_path / "heads"
+    out.mkdir()
+    s = TrainSettings(model_name=str(tiny_model_dir), dataset="flores200-sample", num_examples=8,
+                      prompt_style="seed", max_new_tokens=8, samples_per_source=2, sample_temperature=1.0,
+                      heldout_fraction=0.25, device="cpu")
+    model = load_model(LoadSettings(s.model_name, None, None, "cpu", "auto", embedded_extras=False))
+    rows = self_distilled_sequences(model, s, out / "sequences.jsonl")
+    assert len(rows) == 24 and [r["index"] for r in rows[:3]] == ["0", "0~1", "0~2"]
+    assert all(r["source"] == rows[3 * (i // 3)]["index"] for i, r in enumerate(rows))
+    assert all(r["ids"][: r["prompt_len"]] == rows[3 * (i // 3)]["ids"][: r["prompt_len"]] for i, r in enumerate(rows))
+    assert any(r["ids"] != rows[3 * (i // 3)]["ids"] for i, r in enumerate(rows))  # samples leave the greedy path
+    train, held = split_by_source(rows, s)
+    assert len(held) == 2 and all("~" not in r["index"] for r in held)
+    assert not {r["index"] for r in held} & {r["source"] for r in train} and len(train) == 18
+    again = self_distilled_sequences(model, s, out / "sequences.jsonl")  # from the cache, the same rows
+    assert again == rows and (out / "sequences.jsonl").read_text().count("\n") == 24
+    greedy_only = split_by_source([r for r in rows if "~" not in r["index"]], s)
+    assert greedy_only[1] == held  # the same sources held out as without samples
+    with pytest.raises(MedusaError, match="other settings"):
+        self_distilled_sequences(model, TrainSettings(**{**s.__dict__, "sample_temperature": 0.5}),
+                                 out / "sequences.jsonl")
+    with pytest.raises(MedusaError, match="samples-per-source"):
+        train_heads(TrainSettings(**{**s.__dict__, "samples_per_source": -1, "output_dir": str(tmp_path / "x")}))
+
+
+def test_train_heads_command_trains_on_sampled_text(tiny_model_dir, tmp_path):
+    out = tmp_path / "sampled"
+    assert main(["train-heads", "--model-name", str(tiny_model_dir), "--dataset", "flores200-sample",
+                 "--num-examples", "6", "--prompt-style", "seed", "--max-new-tokens", "8", "--num-heads", "2",
+                 "--epochs", "1", "--drafter", "autoregressive", "--samples-per-source", "1",
+                 "--sample-temperature", "0.9", "--device", "cpu", "--output-dir", str(out)]) == 0
+    meta = json.loads((out / "medusa_heads.json").read_text())["training"]
+    assert meta["examples"] == 12 and meta["sources"] == 6 and meta["samples_per_source"] == 1
+    assert meta["heldout"]["positions"] > 0

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from medusa.model.checkpoints import save_heads, save_medusa1
 from medusa.console import say
 from medusa.evaluation.data import load_examples
-from medusa.training.batch_generate import batched_greedy, batched_hidden_states
+from medusa.training.batch_generate import batched_generate, batched_hidden_states
 from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
 from medusa.model.heads import HeadConfig, MedusaHeads
@@ -50,6 +50,8 @@ class TrainSettings:
     max_input_len: int = 1000
     max_new_tokens: int = 64
     generation_batch_size: int = 32
+    samples_per_source: int = 0  # continuations sampled per source beside the greedy one: more text to learn from
+    sample_temperature: float = 0.7
     num_heads: int = 5
     num_layers: int = 1
     shared_lm_head: bool = True
@@ -92,7 +94,8 @@ def training_sources(s: TrainSettings) -> list[tuple[str, str]]:
 
 
 # Settings that change the self-distilled text: a cache made with other values must not be reused silently.
-SEQUENCE_KEYS = ("model_name", "adapter", "src_lang", "tgt_lang", "prompt_style", "max_input_len", "max_new_tokens")
+SEQUENCE_KEYS = ("model_name", "adapter", "src_lang", "tgt_lang", "prompt_style", "max_input_len", "max_new_tokens",
+                 "sample_temperature")
 # Settings that change the heads' shapes or meaning: a checkpoint made with other values cannot be resumed.
 RESUME_KEYS = ("model_name", "adapter", "num_heads", "num_layers", "shared_lm_head", "token_input", "drafter")
 DRAFTERS = ("medusa", "token-input", "sequential", "autoregressive")
@@ -103,12 +106,26 @@ def _differences(saved: dict, s: TrainSettings, keys: tuple[str, ...]) -> list[s
     return [f"{k} {saved[k]!r} → {now[k]!r}" for k in keys if k in saved and saved[k] != now[k]]
 
 
+def sample_key(key: str, j: int) -> str:
+    """The cache key of source ``key``'s j-th sampled continuation (j ≥ 1; the greedy one keeps ``key``)."""
+    return f"{key}~{j}"
+
+
 def self_distilled_sequences(model: MedusaModel, s: TrainSettings, cache_file: Path) -> list[dict]:
-    """Prompt + the base model's greedy continuation for every example; cached, so reruns and resumes skip it."""
+    """Prompt + the base model's greedy continuation for every example, then ``samples_per_source`` sampled ones;
+    cached, so reruns and resumes skip them. Every row names its ``source``, so splits can keep a source's rows
+    together.
+
+    Why sampled text: a drafter trained on the greedy text alone sees one path per prompt and overfits it (ten
+    thousand sentences are few). Conditioned on its path, a sampled token's expected cross-entropy is the base's own
+    distribution there, whose argmax is what greedy verification accepts on that path.
+    """
     done: dict[str, dict] = {}
     meta_file = cache_file.with_suffix(".settings.json")
     if cache_file.exists() and meta_file.exists():
-        changed = _differences(json.loads(meta_file.read_text()), s, SEQUENCE_KEYS)
+        saved = json.loads(meta_file.read_text())
+        keys = SEQUENCE_KEYS if s.samples_per_source else tuple(k for k in SEQUENCE_KEYS if k != "sample_temperature")
+        changed = _differences(saved, s, keys)
         if changed:
             raise MedusaError(f"{cache_file} was generated with other settings ({'; '.join(changed)}): "
                               "choose another --output-dir or delete it")
@@ -119,22 +136,44 @@ def self_distilled_sequences(model: MedusaModel, s: TrainSettings, cache_file: P
         done = {str(r["index"]): r for r in rows}
     sources = training_sources(s)
     stops = sorted(stop_token_ids(model.tokenizer, model.base_model))
-    todo = [(key, src) for key, src in sources if key not in done]
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else stops[0]
-    chunk = 256  # written to the cache chunk by chunk, so an interruption loses little
+    greedy = [(key, src) for key, src in sources if key not in done]
+    sampled = [(key, src) for key, src in sources
+               if any(sample_key(key, j) not in done for j in range(1, s.samples_per_source + 1))]
+    chunk = max(256, s.generation_batch_size)  # written to the cache chunk by chunk, so an interruption loses little
     with open(cache_file, "a", encoding="utf-8") as f:
-        for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
-            prompts = [encode_prompt(model.tokenizer, src, s.src_lang, s.tgt_lang, s.prompt_style,
-                                     s.max_input_len) for _, src in part]
-            outs = batched_greedy(model.base_model, prompts, s.max_new_tokens, stops, pad, s.generation_batch_size,
-                                  progress=f"self-distillation {start + len(part)}/{len(todo)}")
-            for (key, _), ids, out in zip(part, prompts, outs):
-                row = {"index": key, "prompt_len": len(ids), "ids": ids + out}
-                f.write(json.dumps(row) + "\n")
-                done[key] = row
-            f.flush()
-    return [done[key] for key, _ in sources]
+        for samples, todo in ((0, greedy), (s.samples_per_source, sampled)):
+            what = f"{samples} samples per source, temperature {s.sample_temperature}" if samples else "greedy"
+            for start in range(0, len(todo), chunk):
+                part = todo[start:start + chunk]
+                prompts = [encode_prompt(model.tokenizer, src, s.src_lang, s.tgt_lang, s.prompt_style,
+                                         s.max_input_len) for _, src in part]
+                outs = batched_generate(model.base_model, prompts, s.max_new_tokens, stops, pad,
+                                        s.generation_batch_size, f"self-distillation ({what}) "
+                                        f"{start + len(part)}/{len(todo)}", samples, s.sample_temperature,
+                                        s.seed + start)
+                for (key, _), ids, conts in zip(part, prompts, outs):
+                    names = [key] if not samples else [sample_key(key, j) for j in range(1, samples + 1)]
+                    for name, cont in zip(names, conts):
+                        if name not in done:
+                            row = {"index": name, "source": key, "prompt_len": len(ids), "ids": ids + cont}
+                            f.write(json.dumps(row) + "\n")
+                            done[name] = row
+                f.flush()
+    return [done[name] for key, _ in sources
+            for name in [key] + [sample_key(key, j) for j in range(1, s.samples_per_source + 1)]]
+
+
+def split_by_source(rows: list[dict], s: TrainSettings) -> tuple[list[dict], list[dict]]:
+    """(training rows, held-out rows): a random ``heldout_fraction`` of the sources is held out whole (no sampled
+    twin of a held-out sentence is trained on), and only its greedy rows are scored, the text decoding will see."""
+    sources = list(dict.fromkeys(r.get("source", r["index"]) for r in rows))
+    random.Random(s.seed).shuffle(sources)
+    n_held = (max(1, int(len(sources) * s.heldout_fraction)) if s.heldout_fraction > 0 and len(sources) > 1
+              else 0)
+    held = set(sources[:n_held])
+    train = [r for r in rows if r.get("source", r["index"]) not in held]
+    return train, [r for r in rows if r["index"] in held]
 
 
 @torch.inference_mode()
@@ -222,6 +261,7 @@ def train_heads(s: TrainSettings) -> dict:
     if s.num_heads < 1 or s.num_layers < 0 or s.epochs < 1 or s.batch_size < 1 or not 0 <= s.heldout_fraction < 1:
         raise MedusaError("need --num-heads ≥ 1, --num-layers ≥ 0, --epochs ≥ 1, --batch-size ≥ 1, "
                           "0 ≤ --heldout-fraction < 1")
+    check_sampling(s)
     s = resolve_drafter(s)
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -238,11 +278,7 @@ def train_heads(s: TrainSettings) -> dict:
     if s.adapter:  # the heads only fit the adapted model: keep a copy beside them (checked before any training)
         copy_adapter(s.adapter, out / ADAPTER_DIR)
     rows = self_distilled_sequences(model, s, out / SEQUENCES)
-    order = list(range(len(rows)))
-    random.Random(s.seed).shuffle(order)
-    n_held = max(1, int(len(rows) * s.heldout_fraction)) if s.heldout_fraction > 0 and len(rows) > 1 else 0
-    held = [rows[i] for i in order[:n_held]]
-    train = [rows[i] for i in order[n_held:]]
+    train, held = split_by_source(rows, s)
     say(f"caching hidden states: {len(train)} training and {len(held)} held-out sequences")
     x_train, n_train, y_train = hidden_and_targets(model, train, s.num_heads)
     x_held, n_held_ids, y_held = hidden_and_targets(model, held, s.num_heads) if held else (None, None, None)
@@ -316,7 +352,8 @@ def train_heads(s: TrainSettings) -> dict:
     bar.close()
     final = evaluate_heads(heads, x_held, n_held_ids, y_held) if x_held is not None else {}
     base_name = model.info.base if s.model_name != EMBEDDED_NAME else EMBEDDED_NAME
-    meta = {"trained_on": s.datasets, "examples": len(rows), "heldout": final, "steps": step,
+    meta = {"trained_on": s.datasets, "examples": len(rows), "sources": len({r.get("source", r["index"]) for r in rows}),
+            "samples_per_source": s.samples_per_source, "heldout": final, "steps": step,
             "num_layers": s.num_layers, "epochs": s.epochs, "token_input": s.token_input, "drafter": s.drafter}
     extra: dict = {"training": meta}
     if s.adapter:  # copied beside the heads at the start; merged whenever they load
@@ -332,6 +369,12 @@ def train_heads(s: TrainSettings) -> dict:
     say(f"saved heads to {out} (project format)"
         + (f" and {out / 'medusa1'} (FasterDecoding Medusa-1 format)" if medusa1 else ""))
     return {"history": history, "heldout": final}
+
+
+def check_sampling(s: TrainSettings) -> None:
+    if s.samples_per_source < 0 or not s.sample_temperature > 0:
+        raise MedusaError(f"need --samples-per-source ≥ 0 and --sample-temperature > 0 (got {s.samples_per_source} "
+                          f"and {s.sample_temperature})")
 
 
 def attention_heads_for(base_config, hidden_size: int) -> int:
@@ -364,7 +407,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", default=None, help="LoRA adapter merged into the base before training")
     for name, kind in (("model-name", str), ("split", str), ("src-lang", str),
                        ("tgt-lang", str), ("num-examples", int), ("prompt-style", str), ("max-input-len", int),
-                       ("max-new-tokens", int), ("generation-batch-size", int), ("num-heads", int), ("num-layers", int), ("epochs", int),
+                       ("max-new-tokens", int), ("generation-batch-size", int), ("samples-per-source", int),
+                       ("sample-temperature", float), ("num-heads", int), ("num-layers", int), ("epochs", int),
                        ("batch-size", int), ("lr", float), ("weight-decay", float), ("head-decay", float),
                        ("heldout-fraction", float), ("eval-every", int), ("output-dir", str), ("seed", int),
                        ("rank", int), ("alpha", int), ("head-loss-weight", float),

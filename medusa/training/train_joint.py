@@ -23,7 +23,7 @@ from medusa.errors import MedusaError
 from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.model.loader import LoadSettings, load_model
 from medusa.model import MedusaModel
-from medusa.training.train_heads import SEQUENCES, TrainSettings, evaluate_heads, head_loss, hidden_and_targets, self_distilled_sequences
+from medusa.training.train_heads import SEQUENCES, TrainSettings, evaluate_heads, head_loss, hidden_and_targets, self_distilled_sequences, split_by_source
 
 ADAPTER_DIR = "adapter"
 
@@ -83,10 +83,7 @@ def train_joint(s: TrainSettings) -> dict:
     model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype, adapter=s.adapter,
                                     embedded_extras=False))
     rows = self_distilled_sequences(model, s, out / SEQUENCES)
-    order = list(range(len(rows)))
-    random.Random(s.seed).shuffle(order)
-    n_held = max(1, int(len(rows) * s.heldout_fraction)) if s.heldout_fraction > 0 and len(rows) > 1 else 0
-    held, train = [rows[i] for i in order[:n_held]], [rows[i] for i in order[n_held:]]
+    train, held = split_by_source(rows, s)
     base = model.base_model.float()
     for p in base.parameters():
         p.requires_grad_(False)
