@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PLANNED FOR THE NEXT SESSION, NOT RUN YET: issue 11's open measurements and issue 9's drafting share, on one H200.
+# SUPERSEDED by gpu_session6.sh (run) and gpu_session7.sh (planned); kept as the plan it was, never run as a whole.
 # Calls back to back on one warm machine (files under /root survive while it is warm; see gpu_session4.sh):
 #   call 1: carry .stage/a .whl   bash benchmarks/gpu_session5.sh setup tests
 #   call 2: carry .stage/b        bash benchmarks/gpu_session5.sh model
