@@ -43,6 +43,10 @@ SHAPES = {  # (hidden, intermediate, layers, heads, kv heads, vocab, tied)
     "smollm2-135m": (576, 1536, 30, 9, 3, 49152, True),
     "tiny": (64, 128, 2, 4, 2, 512, False),  # checks this script on a CPU (graphs then run uncaptured)
 }
+COMPILE_OPTIONS = {  # engine → torch.compile inductor options (gpt-fast decodes with coordinate-descent tuning on)
+    "compiled-tuned": {"coordinate_descent_tuning": True},
+    "compiled-max": {"coordinate_descent_tuning": True, "max_autotune": True},
+}
 OURS = {  # method → decode settings (None: single-head)
     "single-head": DecodeSettings("single-head"),
     "tree": DecodeSettings("tree", 4),  # embedded: its shipped 127-node tree; random shapes: the built-in 63 nodes
@@ -133,8 +137,10 @@ def main() -> None:
     p.add_argument("--methods", default="hf-dynamic,hf-static,single-head,tree,mh-w2s2,mh-w5s5",
                    help="also tree-N: the tree cut to N nodes (e.g. tree-31)")
     p.add_argument("--engines", default="eager,graphs", help="ours: any of eager, graphs, compiled, "
-                   "graphs-eager-prefill, and graphs-sdpa / compiled-sdpa (the base's own attention in the fast "
-                   "engine instead of the grouped one: the A/B of medusa/decoding/attention.py)")
+                   "graphs-eager-prefill, graphs-sdpa / compiled-sdpa (the base's own attention in the fast "
+                   "engine instead of the grouped one: the A/B of medusa/decoding/attention.py), compiled-tuned "
+                   "(inductor's coordinate-descent tuning of its kernels) and compiled-max (also autotuned matrix "
+                   "products: slow to build)")
     p.add_argument("--step-costs", action="store_true", help="also time the captured steps alone (replays)")
     p.add_argument("--profile", action="store_true", help="with --step-costs: kernels per captured step and their "
                    "busy time (torch.profiler), so wall minus busy is the gap between kernels")
@@ -182,6 +188,8 @@ def main() -> None:
             engines[name] = StaticEngine(model, capture=cuda, capture_prefill=False)
         elif name in ("graphs-sdpa", "compiled-sdpa"):  # A/B: the base's own attention inside the captured steps
             engines[name] = StaticEngine(model, capture=cuda, compile=name.startswith("compiled"), attention="model")
+        elif name in COMPILE_OPTIONS:  # A/B of inductor's tuning: the batch-1 products are most of a 7B step
+            engines[name] = StaticEngine(model, capture=cuda, compile=True, compile_options=COMPILE_OPTIONS[name])
         else:
             sys.exit(f"error: unknown engine {name}")
     tree_file = args.tree or (model.info.extra.get("tree") if not shape else None)
@@ -342,7 +350,7 @@ def time_steps(methods: dict, prompt: list[int], max_new: int, floor_ms: float) 
             decoder.prefill(prompt)
             costs[name] = _replay_ms(replay, lambda: decoder.committed.fill_(len(prompt)))
             if decoder.plan.num_heads:  # compiled engines: the drafting compiled as well, as inside their step
-                run = torch.compile(decoder.draft, dynamic=False) if engine.compile else decoder.draft
+                run = engine.compiled(decoder.draft)
                 with use_attention(engine.model, engine.attention):
                     draft = capture_run(run, decoder.committed.device)
                 costs[f"{name} draft"] = _replay_ms(draft)

@@ -266,3 +266,23 @@ def test_each_run_reports_its_own_setup_time():
     engine.prepare(make_strategy("single-head"), 10, 10)
     before = engine.setup_seconds
     assert before > 0 and engine.describe(before)["setup_seconds"] == 0.0
+
+
+def test_compile_options_reach_torch_compile_and_the_record(monkeypatch):
+    """The inductor options an engine is built with are what torch.compile gets (for the step and for any other
+    function the engine compiles), and describe() records them; without compile nothing is compiled."""
+    model = with_heads("llama", seed=3)
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
+    options = {"coordinate_descent_tuning": True}
+    engine = StaticEngine(model, capture=False, compile=True, compile_options=options, quiet=True)
+
+    def f():
+        return 1
+
+    assert engine.compiled(f) is f and calls == [{"dynamic": False, "options": options}]
+    assert engine.describe()["compile_options"] == options
+    plain = StaticEngine(model, capture=False, quiet=True)
+    assert plain.compiled(f) is f and len(calls) == 1 and "compile_options" not in plain.describe()
+    StaticEngine(model, capture=False, compile=True, quiet=True).compiled(f)
+    assert calls[-1] == {"dynamic": False, "options": None}

@@ -76,13 +76,15 @@ class StaticEngine(Engine):
     """
 
     def __init__(self, model: MedusaModel, capture: bool = True, compile: bool = False, quiet: bool = False,
-                 fallback: bool = False, capture_prefill: bool = True, attention: str = "auto") -> None:
+                 fallback: bool = False, capture_prefill: bool = True, attention: str = "auto",
+                 compile_options: dict | None = None) -> None:
         if attention not in ATTENTIONS:
             raise MedusaError(f"unknown attention '{attention}'; use one of: {', '.join(ATTENTIONS)}")
         if capture and model.device.type != "cuda":
             raise MedusaError(f"--engine {'compiled' if compile else 'graphs'} needs CUDA (the model is on the CPU); "
                               "use --engine eager or auto")
         self.model, self.capture, self.compile, self.quiet, self.fallback = model, capture, compile, quiet, fallback
+        self.compile_options = dict(compile_options or {})  # inductor options, e.g. coordinate_descent_tuning
         self.capture_prefill = capture_prefill  # False: the prompt runs eagerly at its own length (benchmarks' A/B)
         self.attention = resolve_attention(attention, model.dtype)
         self.name = ("compiled" if compile else "graphs") if capture else "static" + ("+compile" if compile else "")
@@ -108,6 +110,7 @@ class StaticEngine(Engine):
 
     def describe(self, setup_before: float = 0.0) -> dict:
         return {**super().describe(setup_before), "attention": self.attention,
+                **({"compile_options": self.compile_options} if self.compile_options else {}),
                 **({"fell_back_to_eager": self.fell_back} if self.fell_back else {})}
 
     def capacity_for(self, plan: DevicePlan, total_len: int) -> int:
@@ -152,10 +155,16 @@ class StaticEngine(Engine):
         return decoder, run
 
     def _build(self, decoder: FastDecoder) -> Callable[[], None]:
-        step = torch.compile(decoder.step, dynamic=False) if self.compile else decoder.step
+        step = self.compiled(decoder.step)
         if not self.capture:
             return step
         return capture_graph(decoder, step)
+
+    def compiled(self, fn: Callable) -> Callable:
+        """``fn`` through ``torch.compile`` with this engine's inductor options, or ``fn`` itself without compile."""
+        if not self.compile:
+            return fn
+        return torch.compile(fn, dynamic=False, options=self.compile_options or None)
 
     def prefill_for(self, decoder: FastDecoder) -> "Prefill":
         if id(decoder) not in self._prefills:
