@@ -12,20 +12,11 @@
 # Prompts are never cut at 1000 tokens (FLORES-200's longest is 474); the shipped adapter was trained and scored at
 # 256, which cut 11 % of FLORES-200 sources, so it is re-scored here the same way as the new ones.
 set -uo pipefail
-export MEDUSA_EMBEDDED_GGUF=/root/stage/smollm2.gguf MEDUSA_CACHE=/root/medusa-cache
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
-OUT=${OUT:-/tmp/out}
-RUN=/root/run D=/root/data
-mkdir -p "$OUT" "$RUN" /root/stage
+source benchmarks/gpu_common.sh
 TRAIN=(--train-data $D/ntrex128 --train-data $D/tico19-test --train-data $D/tatoeba-test-v2021-08-07
        --train-data $D/newstest2014)
 HEADS_DATA=(--dataset $D/ntrex128 --dataset $D/tico19-test --dataset $D/tatoeba-test-v2021-08-07
             --dataset $D/newstest2014-heads)
-quiet() { grep -v -E 'it/s\]|s/it\]|step/s\]|ex/s\]|^\s*$' || true; }
-wait_for() {  # wait_for PATTERN SECONDS: until no process matches PATTERN, or the time is up
-  for _ in $(seq "$(( $2 / 5 ))"); do pgrep -f "$1" > /dev/null || return 0; sleep 5; done
-  echo "still running: $1"
-}
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case "$stage" in

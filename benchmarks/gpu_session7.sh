@@ -12,17 +12,8 @@
 #   call 4:                              bash benchmarks/gpu_session7.sh wait-heads measure
 #   call 5 (if time is left):            bash benchmarks/gpu_session7.sh bench [blas-ab]
 set -uo pipefail
-export MEDUSA_EMBEDDED_GGUF=/root/stage/smollm2.gguf MEDUSA_CACHE=/root/medusa-cache
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
-OUT=${OUT:-/tmp/out}
-RUN=/root/run D=/root/data
+source benchmarks/gpu_common.sh
 SAMPLES=${SAMPLES:-3} TEMP=${TEMP:-0.7}
-mkdir -p "$OUT" "$RUN" /root/stage
-quiet() { grep -v -E 'it/s\]|s/it\]|step/s\]|ex/s\]|batch/s\]|^\s*$' || true; }
-wait_for() {  # wait_for PATTERN SECONDS: until no process matches PATTERN, or the time is up
-  for _ in $(seq "$(( $2 / 5 ))"); do pgrep -f "$1" > /dev/null || return 0; sleep 5; done
-  echo "still running: $1"
-}
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case "$stage" in

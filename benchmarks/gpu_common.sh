@@ -1,0 +1,11 @@
+# Sourced by the gpu_session*.sh device plans: the device machine's environment and two helpers.
+export MEDUSA_EMBEDDED_GGUF=/root/stage/smollm2.gguf MEDUSA_CACHE=/root/medusa-cache
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
+OUT=${OUT:-/tmp/out}
+RUN=/root/run D=/root/data
+mkdir -p "$OUT" "$RUN" /root/stage
+quiet() { grep -v -E 'it/s\]|s/it\]|step/s\]|ex/s\]|batch/s\]|^\s*$' || true; }  # progress bars out of the logs
+wait_for() {  # wait_for PATTERN SECONDS: until no process matches PATTERN, or the time is up
+  for _ in $(seq "$(( $2 / 5 ))"); do pgrep -f "$1" > /dev/null || return 0; sleep 5; done
+  echo "still running: $1"
+}
