@@ -10,7 +10,7 @@
 #           (.cand/translator-r32 = session 6's adapter, kept outside git; without it `translator` retrains it
 #            with the recorded command, about 6 more minutes, and waits)
 #   call 4:                              bash benchmarks/gpu_session7.sh wait-heads measure
-#   call 5 (if time is left):            bash benchmarks/gpu_session7.sh bench [blas-ab]
+#   call 5 (if time is left):            bash benchmarks/gpu_session7.sh bench [compile-ab] [blas-ab]
 set -uo pipefail
 source benchmarks/gpu_common.sh
 SAMPLES=${SAMPLES:-3} TEMP=${TEMP:-0.7}
@@ -67,6 +67,13 @@ for stage in "$@"; do
         -d in22-gen-sample -n 20 -mol 128 --dtype float32 --blas $blas --methods hf-static,single-head,tree-31 \
         --engines graphs --step-costs --out "$OUT/bench-h200-blas-$blas.json" 2>&1 | quiet | tail -9
     done
+    ;;
+  compile-ab)  # issue 9: inductor's coordinate-descent tuning took the 7B step from 1.54x to 1.41x the floor; does it
+               # pay on the embedded model's steps too (single-head and a 31-node tree, fp32)?
+    GIT_COMMIT=${GIT_COMMIT:-unknown} timeout 400 python3 benchmarks/bench_decode.py --model embedded \
+      -d in22-gen-sample -n 20 -mol 128 --dtype float32 --methods hf-static,single-head,tree-31 \
+      --engines compiled,compiled-tuned --step-costs --out "$OUT/bench-h200-embedded-compile-tuning.json" 2>&1 \
+      | quiet | tail -12
     ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac
