@@ -6,10 +6,12 @@
 # Calls back to back on one warm machine (given back after 30 s idle):
 #   call 1: carry .stage/a .whl          bash benchmarks/gpu_session7.sh setup
 #   call 2: carry .stage/b               bash benchmarks/gpu_session7.sh model
-#   call 3: carry .datatxz .cand         bash benchmarks/gpu_session7.sh data translator heads wait-heads
-#           (.cand/translator-r32 = session 6's adapter, kept outside git; without it `translator` retrains it
-#            with the recorded command, about 6 more minutes, and waits)
-#   call 4:                              bash benchmarks/gpu_session7.sh wait-heads measure
+#   call 3: carry .datatxz .cand/translator-r32   bash benchmarks/gpu_session7.sh data translator heads wait-heads
+#           (.cand/translator-r32 = session 6's adapter, 19.6 MB, kept outside git; without it `translator`
+#            retrains it with the recorded command, about 6 more minutes, and waits)
+# Three drafters train side by side on the sampled text: the autoregressive drafter with and without EAGLE's
+# feature loss (the one with the better held-out top-1 is measured) and the token-input heads.
+#   call 4:                              bash benchmarks/gpu_session7.sh wait-heads pick-ar measure
 #   call 5 (if time is left):            bash benchmarks/gpu_session7.sh bench [compile-ab] [blas-ab]
 set -uo pipefail
 source benchmarks/gpu_common.sh
@@ -35,7 +37,8 @@ for stage in "$@"; do
     fi
     ls -la "$RUN/adapter"
     ;;
-  heads)  # greedy + $SAMPLES sampled continuations per source; the drafter first, the token-input heads beside it
+  heads)  # greedy + $SAMPLES sampled continuations per source; the drafter first (it writes the self-distilled
+           # text), then beside it: the drafter with EAGLE's feature loss too, and the token-input heads
     common=(--adapter "$RUN/adapter" --dataset $D/ntrex128 --dataset $D/tico19-test
             --dataset $D/tatoeba-test-v2021-08-07 --dataset $D/newstest2014-heads --max-new-tokens 128
             --generation-batch-size 1536 --samples-per-source "$SAMPLES" --sample-temperature "$TEMP"
@@ -43,13 +46,23 @@ for stage in "$@"; do
     nohup python3 medusa.py train-heads "${common[@]}" --drafter autoregressive --output-dir "$RUN/heads-ar" \
       > "$RUN/heads-ar.log" 2>&1 &
     for _ in $(seq 120); do grep -q "caching hidden states" "$RUN/heads-ar.log" && break; sleep 5; done
-    mkdir -p "$RUN/heads-token" && cp "$RUN"/heads-ar/sequences.* "$RUN/heads-token/"
+    for v in arf token; do mkdir -p "$RUN/heads-$v" && cp "$RUN"/heads-ar/sequences.* "$RUN/heads-$v/"; done
+    nohup python3 medusa.py train-heads "${common[@]}" --drafter autoregressive --feature-loss-weight 1.0 \
+      --output-dir "$RUN/heads-arf" > "$RUN/heads-arf.log" 2>&1 &
     nohup python3 medusa.py train-heads "${common[@]}" --drafter token-input --output-dir "$RUN/heads-token" \
       > "$RUN/heads-token.log" 2>&1 &
     ;;
+  pick-ar)  # the autoregressive variant with the higher held-out top-1 summed over depths becomes heads-ar
+    better=$(python3 -c "
+import json
+s = {v: sum(json.load(open(f'$RUN/heads-{v}/medusa_heads.json'))['training']['heldout']['top1']) for v in ('ar', 'arf')}
+print(max(s, key=s.get), s)")
+    echo "held-out top-1 sums: $better"
+    if [ "${better%% *}" = arf ]; then mv "$RUN/heads-ar" "$RUN/heads-ar-plain" && mv "$RUN/heads-arf" "$RUN/heads-ar"; fi
+    ;;
   wait-heads)
     wait_for "medusa.py train-heads" "${WAIT:-300}"
-    for v in ar token; do echo "-- heads-$v"; quiet < "$RUN/heads-$v.log" | tail -4; done
+    for v in ar arf token; do echo "-- heads-$v"; quiet < "$RUN/heads-$v.log" | tail -4; done
     ;;
   measure)  # as session 6: calibrated 127-node trees; τ on every row (token replayed, the drafter decoded)
     bash benchmarks/gpu_session6.sh measure

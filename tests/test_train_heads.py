@@ -192,3 +192,51 @@ def test_train_heads_command_trains_on_sampled_text(tiny_model_dir, tmp_path):
     meta = json.loads((out / "medusa_heads.json").read_text())["training"]
     assert meta["examples"] == 12 and meta["sources"] == 6 and meta["samples_per_source"] == 1
     assert meta["heldout"]["positions"] > 0
+
+
+def test_future_rows_point_at_the_hidden_state_after_each_path_token():
+    from medusa.training.train_heads import future_rows
+
+    model = MedusaModel(make_model(), tokenizer=None)
+    rows = [{"prompt_len": 3, "ids": [1, 2, 3, 10, 11, 12, 13, 14, 15]},  # positions 2..6
+            {"prompt_len": 1, "ids": [1]},  # too short: no positions, as in hidden_and_targets
+            {"prompt_len": 2, "ids": [4, 5, 20, 21, 22]}]  # positions 1..2
+    hidden, paths, _ = hidden_and_targets(model, rows, num_heads=2)
+    ahead = future_rows(rows, num_heads=2)
+    assert ahead.tolist() == [[1, 2], [2, 3], [3, 4], [4, -1], [-1, -1], [6, -1], [-1, -1]]
+    full = model.step(torch.tensor([rows[0]["ids"]]), None).hidden[0]
+    # position 2's path is t_0 = 10, t_1 = 11: the hidden states after them are those at positions 3 and 4
+    torch.testing.assert_close(hidden[ahead[0]], full[[3, 4]], rtol=1e-5, atol=1e-5)
+    assert paths[0].tolist() == [10, 11] and hidden.shape[0] == ahead.shape[0]
+
+
+def test_feature_loss_trains_the_drafter_toward_the_base_hidden_states(tiny_model_dir, tmp_path):
+    """--feature-loss-weight: the autoregressive drafter also fits the base model's hidden states (EAGLE's loss),
+    which its predictions then approach; other drafters and negative weights are refused."""
+    from medusa.errors import MedusaError
+    from medusa.training.train_heads import feature_loss, future_rows
+
+    common = dict(model_name=str(tiny_model_dir), dataset="flores200-sample", num_examples=8, prompt_style="seed",
+                  max_new_tokens=12, num_heads=3, epochs=15, batch_size=64, lr=1e-2, heldout_fraction=0.0,
+                  device="cpu", drafter="autoregressive")
+    out = tmp_path / "feat"
+    train_heads(TrainSettings(**common, feature_loss_weight=1.0, output_dir=str(out)))
+    plain = tmp_path / "plain"
+    train_heads(TrainSettings(**common, output_dir=str(plain)))
+    assert json.loads((out / "medusa_heads.json").read_text())["training"]["feature_loss_weight"] == 1.0
+
+    from medusa.model.loader import LoadSettings, load_model
+
+    rows = [json.loads(line) for line in (out / "sequences.jsonl").read_text().splitlines()]
+    losses = {}
+    for name, folder in (("feature", out), ("plain", plain)):
+        model = load_model(LoadSettings(str(folder), None, None, "cpu", "auto"))
+        hidden, paths, _ = hidden_and_targets(model, rows, num_heads=3)
+        ahead = future_rows(rows, num_heads=3)
+        with torch.inference_mode():
+            _, states = model.heads.teacher_forced_states(hidden, paths)
+            losses[name] = feature_loss(states, hidden[ahead.clamp(min=0)], ahead >= 0, torch.ones(3)).item()
+    assert losses["feature"] < losses["plain"]
+    with pytest.raises(MedusaError, match="feature-loss-weight"):
+        train_heads(TrainSettings(**{**common, "drafter": "sequential"}, feature_loss_weight=1.0,
+                                  output_dir=str(tmp_path / "x")))

@@ -149,8 +149,18 @@ class MedusaHeads(nn.Module):
         k = self.config.num_heads if num_heads is None else num_heads
         if not self.config.path_dependent:
             return self(hidden, k, paths[..., 0])
+        return self.teacher_forced_states(hidden, paths, k)[0]
+
+    def teacher_forced_states(self, hidden: torch.Tensor, paths: torch.Tensor, num_heads: int | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`teacher_forced`'s logits and the states the heads projected, [K, *hidden.shape]: for the
+        autoregressive drafter its predicted hidden states, which training can also hold to the base model's own
+        (EAGLE's feature loss). Path-dependent drafters only."""
+        if not self.config.path_dependent:
+            raise ValueError(f"{self.config.drafter} heads have no per-path states")
+        k = self.config.num_heads if num_heads is None else num_heads
         states = self._path_states(hidden, paths[..., :k])
-        return torch.stack([self.heads[i](states[i]) for i in range(k)], dim=0)
+        return torch.stack([self.heads[i](states[i]) for i in range(k)], dim=0), torch.stack(states, dim=0)
 
     def greedy_chain(self, hidden: torch.Tensor, next_tokens: torch.Tensor, num_heads: int) -> torch.Tensor:
         """Path-dependent heads along their own greedy path (t_j = head j−1's argmax): the path a chain draft takes,

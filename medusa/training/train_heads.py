@@ -62,6 +62,7 @@ class TrainSettings:
     lr: float = 1e-3
     weight_decay: float = 0.0
     head_decay: float = 0.8
+    feature_loss_weight: float = 0.0  # autoregressive drafter: also fit its predicted hidden states (EAGLE)
     heldout_fraction: float = 0.1
     eval_every: int = 200
     output_dir: str = "heads"
@@ -176,6 +177,36 @@ def split_by_source(rows: list[dict], s: TrainSettings) -> tuple[list[dict], lis
     return train, [r for r in rows if r["index"] in held]
 
 
+def _trainable(rows: list[dict]) -> list[dict]:
+    """The rows with at least one training position (a hidden state with a target two tokens ahead)."""
+    rows = [r for r in rows if len(r["ids"]) >= max(r["prompt_len"] - 1, 0) + 3]
+    if not rows:
+        raise MedusaError("no training positions: the continuations are too short (raise --max-new-tokens)")
+    return rows
+
+
+def future_rows(rows: list[dict], num_heads: int) -> torch.Tensor:
+    """[N, K] for the positions of :func:`hidden_and_targets` (same rows, same order): the index, among those
+    positions, of the hidden state j + 1 tokens later in the same sequence (after t_j), or -1 where it is not one
+    of them. That hidden state is what the autoregressive drafter's j-th prediction stands for."""
+    out, offset = [], 0
+    for r in _trainable(rows):
+        n = len(r["ids"]) - 2 - max(r["prompt_len"] - 1, 0)
+        ahead = torch.arange(n)[:, None] + 1 + torch.arange(num_heads)[None, :]
+        out.append(torch.where(ahead < n, ahead + offset, torch.full_like(ahead, -1)))
+        offset += n
+    return torch.cat(out)
+
+
+def feature_loss(states: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor
+                 ) -> torch.Tensor:
+    """Σ_k w_k · mean smooth-L1 between the drafter's predicted hidden states [K, N, H] and the base model's [N, K, H]
+    where ``valid`` [N, K]; EAGLE fits these as well as the tokens, a dense signal where text is scarce."""
+    per = F.smooth_l1_loss(states.float(), targets.transpose(0, 1).float(), reduction="none").mean(-1)  # [K, N]
+    mask = valid.T.float()
+    return sum(w * (per[k] * mask[k]).sum() / mask[k].sum().clamp(min=1) for k, w in enumerate(weights))
+
+
 @torch.inference_mode()
 def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int,
                        batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -187,9 +218,7 @@ def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int,
     are -100 (and the path tokens there 0).
     Sequences run through the base in right-padded batches: causal attention leaves the real positions exact.
     """
-    rows = [r for r in rows if len(r["ids"]) >= max(r["prompt_len"] - 1, 0) + 3]
-    if not rows:
-        raise MedusaError("no training positions: the continuations are too short (raise --max-new-tokens)")
+    rows = _trainable(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["ids"]))
     hiddens: list[torch.Tensor | None] = [None] * len(rows)
     targets: list[torch.Tensor | None] = [None] * len(rows)
@@ -263,6 +292,8 @@ def train_heads(s: TrainSettings) -> dict:
                           "0 ≤ --heldout-fraction < 1")
     check_sampling(s)
     s = resolve_drafter(s)
+    if s.feature_loss_weight < 0 or (s.feature_loss_weight and s.drafter != "autoregressive"):
+        raise MedusaError("--feature-loss-weight is for --drafter autoregressive (its predicted hidden states), ≥ 0")
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -281,6 +312,7 @@ def train_heads(s: TrainSettings) -> dict:
     train, held = split_by_source(rows, s)
     say(f"caching hidden states: {len(train)} training and {len(held)} held-out sequences")
     x_train, n_train, y_train = hidden_and_targets(model, train, s.num_heads)
+    f_train = future_rows(train, s.num_heads) if s.feature_loss_weight else None
     x_held, n_held_ids, y_held = hidden_and_targets(model, held, s.num_heads) if held else (None, None, None)
 
     lm_head = model.lm_head
@@ -334,8 +366,14 @@ def train_heads(s: TrainSettings) -> dict:
         epoch, offset = divmod(step, steps_per_epoch)
         perm = torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(s.seed + epoch))
         idx = perm[offset * s.batch_size:(offset + 1) * s.batch_size]
-        logits = heads.teacher_forced(x_train[idx].to(device), n_train[idx].to(device))
-        loss = head_loss(logits, y_train[idx].to(device), weights)
+        if f_train is None:
+            logits = heads.teacher_forced(x_train[idx].to(device), n_train[idx].to(device))
+            loss = head_loss(logits, y_train[idx].to(device), weights)
+        else:
+            logits, states = heads.teacher_forced_states(x_train[idx].to(device), n_train[idx].to(device))
+            ahead = f_train[idx]
+            loss = head_loss(logits, y_train[idx].to(device), weights) + s.feature_loss_weight * feature_loss(
+                states, x_train[ahead.clamp(min=0)].to(device), (ahead >= 0).to(device), weights)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -353,7 +391,8 @@ def train_heads(s: TrainSettings) -> dict:
     final = evaluate_heads(heads, x_held, n_held_ids, y_held) if x_held is not None else {}
     base_name = model.info.base if s.model_name != EMBEDDED_NAME else EMBEDDED_NAME
     meta = {"trained_on": s.datasets, "examples": len(rows), "sources": len({r.get("source", r["index"]) for r in rows}),
-            "samples_per_source": s.samples_per_source, "heldout": final, "steps": step,
+            "samples_per_source": s.samples_per_source, "feature_loss_weight": s.feature_loss_weight,
+            "heldout": final, "steps": step,
             "num_layers": s.num_layers, "epochs": s.epochs, "token_input": s.token_input, "drafter": s.drafter}
     extra: dict = {"training": meta}
     if s.adapter:  # copied beside the heads at the start; merged whenever they load
@@ -410,6 +449,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        ("max-new-tokens", int), ("generation-batch-size", int), ("samples-per-source", int),
                        ("sample-temperature", float), ("num-heads", int), ("num-layers", int), ("epochs", int),
                        ("batch-size", int), ("lr", float), ("weight-decay", float), ("head-decay", float),
+                       ("feature-loss-weight", float),
                        ("heldout-fraction", float), ("eval-every", int), ("output-dir", str), ("seed", int),
                        ("rank", int), ("alpha", int), ("head-loss-weight", float),
                        ("device", str), ("dtype", str), ("hf-token", str)):
