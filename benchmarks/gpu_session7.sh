@@ -6,19 +6,20 @@
 # Calls back to back on one warm machine (given back after 30 s idle):
 #   call 1: carry .stage/a .whl          bash benchmarks/gpu_session7.sh setup
 #   call 2: carry .stage/b               bash benchmarks/gpu_session7.sh model
-#   call 3: carry .datatxz .cand/translator-r32   bash benchmarks/gpu_session7.sh data translator heads wait-heads
+#   call 3: carry .datatxz .cand/translator-r32   WAIT=420 bash benchmarks/gpu_session7.sh data translator heads wait-heads
 #           (.cand/translator-r32 = session 6's adapter, 19.6 MB, kept outside git; without it `translator`
 #            retrains it with the recorded command, about 6 more minutes, and waits)
 # Three drafters train side by side on the sampled text: the autoregressive drafter with and without EAGLE's
 # feature loss (the one with the better held-out top-1 is measured) and the token-input heads.
-#   call 4:                              bash benchmarks/gpu_session7.sh wait-heads pick-ar measure
+#   call 4:                              WAIT=500 bash benchmarks/gpu_session7.sh wait-heads pick-ar measure
+#           (repeat call 4 while wait-heads says "still running": a stage that fails ends the call)
 #   call 5 (if time is left):            bash benchmarks/gpu_session7.sh bench [compile-ab] [blas-ab]
 set -uo pipefail
 source benchmarks/gpu_common.sh
 SAMPLES=${SAMPLES:-3} TEMP=${TEMP:-0.7}
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
-  case "$stage" in
+  ( case "$stage" in
   setup|model)
     bash benchmarks/gpu_session4.sh "$stage"
     ;;
@@ -37,20 +38,29 @@ for stage in "$@"; do
     fi
     ls -la "$RUN/adapter"
     ;;
-  heads)  # greedy + $SAMPLES sampled continuations per source; the drafter first (it writes the self-distilled
-           # text), then beside it: the drafter with EAGLE's feature loss too, and the token-input heads
+  heads)  # the drafters train in their own session (train-heads below), so that they outlive this call
+    detach "$RUN/heads-chain.log" bash benchmarks/gpu_session7.sh train-heads
+    ;;
+  train-heads)  # greedy + $SAMPLES sampled continuations per source; the drafter first (it writes the self-distilled
+                # text), then beside it: the drafter with EAGLE's feature loss too, and the token-input heads
     common=(--adapter "$RUN/adapter" --dataset $D/ntrex128 --dataset $D/tico19-test
             --dataset $D/tatoeba-test-v2021-08-07 --dataset $D/newstest2014-heads --max-new-tokens 128
             --generation-batch-size 1536 --samples-per-source "$SAMPLES" --sample-temperature "$TEMP"
             --num-heads 5 --num-layers 1 --epochs 3 --batch-size 4096 --lr 2e-3 --eval-every 500)
-    nohup python3 medusa.py train-heads "${common[@]}" --drafter autoregressive --output-dir "$RUN/heads-ar" \
+    python3 medusa.py train-heads "${common[@]}" --drafter autoregressive --output-dir "$RUN/heads-ar" \
       > "$RUN/heads-ar.log" 2>&1 &
-    for _ in $(seq 120); do grep -q "caching hidden states" "$RUN/heads-ar.log" && break; sleep 5; done
+    first=$!
+    until grep -q "caching hidden states" "$RUN/heads-ar.log"; do
+      kill -0 $first 2> /dev/null || { echo "the first drafter stopped before its text was ready"; exit 1; }
+      sleep 5
+    done
     for v in arf token; do mkdir -p "$RUN/heads-$v" && cp "$RUN"/heads-ar/sequences.* "$RUN/heads-$v/"; done
-    nohup python3 medusa.py train-heads "${common[@]}" --drafter autoregressive --feature-loss-weight 1.0 \
+    python3 medusa.py train-heads "${common[@]}" --drafter autoregressive --feature-loss-weight 1.0 \
       --output-dir "$RUN/heads-arf" > "$RUN/heads-arf.log" 2>&1 &
-    nohup python3 medusa.py train-heads "${common[@]}" --drafter token-input --output-dir "$RUN/heads-token" \
+    python3 medusa.py train-heads "${common[@]}" --drafter token-input --output-dir "$RUN/heads-token" \
       > "$RUN/heads-token.log" 2>&1 &
+    wait
+    echo "drafters done $(date +%T)"
     ;;
   pick-ar)  # the autoregressive variant with the higher held-out top-1 summed over depths becomes heads-ar
     better=$(python3 -c "
@@ -58,11 +68,16 @@ import json
 s = {v: sum(json.load(open(f'$RUN/heads-{v}/medusa_heads.json'))['training']['heldout']['top1']) for v in ('ar', 'arf')}
 print(max(s, key=s.get), s)")
     echo "held-out top-1 sums: $better"
-    if [ "${better%% *}" = arf ]; then mv "$RUN/heads-ar" "$RUN/heads-ar-plain" && mv "$RUN/heads-arf" "$RUN/heads-ar"; fi
+    if [ "${better%% *}" = arf ]; then
+      mv "$RUN/heads-ar" "$RUN/heads-ar-plain" && mv "$RUN/heads-ar.log" "$RUN/heads-ar-plain.log"
+      mv "$RUN/heads-arf" "$RUN/heads-ar" && cp "$RUN/heads-arf.log" "$RUN/heads-ar.log"
+    fi
     ;;
-  wait-heads)
-    wait_for "medusa.py train-heads" "${WAIT:-300}"
-    for v in ar arf token; do echo "-- heads-$v"; quiet < "$RUN/heads-$v.log" | tail -4; done
+  wait-heads)  # until the drafters are done (then their last lines), or WAIT seconds; later stages wait for them
+    wait_for "gpu_session7.sh train-heads" "${WAIT:-300}"; done_now=$?
+    tail -2 "$RUN/heads-chain.log"
+    for v in ar arf token; do echo "-- heads-$v"; quiet < "$RUN/heads-$v.log" 2> /dev/null | tail -4; done
+    [ $done_now = 0 ] || exit 1
     ;;
   measure)  # as session 6: calibrated 127-node trees; τ on every row (token replayed, the drafter decoded)
     bash benchmarks/gpu_session6.sh measure
@@ -89,5 +104,5 @@ print(max(s, key=s.get), s)")
       | quiet | tail -12
     ;;
   *) echo "unknown stage $stage"; exit 2 ;;
-  esac
+  esac ) || { echo "=== $stage failed: the stages after it are not run"; exit 1; }
 done

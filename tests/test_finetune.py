@@ -97,6 +97,9 @@ def test_finetune_command_then_adapter_flag(tiny_model_dir, parallel, tmp_path, 
     assert main(["finetune", "-m", str(tiny_model_dir), "--train-data", str(parallel / "train"), "--epochs", "1",
                  "--rank", "2", "--batch-size", "8", "--device", "cpu", "--output-dir", str(out),
                  "--no-score-before", "--save-dtype", "bfloat16"]) == 0
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(str(out / "adapter_model.safetensors")).values()} == {torch.bfloat16}
     code = main(["-m", str(tiny_model_dir), "--adapter", str(out), "-d", str(parallel / "heldout"), "-n", "2",
                  "-mol", "5", "--prompt-style", "seed", "-o", str(tmp_path / "run")])
     captured = capsys.readouterr()
@@ -125,3 +128,46 @@ def test_reply_loss_equals_the_models_own_loss(tiny_model_dir, tiny_tokenizer, p
     torch.testing.assert_close(short, full, atol=1e-5, rtol=1e-5)
     short.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_" in n)
+
+
+def test_reply_loss_falls_back_to_the_models_own_loss_for_other_logits(tiny_model_dir, tiny_tokenizer, parallel):
+    """A model type whose logits are more than the LM head (soft-capped, scaled) gets the model's own loss."""
+    from transformers import AutoModelForCausalLM
+
+    from medusa.training.finetune import batches, reply_loss
+
+    s = FinetuneSettings(train_data=[str(parallel / "train")], max_input_len=64)
+    ids, labels, mask = batches(training_pairs(s, tiny_tokenizer, end_of_turn_id(tiny_tokenizer, None)), 3, 0, 0)[0]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    calls = []
+    forward = model.forward
+    model.forward = lambda *a, **k: calls.append(k.get("labels") is not None) or forward(*a, **k)
+    reply_loss(model, ids, labels, mask)
+    assert calls == []  # llama: the shortcut, the full forward never runs
+    model.config.model_type = "cohere"
+    reply_loss(model, ids, labels, mask)
+    assert calls == [True]
+
+
+def test_saved_adapter_is_what_the_model_in_memory_holds(tiny_model_dir, tmp_path):
+    """save_adapter rounds the trained fp32 LoRA weights in memory too, so the after-training score is the file's."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from medusa.training.finetune import save_adapter
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 1e-3)  # not representable in fp16
+    save_adapter(model, tmp_path, "float16")
+    saved = load_file(str(tmp_path / "adapter_model.safetensors"))
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert len(saved) == len(trained) > 0
+    for name, tensor in saved.items():
+        match = [p for n, p in trained.items() if n.replace(".default", "").endswith(name.split("base_model.model.", 1)[1])]
+        assert len(match) == 1 and match[0].dtype == torch.float32
+        assert torch.equal(match[0], tensor.float())

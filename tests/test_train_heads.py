@@ -240,3 +240,114 @@ def test_feature_loss_trains_the_drafter_toward_the_base_hidden_states(tiny_mode
     with pytest.raises(MedusaError, match="feature-loss-weight"):
         train_heads(TrainSettings(**{**common, "drafter": "sequential"}, feature_loss_weight=1.0,
                                   output_dir=str(tmp_path / "x")))
+
+
+def test_teacher_forced_states_are_the_path_states_the_heads_project():
+    from conftest import make_model as _make
+    from medusa.model.heads import HeadConfig, MedusaHeads
+
+    base = _make()
+    config = HeadConfig(3, 0, base.config.hidden_size, base.config.vocab_size, True, autoregressive=2)
+    heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
+    with torch.no_grad():
+        for p in heads.drafter.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    hidden = torch.randn(4, base.config.hidden_size)
+    paths = torch.randint(0, base.config.vocab_size, (4, 3))
+    with torch.no_grad():
+        logits, states = heads.teacher_forced_states(hidden, paths)
+        expected = heads._path_states(hidden, paths)
+        assert states.shape == (3, 4, base.config.hidden_size) and not torch.allclose(states[0], states[1])
+        for j in range(3):
+            torch.testing.assert_close(states[j], expected[j])
+            torch.testing.assert_close(logits[j], base.get_output_embeddings()(states[j]))
+        torch.testing.assert_close(heads.teacher_forced(hidden, paths), logits)
+
+
+def test_the_feature_loss_targets_the_hidden_state_after_each_path_token(tiny_model_dir, tmp_path, monkeypatch):
+    """Inside the training loop: the target of row b at depth j is the cached hidden state j + 1 tokens after row b's
+    position in the same sequence, and rows without one are masked out."""
+    import medusa.training.train_heads as th
+    from medusa.model.heads import MedusaHeads
+    from medusa.model.loader import LoadSettings, load_model
+
+    seen = {}
+    states_of = MedusaHeads.teacher_forced_states
+    monkeypatch.setattr(MedusaHeads, "teacher_forced_states",
+                        lambda self, h, p, k=None: seen.setdefault("hidden", h.detach().clone()) is None
+                        or states_of(self, h, p, k))
+    loss_of = th.feature_loss
+    monkeypatch.setattr(th, "feature_loss", lambda s_, t, v, w: seen.setdefault("targets", (t.clone(), v.clone()))
+                        is None or loss_of(s_, t, v, w))
+    out = tmp_path / "feat"
+    train_heads(TrainSettings(model_name=str(tiny_model_dir), dataset="flores200-sample", num_examples=3,
+                              prompt_style="seed", max_new_tokens=8, num_heads=3, epochs=1, batch_size=4096,
+                              heldout_fraction=0.0, device="cpu", drafter="autoregressive", feature_loss_weight=1.0,
+                              output_dir=str(out)))
+    rows = [json.loads(line) for line in (out / "sequences.jsonl").read_text().splitlines()]
+    model = load_model(LoadSettings(str(tiny_model_dir), None, None, "cpu", "auto", embedded_extras=False))
+    hidden, _, _ = hidden_and_targets(model, rows, num_heads=3)
+    ahead = th.future_rows(rows, num_heads=3)
+    targets, valid = seen["targets"]
+    assert targets.shape == (hidden.shape[0], 3, hidden.shape[1])  # one batch holds every position
+    for b, h in enumerate(seen["hidden"]):
+        i = int((hidden - h).abs().sum(-1).argmin())
+        torch.testing.assert_close(hidden[i], h)
+        for j in range(3):
+            assert bool(valid[b, j]) == (ahead[i, j] >= 0)
+            if ahead[i, j] >= 0:
+                torch.testing.assert_close(targets[b, j], hidden[ahead[i, j]])
+
+
+def test_sampling_leaves_the_heads_initialisation_alone(tiny_model_dir, tmp_path):
+    """A run that samples its text and one that reuses the cached text train the same heads (sampling uses a forked
+    random generator), so drafters trained side by side on one cache compare like for like."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    common = dict(model_name=str(tiny_model_dir), dataset="flores200-sample", num_examples=4, prompt_style="seed",
+                  max_new_tokens=8, num_heads=2, epochs=2, batch_size=16, samples_per_source=1,
+                  heldout_fraction=0.25, device="cpu", drafter="autoregressive")
+    train_heads(TrainSettings(**common, output_dir=str(tmp_path / "fresh")))
+    (tmp_path / "cached").mkdir()
+    for f in ("sequences.jsonl", "sequences.settings.json"):
+        shutil.copy(tmp_path / "fresh" / f, tmp_path / "cached" / f)
+    train_heads(TrainSettings(**common, output_dir=str(tmp_path / "cached")))
+    a, b = (load_file(str(tmp_path / d / "medusa_heads.safetensors")) for d in ("fresh", "cached"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_interrupted_sampled_cache_resumes_and_the_temperature_is_checked_only_for_samples(tiny_model_dir, tmp_path,
+                                                                                               monkeypatch):
+    from medusa.errors import MedusaError
+    from medusa.model.loader import LoadSettings, load_model
+    from medusa.training.train_heads import self_distilled_sequences
+
+    s = TrainSettings(model_name=str(tiny_model_dir), dataset="flores200-sample", num_examples=6, prompt_style="seed",
+                      max_new_tokens=6, samples_per_source=2, sample_temperature=1.0, device="cpu")
+    model = load_model(LoadSettings(s.model_name, None, None, "cpu", "auto", embedded_extras=False))
+    kwargs = []
+    generate = model.base_model.generate
+    monkeypatch.setattr(model.base_model, "generate", lambda **k: kwargs.append(k) or generate(**k))
+    cache = tmp_path / "sequences.jsonl"
+    rows = self_distilled_sequences(model, s, cache)
+    sampled_calls = [k for k in kwargs if k.get("do_sample")]
+    assert sampled_calls and all(k["top_k"] == 0 and k["top_p"] == 1.0 and k["num_return_sequences"] == 2
+                                 and k["temperature"] == 1.0 for k in sampled_calls)
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[:13]) + "\n" + lines[13][:20])  # cut mid-row, as an interruption would
+    again = self_distilled_sequences(model, s, cache)
+    assert [r["index"] for r in again] == [r["index"] for r in rows] and cache.read_text().count("\n") == 18
+    kept = {json.loads(line)["index"] for line in lines[:13]}
+    assert len(kept) == 13 and [r for r in again if r["index"] in kept] == [r for r in rows if r["index"] in kept]
+    # a greedy-only rerun at another temperature neither refuses nor overwrites the samples' temperature
+    self_distilled_sequences(model, TrainSettings(**{**s.__dict__, "samples_per_source": 0,
+                                                     "sample_temperature": 0.3}), cache)
+    with pytest.raises(MedusaError, match="sample_temperature 1.0 → 0.3"):
+        self_distilled_sequences(model, TrainSettings(**{**s.__dict__, "sample_temperature": 0.3}), cache)
+    greedy_cache = tmp_path / "greedy" / "sequences.jsonl"
+    greedy_cache.parent.mkdir()
+    self_distilled_sequences(model, TrainSettings(**{**s.__dict__, "samples_per_source": 0}), greedy_cache)
+    more = self_distilled_sequences(model, TrainSettings(**{**s.__dict__, "sample_temperature": 0.3}), greedy_cache)
+    assert len(more) == 18  # samples added to a greedy-only cache at any temperature

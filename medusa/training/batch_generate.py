@@ -43,10 +43,13 @@ def batched_generate(model, prompts: list[list[int]], max_new_tokens: int, stop_
         width = max(len(prompts[i]) for i in idx)
         ids = torch.tensor([[pad_id] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
         mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx], device=device)
-        if samples:
-            torch.manual_seed(seed * 1_000_003 + start)
-        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             eos_token_id=stop_ids, pad_token_id=pad_id, **mode)[:, width:].tolist()
+        # sampling draws from a generator forked off the global one, so what the caller seeds next (fresh heads,
+        # say) starts the same whether or not this call sampled
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=bool(samples)):
+            if samples:
+                torch.manual_seed(seed * 1_000_003 + start)
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 eos_token_id=stop_ids, pad_token_id=pad_id, **mode)[:, width:].tolist()
         for r, row in enumerate(gen):  # num_return_sequences keeps each prompt's samples together
             cut = next((j for j, t in enumerate(row) if t in stop_ids), len(row))
             out[idx[r // per_prompt]].append(row[:cut])

@@ -56,6 +56,9 @@ class FinetuneSettings:
     save_dtype: str = "float16"  # the adapter file's dtype: half the bytes of fp32, the format the package ships
 
 
+# Model types whose logits are the LM head of the last hidden state, nothing more (no soft-capping or scaling, as
+# Gemma 2, Cohere or Granite apply): for these the reply-only loss below is exactly the model's own.
+PLAIN_LOGITS = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "phi3"})
 SAVE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -168,9 +171,9 @@ def reply_loss(model, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
     (64 × 1,100 × 49,152 floats, most of the 83 GB one H200 run held). Same mean cross-entropy, in float32.
     """
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    if decoder is None or head is None or getattr(model.config, "final_logit_softcapping", None):
+    if decoder is None or head is None or getattr(model.config, "model_type", None) not in PLAIN_LOGITS:
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss  # a model the shortcut does not fit
-    hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1]
     targets = labels[:, 1:]
     keep = targets != -100
     logits = head(hidden[keep]).float()

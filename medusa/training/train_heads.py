@@ -123,18 +123,22 @@ def self_distilled_sequences(model: MedusaModel, s: TrainSettings, cache_file: P
     """
     done: dict[str, dict] = {}
     meta_file = cache_file.with_suffix(".settings.json")
-    if cache_file.exists() and meta_file.exists():
-        saved = json.loads(meta_file.read_text())
-        keys = SEQUENCE_KEYS if s.samples_per_source else tuple(k for k in SEQUENCE_KEYS if k != "sample_temperature")
-        changed = _differences(saved, s, keys)
-        if changed:
-            raise MedusaError(f"{cache_file} was generated with other settings ({'; '.join(changed)}): "
-                              "choose another --output-dir or delete it")
-    meta_file.write_text(json.dumps({k: asdict(s)[k] for k in SEQUENCE_KEYS}) + "\n")
     if cache_file.exists():  # drop a line cut off by an interruption, so appends start on a fresh line
         rows = read_predictions(cache_file)
         cache_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         done = {str(r["index"]): r for r in rows}
+    sampled_before = any("source" in r and r["index"] != r["source"] for r in done.values())
+    saved = json.loads(meta_file.read_text()) if done and meta_file.exists() else {}
+    # the temperature matters only where sampled rows exist and more are asked for; otherwise the saved one stays
+    keys = SEQUENCE_KEYS if sampled_before and s.samples_per_source else SEQUENCE_KEYS[:-1]
+    changed = _differences(saved, s, keys)
+    if changed:
+        raise MedusaError(f"{cache_file} was generated with other settings ({'; '.join(changed)}): "
+                          "choose another --output-dir or delete it")
+    meta = {k: asdict(s)[k] for k in SEQUENCE_KEYS}
+    if sampled_before and not s.samples_per_source:
+        meta["sample_temperature"] = saved.get("sample_temperature", meta["sample_temperature"])
+    meta_file.write_text(json.dumps(meta) + "\n")
     sources = training_sources(s)
     stops = sorted(stop_token_ids(model.tokenizer, model.base_model))
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else stops[0]
