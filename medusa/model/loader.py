@@ -228,6 +228,7 @@ def load_model(settings: LoadSettings) -> MedusaModel:
     info = ModelInfo(
         name=name,
         base=base_label,
+        base_id=base_name,
         heads=heads_ckpt.source if heads_ckpt else ("untrained (identity-initialised)" if untrained else None),
         head_format=heads_ckpt.format if heads_ckpt else ("untrained" if untrained else None),
         extra={"dtype": str(base.dtype).replace("torch.", ""),

@@ -16,10 +16,11 @@ class ModelInfo:
     """Where the weights came from, for the results files and the console banner."""
 
     name: str
-    base: str
+    base: str  # for people: the base and what was merged into it ("... + adapter DIR")
     heads: str | None = None
     head_format: str | None = None
     extra: dict = field(default_factory=dict)
+    base_id: str | None = None  # for loading again: the base's hub id, local path, GGUF file or "embedded"
 
 
 @dataclass

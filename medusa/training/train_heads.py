@@ -393,7 +393,7 @@ def train_heads(s: TrainSettings) -> dict:
             save_checkpoint()
     bar.close()
     final = evaluate_heads(heads, x_held, n_held_ids, y_held) if x_held is not None else {}
-    base_name = model.info.base if s.model_name != EMBEDDED_NAME else EMBEDDED_NAME
+    base_name = model.info.base_id or model.info.base  # heads name a base that loads again, adapter apart
     meta = {"trained_on": s.datasets, "examples": len(rows), "sources": len({r.get("source", r["index"]) for r in rows}),
             "samples_per_source": s.samples_per_source, "feature_loss_weight": s.feature_loss_weight,
             "heldout": final, "steps": step,

@@ -18,7 +18,6 @@ from torch.nn import functional as F
 
 from medusa.model.checkpoints import save_heads
 from medusa.console import say
-from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
 from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.model.loader import LoadSettings, load_model
@@ -134,7 +133,7 @@ def train_joint(s: TrainSettings) -> dict:
     bar.close()
     final = held_out()
     peft_model.save_pretrained(str(out / ADAPTER_DIR), safe_serialization=True)
-    base_name = EMBEDDED_NAME if s.model_name == EMBEDDED_NAME else model.info.base
+    base_name = model.info.base_id or model.info.base  # heads name a base that loads again, adapter apart
     meta = {"trained_on": s.datasets, "examples": len(rows), "heldout": final, "steps": step, "joint_lora": True,
             "settings": {k: v for k, v in asdict(s).items() if k != "hf_token"}}
     save_heads(heads, out, base_name, extra={"adapter": ADAPTER_DIR, "training": meta})
