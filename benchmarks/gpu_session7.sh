@@ -14,6 +14,8 @@
 #   call 4:                              WAIT=500 bash benchmarks/gpu_session7.sh wait-heads pick-ar measure
 #           (repeat call 4 while wait-heads says "still running": a stage that fails ends the call)
 #   call 5 (if time is left):            bash benchmarks/gpu_session7.sh bench [compile-ab] [blas-ab]
+# If the candidate's drafter comes back near today's τ: bring heads-*.tgz and tree-*.json back (measure packs them),
+# then `python benchmarks/pack_embedded_default.py HEADS TREE --command "..."` makes them the embedded default.
 set -uo pipefail
 source benchmarks/gpu_common.sh
 SAMPLES=${SAMPLES:-3} TEMP=${TEMP:-0.7}
