@@ -9,13 +9,15 @@
 #   call 3: carry .datatxz .cand/translator-r32   WAIT=420 bash benchmarks/gpu_session7.sh data translator heads wait-heads
 #           (.cand/translator-r32 = session 6's adapter, 19.6 MB, kept outside git; without it `translator`
 #            retrains it with the recorded command, about 6 more minutes, and waits)
-# Three drafters train side by side on the sampled text: the autoregressive drafter with and without EAGLE's
-# feature loss (the one with the better held-out top-1 is measured) and the token-input heads.
+# Four drafters train side by side on the sampled text: the autoregressive drafter on the text's tokens, on
+# relabelled targets (--relabel-greedy), and on relabelled targets with EAGLE's feature loss (the one with the best
+# held-out top-1 is measured), and the token-input heads.
 #   call 4:                              WAIT=500 bash benchmarks/gpu_session7.sh wait-heads pick-ar measure
 #           (repeat call 4 while wait-heads says "still running": a stage that fails ends the call)
 #   call 5 (if time is left):            bash benchmarks/gpu_session7.sh bench [compile-ab] [blas-ab]
-# If the candidate's drafter comes back near today's τ: bring heads-*.tgz and tree-*.json back (measure packs them),
-# then `python benchmarks/pack_embedded_default.py HEADS TREE --command "..."` makes them the embedded default.
+# If the candidate's drafter comes back near today's τ: bring heads-*.tgz and tree-*.json back (measure packs them,
+# without the adapter: copy .cand/translator-r32 in as HEADS/adapter), then
+# `python benchmarks/pack_embedded_default.py HEADS TREE --command "..."` makes them the embedded default.
 set -uo pipefail
 source benchmarks/gpu_common.sh
 SAMPLES=${SAMPLES:-3} TEMP=${TEMP:-0.7}
@@ -44,7 +46,8 @@ for stage in "$@"; do
     detach "$RUN/heads-chain.log" bash benchmarks/gpu_session7.sh train-heads
     ;;
   train-heads)  # greedy + $SAMPLES sampled continuations per source; the drafter first (it writes the self-distilled
-                # text), then beside it: the drafter with EAGLE's feature loss too, and the token-input heads
+                # text), then beside it: the drafter on relabelled targets (the base's greedy choice below each
+                # sampled path), the same with EAGLE's feature loss too, and the token-input heads
     common=(--adapter "$RUN/adapter" --dataset $D/ntrex128 --dataset $D/tico19-test
             --dataset $D/tatoeba-test-v2021-08-07 --dataset $D/newstest2014-heads --max-new-tokens 128
             --generation-batch-size 1536 --samples-per-source "$SAMPLES" --sample-temperature "$TEMP"
@@ -56,29 +59,32 @@ for stage in "$@"; do
       kill -0 $first 2> /dev/null || { echo "the first drafter stopped before its text was ready"; exit 1; }
       sleep 5
     done
-    for v in arf token; do mkdir -p "$RUN/heads-$v" && cp "$RUN"/heads-ar/sequences.* "$RUN/heads-$v/"; done
-    python3 medusa.py train-heads "${common[@]}" --drafter autoregressive --feature-loss-weight 1.0 \
-      --output-dir "$RUN/heads-arf" > "$RUN/heads-arf.log" 2>&1 &
+    for v in arr arrf token; do mkdir -p "$RUN/heads-$v" && cp "$RUN"/heads-ar/sequences.* "$RUN/heads-$v/"; done
+    python3 medusa.py train-heads "${common[@]}" --drafter autoregressive --relabel-greedy \
+      --output-dir "$RUN/heads-arr" > "$RUN/heads-arr.log" 2>&1 &
+    python3 medusa.py train-heads "${common[@]}" --drafter autoregressive --relabel-greedy --feature-loss-weight 1.0 \
+      --output-dir "$RUN/heads-arrf" > "$RUN/heads-arrf.log" 2>&1 &
     python3 medusa.py train-heads "${common[@]}" --drafter token-input --output-dir "$RUN/heads-token" \
       > "$RUN/heads-token.log" 2>&1 &
     wait
     echo "drafters done $(date +%T)"
     ;;
-  pick-ar)  # the autoregressive variant with the higher held-out top-1 summed over depths becomes heads-ar
-    better=$(python3 -c "
+  pick-ar)  # the autoregressive variant with the highest held-out top-1 summed over depths is measured as heads-ar
+    best=$(python3 -c "
 import json
-s = {v: sum(json.load(open(f'$RUN/heads-{v}/medusa_heads.json'))['training']['heldout']['top1']) for v in ('ar', 'arf')}
+s = {v: sum(json.load(open(f'$RUN/heads-{v}/medusa_heads.json'))['training']['heldout']['top1'])
+     for v in ('ar', 'arr', 'arrf')}
 print(max(s, key=s.get), s)")
-    echo "held-out top-1 sums: $better"
-    if [ "${better%% *}" = arf ]; then
-      mv "$RUN/heads-ar" "$RUN/heads-ar-plain" && mv "$RUN/heads-ar.log" "$RUN/heads-ar-plain.log"
-      mv "$RUN/heads-arf" "$RUN/heads-ar" && cp "$RUN/heads-arf.log" "$RUN/heads-ar.log"
+    echo "held-out top-1 sums: $best"
+    if [ "${best%% *}" != ar ]; then
+      mv "$RUN/heads-ar" "$RUN/heads-ar-sampled" && mv "$RUN/heads-ar.log" "$RUN/heads-ar-sampled.log"
+      mv "$RUN/heads-${best%% *}" "$RUN/heads-ar" && cp "$RUN/heads-${best%% *}.log" "$RUN/heads-ar.log"
     fi
     ;;
   wait-heads)  # until the drafters are done (then their last lines), or WAIT seconds; later stages wait for them
     wait_for "gpu_session7.sh train-heads" "${WAIT:-300}"; done_now=$?
     tail -2 "$RUN/heads-chain.log"
-    for v in ar arf token; do echo "-- heads-$v"; quiet < "$RUN/heads-$v.log" 2> /dev/null | tail -4; done
+    for v in ar arr arrf token; do echo "-- heads-$v"; quiet < "$RUN/heads-$v.log" 2> /dev/null | tail -4; done
     [ $done_now = 0 ] || exit 1
     ;;
   measure)  # as session 6: calibrated 127-node trees; τ on every row (token replayed, the drafter decoded)

@@ -188,9 +188,10 @@ def test_train_heads_command_trains_on_sampled_text(tiny_model_dir, tmp_path):
     assert main(["train-heads", "--model-name", str(tiny_model_dir), "--dataset", "flores200-sample",
                  "--num-examples", "6", "--prompt-style", "seed", "--max-new-tokens", "8", "--num-heads", "2",
                  "--epochs", "1", "--drafter", "autoregressive", "--samples-per-source", "1",
-                 "--sample-temperature", "0.9", "--device", "cpu", "--output-dir", str(out)]) == 0
+                 "--sample-temperature", "0.9", "--relabel-greedy", "--device", "cpu", "--output-dir", str(out)]) == 0
     meta = json.loads((out / "medusa_heads.json").read_text())["training"]
     assert meta["examples"] == 12 and meta["sources"] == 6 and meta["samples_per_source"] == 1
+    assert meta["relabel_greedy"] is True
     assert meta["heldout"]["positions"] > 0
 
 
@@ -351,3 +352,29 @@ def test_an_interrupted_sampled_cache_resumes_and_the_temperature_is_checked_onl
     self_distilled_sequences(model, TrainSettings(**{**s.__dict__, "samples_per_source": 0}), greedy_cache)
     more = self_distilled_sequences(model, TrainSettings(**{**s.__dict__, "sample_temperature": 0.3}), greedy_cache)
     assert len(more) == 18  # samples added to a greedy-only cache at any temperature
+
+
+def test_relabelled_targets_are_the_base_models_greedy_choice_after_each_path():
+    """--relabel-greedy: on any text the target at depth k is the base's argmax after t_0..t_k; on the base's own
+    greedy text that is the text itself."""
+    from medusa.decoding import generate, make_strategy
+
+    model = MedusaModel(make_model(), tokenizer=None)
+    torch.manual_seed(0)
+    text = {"prompt_len": 4, "ids": torch.randint(5, 300, (14,)).tolist()}  # not the model's own continuation
+    _, paths, plain = hidden_and_targets(model, [text], num_heads=3)
+    _, paths_r, relabelled = hidden_and_targets(model, [text], num_heads=3, relabel=True)
+    assert torch.equal(paths, paths_r) and not torch.equal(plain, relabelled)
+    logits = model.step(torch.tensor([text["ids"]]), None).logits[0]
+    start = text["prompt_len"] - 1
+    for q in range(relabelled.shape[0]):
+        for k in range(3):
+            if plain[q, k] == -100:
+                assert relabelled[q, k] == -100
+            else:
+                assert relabelled[q, k] == logits[start + q + k + 1].argmax()
+    prompt = [7, 8, 9, 10]
+    own = prompt + generate(model, make_strategy("single-head"), prompt, 10, set()).tokens
+    greedy_rows = [{"prompt_len": 4, "ids": own}]
+    assert torch.equal(hidden_and_targets(model, greedy_rows, 3)[2], hidden_and_targets(model, greedy_rows, 3,
+                                                                                          relabel=True)[2])

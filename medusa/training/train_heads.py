@@ -63,6 +63,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     head_decay: float = 0.8
     feature_loss_weight: float = 0.0  # autoregressive drafter: also fit its predicted hidden states (EAGLE)
+    relabel_greedy: bool = False  # targets: the base's greedy choice after each path, not the text's next token
     heldout_fraction: float = 0.1
     eval_every: int = 200
     output_dir: str = "heads"
@@ -212,14 +213,16 @@ def feature_loss(states: torch.Tensor, targets: torch.Tensor, valid: torch.Tenso
 
 
 @torch.inference_mode()
-def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int,
-                       batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int, batch_size: int = 32,
+                       relabel: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Last hidden states at every position that predicts generated text, the tokens that follow it (``paths``
     [N, K]: t_0, the base model's next token, which token-input heads condition on, then t_1.. t_{K-1}, which
     sequential heads see in training), and each head's target there.
 
     Position i (hidden state after token i) trains head k on token i + k + 2 (= t_{k+1}); targets past the end
-    are -100 (and the path tokens there 0).
+    are -100 (and the path tokens there 0). With ``relabel`` the target is instead the base model's own greedy choice
+    after t_0..t_k (the argmax of its logits at token i + k + 1, from the same pass): the same on greedy text, and on
+    sampled text the token greedy verification accepts below that path.
     Sequences run through the base in right-padded batches: causal attention leaves the real positions exact.
     """
     rows = _trainable(rows)
@@ -235,9 +238,11 @@ def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int,
             h = hidden[r, start:len(seq) - 2]
             n = h.shape[0]
             tgt = torch.full((n, num_heads), -100, dtype=torch.long)
+            greedy = model.lm_head(hidden[r, start + 1:len(seq) - 1]).argmax(-1).cpu() if relabel else None
             for k in range(num_heads):
                 future = seq[start + k + 2:]
-                tgt[: min(n, len(future)), k] = torch.tensor(future[:n])
+                m = min(n, len(future))
+                tgt[:m, k] = greedy[k:k + m] if relabel else torch.tensor(future[:n])
             path = torch.zeros((n, num_heads), dtype=torch.long)
             for j in range(num_heads):
                 ahead = seq[start + 1 + j:]
@@ -315,7 +320,7 @@ def train_heads(s: TrainSettings) -> dict:
     rows = self_distilled_sequences(model, s, out / SEQUENCES)
     train, held = split_by_source(rows, s)
     say(f"caching hidden states: {len(train)} training and {len(held)} held-out sequences")
-    x_train, n_train, y_train = hidden_and_targets(model, train, s.num_heads)
+    x_train, n_train, y_train = hidden_and_targets(model, train, s.num_heads, relabel=s.relabel_greedy)
     f_train = future_rows(train, s.num_heads) if s.feature_loss_weight else None
     x_held, n_held_ids, y_held = hidden_and_targets(model, held, s.num_heads) if held else (None, None, None)
 
@@ -396,6 +401,7 @@ def train_heads(s: TrainSettings) -> dict:
     base_name = model.info.base_id or model.info.base  # heads name a base that loads again, adapter apart
     meta = {"trained_on": s.datasets, "examples": len(rows), "sources": len({r.get("source", r["index"]) for r in rows}),
             "samples_per_source": s.samples_per_source, "feature_loss_weight": s.feature_loss_weight,
+            "relabel_greedy": s.relabel_greedy,
             "heldout": final, "steps": step,
             "num_layers": s.num_layers, "epochs": s.epochs, "token_input": s.token_input, "drafter": s.drafter}
     extra: dict = {"training": meta}
@@ -468,6 +474,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "current one and the token, projected by the base lm_head. Only medusa heads are also exported in "
                    "FasterDecoding's Medusa-1 layout")
     p.add_argument("--token-input", action="store_true", help="the same as --drafter token-input")
+    p.add_argument("--relabel-greedy", action="store_true",
+                   help="train on the base model's own greedy choice after each path (teacher-forced) instead of the "
+                   "text's next token: the same on greedy text; on --samples-per-source text, the token greedy "
+                   "verification accepts below each sampled path (for path-dependent drafters)")
     p.add_argument("--resume", action="store_true", help="continue a frozen-base run from its checkpoint")
     p.add_argument("--joint-lora", action="store_true",
                    help="Medusa-2: also train a LoRA on the base (--rank, --alpha), keeping its next-token "
