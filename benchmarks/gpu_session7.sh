@@ -15,6 +15,7 @@
 #   call 4:                              WAIT=500 bash benchmarks/gpu_session7.sh wait-heads pick-ar measure
 #           (repeat call 4 while wait-heads says "still running": a stage that fails ends the call)
 #   call 5 (if time is left):            bash benchmarks/gpu_session7.sh bench [compile-ab] [blas-ab]
+#   or, for issue 9 alone (needs only call 1's wheels):    bash benchmarks/gpu_session7.sh 7b-tuning
 # If the candidate's drafter comes back near today's τ: bring heads-*.tgz and tree-*.json back (measure packs them,
 # without the adapter: copy .cand/translator-r32 in as HEADS/adapter), then
 # `python benchmarks/pack_embedded_default.py HEADS TREE --command "..."` makes them the embedded default.
@@ -110,6 +111,12 @@ print(max(s, key=s.get), s)")
       -d in22-gen-sample -n 20 -mol 128 --dtype float32 --methods hf-static,single-head,tree-31 \
       --engines compiled,compiled-tuned --step-costs --out "$OUT/bench-h200-embedded-compile-tuning.json" 2>&1 \
       | quiet | tail -12
+    ;;
+  7b-tuning)  # issue 9's 7B targets (step ≤ 1.3× the floor, 63-node verify ≤ 1.2× a step): inductor's tuning, and
+              # autotuned matrix products for the verify's 64-row GEMMs (compiled-max builds slowly: minutes)
+    GIT_COMMIT=${GIT_COMMIT:-unknown} timeout 580 python3 benchmarks/bench_decode.py --model shape:llama-2-7b \
+      --methods single-head,tree-63 --engines compiled-tuned,compiled-max --step-costs --rounds 1 \
+      --out "$OUT/bench-h200-7b-tuning.json" 2>&1 | quiet | tail -14
     ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac ) || { echo "=== $stage failed: the stages after it are not run"; exit 1; }
