@@ -17,41 +17,26 @@ from medusa.training.batch_generate import batched_greedy
 from medusa.console import say
 from medusa.evaluation.data import load_examples
 from medusa.decoding import DecodeSettings, make_strategy
-from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
-from medusa.model.device_map import add_device_map_arguments, check_device_map
-from medusa.model.loader import LoadSettings, load_model
 from medusa.model import stop_token_ids
 from medusa.runtime.output_dir import claimed_folder
 from medusa.evaluation.prompts import encode_prompts
 from medusa.measure.calibrate import measure_head_accuracy
+from medusa.measure.measured_model import MeasuredModelSettings, add_model_arguments, load_measured_model
 from medusa.measure.replay import drafted_replay, head_topk_hits, ranked_positions, replay_steps
 
 DEFAULT_GRID = ("2:2", "2:5", "5:2", "5:5", "10:2", "10:5")  # the assignment's W × S grid, as W:S
 
 
 @dataclass
-class AcceptanceSettings:
-    model_name: str = EMBEDDED_NAME
-    medusa_heads: str | None = None
-    adapter: str | None = None
+class AcceptanceSettings(MeasuredModelSettings):
     datasets: list[str] = field(default_factory=lambda: ["in22-gen-sample"])
-    split: str = "test"
-    src_lang: str = "hin_Deva"
-    tgt_lang: str = "eng_Latn"
     num_examples: int | None = None
-    prompt_style: str = "auto"  # chat where the tokenizer has a chat template, else seed
-    max_input_len: int = 1000
     max_output_len: int = 128
     multi_head: list[str] = field(default_factory=lambda: list(DEFAULT_GRID))
     trees: list[str] = field(default_factory=list)  # tree JSONs or "builtin"; none: the heads' own tree, else built-in
     batch_size: int = 32
     output_dir: str = "acceptance"
-    device: str = "auto"
-    device_map: str | None = None  # --device-map auto: split over the GPUs (medusa/model/device_map.py)
-    max_memory: str | None = None
-    dtype: str = "auto"
-    hf_token: str | None = None
 
 
 def parse_grid(items: list[str], num_heads: int) -> list[tuple[int, int]]:
@@ -87,14 +72,7 @@ def measure(s: AcceptanceSettings) -> dict:
                                                                              and s.num_examples < 1):
         raise MedusaError("--max-output-len must be at least 2, and --batch-size, --max-input-len and "
                           "--num-examples at least 1")
-    check_device_map(s)
-    model = load_model(LoadSettings(s.model_name, s.medusa_heads, s.hf_token, s.device, s.dtype, adapter=s.adapter,
-                                    device_map=s.device_map, max_memory=s.max_memory))
-    from medusa.evaluation.preflight import settle_prompt_style
-
-    s = settle_prompt_style(s, model.tokenizer, model.info.base)  # the seed prompt for a model without a template
-    if not model.num_heads:
-        raise MedusaError(f"{s.model_name} has no Medusa heads to measure; pass --medusa-heads PATH")
+    model, s = load_measured_model(s, "measure")
     strategies = {name: make_strategy(d) for name, d in strategies_for(s, model).items()}
     for name, strategy in strategies.items():
         if strategy.num_heads > model.num_heads:
@@ -193,18 +171,10 @@ def _write_report(report: dict, out: Path) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = AcceptanceSettings()
-    p.add_argument("--model-name", "-m", default=d.model_name)
-    p.add_argument("--medusa-heads", default=None)
-    p.add_argument("--adapter", default=None, help="LoRA adapter merged into the base at load")
+    add_model_arguments(p, d)
     p.add_argument("--dataset", "-d", dest="datasets", action="append", default=None,
                    help="data whose prompts are measured (repeatable; default in22-gen-sample)")
-    p.add_argument("--split", default=d.split)
-    p.add_argument("--src-lang", default=d.src_lang)
-    p.add_argument("--tgt-lang", default=d.tgt_lang)
     p.add_argument("--num-examples", "-n", type=int, default=None, help="first N rows of each dataset (all)")
-    p.add_argument("--prompt-style", choices=["auto", "seed", "chat"], default=d.prompt_style,
-                   help="auto (default): chat where the tokenizer has a chat template, else the seed prompt")
-    p.add_argument("--max-input-len", "-mil", type=int, default=d.max_input_len)
     p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len)
     p.add_argument("--multi-head", action="append", default=None, metavar="W:S",
                    help="a multi-head config to replay (repeatable; default the grid " + " ".join(DEFAULT_GRID) + ")")
@@ -213,10 +183,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "tree; default: the tree saved beside the heads, else the built-in one)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--output-dir", "-o", default=d.output_dir)
-    p.add_argument("--device", default=d.device)
-    add_device_map_arguments(p)
-    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=d.dtype)
-    p.add_argument("--hf-token", "-token", default=None)
 
 
 def settings_from(args: dict) -> AcceptanceSettings:
