@@ -16,6 +16,7 @@ from medusa.errors import MedusaError
 from medusa.model.hub import fail_fast_offline
 from medusa.runtime.output_dir import claimed_folder
 from medusa.settings import SETUPS, RunSettings
+from medusa.arg_types import positive_int, positive_seconds, probability
 from medusa.runtime.threads import apply_threads, threads_arg
 
 DESCRIPTION = (
@@ -31,36 +32,6 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         say(f"error: {message} (see python {self.prog} --help)")  # a subcommand's prog names it
         sys.exit(2)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
 
 
 # every subcommand main() dispatches (SUBCOMMANDS below), as --help lists them

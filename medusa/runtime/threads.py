@@ -9,8 +9,9 @@ at most :data:`MAX_DEFAULT_THREADS` and at least 1; ``OMP_NUM_THREADS`` set by t
 
 from __future__ import annotations
 
-import argparse
 import os
+
+from medusa.arg_types import checked_number
 
 MAX_DEFAULT_THREADS = 4  # more threads barely help one-sequence decoding and hurt when cores are shared
 AUTO = "auto"
@@ -20,13 +21,7 @@ def threads_arg(text: str) -> int | None:
     """argparse type: a positive whole number, or ``auto`` (None)."""
     if text == AUTO:
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return checked_number(text, int, "a whole number or 'auto'", lambda v: v >= 1, "must be at least 1, got {value}")
 
 
 def usable_cores() -> int:
