@@ -12,9 +12,11 @@
 # Four drafters train side by side on the sampled text: the autoregressive drafter on the text's tokens, on
 # relabelled targets (--relabel-greedy), and on relabelled targets with EAGLE's feature loss (the one with the best
 # held-out top-1 is measured), and the token-input heads.
-#   call 4:                              WAIT=500 bash benchmarks/gpu_session7.sh wait-heads pick-ar measure wait-measure
+#   call 4:                              WAIT=500 WAIT_MEASURE=60 bash benchmarks/gpu_session7.sh wait-heads pick-ar \
+#                                          measure wait-measure
 #           (repeat call 4 while wait-heads says "still running": a stage that fails ends the call; once measure
-#            has started, repeat `WAIT=540 bash benchmarks/gpu_session7.sh wait-measure` until it brings the files)
+#            has started, repeat `WAIT_MEASURE=540 bash benchmarks/gpu_session7.sh wait-measure` until it brings the
+#            files; keep each call's waits under its 600 s)
 #   call 5 (if time is left):            bash benchmarks/gpu_session7.sh bench [compile-ab] [blas-ab]
 #   or, for issue 9 alone (needs only call 1's wheels):    bash benchmarks/gpu_session7.sh 7b-tuning
 # If the candidate's drafter comes back near today's τ: bring heads-*.tgz and tree-*.json back (measure packs them,
@@ -94,7 +96,7 @@ print(max(s, key=s.get), s)")
     rm -rf "$RUN/out" && detach "$RUN/measure.log" env OUT="$RUN/out" bash benchmarks/gpu_session6.sh measure
     ;;
   wait-measure)  # until the measurement is done, then its files come back with this call
-    wait_for "gpu_session6.sh measure" "${WAIT:-300}"; done_now=$?
+    wait_for "gpu_session6.sh measure" "${WAIT_MEASURE:-300}"; done_now=$?
     quiet < "$RUN/measure.log" | tail -24
     [ $done_now = 0 ] || exit 1
     cp "$RUN"/out/* "$OUT"/ && ls -la "$OUT"
