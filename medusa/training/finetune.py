@@ -168,7 +168,8 @@ def reply_loss(model, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
 
     A translation prompt is several times longer than its reply, and the LM head over the full vocabulary is the
     largest matmul of a small model: the model's own ``labels=`` loss builds logits for every prompt position too
-    (64 × 1,100 × 49,152 floats, most of the 83 GB one H200 run held). Same mean cross-entropy, in float32.
+    (64 × 1,100 × 49,152 floats in the longest batch; one H200 run with it held 83 GB). Same mean cross-entropy, in
+    float32.
     """
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     if decoder is None or head is None or getattr(model.config, "model_type", None) not in PLAIN_LOGITS:
