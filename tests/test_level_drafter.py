@@ -52,6 +52,29 @@ def test_extend_gives_the_forward_pass_position_by_position():
     assert keys.shape == (3, 4, 6, 4)
 
 
+@pytest.mark.parametrize("drafter", list(MAKERS))
+def test_path_states_are_the_drafters_definition(drafter):
+    """Against the definitions written out here: sequential heads read h + Σ_{i≤j} V_i·embed(t_i); the drafter's
+    state after t_j is its layer's full causal pass over the inputs (h, t_0), (ĥ_1, t_1), …, last position."""
+    heads = MAKERS[drafter]().heads
+    h = torch.randn(5, heads.config.hidden_size)
+    paths = torch.randint(3, 400, (5, 3))
+    with torch.no_grad():
+        _, states = heads.teacher_forced_states(h, paths, 3)
+        emb = heads._embedding[0]
+        if drafter == "sequential":
+            total = h.clone()
+            for j in range(3):
+                total = total + heads.seq_proj[j](emb(paths[:, j]))
+                torch.testing.assert_close(states[j], total)
+        else:
+            feature, inputs = h, []
+            for j in range(3):
+                inputs.append(heads.drafter.inputs(feature, emb(paths[:, j])))
+                feature = heads.drafter(torch.stack(inputs, dim=1))[:, -1]
+                torch.testing.assert_close(states[j], feature, atol=1e-5, rtol=1e-5)
+
+
 def _levels(root: int, width: int, depth: int, seed: int) -> list[torch.Tensor]:
     """Paths level by level, each level's rows extending rows of the one before (in shuffled order)."""
     g = torch.Generator().manual_seed(seed)

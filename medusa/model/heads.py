@@ -165,11 +165,14 @@ class MedusaHeads(nn.Module):
     def greedy_chain(self, hidden: torch.Tensor, next_tokens: torch.Tensor, num_heads: int) -> torch.Tensor:
         """Path-dependent heads along their own greedy path (t_j = head j−1's argmax): the path a chain draft takes,
         and what a caller that asks for "each head's logits" without a path gets."""
-        path, out = next_tokens[..., None], []
+        lead = hidden.shape[:-1]
+        state = self.path_start(hidden.reshape(-1, hidden.shape[-1]), next_tokens.reshape(-1))
+        out = []
         for i in range(num_heads):
-            logits = self.heads[i](self._path_states(hidden, path)[-1])
-            out.append(logits)
-            path = torch.cat([path, logits.argmax(-1, keepdim=True)], dim=-1)
+            logits = self.heads[i](state[0])
+            out.append(logits.reshape(*lead, -1))
+            if i + 1 < num_heads:
+                state = self.path_advance(state, logits.argmax(-1), i + 1)
         return torch.stack(out, dim=0)
 
     def level_logits(self, hidden: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
@@ -186,26 +189,33 @@ class MedusaHeads(nn.Module):
         return self.heads[d](self._path_states(hidden, paths)[-1])
 
     def _path_states(self, hidden: torch.Tensor, paths: torch.Tensor) -> list[torch.Tensor]:
-        """What head j reads below t_0..t_j, for every j < ``paths.shape[-1]`` (each shaped like ``hidden``).
-
-        Sequential heads: ``h + Σ_{i≤j} V_i · embed(t_i)``. The autoregressive drafter: its predicted hidden state
-        after t_j, from one causal pass of its layer over the inputs (h, t_0), (ĥ_1, t_1), … built so far.
-        """
-        if self.seq_proj is not None:
-            state, states = hidden, []
-            for j in range(paths.shape[-1]):
-                state = state + self.seq_proj[j](self._embed(paths[..., j], hidden))
-                states.append(state)
-            return states
+        """What head j reads below t_0..t_j, for every j < ``paths.shape[-1]`` (each shaped like ``hidden``)."""
         lead = hidden.shape[:-1]
-        flat_h = hidden.reshape(-1, hidden.shape[-1])
         flat_p = paths.reshape(-1, paths.shape[-1])
-        feature, inputs, states = flat_h, [], []
-        for j in range(flat_p.shape[-1]):
-            inputs.append(self.drafter.inputs(feature, self._embed(flat_p[:, j], flat_h)))
-            feature = self.drafter(torch.stack(inputs, dim=1))[:, -1]
-            states.append(feature.reshape(*lead, -1))
+        state = self.path_start(hidden.reshape(-1, hidden.shape[-1]), flat_p[:, 0])
+        states = [state[0].reshape(*lead, -1)]
+        for j in range(1, flat_p.shape[-1]):
+            state = self.path_advance(state, flat_p[:, j], j)
+            states.append(state[0].reshape(*lead, -1))
         return states
+
+    def path_start(self, hidden: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A path-dependent drafter's state after t_0 (``tokens`` [N]) at ``hidden`` [N, H]; its first element is
+        what head 0 reads. Sequential heads: ``(h + V_0·embed(t_0),)``. The autoregressive drafter: its predicted
+        hidden state and its layer's keys and values, so that :meth:`path_advance` adds one layer pass per token."""
+        emb = self._embed(tokens, hidden)
+        if self.seq_proj is not None:
+            return (hidden + self.seq_proj[0](emb),)
+        return self.drafter.extend(self.drafter.inputs(hidden, emb), None, None)
+
+    def path_advance(self, state: tuple[torch.Tensor, ...], tokens: torch.Tensor, j: int) -> tuple[torch.Tensor, ...]:
+        """The state after t_j from the state after t_{j-1} (rows aligned): ``h + Σ_{i≤j} V_i·embed(t_i)`` for
+        sequential heads; for the drafter, its prediction from (ĥ_j, t_j) attending over the path so far."""
+        emb = self._embed(tokens, state[0])
+        if self.seq_proj is not None:
+            return (state[0] + self.seq_proj[j](emb),)
+        prediction, keys, values = state
+        return self.drafter.extend(self.drafter.inputs(prediction, emb), keys, values)
 
     def _embed(self, next_tokens: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         table = self._embedding[0]

@@ -6,7 +6,8 @@ head recomputes ``h + Σ V_j·embed(t_j)`` along the whole path, and the autoreg
 the whole path (1 + 2 + … + D positions for a depth-D draft, plus a token's worth of attention each). A
 :class:`LevelDrafter` lives for one draft and keeps each row's state from the last level (the running sum; the
 drafter's prediction and its attention keys/values), finds each new path's parent row by comparing token prefixes
-on the device, and computes the one new position: one layer pass per level.
+on the device, and computes the one new position: one layer pass per level (MedusaHeads.path_advance, the step that
+teacher forcing and greedy chains take too).
 
 Every caller here asks level after level (the tests check that no call falls back). A call that does not extend the
 last one (its depth, or a prefix not among the last level's paths) starts over from the hidden state, which gives
@@ -38,11 +39,12 @@ class LevelDrafter:
         depth = paths.shape[1] - 1
         rows = self._parent_rows(paths)
         if rows is None:  # a first level, or a call that does not extend the last one: from the hidden state
-            state = self._start(paths)
+            hidden = self.hidden.expand(paths.shape[0], -1) if self.hidden.dim() == 1 else self.hidden
+            state = heads.path_start(hidden, paths[:, 0])
             for j in range(1, depth + 1):
-                state = self._advance(state, paths[:, j], j)
+                state = heads.path_advance(state, paths[:, j], j)
         else:
-            state = self._advance(tuple(t.index_select(0, rows) for t in self._state), paths[:, depth], depth)
+            state = heads.path_advance(tuple(t.index_select(0, rows) for t in self._state), paths[:, depth], depth)
         self._paths, self._state = paths, state
         return heads.heads[depth](state[0])
 
@@ -58,20 +60,3 @@ class LevelDrafter:
             self.fallbacks += 1
             return None
         return same.to(torch.int32).argmax(1)
-
-    def _start(self, paths: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        hidden = self.hidden.expand(paths.shape[0], -1) if self.hidden.dim() == 1 else self.hidden
-        heads = self.heads
-        emb = heads._embed(paths[:, 0], hidden)
-        if heads.seq_proj is not None:
-            return (hidden + heads.seq_proj[0](emb),)
-        return heads.drafter.extend(heads.drafter.inputs(hidden, emb), None, None)
-
-    def _advance(self, state: tuple[torch.Tensor, ...], tokens: torch.Tensor, j: int) -> tuple[torch.Tensor, ...]:
-        """The state after t_j, from the state after t_{j-1}."""
-        heads = self.heads
-        emb = heads._embed(tokens, state[0])
-        if heads.seq_proj is not None:
-            return (state[0] + heads.seq_proj[j](emb),)
-        prediction, keys, values = state
-        return heads.drafter.extend(heads.drafter.inputs(prediction, emb), keys, values)
