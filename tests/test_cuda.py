@@ -203,17 +203,20 @@ def test_capture_warm_up_stays_inside_a_small_cache():
     torch.cuda.synchronize()
 
 
-@pytest.mark.parametrize("drafter", ["sequential", "autoregressive"])
+@pytest.mark.parametrize("drafter", ["sequential", "autoregressive", "context"])
 def test_graphs_engine_path_dependent_drafters_fp32(drafter):
-    """Sequential heads and the autoregressive drafter, drafted depth by depth inside the captured step: exactly the
-    eager tokens and statistics."""
+    """Sequential heads and the (context) autoregressive drafter, drafted depth by depth inside the captured step
+    (the context drafter's cache written in place there, and by the captured prefill): exactly the eager tokens and
+    statistics."""
     import test_autoregressive_drafter
+    import test_context_drafter
     import test_sequential_heads
 
     from medusa.decoding import DecodeSettings
     from medusa.decoding.engine import StaticEngine
 
-    make = test_sequential_heads._model if drafter == "sequential" else test_autoregressive_drafter._model
+    make = {"sequential": test_sequential_heads._model, "autoregressive": test_autoregressive_drafter._model,
+            "context": test_context_drafter._model}[drafter]
     model = make(2, 0.25 if drafter == "sequential" else 0.15).to("cuda")
     captured, plain = StaticEngine(model, capture=True, quiet=True), StaticEngine(model, capture=False)
     for settings in (DecodeSettings("tree", 4), DecodeSettings("multi-head", 3, 3),

@@ -159,7 +159,7 @@ def test_head_config_to_dict():
     cfg = HeadConfig(3, 2, 32, 400, shared_lm_head=True)
     assert cfg.to_dict() == {
         "num_heads": 3, "num_layers": 2, "hidden_size": 32, "vocab_size": 400, "shared_lm_head": True,
-        "token_input": False, "sequential": False, "autoregressive": 0,
+        "token_input": False, "sequential": False, "autoregressive": 0, "context": False,
     }
 
 

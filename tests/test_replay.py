@@ -89,16 +89,19 @@ def test_replay_refuses_a_strategy_it_cannot_replay():
         replay_steps(make_strategy("single-head"), [5, 6, 7], rk, 10, STOPS)
 
 
-@pytest.mark.parametrize("drafter", ["token-input", "sequential", "autoregressive"])
+@pytest.mark.parametrize("drafter", ["token-input", "sequential", "autoregressive", "context"])
 def test_drafted_replay_equals_the_decode_loop_step_for_step(drafter):
     """Path-dependent drafters draft for real at each visited position (float64, as above); independent heads give
-    the ranked replay's counts too."""
+    the ranked replay's counts too. The context drafter's replay builds its cache from the whole row at once."""
     import test_autoregressive_drafter
+    import test_context_drafter
 
     from medusa.measure.replay import drafted_replay
 
     if drafter == "autoregressive":
         model = test_autoregressive_drafter._model(4, 0.15).double()
+    elif drafter == "context":
+        model = test_context_drafter._model(4, 0.15).double()
     else:
         model = _medusa(4, 0.2, token_input=drafter == "token-input", sequential=drafter == "sequential").double()
     prompts = [[9, 17, 40 + i, 9][: 4 - i % 2] + [11] * i for i in range(4)]  # lengths differ: rows get sorted

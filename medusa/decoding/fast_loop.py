@@ -17,6 +17,7 @@ from medusa.model import MedusaModel
 from medusa.decoding.base import DecodeState, GenerationResult, Strategy
 from medusa.decoding.fixed_tree import DevicePlan, causal_prefill_mask
 from medusa.decoding.static_cache import StaticKVCache
+from medusa.model.drafter_context import ContextView
 
 
 def prefill_bucket(length: int, capacity: int) -> int:
@@ -62,6 +63,13 @@ class FastDecoder:
         self.out = torch.zeros(2 + self.width, dtype=torch.long, device=device)
         self.prompt = torch.zeros(cache.capacity, dtype=torch.long, device=device)  # staged for a padded prefill
         self.prompt_len = torch.zeros((), dtype=torch.long, device=device)
+        self.context = bool(plan.num_heads) and model.context_drafter
+        if self.context:  # the context drafter's keys/values per position: written as tokens are committed
+            drafter = model.heads.drafter
+            weight = drafter.fc.weight
+            shape = (drafter.num_attention_heads, cache.capacity, weight.shape[0] // drafter.num_attention_heads)
+            self.context_keys = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+            self.context_values = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, last_only: bool = False):
         hidden = self.model._run_decoder(ids, self.cache, positions, mask).last_hidden_state[0]
@@ -74,6 +82,18 @@ class FastDecoder:
         self.last_hidden.copy_(hidden)
         self.last_logits.copy_(logits)
         self.out[1].copy_(logits.argmax())
+
+    def _write_context(self, hidden: torch.Tensor, tokens: torch.Tensor, start: int | torch.Tensor) -> None:
+        """The context drafter's entries for positions start.. (hidden state there, token after it), in place.
+        Entries past the committed length may be stale: drafts mask them, and later commits overwrite them."""
+        heads = self.model.heads
+        drafter = heads.drafter
+        slots = torch.as_tensor(start, device=self.committed.device) + torch.arange(
+            hidden.shape[0], device=self.committed.device)
+        hidden = hidden.to(drafter.fc.weight.dtype)
+        k, v = drafter.keys_values(drafter.inputs(hidden, heads._embed(tokens, hidden)), slots)
+        self.context_keys.index_copy_(1, slots, k)
+        self.context_values.index_copy_(1, slots, v)
 
     def _check_fits(self, n: int) -> None:
         if n + self.plan.tree.size > self.cache.capacity:
@@ -88,7 +108,15 @@ class FastDecoder:
         self.cache.write_slots = positions
         self.cache.length_hint = 0
         mask = causal_prefill_mask(n, self.columns, self.dtype)
-        hidden, logits = self._forward(torch.tensor([prompt_ids], device=device), positions[None], mask, True)
+        ids = torch.tensor([prompt_ids], device=device)
+        if self.context:  # every prompt position's hidden state feeds the drafter's context
+            hidden = self.model._run_decoder(ids, self.cache, positions[None], mask).last_hidden_state[0]
+            if n > 1:
+                self._write_context(hidden[:-1], ids[0, 1:], 0)
+            hidden = hidden[-1]
+            logits = self.model.lm_head(hidden)
+        else:
+            hidden, logits = self._forward(ids, positions[None], mask, True)
         self.committed.fill_(n)
         self.out.zero_()
         self._commit(hidden, logits)
@@ -115,6 +143,8 @@ class FastDecoder:
         mask = causal_prefill_mask(bucket, self.columns, self.dtype)
         hidden = self.model._run_decoder(self.prompt[:bucket][None], self.cache, positions[None], mask)
         last = _row(hidden.last_hidden_state[0], self.prompt_len - 1)
+        if self.context and bucket > 1:  # (the rows past the prompt are padding: masked until overwritten)
+            self._write_context(hidden.last_hidden_state[0, :bucket - 1], self.prompt[1:bucket], 0)
         self.committed.copy_(self.prompt_len)
         self.out.zero_()
         self._commit(last, self.model.lm_head(last))
@@ -125,6 +155,9 @@ class FastDecoder:
         plan = self.plan
         if not plan.num_heads:
             heads = None
+        elif self.context:  # below the committed positions' entries (the draft starts at the last one)
+            heads = self.model.level_drafter(self.last_hidden, ContextView(self.context_keys, self.context_values,
+                                                                           self.committed - 1))
         elif self.model.path_dependent_heads:  # drafted depth by depth: the plan asks for each path's logits
             heads = self.model.level_drafter(self.last_hidden)
         else:
@@ -147,6 +180,9 @@ class FastDecoder:
         length = _row(tree.depth, best) + 1
         if self.width > 1:
             self.cache.compact(committed, path)
+        if self.context:  # positions committed-1 ..: the last start, then the accepted path (its tail is stale)
+            below = torch.cat([self.last_hidden[None], hidden.index_select(0, path[:-1])])
+            self._write_context(below, tokens.index_select(0, path), committed - 1)
         committed.add_(length)
         self.out[0].copy_(length)
         self.out[2:].copy_(tokens.index_select(0, path))

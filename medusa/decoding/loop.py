@@ -18,9 +18,14 @@ def generate(
     cache = new_cache(model.base_model)
     ids = torch.tensor([prompt_ids], device=model.device)
     path_dependent = bool(strategy.num_heads) and model.path_dependent_heads
-    out = model.step(ids, cache, num_heads=0 if path_dependent else strategy.num_heads, last_only=True)
+    context = model.drafter_context() if path_dependent and model.context_drafter else None
+    out = model.step(ids, cache, num_heads=0 if path_dependent else strategy.num_heads, last_only=True,
+                     all_hidden=context is not None)
+    last_hidden = out.hidden[0, -1]
+    if context is not None:  # the prompt's positions 0..L-2 (the draft starts at L-1)
+        context.append(out.hidden[0, :-1], prompt_ids[1:], 0)
     state = DecodeState(out.logits[0, -1], out.head_logits[:, 0, -1] if out.head_logits is not None else None,
-                        level_logits=_levels(model, path_dependent, out.hidden[0, -1]))
+                        level_logits=_levels(model, path_dependent, last_hidden, context))
     prefix_len = len(prompt_ids)
     accepted: list[int] = []
     drafted: list[int] = []
@@ -50,12 +55,20 @@ def generate(
             state.generated.append(t)
         accepted.append(len(tokens))
         last = path[-1]
-        heads = (model.project_heads(verified.hidden[last], verified.logits[last], strategy.num_heads)
+        if context is not None:  # the committed positions below the next draft: the last start, then the path
+            below = torch.tensor(path[:-1], dtype=torch.long, device=verified.hidden.device)
+            context.append(torch.cat([last_hidden[None], verified.hidden[below]]), [tree.tokens[i] for i in path],
+                           prefix_len - len(path) - 1)
+        last_hidden = verified.hidden[last]
+        heads = (model.project_heads(last_hidden, verified.logits[last], strategy.num_heads)
                  if strategy.num_heads and not path_dependent else None)
-        state.advance(verified.logits[last], heads, _levels(model, path_dependent, verified.hidden[last]))
+        state.advance(verified.logits[last], heads, _levels(model, path_dependent, last_hidden, context))
 
 
-def _levels(model: MedusaModel, path_dependent: bool, hidden: torch.Tensor):
+def _levels(model: MedusaModel, path_dependent: bool, hidden: torch.Tensor, context=None):
     """Per-path head logits at ``hidden`` for path-dependent drafters (drafted depth by depth; their per-head
-    logits along one greedy chain would be computed for nothing); None for the others."""
-    return model.level_drafter(hidden) if path_dependent else None
+    logits along one greedy chain would be computed for nothing); None for the others. The context drafter also
+    reads its ``context`` (:class:`~medusa.model.drafter_context.DrafterContext`) up to the draft's start."""
+    if not path_dependent:
+        return None
+    return model.level_drafter(hidden) if context is None else model.level_drafter(hidden, context.view())

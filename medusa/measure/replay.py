@@ -26,6 +26,7 @@ from medusa.decoding.multi_head import MultiHead
 from medusa.decoding.static_tree import StaticTree
 from medusa.errors import MedusaError
 from medusa.model import MedusaModel
+from medusa.model.drafter_context import DrafterContext
 
 
 @dataclass
@@ -60,13 +61,20 @@ def _teacher_forced(model: MedusaModel, rows: list[tuple[list[int], list[int]]],
                     ) -> Iterator[tuple[int, torch.Tensor]]:
     """(row index, last hidden states [n + 1, H] after 0..n generated tokens) for each (prompt, generated) row,
     from right-padded batches of similar lengths (so rows come out of order)."""
+    for i, hidden in _teacher_forced_whole(model, rows, batch_size):
+        yield i, hidden[len(rows[i][0]) - 1:]
+
+
+def _teacher_forced_whole(model: MedusaModel, rows: list[tuple[list[int], list[int]]], batch_size: int
+                          ) -> Iterator[tuple[int, torch.Tensor]]:
+    """(row index, last hidden states [len(prompt) + n, H] after every token of prompt + generated)."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
     for b in range(0, len(order), batch_size):
         idx = order[b:b + batch_size]
         hidden = batched_hidden_states(model, [rows[i][0] + rows[i][1] for i in idx])
         for r, i in enumerate(idx):
             prompt, gen = rows[i]
-            yield i, hidden[r, len(prompt) - 1:len(prompt) + len(gen)]
+            yield i, hidden[r, :len(prompt) + len(gen)]
 
 
 def _draft(strategy: Strategy, ranked: RankedPositions, p: int, root: int, budget: int) -> Tree:
@@ -120,26 +128,35 @@ def drafted_replay(model: MedusaModel, strategies: dict[str, Strategy], rows: li
     from tqdm.auto import tqdm
 
     with tqdm(total=len(rows), desc=progress, unit="row", dynamic_ncols=True, disable=not progress) as bar:
-        for i, h in _teacher_forced(model, rows, batch_size):
-            gen = rows[i][1]
+        for i, whole in _teacher_forced_whole(model, rows, batch_size):
+            prompt, gen = rows[i]
+            h = whole[len(prompt) - 1:]
+            # the context drafter's cache over the whole row; a draft after p generated tokens sees its first
+            # len(prompt) - 1 + p positions, as the decode loop's cache holds then
+            context = DrafterContext.of_sequence(model.heads, whole, prompt + gen) if model.context_drafter else None
             after = int(model.lm_head(h[-1]).argmax())
             for key, strategy in strategies.items():
-                steps[key][i] = _accepted_steps(_drafting_at(model, strategy, h), gen, after, max_new_tokens,
-                                                stop_ids)
+                steps[key][i] = _accepted_steps(_drafting_at(model, strategy, h, context, len(prompt) - 1), gen,
+                                                after, max_new_tokens, stop_ids)
             bar.update()
     return steps
 
 
-def _drafting_at(model: MedusaModel, strategy: Strategy, hidden: torch.Tensor) -> Callable[[int, int, int], Tree]:
-    """The strategy's own draft at position p, from the teacher-forced hidden state there."""
+def _drafting_at(model: MedusaModel, strategy: Strategy, hidden: torch.Tensor, context: DrafterContext | None = None,
+                 offset: int = 0) -> Callable[[int, int, int], Tree]:
+    """The strategy's own draft at position p, from the teacher-forced hidden state there (and the context
+    drafter's cache below it: ``offset`` + p positions)."""
     path_dependent = model.path_dependent_heads
 
     def draft(p: int, root: int, budget: int) -> Tree:
         logits = model.lm_head(hidden[p])
         heads = None if path_dependent or not strategy.num_heads else \
             model.project_heads(hidden[p], logits, strategy.num_heads)
-        state = DecodeState(logits, heads, _argmax=root,
-                            level_logits=model.level_drafter(hidden[p]) if path_dependent else None)
+        levels = None
+        if path_dependent:
+            levels = model.level_drafter(hidden[p]) if context is None else \
+                model.level_drafter(hidden[p], context.view(offset + p))
+        state = DecodeState(logits, heads, _argmax=root, level_logits=levels)
         return strategy.draft(state, budget)
 
     return draft

@@ -21,13 +21,13 @@ MAX_DEPTH = 16  # positions of the learned position embedding: deeper paths than
 class DraftLayer(nn.Module):
     """RMSNorm → causal self-attention → RMSNorm → SwiGLU MLP, with residuals, over [batch, path, hidden]."""
 
-    def __init__(self, hidden_size: int, num_attention_heads: int) -> None:
+    def __init__(self, hidden_size: int, num_attention_heads: int, learned_positions: bool = True) -> None:
         super().__init__()
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden size {hidden_size} is not a multiple of {num_attention_heads} attention heads")
         self.num_attention_heads = num_attention_heads
         self.fc = nn.Linear(2 * hidden_size, hidden_size, bias=False)  # [hidden state; token embedding] → input
-        self.position = nn.Embedding(MAX_DEPTH, hidden_size)
+        self.position = nn.Embedding(MAX_DEPTH, hidden_size) if learned_positions else None  # (context: RoPE)
         self.attn_norm = nn.RMSNorm(hidden_size)
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
         self.out = nn.Linear(hidden_size, hidden_size, bias=False)
@@ -38,8 +38,10 @@ class DraftLayer(nn.Module):
         with torch.no_grad():  # start as the identity on the hidden state (see the module docstring)
             self.fc.weight.zero_()
             self.fc.weight[:, :hidden_size].copy_(torch.eye(hidden_size))
-            for zero in (self.position.weight, self.out.weight, self.down.weight):
+            for zero in (self.out.weight, self.down.weight):
                 zero.zero_()
+            if self.position is not None:
+                self.position.weight.zero_()
 
     def inputs(self, hidden: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.cat([hidden, token_embedding], dim=-1))

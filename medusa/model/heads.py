@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from medusa.model.context_layer import ContextDraftLayer
 from medusa.model.draft_layer import DraftLayer
 
 
@@ -28,12 +29,13 @@ class HeadConfig:
     token_input: bool = False  # heads also see the embedding of the base model's next token (see MedusaHeads)
     sequential: bool = False  # head k also sees the draft tokens before it on its path (Hydra-style; see MedusaHeads)
     autoregressive: int = 0  # > 0: an EAGLE-style one-layer drafter with this many attention heads (draft_layer.py)
+    context: bool = False  # the autoregressive drafter also attends over the whole context (context_layer.py)
 
     @property
     def drafter(self) -> str:
         """The drafter name ``train-heads --drafter`` uses for this layout."""
         if self.autoregressive:
-            return "autoregressive"
+            return "context" if self.context else "autoregressive"
         return "sequential" if self.sequential else "token-input" if self.token_input else "medusa"
 
     @property
@@ -84,6 +86,8 @@ class MedusaHeads(nn.Module):
             raise ValueError("heads are token-input, sequential or autoregressive: one of them")
         if config.autoregressive and (config.num_layers or not config.shared_lm_head):
             raise ValueError("the autoregressive drafter projects with the shared lm_head and has no head blocks")
+        if config.context and not config.autoregressive:
+            raise ValueError("only the autoregressive drafter attends over the context")
         self.config = config
         self.token_proj: nn.ModuleList | None = None
         self.seq_proj: nn.ModuleList | None = None
@@ -92,8 +96,10 @@ class MedusaHeads(nn.Module):
             if embedding is None:
                 raise ValueError("the autoregressive drafter needs the base model's input embedding")
             self._embedding = (embedding,)
-            self.drafter = DraftLayer(config.hidden_size, config.autoregressive)
-            self.register_buffer("drafter_depth", torch.tensor([config.num_heads, config.autoregressive]))
+            layer = ContextDraftLayer if config.context else DraftLayer
+            self.drafter = layer(config.hidden_size, config.autoregressive)
+            self.register_buffer("drafter_depth", torch.tensor([config.num_heads, config.autoregressive]
+                                                               + [1] * config.context))
         if config.token_input or config.sequential:
             if embedding is None:
                 raise ValueError(f"{config.drafter} heads need the base model's input embedding")
@@ -199,23 +205,47 @@ class MedusaHeads(nn.Module):
             states.append(state[0].reshape(*lead, -1))
         return states
 
-    def path_start(self, hidden: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def path_start(self, hidden: torch.Tensor, tokens: torch.Tensor, context=None) -> tuple[torch.Tensor, ...]:
         """A path-dependent drafter's state after t_0 (``tokens`` [N]) at ``hidden`` [N, H]; its first element is
         what head 0 reads. Sequential heads: ``(h + V_0·embed(t_0),)``. The autoregressive drafter: its predicted
-        hidden state and its layer's keys and values, so that :meth:`path_advance` adds one layer pass per token."""
+        hidden state and its layer's keys and values, so that :meth:`path_advance` adds one layer pass per token.
+        The context drafter also needs the ``context`` below the draft (a
+        :class:`~medusa.model.drafter_context.ContextView`; the draft starts at its position)."""
         emb = self._embed(tokens, hidden)
         if self.seq_proj is not None:
             return (hidden + self.seq_proj[0](emb),)
-        return self.drafter.extend(self.drafter.inputs(hidden, emb), None, None)
+        x = self.drafter.inputs(hidden, emb)
+        if not self.config.context:
+            return self.drafter.extend(x, None, None)
+        context = self._context(context)
+        prediction, (keys, values) = self.drafter.step(x, context.position, 0, (context.keys, context.values), None)
+        return prediction, keys, values
 
-    def path_advance(self, state: tuple[torch.Tensor, ...], tokens: torch.Tensor, j: int) -> tuple[torch.Tensor, ...]:
+    def path_advance(self, state: tuple[torch.Tensor, ...], tokens: torch.Tensor, j: int, context=None
+                     ) -> tuple[torch.Tensor, ...]:
         """The state after t_j from the state after t_{j-1} (rows aligned): ``h + Σ_{i≤j} V_i·embed(t_i)`` for
-        sequential heads; for the drafter, its prediction from (ĥ_j, t_j) attending over the path so far."""
+        sequential heads; for the drafter, its prediction from (ĥ_j, t_j) attending over the path so far (and,
+        for the context drafter, over ``context`` too)."""
         emb = self._embed(tokens, state[0])
         if self.seq_proj is not None:
             return (state[0] + self.seq_proj[j](emb),)
         prediction, keys, values = state
-        return self.drafter.extend(self.drafter.inputs(prediction, emb), keys, values)
+        x = self.drafter.inputs(prediction, emb)
+        if not self.config.context:
+            return self.drafter.extend(x, keys, values)
+        context = self._context(context)
+        prediction, (keys, values) = self.drafter.step(x, context.position, j, (context.keys, context.values),
+                                                       (keys, values))
+        return prediction, keys, values
+
+    @staticmethod
+    def _context(context):
+        if context is None:
+            from medusa.errors import MedusaError
+
+            raise MedusaError("the context drafter drafts below a context: pass the DrafterContext's view "
+                             "(MedusaModel.level_drafter(hidden, context))")
+        return context
 
     def _embed(self, next_tokens: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         table = self._embedding[0]
@@ -294,11 +324,12 @@ def infer_head_config(state: dict[str, torch.Tensor], hidden_size: int, vocab_si
     """Read K, L and projection sharing from the tensors themselves (some uploaded configs understate K)."""
     heads: dict[int, set[int]] = {}
     if "drafter.depth" in state:  # the autoregressive drafter: its depth and attention heads are stored
-        depth, attention_heads = (int(x) for x in state["drafter.depth"].tolist())
+        depth, attention_heads, *context = (int(x) for x in state["drafter.depth"].tolist())
         width = state["drafter.fc.weight"].shape[0]
         if width != hidden_size:
             raise ValueError(f"the drafter was trained for hidden size {width}, the base model has {hidden_size}")
-        return HeadConfig(depth, 0, hidden_size, vocab_size, shared_lm_head=True, autoregressive=attention_heads)
+        return HeadConfig(depth, 0, hidden_size, vocab_size, shared_lm_head=True, autoregressive=attention_heads,
+                          context=bool(context and context[0]))
     token_input = any(key.startswith("token_proj.") for key in state)
     sequential = any(key.startswith("seq_proj.") for key in state)
     if token_input and sequential:

@@ -25,8 +25,8 @@ class LevelDrafter:
     """``drafter(paths [N, d+1]) → [N, V]``: head d's logits below each path (t_0 = the next token) at ``hidden``
     [H], for one draft of ``heads`` (:class:`~medusa.model.heads.MedusaHeads`)."""
 
-    def __init__(self, heads, hidden: torch.Tensor) -> None:
-        self.heads, self.hidden = heads, hidden
+    def __init__(self, heads, hidden: torch.Tensor, context=None) -> None:
+        self.heads, self.hidden, self.context = heads, hidden, context  # context: the context drafter's view
         self._paths: torch.Tensor | None = None  # the last level's paths [M, d]
         self._state: tuple[torch.Tensor, ...] = ()  # per row: (sum,) or (prediction, keys, values)
         self.fallbacks = 0  # calls that had to start over (for tests: callers ask level after level)
@@ -40,11 +40,12 @@ class LevelDrafter:
         rows = self._parent_rows(paths)
         if rows is None:  # a first level, or a call that does not extend the last one: from the hidden state
             hidden = self.hidden.expand(paths.shape[0], -1) if self.hidden.dim() == 1 else self.hidden
-            state = heads.path_start(hidden, paths[:, 0])
+            state = heads.path_start(hidden, paths[:, 0], self.context)
             for j in range(1, depth + 1):
-                state = heads.path_advance(state, paths[:, j], j)
+                state = heads.path_advance(state, paths[:, j], j, self.context)
         else:
-            state = heads.path_advance(tuple(t.index_select(0, rows) for t in self._state), paths[:, depth], depth)
+            state = heads.path_advance(tuple(t.index_select(0, rows) for t in self._state), paths[:, depth], depth,
+                                       self.context)
         self._paths, self._state = paths, state
         return heads.heads[depth](state[0])
 

@@ -131,15 +131,28 @@ class MedusaModel(nn.Module):
         at = self.lm_head.weight.device  # the heads sit with lm_head
         return self.heads.level_logits(hidden.to(at), paths.to(at)).to(hidden.device)
 
-    def level_drafter(self, hidden: torch.Tensor):
+    @property
+    def context_drafter(self) -> bool:
+        """The drafter attends over the whole context: decoding keeps a
+        :class:`~medusa.model.drafter_context.DrafterContext` beside the base model's cache."""
+        return self.heads is not None and self.heads.config.context
+
+    def drafter_context(self):
+        """An empty context for one sequence of the context drafter."""
+        from medusa.model.drafter_context import DrafterContext
+
+        return DrafterContext(self.heads)
+
+    def level_drafter(self, hidden: torch.Tensor, context=None):
         """One draft's per-level head logits at ``hidden`` (:class:`~medusa.model.level_drafter.LevelDrafter`):
-        like :meth:`level_logits`, but each level reuses the last one's work."""
+        like :meth:`level_logits`, but each level reuses the last one's work. ``context``: the context drafter's
+        view of the positions below the draft."""
         from medusa.model.level_drafter import LevelDrafter
 
         if not self.split:
-            return LevelDrafter(self.heads, hidden)
+            return LevelDrafter(self.heads, hidden, context)
         at = self.lm_head.weight.device  # the heads sit with lm_head
-        drafter = LevelDrafter(self.heads, hidden.to(at))
+        drafter = LevelDrafter(self.heads, hidden.to(at), context)
         return lambda paths: drafter(paths.to(at)).to(hidden.device)
 
     def get_tokenizer(self):
@@ -173,10 +186,12 @@ class MedusaModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         num_heads: int = 0,
         last_only: bool = False,
+        all_hidden: bool = False,
     ) -> StepOutput:
-        """Run the decoder once and project; ``last_only`` projects just the final position (prefill)."""
+        """Run the decoder once and project; ``last_only`` projects just the final position (prefill), and
+        ``all_hidden`` still returns every position's hidden state (what the context drafter's cache is made of)."""
         out = self._run_decoder(input_ids, past_key_values, position_ids, attention_mask)
-        hidden = out.last_hidden_state
+        full = hidden = out.last_hidden_state
         if last_only:
             hidden = hidden[:, -1:]
         logits = self.lm_head(hidden)
@@ -185,7 +200,8 @@ class MedusaModel(nn.Module):
             if num_heads > self.num_heads:
                 raise ValueError(f"asked for {num_heads} heads, the model has {self.num_heads}")
             head_logits = self.project_heads(hidden, logits, num_heads)
-        return StepOutput(logits=self._home(logits), head_logits=self._home(head_logits), hidden=self._home(hidden))
+        return StepOutput(logits=self._home(logits), head_logits=self._home(head_logits),
+                          hidden=self._home(full if all_hidden else hidden))
 
     def forward(
         self,

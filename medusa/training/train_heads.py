@@ -22,6 +22,7 @@ from medusa.model.checkpoints import save_heads, save_medusa1
 from medusa.console import say
 from medusa.evaluation.data import load_examples
 from medusa.training.batch_generate import batched_generate, batched_hidden_states
+from medusa.training.context_training import ContextTrainer
 from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
 from medusa.model.heads import HeadConfig, MedusaHeads
@@ -56,7 +57,7 @@ class TrainSettings:
     num_layers: int = 1
     shared_lm_head: bool = True
     token_input: bool = False  # heads also see the base model's next token (see MedusaHeads); project format only
-    drafter: str = "medusa"  # medusa | token-input | sequential | autoregressive; --token-input = token-input
+    drafter: str = "medusa"  # medusa | token-input | sequential | autoregressive | context; --token-input = token-input
     epochs: int = 3
     batch_size: int = 256
     lr: float = 1e-3
@@ -100,7 +101,7 @@ SEQUENCE_KEYS = ("model_name", "adapter", "src_lang", "tgt_lang", "prompt_style"
                  "sample_temperature")
 # Settings that change the heads' shapes or meaning: a checkpoint made with other values cannot be resumed.
 RESUME_KEYS = ("model_name", "adapter", "num_heads", "num_layers", "shared_lm_head", "token_input", "drafter")
-DRAFTERS = ("medusa", "token-input", "sequential", "autoregressive")
+DRAFTERS = ("medusa", "token-input", "sequential", "autoregressive", "context")
 
 
 def _differences(saved: dict, s: TrainSettings, keys: tuple[str, ...]) -> list[str]:
@@ -251,6 +252,40 @@ def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int, bat
     return torch.cat(hiddens), torch.cat(nexts), torch.cat(targets)
 
 
+class PositionTrainer:
+    """Batches of shuffled positions from cached hidden states (every drafter but the context drafter, whose layer
+    reads whole sequences: context_training.py)."""
+
+    heads: MedusaHeads  # set once built, after the cache
+
+    def __init__(self, model: MedusaModel, train: list[dict], held: list[dict], s: TrainSettings,
+                 weights: torch.Tensor) -> None:
+        self.s, self.weights = s, weights.to(model.lm_head.weight.device)
+        self.x, self.paths, self.y = hidden_and_targets(model, train, s.num_heads, relabel=s.relabel_greedy)
+        self.future = future_rows(train, s.num_heads) if s.feature_loss_weight else None
+        self.held = hidden_and_targets(model, held, s.num_heads) if held else None
+        self.device = model.lm_head.weight.device
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.x.shape[0] / self.s.batch_size)
+
+    def loss(self, epoch: int, offset: int) -> torch.Tensor:
+        s, device, heads = self.s, self.device, self.heads
+        perm = torch.randperm(self.x.shape[0], generator=torch.Generator().manual_seed(s.seed + epoch))
+        idx = perm[offset * s.batch_size:(offset + 1) * s.batch_size]
+        if self.future is None:
+            logits = heads.teacher_forced(self.x[idx].to(device), self.paths[idx].to(device))
+            return head_loss(logits, self.y[idx].to(device), self.weights)
+        logits, states = heads.teacher_forced_states(self.x[idx].to(device), self.paths[idx].to(device))
+        ahead = self.future[idx]
+        return head_loss(logits, self.y[idx].to(device), self.weights) + s.feature_loss_weight * feature_loss(
+            states, self.x[ahead.clamp(min=0)].to(device), (ahead >= 0).to(device), self.weights)
+
+    def evaluate(self) -> dict:
+        return evaluate_heads(self.heads, *self.held)
+
+
 def copy_adapter(source: str, target: Path) -> None:
     """Copy a peft adapter folder's config and weights (not its training leftovers)."""
     import shutil
@@ -301,8 +336,9 @@ def train_heads(s: TrainSettings) -> dict:
                           "0 ≤ --heldout-fraction < 1")
     check_sampling(s)
     s = resolve_drafter(s)
-    if s.feature_loss_weight < 0 or (s.feature_loss_weight and s.drafter != "autoregressive"):
-        raise MedusaError("--feature-loss-weight is for --drafter autoregressive (its predicted hidden states), ≥ 0")
+    if s.feature_loss_weight < 0 or (s.feature_loss_weight and s.drafter not in ("autoregressive", "context")):
+        raise MedusaError("--feature-loss-weight is for --drafter autoregressive or context (their predicted hidden "
+                          "states), ≥ 0")
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -319,32 +355,37 @@ def train_heads(s: TrainSettings) -> dict:
         copy_adapter(s.adapter, out / ADAPTER_DIR)
     rows = self_distilled_sequences(model, s, out / SEQUENCES)
     train, held = split_by_source(rows, s)
-    say(f"caching hidden states: {len(train)} training and {len(held)} held-out sequences")
-    x_train, n_train, y_train = hidden_and_targets(model, train, s.num_heads, relabel=s.relabel_greedy)
-    f_train = future_rows(train, s.num_heads) if s.feature_loss_weight else None
-    x_held, n_held_ids, y_held = hidden_and_targets(model, held, s.num_heads) if held else (None, None, None)
+    weights = torch.tensor([s.head_decay ** k for k in range(s.num_heads)])
+    if s.drafter == "context":  # whole sequences through the base at every step (the drafter attends over them)
+        say(f"training on {len(train)} sequences, {len(held)} held out")
+        trainer = ContextTrainer(model, train, held, s.num_heads, s.batch_size, weights, s.relabel_greedy,
+                                 s.feature_loss_weight, s.seed)
+    else:  # (before the shared projection turns fp32 below: the cache runs the base in its own dtype)
+        say(f"caching hidden states: {len(train)} training and {len(held)} held-out sequences")
+        trainer = PositionTrainer(model, train, held, s, weights)
 
     lm_head = model.lm_head
     hidden_size, vocab = lm_head.weight.shape[1], lm_head.weight.shape[0]
-    if s.drafter == "autoregressive":  # one decoder layer projected by the shared lm_head (no head blocks)
+    if s.drafter in ("autoregressive", "context"):  # one decoder layer projected by the shared lm_head
         config = HeadConfig(s.num_heads, 0, hidden_size, vocab, True,
-                            autoregressive=attention_heads_for(model.base_model.config, hidden_size))
+                            autoregressive=attention_heads_for(model.base_model.config, hidden_size),
+                            context=s.drafter == "context")
     else:
         config = HeadConfig(s.num_heads, s.num_layers, hidden_size, vocab, s.shared_lm_head, s.token_input,
                             sequential=s.drafter == "sequential")
     embedding = model.base_model.get_input_embeddings()
     heads = MedusaHeads(config, lm_head, embedding).to(device=lm_head.weight.device, dtype=torch.float32)
+    trainer.heads = heads
     params = [p for p in heads.parameters() if p.requires_grad and p is not lm_head.weight]
     if config.shared_lm_head:
         lm_head.float()  # heads train in fp32; the shared projection stays frozen
     if config.token_input or config.path_dependent:
         embedding.float()  # (tied to the projection in many models; frozen either way)
     optim = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    steps_per_epoch = math.ceil(x_train.shape[0] / s.batch_size)
+    steps_per_epoch = trainer.steps_per_epoch
     total_steps = steps_per_epoch * s.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda t: min(1.0, (t + 1) / max(1, total_steps // 20))
                                               * 0.5 * (1 + math.cos(math.pi * min(t, total_steps) / total_steps)))
-    weights = torch.tensor([s.head_decay ** k for k in range(s.num_heads)])
     step, history = 0, []
     if s.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -372,17 +413,7 @@ def train_heads(s: TrainSettings) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True  # the heads train in fp32; TF32 matmuls are ~8x faster
     bar = tqdm(total=total_steps, initial=step, desc="train heads", unit="step", dynamic_ncols=True)
     while step < total_steps:
-        epoch, offset = divmod(step, steps_per_epoch)
-        perm = torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(s.seed + epoch))
-        idx = perm[offset * s.batch_size:(offset + 1) * s.batch_size]
-        if f_train is None:
-            logits = heads.teacher_forced(x_train[idx].to(device), n_train[idx].to(device))
-            loss = head_loss(logits, y_train[idx].to(device), weights)
-        else:
-            logits, states = heads.teacher_forced_states(x_train[idx].to(device), n_train[idx].to(device))
-            ahead = f_train[idx]
-            loss = head_loss(logits, y_train[idx].to(device), weights) + s.feature_loss_weight * feature_loss(
-                states, x_train[ahead.clamp(min=0)].to(device), (ahead >= 0).to(device), weights)
+        loss = trainer.loss(*divmod(step, steps_per_epoch))
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -392,12 +423,12 @@ def train_heads(s: TrainSettings) -> dict:
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % s.eval_every == 0 or step == total_steps:
             entry = {"step": step, "loss": loss.item()}
-            if x_held is not None:
-                entry.update(evaluate_heads(heads, x_held, n_held_ids, y_held))
+            if held:
+                entry.update(trainer.evaluate())
             history.append(entry)
             save_checkpoint()
     bar.close()
-    final = evaluate_heads(heads, x_held, n_held_ids, y_held) if x_held is not None else {}
+    final = trainer.evaluate() if held else {}
     base_name = model.info.base_id or model.info.base  # heads name a base that loads again, adapter apart
     meta = {"trained_on": s.datasets, "examples": len(rows), "sources": len({r.get("source", r["index"]) for r in rows}),
             "samples_per_source": s.samples_per_source, "feature_loss_weight": s.feature_loss_weight,
@@ -442,7 +473,7 @@ def resolve_drafter(s: TrainSettings) -> TrainSettings:
         raise MedusaError(f"--drafter {s.drafter}: use one of {', '.join(DRAFTERS)}")
     if s.token_input and s.drafter not in ("medusa", "token-input"):
         raise MedusaError(f"--token-input and --drafter {s.drafter} contradict each other; pass one of them")
-    if s.drafter in ("sequential", "autoregressive") and s.joint_lora:
+    if s.drafter in ("sequential", "autoregressive", "context") and s.joint_lora:
         raise MedusaError(f"--joint-lora trains medusa or token-input heads; {s.drafter} drafters train on a frozen "
                           "base")
     drafter = "token-input" if s.token_input else s.drafter
@@ -471,8 +502,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="medusa: plain heads on the last hidden state; token-input: heads also see the base model's "
                    "next token; sequential: head k also sees the draft tokens above it (Hydra-style, drafted depth "
                    "by depth); autoregressive: one EAGLE-style decoder layer predicting the next hidden state from the "
-                   "current one and the token, projected by the base lm_head. Only medusa heads are also exported in "
-                   "FasterDecoding's Medusa-1 layout")
+                   "current one and the token, projected by the base lm_head; context: the same layer attending "
+                   "over the whole context through a cache of its own (EAGLE's drafter; decoded by the eager loop). "
+                   "Only medusa heads are also exported in FasterDecoding's Medusa-1 layout")
     p.add_argument("--token-input", action="store_true", help="the same as --drafter token-input")
     p.add_argument("--relabel-greedy", action="store_true",
                    help="train on the base model's own greedy choice after each path (teacher-forced) instead of the "

@@ -1,0 +1,117 @@
+"""The context drafter's decoder layer: the autoregressive drafter's layer (draft_layer.py) attending over the whole
+context, as EAGLE's drafter does, instead of over its draft path only.
+
+Position i of the context holds the layer's keys and values for the input ``fc([f_i; embed(t_{i+1})])``: the base
+model's last hidden state after token i and the token that follows it. A draft from committed position p starts
+with that input at p and attends over positions 0..p, then over its own path: depth j's input is
+``fc([ĥ_{p+j}; embed(t_{p+j+1})])`` at position p + j, where ĥ is the layer's own prediction. With one layer,
+position i's keys and values depend on position i's input alone, so the context is a cache filled once per
+committed token (:class:`~medusa.model.drafter_context.DrafterContext`), and training over a whole sequence
+(:meth:`ContextDraftLayer.rollout`) gives every depth's prediction at every position in K passes.
+
+Positions are rotary (RoPE over absolute positions), since a context has no fixed length; a translation that copies
+content from its source needs to find it there, which a path-only drafter, fed the source through one hidden state,
+cannot do. A fresh layer still predicts its input hidden state (residual branches at zero, the input projection
+passing the hidden state through), so a fresh context drafter repeats the base model's next-token distribution.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from medusa.model.draft_layer import DraftLayer
+
+ROPE_BASE = 10000.0
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """RoPE on ``x`` [..., n, d] at ``positions`` [n] (or broadcastable to x's leading dims + n)."""
+    d = x.shape[-1]
+    inv = ROPE_BASE ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    angles = positions.to(x.device, torch.float32)[..., None] * inv  # [..., n, d/2]
+    cos, sin = torch.cat([angles.cos()] * 2, -1).to(x.dtype), torch.cat([angles.sin()] * 2, -1).to(x.dtype)
+    half = d // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class ContextDraftLayer(DraftLayer):
+    """RMSNorm → attention over context + path (RoPE) → RMSNorm → SwiGLU MLP, with residuals."""
+
+    def __init__(self, hidden_size: int, num_attention_heads: int) -> None:
+        super().__init__(hidden_size, num_attention_heads, learned_positions=False)
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[..., n, H] → q, k, v [..., heads, n, d]."""
+        q, k, v = self.qkv(self.attn_norm(x)).unflatten(-1, (3, self.num_attention_heads, -1)).unbind(-3)
+        return q.transpose(-2, -3), k.transpose(-2, -3), v.transpose(-2, -3)
+
+    def keys_values(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (rotated) and values [..., heads, n, d] of inputs ``x`` [..., n, H] at ``positions`` [n]."""
+        _, k, v = self._split(x)
+        return rotate(k, positions), v
+
+    def _finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """Residual attention output ([..., heads, n, d] → [..., n, H]) and the MLP."""
+        return self._mlp(x + self.out(attended.transpose(-2, -3).flatten(-2)))
+
+    def step(self, x: torch.Tensor, start: int | torch.Tensor, depth: int,
+             context: tuple[torch.Tensor, torch.Tensor] | None, path: tuple[torch.Tensor, torch.Tensor] | None
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One draft level: inputs ``x`` [N, H] at position ``start`` + ``depth``, each row attending over
+        ``context`` (keys, values [heads, C, d], shared by all rows; only the positions below ``start`` count, so a
+        static buffer longer than the context serves) and its own ``path`` (keys, values [N, heads, depth, d], the
+        earlier levels, or None). ``start`` may be a 0-d device tensor (inside a captured step). Returns the
+        predictions [N, H] and the path through this level."""
+        q, k, v = self._split(x[:, None])  # [N, heads, 1, d]
+        pos = (torch.as_tensor(start, device=x.device) + depth).reshape(1)
+        q, k = rotate(q, pos), rotate(k, pos)
+        keys = k if path is None else torch.cat([path[0], k], dim=2)
+        values = v if path is None else torch.cat([path[1], v], dim=2)
+        scores = (q @ keys.transpose(-1, -2)).float()  # [N, heads, 1, depth + 1]
+        width = context[0].shape[-2] if context is not None else 0
+        if width:
+            ctx_scores = (q @ context[0].transpose(-1, -2)).float()  # broadcast over rows: [N, heads, 1, C]
+            if isinstance(start, torch.Tensor) or width > start:
+                columns = torch.arange(width, device=x.device)
+                ctx_scores = ctx_scores.masked_fill(columns >= torch.as_tensor(start, device=x.device),
+                                                    float("-inf"))
+            scores = torch.cat([ctx_scores, scores], dim=-1)
+        weights = (scores * q.shape[-1] ** -0.5).softmax(-1).to(v.dtype)
+        attended = weights[..., width:] @ values
+        if width:
+            attended = attended + weights[..., :width] @ context[1]
+        return self._finish(x[:, None], attended)[:, 0], (keys, values)
+
+    def rollout(self, first: torch.Tensor, next_input, depth: int) -> list[torch.Tensor]:
+        """Training over whole sequences: predictions at every position for depths 0..depth-1, [B, L, H] each.
+
+        ``first`` [B, L, H] holds the true inputs (position i: f_i and t_{i+1}); ``next_input(j, predictions)``
+        gives depth j's inputs [B, L, H] (row i: the path from position i at position i + j) from depth j-1's
+        predictions. Row i at depth j attends over the true inputs at positions 0..i and its own path at depths
+        1..j, which is what :meth:`step` sees when a draft starts at i (right padding is harmless: padded
+        positions come after every real one).
+        """
+        b, length, _ = first.shape
+        positions = torch.arange(length, device=first.device)
+        q0, k0, v0 = self._split(first)
+        k0, q0 = rotate(k0, positions), rotate(q0, positions)
+        causal = torch.ones(length, length, dtype=torch.bool, device=first.device).tril()
+        attended = F.scaled_dot_product_attention(q0, k0, v0, attn_mask=causal)
+        predictions = [self._finish(first, attended)]
+        diag_k: list[torch.Tensor] = []
+        diag_v: list[torch.Tensor] = []
+        scale = q0.shape[-1] ** -0.5
+        for j in range(1, depth):
+            x = next_input(j, predictions[-1])
+            q, k, v = self._split(x)
+            q, k = rotate(q, positions + j), rotate(k, positions + j)
+            diag_k.append(k)
+            diag_v.append(v)
+            ctx = (q @ k0.transpose(-1, -2)).float().masked_fill(~causal, float("-inf"))  # [B, heads, L, L]
+            own = torch.stack([(q * dk).sum(-1) for dk in diag_k], dim=-1).float()  # [B, heads, L, j]
+            weights = (torch.cat([ctx, own], dim=-1) * scale).softmax(-1).to(v.dtype)
+            out = weights[..., :length] @ v0 + (weights[..., length:, None] * torch.stack(diag_v, dim=-2)).sum(-2)
+            predictions.append(self._finish(x, out))
+        return predictions

@@ -1,0 +1,76 @@
+"""The context drafter's cache: its layer's keys and values at the committed positions of one sequence.
+
+A decode fills it from the base model's hidden states as tokens are committed (the prompt after the prefill, the
+accepted path after each verify); a replay builds it for a whole known sequence at once and shows each draft the
+positions below its start (:meth:`DrafterContext.view`). Drafts read it and never write it, so a tree's many paths
+share one copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ContextView:
+    """Keys and values [heads, n, d] of positions 0..n-1; a draft from it starts at position n. ``start``, where
+    given (an int or a 0-d device tensor), is that position instead, and the rows at or past it are ignored: the
+    fast engine's static buffer, whose filled length lives on the device."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    start: int | torch.Tensor | None = None
+
+    @property
+    def position(self) -> int | torch.Tensor:
+        return self.keys.shape[-2] if self.start is None else self.start
+
+
+class DrafterContext:
+    """Grows by :meth:`append` as a sequence is committed; ``heads`` is a context drafter's MedusaHeads."""
+
+    def __init__(self, heads) -> None:
+        if not heads.config.context:
+            raise ValueError(f"{heads.config.drafter} heads keep no context")
+        self.heads = heads
+        drafter = heads.drafter
+        weight = drafter.fc.weight
+        shape = (drafter.num_attention_heads, 0, weight.shape[0] // drafter.num_attention_heads)
+        self.keys = torch.empty(shape, device=weight.device, dtype=weight.dtype)
+        self.values = torch.empty(shape, device=weight.device, dtype=weight.dtype)
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[-2]
+
+    def append(self, hidden: torch.Tensor, tokens: torch.Tensor | list[int], start: int) -> None:
+        """Positions start..start+m-1: the base model's hidden states there [m, H] and the tokens after them [m]."""
+        if start != self.length:
+            raise ValueError(f"the drafter context holds {self.length} positions; cannot append at {start}")
+        if not len(tokens):
+            return
+        drafter = self.heads.drafter
+        weight = drafter.fc.weight
+        hidden = hidden.to(weight.device, weight.dtype)
+        tokens = torch.as_tensor(tokens, device=weight.device, dtype=torch.long)
+        x = drafter.inputs(hidden, self.heads._embed(tokens, hidden))
+        k, v = drafter.keys_values(x, torch.arange(start, start + hidden.shape[0], device=weight.device))
+        self.keys = torch.cat([self.keys, k], dim=-2)
+        self.values = torch.cat([self.values, v], dim=-2)
+
+    def view(self, length: int | None = None) -> ContextView:
+        """The first ``length`` positions (all by default): what a draft starting at ``length`` attends over."""
+        n = self.length if length is None else length
+        if not 0 <= n <= self.length:
+            raise ValueError(f"the drafter context holds {self.length} positions, not {n}")
+        return ContextView(self.keys[:, :n], self.values[:, :n])
+
+    @classmethod
+    def of_sequence(cls, heads, hidden: torch.Tensor, ids: list[int]) -> "DrafterContext":
+        """The context of a known sequence: hidden states [L, H] after each of its L tokens ``ids``."""
+        context = cls(heads)
+        if len(ids) > 1:
+            context.append(hidden[:len(ids) - 1], ids[1:], 0)
+        return context
