@@ -130,3 +130,15 @@ def test_calibration_measures_each_head_below_the_true_tokens_with_the_context()
                 ranks[j, int((order == ids[i + j + 2]).nonzero())] += 1
     assert acc.total == len(positions)
     assert acc.hits == ranks.tolist()
+
+
+def test_a_half_precision_base_trains_the_drafter_in_float32(tiny_model_dir, tmp_path):
+    """Training turns the shared projection (tied to the input embedding) to float32; the base, run at every step,
+    still gets embeddings in its own dtype."""
+    out = tmp_path / "bf16"
+    s = TrainSettings(model_name=str(tiny_model_dir), dataset="flores200-sample", num_examples=6,
+                      prompt_style="seed", max_new_tokens=10, num_heads=2, epochs=2, batch_size=32, lr=3e-3,
+                      heldout_fraction=0.2, output_dir=str(out), device="cpu", dtype="bfloat16", drafter="context",
+                      relabel_greedy=True)
+    result = train_heads(s)
+    assert len(result["heldout"]["top1"]) == 2 and result["history"]
