@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
-# PLANNED FOR THE NEXT SESSION, NOT RUN YET (issue 11): do drafters trained on sampled self-distilled text win back
+# RUN 2026-11-29 on one H200 with SAMPLES=2 (calls below, as run: call 3 `SAMPLES=2 WAIT=500 ... data translator heads
+# wait-heads`, the drafters done in 8 min; call 4 `SAMPLES=2 WAIT=480 WAIT_MEASURE=5 FLORES_DECODE=0 ... wait-heads
+# pick-ar measure wait-measure`; call 5 `WAIT_MEASURE=560 ... wait-measure`). Results: the autoregressive drafter with
+# --relabel-greedy and the feature loss was picked (held-out top-1 0.376 / 0.312 / 0.293 / 0.277 / 0.262), τ 2.006 on
+# all IN22-Gen rows, 1024/1024 identical; docs/embedded-default.md, "Sampled text and a context drafter".
+# Issue 11: do drafters trained on sampled self-distilled text win back
 # the τ that the rank-32 candidate translator's more faithful text cost (docs/embedded-default.md, "A stronger
 # translator")? The control is session 6's drafters on that translator, trained on greedy text only: held-out top-1
 # 0.346 / 0.274 / 0.249 / 0.229 / 0.214 (autoregressive), τ 1.907 on all IN22-Gen rows.

@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
 # Issue 11: does the context drafter (`--drafter context`: the autoregressive drafter's layer attending over the whole
 # context through its own cache, as EAGLE's does) win back the τ that the rank-32 candidate translator's faithful
-# text cost? Trained exactly as session 6's autoregressive drafter (greedy self-distilled text, 5 heads, 5 epochs,
-# batch 4096, lr 2e-3), whose held-out top-1 was 0.346 / 0.274 / 0.249 / 0.229 / 0.214 and τ 1.907 on all IN22-Gen
-# rows: the one difference is the context.
+# text cost? Trained on greedy self-distilled text as session 6's autoregressive drafter (held-out top-1 0.346 /
+# 0.274 / 0.249 / 0.229 / 0.214, τ 1.907 on all IN22-Gen rows), but with session 7's batch 4096 and lr 2e-3 (session 6:
+# batch 1024, lr 1e-3, 5 epochs, 895 steps).
+# RUN 2026-11-29 on one H200 (what happened, in order):
+#   calls 1-2 as below; call 3 `WAIT=330 ... data translator heads tests wait-heads`: tests passed (3, the context
+#     drafter captured included); the drafter's training failed at once (a bf16 base fed float32 embeddings: fixed
+#     in 8a82a84, with a test);
+#   call 4 `WAIT=250 ... heads wait-heads`: 5 epochs, 240 steps, 70 s with the text: top-1 0.259 / 0.225 / 0.217 /
+#     0.209 / 0.200;
+#   call 5 (inline): the same text, 15 epochs, with and without --feature-loss-weight 1.0, side by side (3 min 55 s):
+#       source benchmarks/gpu_common.sh; for v in ctx15 ctx15f; do mkdir -p $RUN/heads-$v && \
+#         cp $RUN/heads-ctx/sequences.* $RUN/heads-$v/; done
+#       common=(the `heads` stage's flags with --epochs 15)
+#       detach $RUN/heads-ctx15.log python3 medusa.py train-heads "${common[@]}" --output-dir $RUN/heads-ctx15
+#       detach $RUN/heads-ctx15f.log python3 medusa.py train-heads "${common[@]}" --feature-loss-weight 1.0 \
+#         --output-dir $RUN/heads-ctx15f
+#     top-1 0.339 / 0.267 / 0.240 / 0.219 / 0.201 and 0.348 / 0.279 / 0.257 / 0.240 / 0.222;
+#   call 6: calibrate-tree for heads-ctx15f (300 prompts) timed out at its 70 s limit with the device time left;
+#     `measure` below was never reached. docs/embedded-default.md, "Sampled text and a context drafter".
 # Calls back to back on one warm machine (given back after 30 s idle):
 #   call 1: carry .stage/a .whl                      bash benchmarks/gpu_session8.sh setup
 #   call 2: carry .stage/b                           bash benchmarks/gpu_session8.sh model

@@ -57,14 +57,21 @@ def batched_generate(model, prompts: list[list[int]], max_new_tokens: int, stop_
 
 
 @torch.inference_mode()
-def batched_hidden_states(model, seqs: list[list[int]]) -> torch.Tensor:
+def batched_hidden_states(model, seqs: list[list[int]], embed_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Last hidden states [B, L, H] of right-padded sequences (a ``MedusaModel``): with causal attention every real
-    position equals a one-sequence forward, so teacher-forced passes can run many sequences at once."""
+    position equals a one-sequence forward, so teacher-forced passes can run many sequences at once.
+    ``embed_dtype``: feed the decoder its input embeddings in this dtype (the base's own, where training has turned
+    a tied embedding to float32)."""
     width = max(len(s) for s in seqs)
     ids = torch.zeros(len(seqs), width, dtype=torch.long)
     mask = torch.zeros(len(seqs), width, dtype=torch.long)
     for r, seq in enumerate(seqs):
         ids[r, : len(seq)] = torch.tensor(seq)
         mask[r, : len(seq)] = 1
-    return model.decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                           use_cache=False).last_hidden_state
+    decoder = model.decoder()
+    if embed_dtype is None:
+        return decoder(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                       use_cache=False).last_hidden_state
+    table = decoder.get_input_embeddings()
+    embeds = table(ids.to(table.weight.device)).to(embed_dtype)
+    return decoder(inputs_embeds=embeds, attention_mask=mask.to(embeds.device), use_cache=False).last_hidden_state

