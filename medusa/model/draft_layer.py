@@ -3,7 +3,8 @@ the current one and the embedding of the token that follows it, so a draft path 
 each prediction projected by the base ``lm_head``.
 
 The layer attends causally over the draft path only (the base model's last hidden state is its first input), not
-over the prompt: a path is at most a few tokens deep, and the hidden state already summarises the context. Its
+over the prompt: a path is at most a few tokens deep, and the hidden state already summarises the context. (The
+context drafter, context_layer.py, is this layer attending over the whole context too.) Its
 residual branches start at zero and its input projection passes the hidden state through, so a fresh drafter
 predicts the same hidden state again at every depth: like fresh Medusa heads, it repeats the base model's next-token
 distribution until trained.
