@@ -7,12 +7,17 @@
 #     embedded default (issue 11: "the best drafter becomes the embedded default if it is also the fastest").
 #     On the shipped translator's greedy text alone this drafter reached τ 3.079 on the first 100 IN22-Gen rows
 #     (docs/embedded-default.md, "Drafters compared"), but it was never timed.
-#  B. The context drafter on the candidate translator's sampled text, 15 epochs, feature loss (session 8 trained it
-#     on greedy text only: it matched the path-only drafter), then τ replayed on all IN22-Gen rows.
+#  B. The context drafter on the candidate translator's sampled text, warm-started (--init-from) from session 7's
+#     sampled-text autoregressive drafter (.cand/heads-ar-sampled: its layer without the learned position table;
+#     held-out top-1 0.376 / 0.312 / 0.293 / 0.277 / 0.262, τ 2.006), 5 epochs, feature loss: does attending over
+#     the context lift a trained path-only drafter? (Session 8 trained it fresh on greedy text only: it matched the
+#     path-only drafter.) Then τ replayed on all IN22-Gen rows. Without .cand/heads-ar-sampled it starts fresh, 15
+#     epochs.
 # Calls back to back on one warm machine (given back after 30 s idle):
 #   call 1: carry .stage/a .whl                       bash benchmarks/gpu_session9.sh setup
 #   call 2: carry .stage/b                            bash benchmarks/gpu_session9.sh model
-#   call 3: carry .datatxz .cand/translator-r32       WAIT=480 bash benchmarks/gpu_session9.sh data translator heads \
+#   call 3: carry .datatxz .cand/translator-r32 .cand/heads-ar-sampled (15 MB: the three with the tree fit 64 MiB)
+#                                                     WAIT=480 bash benchmarks/gpu_session9.sh data translator heads \
 #                                                       wait-heads
 #   call 4 (repeat while wait-heads says "still running"):
 #                                                     WAIT=300 WAIT_MEASURE=5 bash benchmarks/gpu_session9.sh \
@@ -37,7 +42,9 @@ for stage in "$@"; do
             --feature-loss-weight 1.0 ${HEADS_EXTRA:-})
     detach "$RUN/heads-shipped-ar.log" python3 medusa.py train-heads "${common[@]}" --epochs 3 \
       --adapter medusa/embedded_default/adapter --drafter autoregressive --output-dir "$RUN/heads-shipped-ar"
-    detach "$RUN/heads-ctx-sampled.log" python3 medusa.py train-heads "${common[@]}" --epochs 15 \
+    warm=(--epochs 15); [ -f .cand/heads-ar-sampled/medusa_heads.safetensors ] && \
+      warm=(--epochs 5 --init-from .cand/heads-ar-sampled)
+    detach "$RUN/heads-ctx-sampled.log" python3 medusa.py train-heads "${common[@]}" "${warm[@]}" \
       --adapter "$RUN/adapter" --drafter context --output-dir "$RUN/heads-ctx-sampled"
     ;;
   wait-heads)

@@ -105,6 +105,7 @@ ROWS = [{"hin_Deva": HINDI, "eng_Latn": "We now have four month old mice."},
     (["calibrate-tree", "-d", ""], "--dataset is empty"),
     (["measure-acceptance", "-mil", "0"], "--max-input-len"),
     (["train-heads", "--prompt-style", "fancy"], "invalid choice: 'fancy'"),
+    (["train-heads", "--joint-lora", "--init-from", "heads"], "--init-from starts frozen-base training"),
     (["finetune", "--train-data", "flores200-sample", "--prompt-style", "fancy"], "invalid choice: 'fancy'"),
 ])
 def test_bad_flag_is_one_line(args, needle, capsys, tmp_path, monkeypatch):

@@ -142,3 +142,36 @@ def test_a_half_precision_base_trains_the_drafter_in_float32(tiny_model_dir, tmp
                       relabel_greedy=True)
     result = train_heads(s)
     assert len(result["heldout"]["top1"]) == 2 and result["history"]
+
+
+def test_init_from_warm_starts_a_context_drafter_from_a_trained_autoregressive_one(tiny_model_dir, tmp_path, capsys):
+    """--init-from copies the tensors of the same names and shapes (the drafter layer; not the learned position
+    table the context layer does not have) and training goes on from them; a wrong path or heads that share
+    nothing are one-line errors."""
+    from safetensors.torch import load_file
+
+    from medusa.errors import MedusaError
+
+    common = dict(model_name=str(tiny_model_dir), dataset="flores200-sample", num_examples=6, prompt_style="seed",
+                  max_new_tokens=10, num_heads=2, batch_size=32, heldout_fraction=0.2, device="cpu")
+    ar = tmp_path / "ar"
+    train_heads(TrainSettings(**common, epochs=3, lr=3e-3, drafter="autoregressive", output_dir=str(ar)))
+    trained = load_file(str(ar / "medusa_heads.safetensors"))
+    ctx = tmp_path / "ctx"
+    train_heads(TrainSettings(**common, epochs=1, lr=1e-12, drafter="context", init_from=str(ar),
+                              output_dir=str(ctx)))
+    assert "started from" in capsys.readouterr().err
+    warm = load_file(str(ctx / "medusa_heads.safetensors"))
+    for name in ("drafter.qkv.weight", "drafter.fc.weight", "drafter.down.weight"):
+        torch.testing.assert_close(warm[name], trained[name], atol=1e-6, rtol=1e-5)  # (lr ≈ 0: still the start)
+    assert "drafter.position.weight" in trained and "drafter.position.weight" not in warm
+    with pytest.raises(MedusaError, match="does not exist"):
+        train_heads(TrainSettings(**common, epochs=1, drafter="context", init_from=str(tmp_path / "none"),
+                                  output_dir=str(tmp_path / "x")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MedusaError, match="no heads there|has no"):
+        train_heads(TrainSettings(**common, epochs=1, drafter="context", init_from=str(tmp_path / "empty"),
+                                  output_dir=str(tmp_path / "x2")))
+    with pytest.raises(MedusaError, match="none of its tensors fits"):
+        train_heads(TrainSettings(**common, epochs=1, drafter="token-input", init_from=str(ar),
+                                  output_dir=str(tmp_path / "y")))

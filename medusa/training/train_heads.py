@@ -80,6 +80,7 @@ class TrainSettings:
     dtype: str = "auto"
     hf_token: str | None = None
     adapter: str | None = None  # a LoRA merged into the base first: heads must learn the model they will serve
+    init_from: str | None = None  # heads whose tensors of the same names and shapes start these (a warm start)
 
     @property
     def datasets(self) -> list[str]:
@@ -353,6 +354,7 @@ def train_heads(s: TrainSettings) -> dict:
         p.requires_grad_(False)
     if s.adapter:  # the heads only fit the adapted model: keep a copy beside them (checked before any training)
         copy_adapter(s.adapter, out / ADAPTER_DIR)
+    start = read_init_heads(s.init_from, s.hf_token) if s.init_from else None  # a bad path fails before the work
     rows = self_distilled_sequences(model, s, out / SEQUENCES)
     train, held = split_by_source(rows, s)
     weights = torch.tensor([s.head_decay ** k for k in range(s.num_heads)])
@@ -376,6 +378,10 @@ def train_heads(s: TrainSettings) -> dict:
     embedding = model.base_model.get_input_embeddings()
     heads = MedusaHeads(config, lm_head, embedding).to(device=lm_head.weight.device, dtype=torch.float32)
     trainer.heads = heads
+    if start is not None:
+        copied = init_heads_from(heads, start, s.init_from)
+        say(f"started from {s.init_from}: {len(copied)} tensors ({', '.join(copied[:6])}"
+            f"{', …' if len(copied) > 6 else ''})")
     params = [p for p in heads.parameters() if p.requires_grad and p is not lm_head.weight]
     if config.shared_lm_head:
         lm_head.float()  # heads train in fp32; the shared projection stays frozen
@@ -451,6 +457,30 @@ def train_heads(s: TrainSettings) -> dict:
     return {"history": history, "heldout": final}
 
 
+def read_init_heads(location: str, token: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of the heads ``--init-from`` names (project or Medusa-1 format)."""
+    from medusa.model.checkpoints import read_head_checkpoint
+
+    ckpt = read_head_checkpoint(location, token)
+    if ckpt is None:
+        raise MedusaError(f"--init-from {location}: no heads there (a folder with medusa_heads.json, or a weights "
+                          "file)")
+    return ckpt.state
+
+
+def init_heads_from(heads: MedusaHeads, state: dict[str, torch.Tensor], location: str) -> list[str]:
+    """Copy into ``heads`` every tensor of ``state`` with the same name and shape (e.g. a trained autoregressive
+    drafter's layer into a context drafter, whose layer has the same weights but no learned position table);
+    returns their names. Nothing in common is a one-line error."""
+    own = heads.head_state_dict()
+    same = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)
+            and k != "drafter.depth"}
+    if not same:
+        raise MedusaError(f"--init-from {location}: none of its tensors fits these heads (another drafter or shape)")
+    heads.load_head_state_dict({**own, **same})
+    return sorted(same)
+
+
 def check_sampling(s: TrainSettings) -> None:
     if s.samples_per_source < 0 or not s.sample_temperature > 0:
         raise MedusaError(f"need --samples-per-source ≥ 0 and --sample-temperature > 0 (got {s.samples_per_source} "
@@ -485,6 +515,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", action="append", default=None,
                    help=f"prompts to self-distil (repeatable: sources are pooled; default {d.dataset})")
     p.add_argument("--adapter", default=None, help="LoRA adapter merged into the base before training")
+    p.add_argument("--init-from", default=None, metavar="HEADS",
+                   help="start from these trained heads' tensors where names and shapes match (e.g. a context "
+                   "drafter from a trained autoregressive drafter); the rest starts fresh")
     for name, kind in (("model-name", str), ("split", str), ("src-lang", str),
                        ("tgt-lang", str), ("num-examples", int), ("prompt-style", str), ("max-input-len", int),
                        ("max-new-tokens", int), ("generation-batch-size", int), ("samples-per-source", int),
@@ -520,6 +553,8 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
     values = vars(args).copy()
     values["shared_lm_head"] = not values.pop("own_lm_head")
     values["dataset"] = values["dataset"] or TrainSettings.dataset
+    if values["joint_lora"] and values["init_from"]:
+        raise MedusaError("--init-from starts frozen-base training (train-heads without --joint-lora)")
     if values["joint_lora"] and values["device_map"]:
         raise MedusaError("--joint-lora trains the base too, which needs it on one device: drop --device-map (it "
                           "splits a frozen base only)")
