@@ -204,3 +204,17 @@ def test_save_and_load(tmp_path):
     a = generate(model, make_strategy(strategy), prompt, 20, {2})
     b = generate(loaded, make_strategy(strategy), prompt, 20, {2})
     assert (a.tokens, a.accepted_per_step) == (b.tokens, b.accepted_per_step)
+
+
+def test_the_context_grows_past_its_buffer_and_keeps_every_row():
+    """Appended a few rows at a time into a small buffer (it doubles), the context equals the one built at once."""
+    model = _model(3, 0.2)
+    ids = [5, 17, 40, 9, 33, 8, 21, 7, 60, 12, 44]
+    hidden = model.decoder()(input_ids=torch.tensor([ids])).last_hidden_state[0]
+    grown = DrafterContext(model.heads, capacity=2)
+    for start, end in ((0, 1), (1, 4), (4, 5), (5, 10)):
+        grown.append(hidden[start:end], ids[start + 1:end + 1], start)
+    whole = DrafterContext.of_sequence(model.heads, hidden, ids)
+    assert grown.length == whole.length == len(ids) - 1
+    torch.testing.assert_close(grown.view().keys, whole.view().keys)
+    torch.testing.assert_close(grown.view(6).values, whole.view(6).values)

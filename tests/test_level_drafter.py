@@ -130,8 +130,8 @@ def test_every_strategy_drafts_level_after_level(drafter, monkeypatch):
     made: list[LevelDrafter] = []
     real = type(model).level_drafter
 
-    def recording(self, hidden):
-        levels = real(self, hidden)
+    def recording(self, hidden, context=None):
+        levels = real(self, hidden, context)
         made.append(levels)
         return levels
 

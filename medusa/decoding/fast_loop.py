@@ -86,12 +86,9 @@ class FastDecoder:
     def _write_context(self, hidden: torch.Tensor, tokens: torch.Tensor, start: int | torch.Tensor) -> None:
         """The context drafter's entries for positions start.. (hidden state there, token after it), in place.
         Entries past the committed length may be stale: drafts mask them, and later commits overwrite them."""
-        heads = self.model.heads
-        drafter = heads.drafter
         slots = torch.as_tensor(start, device=self.committed.device) + torch.arange(
             hidden.shape[0], device=self.committed.device)
-        hidden = hidden.to(drafter.fc.weight.dtype)
-        k, v = drafter.keys_values(drafter.inputs(hidden, heads._embed(tokens, hidden)), slots)
+        k, v = self.model.heads.context_entries(hidden, tokens, slots)
         self.context_keys.index_copy_(1, slots, k)
         self.context_values.index_copy_(1, slots, v)
 

@@ -71,4 +71,4 @@ def _levels(model: MedusaModel, path_dependent: bool, hidden: torch.Tensor, cont
     reads its ``context`` (:class:`~medusa.model.drafter_context.DrafterContext`) up to the draft's start."""
     if not path_dependent:
         return None
-    return model.level_drafter(hidden) if context is None else model.level_drafter(hidden, context.view())
+    return model.level_drafter(hidden, None if context is None else context.view())

@@ -152,11 +152,9 @@ def _drafting_at(model: MedusaModel, strategy: Strategy, hidden: torch.Tensor, c
         logits = model.lm_head(hidden[p])
         heads = None if path_dependent or not strategy.num_heads else \
             model.project_heads(hidden[p], logits, strategy.num_heads)
-        levels = None
-        if path_dependent:
-            levels = model.level_drafter(hidden[p]) if context is None else \
-                model.level_drafter(hidden[p], context.view(offset + p))
-        state = DecodeState(logits, heads, _argmax=root, level_logits=levels)
+        view = None if context is None else context.view(offset + p)
+        state = DecodeState(logits, heads, _argmax=root,
+                            level_logits=model.level_drafter(hidden[p], view) if path_dependent else None)
         return strategy.draft(state, budget)
 
     return draft

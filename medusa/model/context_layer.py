@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from medusa.errors import MedusaError
 from medusa.model.draft_layer import DraftLayer
 
 ROPE_BASE = 10000.0
@@ -51,6 +52,21 @@ class ContextDraftLayer(DraftLayer):
         """Keys (rotated) and values [..., heads, n, d] of inputs ``x`` [..., n, H] at ``positions`` [n]."""
         _, k, v = self._split(x)
         return rotate(k, positions), v
+
+    def entries(self, hidden: torch.Tensor, token_embeddings: torch.Tensor, positions: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context's keys and values [heads, m, d] at ``positions`` [m]: the base model's hidden states there
+        [m, H] and the embeddings of the tokens after them [m, H]."""
+        return self.keys_values(self.inputs(hidden, token_embeddings), positions)
+
+    def path_step(self, x: torch.Tensor, depth: int, path: tuple[torch.Tensor, torch.Tensor] | None, context=None
+                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`step` below ``context`` (a :class:`~medusa.model.drafter_context.ContextView`; the draft starts
+        at its position): the interface both drafter layers share."""
+        if context is None:
+            raise MedusaError("the context drafter drafts below a context: pass the DrafterContext's view "
+                              "(MedusaModel.level_drafter(hidden, context))")
+        return self.step(x, context.position, depth, (context.keys, context.values), path)
 
     def _finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         """Residual attention output ([..., heads, n, d] → [..., n, H]) and the MLP."""

@@ -63,6 +63,13 @@ class DraftLayer(nn.Module):
         n = self.mlp_norm(x)
         return x + self.down(F.silu(self.gate(n)) * self.up(n))
 
+    def path_step(self, x: torch.Tensor, depth: int, path: tuple[torch.Tensor, torch.Tensor] | None, context=None
+                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One draft level, the interface both drafter layers share: inputs ``x`` [N, H] at ``depth`` of the path
+        whose earlier levels' keys/values are ``path`` (None at depth 0). This layer reads no ``context``."""
+        prediction, keys, values = self.extend(x, *(path or (None, None)))
+        return prediction, (keys, values)
+
     def extend(self, x: torch.Tensor, keys: torch.Tensor | None, values: torch.Tensor | None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One more position: ``x`` [B, H] is the input at position j (= the length of ``keys``), ``keys``/``values``

@@ -29,43 +29,45 @@ class ContextView:
 
 
 class DrafterContext:
-    """Grows by :meth:`append` as a sequence is committed; ``heads`` is a context drafter's MedusaHeads."""
+    """Grows by :meth:`append` as a sequence is committed; ``heads`` is a context drafter's MedusaHeads. The rows
+    live in buffers that double when full, so a decode copies its context O(log n) times, not once per step."""
 
-    def __init__(self, heads) -> None:
+    def __init__(self, heads, capacity: int = 256) -> None:
         if not heads.config.context:
             raise ValueError(f"{heads.config.drafter} heads keep no context")
         self.heads = heads
         drafter = heads.drafter
         weight = drafter.fc.weight
-        shape = (drafter.num_attention_heads, 0, weight.shape[0] // drafter.num_attention_heads)
-        self.keys = torch.empty(shape, device=weight.device, dtype=weight.dtype)
-        self.values = torch.empty(shape, device=weight.device, dtype=weight.dtype)
-
-    @property
-    def length(self) -> int:
-        return self.keys.shape[-2]
+        shape = (drafter.num_attention_heads, capacity, weight.shape[0] // drafter.num_attention_heads)
+        self._keys = torch.empty(shape, device=weight.device, dtype=weight.dtype)
+        self._values = torch.empty(shape, device=weight.device, dtype=weight.dtype)
+        self.length = 0
 
     def append(self, hidden: torch.Tensor, tokens: torch.Tensor | list[int], start: int) -> None:
         """Positions start..start+m-1: the base model's hidden states there [m, H] and the tokens after them [m]."""
         if start != self.length:
             raise ValueError(f"the drafter context holds {self.length} positions; cannot append at {start}")
-        if not len(tokens):
+        m = len(tokens)
+        if not m:
             return
-        drafter = self.heads.drafter
-        weight = drafter.fc.weight
-        hidden = hidden.to(weight.device, weight.dtype)
-        tokens = torch.as_tensor(tokens, device=weight.device, dtype=torch.long)
-        x = drafter.inputs(hidden, self.heads._embed(tokens, hidden))
-        k, v = drafter.keys_values(x, torch.arange(start, start + hidden.shape[0], device=weight.device))
-        self.keys = torch.cat([self.keys, k], dim=-2)
-        self.values = torch.cat([self.values, v], dim=-2)
+        k, v = self.heads.context_entries(hidden[:m], tokens, torch.arange(start, start + m))
+        end = start + m
+        if end > self._keys.shape[1]:  # double (at least): earlier rows are copied once per doubling
+            grown = max(end, 2 * self._keys.shape[1])
+            self._keys = torch.cat([self._keys[:, :start], self._keys.new_empty(
+                (self._keys.shape[0], grown - start, self._keys.shape[2]))], dim=1)
+            self._values = torch.cat([self._values[:, :start], self._values.new_empty(
+                (self._values.shape[0], grown - start, self._values.shape[2]))], dim=1)
+        self._keys[:, start:end] = k
+        self._values[:, start:end] = v
+        self.length = end
 
     def view(self, length: int | None = None) -> ContextView:
         """The first ``length`` positions (all by default): what a draft starting at ``length`` attends over."""
         n = self.length if length is None else length
         if not 0 <= n <= self.length:
             raise ValueError(f"the drafter context holds {self.length} positions, not {n}")
-        return ContextView(self.keys[:, :n], self.values[:, :n])
+        return ContextView(self._keys[:, :n], self._values[:, :n])
 
     @classmethod
     def of_sequence(cls, heads, hidden: torch.Tensor, ids: list[int]) -> "DrafterContext":

@@ -214,11 +214,7 @@ class MedusaHeads(nn.Module):
         emb = self._embed(tokens, hidden)
         if self.seq_proj is not None:
             return (hidden + self.seq_proj[0](emb),)
-        x = self.drafter.inputs(hidden, emb)
-        if not self.config.context:
-            return self.drafter.extend(x, None, None)
-        context = self._context(context)
-        prediction, (keys, values) = self.drafter.step(x, context.position, 0, (context.keys, context.values), None)
+        prediction, (keys, values) = self.drafter.path_step(self.drafter.inputs(hidden, emb), 0, None, context)
         return prediction, keys, values
 
     def path_advance(self, state: tuple[torch.Tensor, ...], tokens: torch.Tensor, j: int, context=None
@@ -230,22 +226,19 @@ class MedusaHeads(nn.Module):
         if self.seq_proj is not None:
             return (state[0] + self.seq_proj[j](emb),)
         prediction, keys, values = state
-        x = self.drafter.inputs(prediction, emb)
-        if not self.config.context:
-            return self.drafter.extend(x, keys, values)
-        context = self._context(context)
-        prediction, (keys, values) = self.drafter.step(x, context.position, j, (context.keys, context.values),
-                                                       (keys, values))
+        prediction, (keys, values) = self.drafter.path_step(self.drafter.inputs(prediction, emb), j, (keys, values),
+                                                            context)
         return prediction, keys, values
 
-    @staticmethod
-    def _context(context):
-        if context is None:
-            from medusa.errors import MedusaError
-
-            raise MedusaError("the context drafter drafts below a context: pass the DrafterContext's view "
-                             "(MedusaModel.level_drafter(hidden, context))")
-        return context
+    def context_entries(self, hidden: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context drafter's keys and values [heads, m, d] for positions ``positions`` [m]: the base model's
+        hidden states there [m, H] (any device and dtype) and the tokens after them [m]. Both its caches, the
+        eager loop's and the fast engine's buffer, are filled by this."""
+        weight = self.drafter.fc.weight
+        hidden = hidden.to(weight.device, weight.dtype)
+        tokens = torch.as_tensor(tokens, device=weight.device, dtype=torch.long)
+        return self.drafter.entries(hidden, self._embed(tokens, hidden), positions.to(weight.device))
 
     def _embed(self, next_tokens: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         table = self._embedding[0]
