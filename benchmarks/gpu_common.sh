@@ -12,6 +12,14 @@ wait_for() {  # wait_for PATTERN SECONDS: until no process matches PATTERN (0), 
   done
   echo "still running: $1"; return 1
 }
+# bring_measurement PATTERN LINES: wait (up to WAIT_MEASURE seconds) for the detached measurement PATTERN, show the
+# last LINES of $RUN/measure.log, then copy its files ($RUN/out) back with this call; 1 while it still runs
+bring_measurement() {
+  wait_for "$1" "${WAIT_MEASURE:-300}"; local done_now=$?
+  quiet < "$RUN/measure.log" | tail -"$2"
+  [ $done_now = 0 ] || return 1
+  cp "$RUN"/out/* "$OUT"/ && ls -la "$OUT"
+}
 # A process a device call leaves running is killed when the call returns, unless it started its own session: work
 # that must outlive the call runs as `detach LOG COMMAND...` (the machine itself still goes back after 30 s idle,
 # so the next call must follow at once).

@@ -107,10 +107,7 @@ print(max(s, key=s.get), s)") || exit 1
     rm -rf "$RUN/out" && detach "$RUN/measure.log" env OUT="$RUN/out" bash benchmarks/gpu_session6.sh measure
     ;;
   wait-measure)  # until the measurement is done, then its files come back with this call
-    wait_for "gpu_session6.sh measure" "${WAIT_MEASURE:-300}"; done_now=$?
-    quiet < "$RUN/measure.log" | tail -24
-    [ $done_now = 0 ] || exit 1
-    cp "$RUN"/out/* "$OUT"/ && ls -la "$OUT"
+    bring_measurement "gpu_session6.sh measure" 24
     ;;
   bench)  # tokens/s in one process: generate static, single-head, the drafter's trees; the drafting share
     GIT_COMMIT=${GIT_COMMIT:-unknown} timeout 300 python3 benchmarks/bench_decode.py --model "$RUN/heads-ar" \

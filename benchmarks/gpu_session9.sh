@@ -84,10 +84,7 @@ for stage in "$@"; do
       --exclude=adapter heads-shipped-ar
     ;;
   wait-measure)
-    wait_for "gpu_session9.sh measure-run" "${WAIT_MEASURE:-300}"; done_now=$?
-    quiet < "$RUN/measure.log" | tail -30
-    [ $done_now = 0 ] || exit 1
-    cp "$RUN"/out/* "$OUT"/ && ls -la "$OUT"
+    bring_measurement "gpu_session9.sh measure-run" 30
     ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac ) || { echo "=== $stage failed: the stages after it are not run"; exit 1; }

@@ -20,11 +20,13 @@ from medusa.model.heads import HeadConfig, MedusaHeads, infer_head_config
 from medusa.training.train_heads import TrainSettings, resolve_drafter
 
 
-def _model(seed: int, noise: float, depth: int = 4) -> MedusaModel:
+def _model(seed: int, noise: float, depth: int = 4, context: bool = False) -> MedusaModel:
+    """A tiny base with a drafter whose weights are moved by ``noise`` (``context``: the context drafter)."""
     base = make_model("llama", seed=seed)
-    config = HeadConfig(depth, 0, base.config.hidden_size, base.config.vocab_size, True, autoregressive=4)
+    config = HeadConfig(depth, 0, base.config.hidden_size, base.config.vocab_size, True, autoregressive=4,
+                        context=context)
     heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
-    gen = torch.Generator().manual_seed(seed + 23)
+    gen = torch.Generator().manual_seed(seed + (29 if context else 23))
     with torch.no_grad():
         for p in heads.drafter.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * noise)

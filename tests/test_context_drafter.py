@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from conftest import make_model
 from medusa.decoding import DecodeSettings, generate, make_strategy
 from medusa.decoding.engine import StaticEngine
 from medusa.errors import MedusaError
@@ -16,19 +15,13 @@ from medusa.model import MedusaModel
 from medusa.model.checkpoints import build_heads, read_head_checkpoint, save_heads
 from medusa.model.context_layer import ContextDraftLayer
 from medusa.model.drafter_context import DrafterContext
-from medusa.model.heads import HeadConfig, MedusaHeads, infer_head_config
+from medusa.model.heads import infer_head_config
 
 
 def _model(seed: int, noise: float, depth: int = 4) -> MedusaModel:
-    base = make_model("llama", seed=seed)
-    config = HeadConfig(depth, 0, base.config.hidden_size, base.config.vocab_size, True, autoregressive=4,
-                        context=True)
-    heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
-    gen = torch.Generator().manual_seed(seed + 29)
-    with torch.no_grad():
-        for p in heads.drafter.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * noise)
-    return MedusaModel(base, tokenizer=None, heads=heads).eval()
+    import test_autoregressive_drafter
+
+    return test_autoregressive_drafter._model(seed, noise, depth, context=True)
 
 
 def _noisy_layer(seed: int = 0) -> ContextDraftLayer:

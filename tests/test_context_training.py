@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from conftest import make_model  # noqa: F401  (fixtures)
 from medusa.decoding import DecodeSettings, generate, make_strategy
 from medusa.model.drafter_context import DrafterContext
 from medusa.training.context_training import ContextTrainer, sequence_batches
