@@ -1,5 +1,14 @@
 #!/usr/bin/env bash
-# PLANNED FOR THE NEXT SESSION, NOT RUN YET (issues 11 and 9). Two questions, each a few device minutes:
+# A RUN 2026-11-29 (session 10) on one H200, VARIANTS=shipped-ar (B not run). Calls as run: `setup`; `model`;
+# `WAIT=500 ... data heads wait-heads` (carry .datatxz; the drafter finished at the 500 s mark, so wait-heads said
+# "still running"); `WAIT=30 WAIT_MEASURE=480 ... wait-heads measure wait-measure`; `WAIT_MEASURE=540 ... wait-measure`
+# (brought the files); then, inline, `bench_decode.py --model shape:llama-2-7b --methods single-head,tree-63 --engines
+# compiled-tuned --step-costs --profile --rounds 1` (the `7b` stage's command with one engine, to fit the 600 s left).
+# Results: held-out top-1 0.564 / 0.518 / 0.498 / 0.476 / 0.457, τ 3.144 on all 1024 IN22-Gen rows (1024/1024 identical
+# to single-head), 1.06× the token-input heads' tokens/s at 127 nodes; packed as the embedded default
+# (docs/embedded-default.md, "The shipped autoregressive drafter"). The 7B profile: docs/benchmarks.md. Device time
+# used: about 1650 s.
+# Planned in session 9 (issues 11 and 9). Two questions, each a few device minutes:
 #  A. The shipped translator with the best drafter recipe found so far (autoregressive, greedy + 2 sampled
 #     continuations per source, --relabel-greedy, feature loss 1.0): τ on all IN22-Gen rows, and tokens/s against
 #     `generate` static and against the shipped token-input heads (τ 2.573), each in its own process with its own

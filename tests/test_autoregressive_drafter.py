@@ -96,3 +96,14 @@ def test_drafter_settings():
     assert resolve_drafter(TrainSettings(drafter="autoregressive")).drafter == "autoregressive"
     with pytest.raises(MedusaError, match="frozen base"):
         resolve_drafter(TrainSettings(drafter="autoregressive", joint_lora=True))
+
+
+def test_faster_decoding_medusa_head_follows_the_drafters_greedy_chain():
+    """Code written against FasterDecoding (course submissions) calls ``model.medusa_head[k](hidden)``; the shipped
+    default is this drafter, so head k must give its depth-k logits along its own greedy path."""
+    model = _model(6, 0.3, depth=3)
+    h = torch.randn(2, model.hidden_size)
+    chain = model.heads.greedy_chain(h, model.lm_head(h).argmax(-1), 3)
+    assert not torch.allclose(chain[1], chain[0])
+    for k in range(3):
+        torch.testing.assert_close(model.medusa_head[k](h), chain[k])
