@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -286,10 +287,10 @@ def main() -> None:
         if args.project_tau and not name.startswith(("hf-", "single-head")):
             row["projected_tokens_per_s"] = args.project_tau / row["ms_per_step"] * 1e3
 
-    step_costs = {}
+    step_costs, drafts = {}, {}
     if args.step_costs and cuda:
-        step_costs = time_steps(methods, prompts[0], args.max_new_tokens, floor_ms)
-    profiles = profile_steps(methods, prompts[0], args.max_new_tokens) if args.profile and cuda else {}
+        step_costs, drafts = time_steps(methods, prompts[0], args.max_new_tokens, floor_ms)
+    profiles = profile_steps(methods, prompts[0], args.max_new_tokens, drafts) if args.profile and cuda else {}
 
     print_table(summary, floor_ms, len(prompts))
     if step_costs:
@@ -302,7 +303,7 @@ def main() -> None:
                          f"gaps {ms - pr['kernel_ms_per_step']:.3f} ms")
             if name.endswith(" draft"):
                 whole = step_costs[name[: -len(" draft")]]
-                print(f"  {name:28s} {ms:8.3f} ms  ({ms / whole:.0%} of the step)")
+                print(f"  {name:28s} {ms:8.3f} ms  ({ms / whole:.0%} of the step{extra})")
                 continue
             print(f"  {name:28s} {ms:8.3f} ms  ({ms / floor_ms:.2f}x floor{extra})")
     record = {
@@ -335,11 +336,13 @@ def _replay_ms(replay, reset=lambda: None, times: int = 60) -> float:
     return statistics.median(out[10:])
 
 
-def time_steps(methods: dict, prompt: list[int], max_new: int, floor_ms: float) -> dict[str, float]:
+def time_steps(methods: dict, prompt: list[int], max_new: int, floor_ms: float
+               ) -> tuple[dict[str, float], dict[str, Callable[[], None]]]:
     """Replay each captured step on its own (the committed length reset before each replay, so the cache never
     fills): the per-step device cost without prefill or host reads. Drafting methods also get ``NAME draft``: the
-    step's drafting alone (heads or drafter and the tree's top-k), captured and replayed the same way."""
-    costs = {}
+    step's drafting alone (heads or drafter and the tree's top-k), captured and replayed the same way; those
+    graphs are returned too, so that ``--profile`` can list the drafting's kernels."""
+    costs, drafts = {}, {}
     for name, method in methods.items():
         if isinstance(method, str) or not isinstance(method[1], StaticEngine) or not method[1].capture:
             continue
@@ -354,14 +357,14 @@ def time_steps(methods: dict, prompt: list[int], max_new: int, floor_ms: float) 
                 with use_attention(engine.model, engine.attention):
                     draft = capture_run(run, decoder.committed.device)
                 costs[f"{name} draft"] = _replay_ms(draft)
-    return costs
+                drafts[f"{name} draft"] = draft
+    return costs, drafts
 
 
-def profile_steps(methods: dict, prompt: list[int], max_new: int, replays: int = 10) -> dict[str, dict]:
-    """Kernels per captured step and the summed kernel time (CUDA activity of ``replays`` replays)."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
+def profile_steps(methods: dict, prompt: list[int], max_new: int, drafts: dict | None = None,
+                  replays: int = 10) -> dict[str, dict]:
+    """Kernels per captured step and the summed kernel time (CUDA activity of ``replays`` replays); the same for
+    each captured drafting in ``drafts`` (from :func:`time_steps`)."""
     out = {}
     for name, method in methods.items():
         if isinstance(method, str) or not isinstance(method[1], StaticEngine) or not method[1].capture:
@@ -370,22 +373,33 @@ def profile_steps(methods: dict, prompt: list[int], max_new: int, replays: int =
         decoder, replay = engine._decoder(strategy, engine._plan(strategy), len(prompt) + max_new)
         with torch.inference_mode():
             decoder.prefill(prompt)
-            sync()
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                for _ in range(replays):
-                    decoder.committed.fill_(len(prompt))
-                    replay()
-                sync()
-        kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
-        busy_us = sum(e.time_range.elapsed_us() for e in kernels)
-        by_name: dict[str, list[float]] = {}
-        for e in kernels:
-            by_name.setdefault(e.name, []).append(e.time_range.elapsed_us())
-        top = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:8]
-        out[name] = {"kernels_per_step": len(kernels) / replays, "kernel_ms_per_step": busy_us / replays / 1e3,
-                     "top_kernels": [{"kernel": k[:120], "per_step": len(t) / replays, "ms_per_step": sum(t) / replays / 1e3}
-                                     for k, t in top]}
+            out[name] = profile_replay(replay, lambda: decoder.committed.fill_(len(prompt)), replays)
+    for name, replay in (drafts or {}).items():  # reads the state its method's profile left: any state drafts
+        with torch.inference_mode():
+            out[name] = profile_replay(replay, lambda: None, replays)
     return out
+
+
+def profile_replay(replay: Callable[[], None], reset: Callable[[], None], replays: int, top: int = 12) -> dict:
+    """The CUDA kernels of ``replays`` replays: how many per replay, their summed time, the ``top`` costliest."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            reset()
+            replay()
+        sync()
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    busy_us = sum(e.time_range.elapsed_us() for e in kernels)
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        by_name.setdefault(e.name, []).append(e.time_range.elapsed_us())
+    costliest = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:top]
+    return {"kernels_per_step": len(kernels) / replays, "kernel_ms_per_step": busy_us / replays / 1e3,
+            "top_kernels": [{"kernel": k[:120], "per_step": len(t) / replays, "ms_per_step": sum(t) / replays / 1e3}
+                            for k, t in costliest]}
 
 
 def print_table(summary: dict, floor_ms: float, n: int) -> None:
