@@ -122,10 +122,10 @@ for stage in "$@"; do
   wait-7b)
     bring_measurement "bench_decode.py --model shape:llama-2-7b" 40
     ;;
-  draft-profile)  # the shipped default's captured steps and draftings, with their kernels
-    GIT_COMMIT=${GIT_COMMIT:-unknown} timeout 300 python3 benchmarks/bench_decode.py --model embedded \
+  draft-profile)  # the shipped default's captured steps and draftings, with their kernels (graphs and compiled)
+    GIT_COMMIT=${GIT_COMMIT:-unknown} timeout 500 python3 benchmarks/bench_decode.py --model embedded \
       -d in22-gen-sample -n ${BENCH_N:-20} -mol ${BENCH_MOL:-128} --dtype float32 \
-      --methods hf-static,single-head,tree,tree-31 --engines graphs --step-costs --profile \
+      --methods hf-static,single-head,tree,tree-31 --engines ${ENGINES:-graphs,compiled} --step-costs --profile \
       --rounds ${BENCH_ROUNDS:-3} --out "$OUT/bench-h200-drafter-profile.json" 2>&1 | quiet | tail -12
     ;;
   tau)  # the shipped default's replayed τ: its tree and the multi-head grid, all IN22-Gen and FLORES rows
@@ -133,6 +133,25 @@ for stage in "$@"; do
     timeout 500 python3 medusa.py measure-acceptance --dataset $D/in22/gen --dataset $D/flores200-devtest \
       "${some[@]}" --batch-size 128 --output-dir "$RUN/acceptance-shipped-ar" 2>&1 | quiet | tail -12
     tar czf "$OUT/acceptance-shipped-ar.tgz" -C "$RUN" acceptance-shipped-ar
+    ;;
+  translators)  # issue 11's sacreBLEU >= 4 at a size that ships beside the drafter (adapter <= ~16 MB): ranks 24
+                # and 16, 6 epochs, otherwise session 6's recipe (rank 32, 5 epochs: 3.94 / chrF 25.49), detached
+    for r in ${RANKS:-24 16}; do
+      detach "$RUN/translator-r$r.log" python3 medusa.py finetune --train-data $D/ntrex128 --train-data $D/tico19-test \
+        --train-data $D/tatoeba-test-v2021-08-07 --train-data $D/newstest2014 --eval-data $D/flores200-devtest \
+        --eval-examples ${EVAL_N:-1012} --rank $r --alpha $((2 * r)) --epochs ${EPOCHS:-6} --lr 2e-3 --batch-size 64 \
+        --no-score-before ${FT_EXTRA:-} --output-dir "$RUN/translator-r$r"
+    done
+    ;;
+  wait-translators)
+    wait_for "finetune.*--output-dir $RUN/translator-r" "${WAIT:-300}"; done_now=$?
+    for r in ${RANKS:-24 16}; do echo "-- r$r"; quiet < "$RUN/translator-r$r.log" | tail -4; done
+    [ $done_now = 0 ] || exit 1
+    for r in ${RANKS:-24 16}; do
+      tar czf "$OUT/translator-r$r.tgz" -C "$RUN" --exclude=adapter_model.safetensors "translator-r$r" \
+        "translator-r$r.log"
+      cp "$RUN/translator-r$r/adapter_model.safetensors" "$OUT/translator-r$r.safetensors"
+    done
     ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac ) || { echo "=== $stage failed: the stages after it are not run"; exit 1; }
