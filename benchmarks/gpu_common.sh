@@ -4,7 +4,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp
 OUT=${OUT:-/tmp/out}
 RUN=/root/run D=/root/data
 mkdir -p "$OUT" "$RUN" /root/stage
-quiet() { grep -v -E 'it/s\]|s/it\]|step/s\]|ex/s\]|batch/s\]|^\s*$' || true; }  # progress bars out of the logs
+quiet() { grep -v -E 'it/s\]|s/it\]|step/s\]|ex/s\]|batch/s\]|row/s\]|s/row\]|^\s*$' || true; }  # progress bars out of the logs
 wait_for() {  # wait_for PATTERN SECONDS: until no process matches PATTERN (0), or the time is up (1); the shells
   # that call it are left out (an inline device command that names the pattern used to match itself)
   for _ in $(seq "$(( $2 / 5 ))"); do

@@ -134,6 +134,17 @@ for stage in "$@"; do
       "${some[@]}" --batch-size 128 --output-dir "$RUN/acceptance-shipped-ar" 2>&1 | quiet | tail -12
     tar czf "$OUT/acceptance-shipped-ar.tgz" -C "$RUN" acceptance-shipped-ar
     ;;
+  vocab)  # the draft vocabulary of the shipped drafter: the translator's greedy text on its training sources (the
+          # coverage of held-out sources per size is printed), the VOCAB most frequent tokens packed into the default
+    python3 benchmarks/vocab_text.py "${DATA[@]}" --output "$RUN/vocab/sequences.jsonl" --generation-batch-size 1536 \
+      ${VOCAB_EXTRA:-} 2>&1 | quiet | tail -6
+    rm -rf "$RUN/default-src" && cp -r medusa/embedded_default "$RUN/default-src"
+    command=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["training"]["command"])' \
+      "$RUN/default-src/medusa_heads.json")
+    python3 benchmarks/pack_embedded_default.py "$RUN/default-src" "$RUN/default-src/tree.json" --command "$command" \
+      --draft-vocab ${VOCAB:-8192} --vocab-text "$RUN/vocab/sequences.jsonl" | tail -2
+    gzip -c "$RUN/vocab/sequences.jsonl" > "$OUT/vocab-sequences.jsonl.gz"
+    ;;
   translators)  # issue 11's sacreBLEU >= 4 at a size that ships beside the drafter (adapter <= ~16 MB): ranks 24
                 # and 16, 6 epochs, otherwise session 6's recipe (rank 32, 5 epochs: 3.94 / chrF 25.49), detached
     for r in ${RANKS:-24 16}; do

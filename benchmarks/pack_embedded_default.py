@@ -1,11 +1,14 @@
 """Pack trained heads (with the adapter they were trained on) and their calibrated tree as the embedded default.
 
     python benchmarks/pack_embedded_default.py HEADS_DIR TREE.json --command "how they were made" [--target DIR]
+        [--draft-vocab N --vocab-text SEQUENCES.jsonl]
 
 The heads' weights are written in float16 (half the bytes; they load into the model's dtype), the adapter is
 copied as saved (``finetune`` writes float16), and ``medusa_heads.json`` names the adapter and tree beside it, keeps
 the training record with dataset paths cut to their names, and records ``--command``. The files replace those in
-``--target`` (default: the package's ``medusa/embedded_default``). Prints each file's size and the total, which
+``--target`` (default: the package's ``medusa/embedded_default``). ``--draft-vocab N`` stores the N tokens most
+frequent in ``--vocab-text`` (a ``sequences.jsonl`` of the translator's own text, as train-heads writes) as the
+drafter's draft vocabulary (medusa/model/draft_vocab.py); heads that already hold one keep theirs. Prints each file's size and the total, which
 issue 11 asks to keep under about 25 MB: every GPU call carries the repository.
 """
 
@@ -23,6 +26,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
+from medusa.evaluation.results import read_predictions  # noqa: E402
+from medusa.model.draft_vocab import frequent_tokens  # noqa: E402
+from medusa.model.heads import DRAFT_VOCAB  # noqa: E402
 from medusa.model.loader import EMBEDDED_DEFAULT_DIR, TREE_FILE  # noqa: E402
 
 HEADS_JSON, HEADS_WEIGHTS, ADAPTER = "medusa_heads.json", "medusa_heads.safetensors", "adapter"
@@ -30,7 +36,8 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 BUDGET_MB = 25
 
 
-def pack(heads_dir: Path, tree: Path, command: str, target: Path) -> dict[str, int]:
+def pack(heads_dir: Path, tree: Path, command: str, target: Path, draft_vocab: int = 0,
+         vocab_text: Path | None = None) -> dict[str, int]:
     """Write the default into ``target``; returns the size in bytes of every file written."""
     meta = json.loads((heads_dir / HEADS_JSON).read_text())
     adapter = heads_dir / meta.get("adapter", ADAPTER) if meta.get("adapter") else None
@@ -39,9 +46,15 @@ def pack(heads_dir: Path, tree: Path, command: str, target: Path) -> dict[str, i
                  "they were trained on (train-heads --adapter copies it beside them)")
     json.loads(tree.read_text())["paths"]  # a calibrated tree file, or a KeyError/JSON error here
     target.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.to(torch.float16).contiguous() for k, v in load_file(str(heads_dir / HEADS_WEIGHTS)).items()}
-    save_file(weights, str(target / HEADS_WEIGHTS), metadata={"format": "pt"})
+    weights = {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous()
+               for k, v in load_file(str(heads_dir / HEADS_WEIGHTS)).items()}
     training = dict(meta.get("training", {}))
+    if draft_vocab:
+        rows = read_predictions(vocab_text)
+        weights[DRAFT_VOCAB] = frequent_tokens(rows, draft_vocab, meta["vocab_size"])
+        training["draft_vocab"] = draft_vocab
+        training["draft_vocab_text"] = f"{vocab_text.name}: {len(rows)} sequences"
+    save_file(weights, str(target / HEADS_WEIGHTS), metadata={"format": "pt"})
     training["trained_on"] = [Path(d).name for d in training.get("trained_on", [])]
     training["adapter"] = ADAPTER
     training["command"] = command
@@ -64,8 +77,13 @@ def main() -> None:
     p.add_argument("tree", type=Path, help="the tree calibrate-tree made for these heads")
     p.add_argument("--command", required=True, help="how the heads were trained, recorded in medusa_heads.json")
     p.add_argument("--target", type=Path, default=EMBEDDED_DEFAULT_DIR)
+    p.add_argument("--draft-vocab", type=int, default=0, metavar="N",
+                   help="draft from the N tokens most frequent in --vocab-text (0: heads as they are)")
+    p.add_argument("--vocab-text", type=Path, help="sequences.jsonl of the translator's own text (train-heads)")
     args = p.parse_args()
-    sizes = pack(args.heads, args.tree, args.command, args.target)
+    if args.draft_vocab and (args.vocab_text is None or not args.vocab_text.is_file()):
+        p.error("--draft-vocab needs --vocab-text, a sequences.jsonl file")
+    sizes = pack(args.heads, args.tree, args.command, args.target, args.draft_vocab, args.vocab_text)
     for name, size in sizes.items():
         print(f"{size / 1e6:8.2f} MB  {name}")
     total = sum(sizes.values()) / 1e6

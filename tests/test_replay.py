@@ -89,7 +89,7 @@ def test_replay_refuses_a_strategy_it_cannot_replay():
         replay_steps(make_strategy("single-head"), [5, 6, 7], rk, 10, STOPS)
 
 
-@pytest.mark.parametrize("drafter", ["token-input", "sequential", "autoregressive", "context"])
+@pytest.mark.parametrize("drafter", ["token-input", "sequential", "autoregressive", "context", "vocab"])
 def test_drafted_replay_equals_the_decode_loop_step_for_step(drafter):
     """Path-dependent drafters draft for real at each visited position (float64, as above); independent heads give
     the ranked replay's counts too. The context drafter's replay builds its cache from the whole row at once."""
@@ -98,8 +98,10 @@ def test_drafted_replay_equals_the_decode_loop_step_for_step(drafter):
 
     from medusa.measure.replay import drafted_replay
 
-    if drafter == "autoregressive":
+    if drafter in ("autoregressive", "vocab"):
         model = test_autoregressive_drafter._model(4, 0.15).double()
+        if drafter == "vocab":  # drafts from half the tokens: some of the text's are never drafted
+            model.heads.set_draft_vocab(torch.randperm(400, generator=torch.Generator().manual_seed(5))[:200])
     elif drafter == "context":
         model = test_context_drafter._model(4, 0.15).double()
     else:

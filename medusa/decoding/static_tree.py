@@ -47,8 +47,7 @@ class StaticTree(Strategy):
         for depth in range(1, max(self._depths[i] for i in keep) + 1):
             nodes = [i for i in keep if self._depths[i] == depth]
             parents = sorted({self._parents[i] for i in nodes})
-            top = torch.topk(level_logits(torch.tensor([paths[p] for p in parents])), self.max_rank,
-                             dim=-1).indices.tolist()
+            top = level_top(level_logits, torch.tensor([paths[p] for p in parents]), self.max_rank).tolist()
             row = {p: r for r, p in enumerate(parents)}
             for i in nodes:
                 tokens[i] = top[row[self._parents[i]]][self._ranks[i - 1]]
@@ -97,8 +96,15 @@ class StaticTree(Strategy):
             tokens[0] = logits.argmax()
             for nodes, parents, depth, rows, node_ranks in levels:
                 paths = tokens[tree.path.index_select(0, parents)[:, :depth]]
-                top = torch.topk(level_logits(paths), self.max_rank, dim=-1).indices
+                top = level_top(level_logits, paths, self.max_rank)
                 tokens[nodes] = top[rows, node_ranks]
             return tokens
 
         return DevicePlan(tree, self.num_heads, draft_by_depth, self.acceptance.select_on_device)
+
+
+def level_top(level_logits, paths: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` best ids [N, k] below each path: the drafter's own ``top`` where it has one (a level drafter with a
+    draft vocabulary computes logits for that vocabulary alone), else the top-k of its logits."""
+    top = getattr(level_logits, "top", None)
+    return top(paths, k) if top is not None else torch.topk(level_logits(paths), k, dim=-1).indices

@@ -16,6 +16,8 @@ from torch import nn
 from medusa.model.context_layer import ContextDraftLayer
 from medusa.model.draft_layer import DraftLayer
 
+DRAFT_VOCAB = "draft_vocab"  # the optional tensor of token ids a drafter drafts from (MedusaHeads.set_draft_vocab)
+
 
 @dataclass(frozen=True)
 class HeadConfig:
@@ -124,6 +126,49 @@ class MedusaHeads(nn.Module):
                 blocks.append(proj)
             heads.append(nn.Sequential(*blocks))
         self.heads = nn.ModuleList(heads)
+        self.draft_vocab: torch.Tensor | None  # set_draft_vocab: the token ids drafts are chosen from, or None
+        self.register_buffer("draft_vocab", None)
+        self.register_buffer("_vocab_weight", None, persistent=False)
+
+    def set_draft_vocab(self, ids: torch.Tensor | None) -> None:
+        """Draft from ``ids`` only (None: the whole vocabulary). Path-dependent drafters project their states with
+        the base ``lm_head`` once per tree level; restricted to the tokens the drafter's own text uses most (FR-Spec's
+        frequency-ranked draft vocabulary) that projection and its top-k read a fraction of the rows. Verification
+        still scores the whole vocabulary, so outputs do not change: a token outside ``ids`` is never drafted, and
+        decoding takes one step more where it comes."""
+        self.draft_vocab = self._vocab_weight = None
+        if ids is None:
+            return
+        if not (self.config.path_dependent and self.config.shared_lm_head):
+            raise ValueError("a draft vocabulary is for sequential and autoregressive drafters that share the base "
+                             "lm_head")
+        projection = self.heads[0][-1].weight
+        ids = torch.as_tensor(ids, dtype=torch.long).flatten().unique().to(projection.device)  # sorted, no repeats
+        if not len(ids) or int(ids[0]) < 0 or int(ids[-1]) >= projection.shape[0]:
+            raise ValueError(f"draft vocabulary ids must lie in 0..{projection.shape[0] - 1}")
+        self.draft_vocab = ids
+        # a copy of the projection's rows (moved and cast with the heads; the base lm_head is frozen)
+        self._vocab_weight = projection.detach().index_select(0, ids).clone()
+
+    def draft_logits(self, state: torch.Tensor, depth: int) -> torch.Tensor:
+        """Head ``depth``'s logits [N, V] from what it reads; outside the draft vocabulary they are -inf."""
+        if self.draft_vocab is None:
+            return self.heads[depth](state)
+        sub = self._vocab_logits(state, depth)
+        full = sub.new_full((sub.shape[0], self.heads[depth][-1].weight.shape[0]), float("-inf"))
+        return full.index_copy_(1, self.draft_vocab, sub)
+
+    def draft_top(self, state: torch.Tensor, depth: int, k: int) -> torch.Tensor:
+        """The ``k`` best token ids [N, k] of :meth:`draft_logits`, best first, without building [N, V] logits."""
+        if self.draft_vocab is None:
+            return torch.topk(self.heads[depth](state), k, dim=-1).indices
+        return self.draft_vocab[torch.topk(self._vocab_logits(state, depth), k, dim=-1).indices]
+
+    def _vocab_logits(self, state: torch.Tensor, depth: int) -> torch.Tensor:
+        head = self.heads[depth]
+        for block in list(head)[:-1]:
+            state = block(state)
+        return nn.functional.linear(state, self._vocab_weight)
 
     def __len__(self) -> int:
         return self.config.num_heads
@@ -175,7 +220,7 @@ class MedusaHeads(nn.Module):
         state = self.path_start(hidden.reshape(-1, hidden.shape[-1]), next_tokens.reshape(-1))
         out = []
         for i in range(num_heads):
-            logits = self.heads[i](state[0])
+            logits = self.draft_logits(state[0], i)
             out.append(logits.reshape(*lead, -1))
             if i + 1 < num_heads:
                 state = self.path_advance(state, logits.argmax(-1), i + 1)
@@ -192,7 +237,7 @@ class MedusaHeads(nn.Module):
         hidden = hidden.expand(paths.shape[0], hidden.shape[-1]) if hidden.dim() == 1 else hidden
         if not self.config.path_dependent:
             return self(hidden, d + 1, paths[:, 0])[d]
-        return self.heads[d](self._path_states(hidden, paths)[-1])
+        return self.draft_logits(self._path_states(hidden, paths)[-1], d)
 
     def _path_states(self, hidden: torch.Tensor, paths: torch.Tensor) -> list[torch.Tensor]:
         """What head j reads below t_0..t_j, for every j < ``paths.shape[-1]`` (each shaped like ``hidden``)."""
@@ -265,6 +310,8 @@ class MedusaHeads(nn.Module):
         if self.drafter is not None:
             state.update({f"drafter.{k}": v.detach() for k, v in self.drafter.state_dict().items()})
             state["drafter.depth"] = self.drafter_depth.detach()
+        if self.draft_vocab is not None:
+            state[DRAFT_VOCAB] = self.draft_vocab.detach()
         return state
 
     def _projections(self) -> list[tuple[str, nn.ModuleList]]:
@@ -282,13 +329,14 @@ class MedusaHeads(nn.Module):
 
     def load_head_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load tensors in FasterDecoding's layout; every tensor this head set owns must be present."""
+        self.set_draft_vocab(state.get(DRAFT_VOCAB))  # optional: heads without one draft from every token
         own = self.head_state_dict()
         missing = sorted(set(own) - set(state))
         if missing:
             raise KeyError(f"head weights missing: {', '.join(missing[:4])}")
         with torch.no_grad():
             params = self._own_parameters()
-            for name in own:
+            for name in set(own) - {DRAFT_VOCAB}:
                 target = params[name]
                 src = state[name]
                 if tuple(src.shape) != tuple(target.shape):
@@ -323,6 +371,7 @@ def infer_head_config(state: dict[str, torch.Tensor], hidden_size: int, vocab_si
             raise ValueError(f"the drafter was trained for hidden size {width}, the base model has {hidden_size}")
         return HeadConfig(depth, 0, hidden_size, vocab_size, shared_lm_head=True, autoregressive=attention_heads,
                           context=bool(context and context[0]))
+    state = {k: v for k, v in state.items() if k != DRAFT_VOCAB}
     token_input = any(key.startswith("token_proj.") for key in state)
     sequential = any(key.startswith("seq_proj.") for key in state)
     if token_input and sequential:

@@ -32,10 +32,22 @@ class LevelDrafter:
         self.fallbacks = 0  # calls that had to start over (for tests: callers ask level after level)
 
     def __call__(self, paths: torch.Tensor) -> torch.Tensor:
-        heads = self.heads
         paths = paths.to(self.hidden.device)
-        if not heads.config.path_dependent:
-            return heads.level_logits(self.hidden, paths)
+        if not self.heads.config.path_dependent:
+            return self.heads.level_logits(self.hidden, paths)
+        return self.heads.draft_logits(self._advance(paths), paths.shape[1] - 1)
+
+    def top(self, paths: torch.Tensor, k: int) -> torch.Tensor:
+        """The ``k`` best token ids [N, k] below each path, best first: ``topk(self(paths), k)``, which with a draft
+        vocabulary (MedusaHeads.set_draft_vocab) needs logits for its tokens only."""
+        paths = paths.to(self.hidden.device)
+        if not self.heads.config.path_dependent:
+            return torch.topk(self(paths), k, dim=-1).indices
+        return self.heads.draft_top(self._advance(paths), paths.shape[1] - 1, k)
+
+    def _advance(self, paths: torch.Tensor) -> torch.Tensor:
+        """The drafter's state below each path (what head d reads), kept for the next level."""
+        heads = self.heads
         depth = paths.shape[1] - 1
         rows = self._parent_rows(paths)
         if rows is None:  # a first level, or a call that does not extend the last one: from the hidden state
@@ -47,7 +59,7 @@ class LevelDrafter:
             state = heads.path_advance(tuple(t.index_select(0, rows) for t in self._state), paths[:, depth], depth,
                                        self.context)
         self._paths, self._state = paths, state
-        return heads.heads[depth](state[0])
+        return state[0]
 
     def _parent_rows(self, paths: torch.Tensor) -> torch.Tensor | None:
         """Each path's row among the last level's paths (its prefix), or None when this call does not extend them."""

@@ -25,6 +25,7 @@ from medusa.training.batch_generate import batched_generate, batched_hidden_stat
 from medusa.training.context_training import ContextTrainer
 from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
+from medusa.model.draft_vocab import coverage, frequent_tokens
 from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.model.device_map import add_device_map_arguments, check_device_map
 from medusa.model.loader import LoadSettings, load_model
@@ -65,6 +66,7 @@ class TrainSettings:
     head_decay: float = 0.8
     feature_loss_weight: float = 0.0  # autoregressive drafter: also fit its predicted hidden states (EAGLE)
     relabel_greedy: bool = False  # targets: the base's greedy choice after each path, not the text's next token
+    draft_vocab: int = 0  # > 0: path-dependent drafters draft from the N tokens their training text uses most
     heldout_fraction: float = 0.1
     eval_every: int = 200
     output_dir: str = "heads"
@@ -340,6 +342,10 @@ def train_heads(s: TrainSettings) -> dict:
     if s.feature_loss_weight < 0 or (s.feature_loss_weight and s.drafter not in ("autoregressive", "context")):
         raise MedusaError("--feature-loss-weight is for --drafter autoregressive or context (their predicted hidden "
                           "states), ≥ 0")
+    if s.draft_vocab < 0 or (s.draft_vocab and s.drafter not in ("sequential", "autoregressive", "context")) or \
+            (s.draft_vocab and not s.shared_lm_head):
+        raise MedusaError("--draft-vocab N (N > 0) is for --drafter sequential, autoregressive or context, which "
+                          "project with the shared lm_head")
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -435,12 +441,20 @@ def train_heads(s: TrainSettings) -> dict:
             save_checkpoint()
     bar.close()
     final = trainer.evaluate() if held else {}
+    vocab_facts = {}
+    if s.draft_vocab:  # chosen from the training text; its coverage of the held-out text says what it costs
+        ids = frequent_tokens(train, min(s.draft_vocab, vocab), vocab)
+        heads.set_draft_vocab(ids)
+        vocab_facts = {"draft_vocab": len(ids), "draft_vocab_heldout_coverage": round(coverage(held, ids), 5)}
+        say(f"draft vocabulary: the {len(ids)} most frequent tokens of the training text, "
+            f"{vocab_facts['draft_vocab_heldout_coverage']:.2%} of the held-out text's tokens")
     base_name = model.info.base_id or model.info.base  # heads name a base that loads again, adapter apart
     meta = {"trained_on": s.datasets, "examples": len(rows), "sources": len({r.get("source", r["index"]) for r in rows}),
             "samples_per_source": s.samples_per_source, "feature_loss_weight": s.feature_loss_weight,
             "relabel_greedy": s.relabel_greedy,
             "heldout": final, "steps": step,
-            "num_layers": s.num_layers, "epochs": s.epochs, "token_input": s.token_input, "drafter": s.drafter}
+            "num_layers": s.num_layers, "epochs": s.epochs, "token_input": s.token_input, "drafter": s.drafter,
+            **vocab_facts}
     extra: dict = {"training": meta}
     if s.adapter:  # copied beside the heads at the start; merged whenever they load
         extra["adapter"] = ADAPTER_DIR
@@ -523,7 +537,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        ("max-new-tokens", int), ("generation-batch-size", int), ("samples-per-source", int),
                        ("sample-temperature", float), ("num-heads", int), ("num-layers", int), ("epochs", int),
                        ("batch-size", int), ("lr", float), ("weight-decay", float), ("head-decay", float),
-                       ("feature-loss-weight", float),
+                       ("feature-loss-weight", float), ("draft-vocab", int),
                        ("heldout-fraction", float), ("eval-every", int), ("output-dir", str), ("seed", int),
                        ("rank", int), ("alpha", int), ("head-loss-weight", float),
                        ("device", str), ("dtype", str), ("hf-token", str)):
