@@ -53,6 +53,7 @@
 set -uo pipefail
 source benchmarks/gpu_common.sh
 VARIANTS=${VARIANTS:-shipped-ar}
+rows=(--all-examples); [ -n "${MEASURE_N:-}" ] && rows=(-n "$MEASURE_N")
 has() { [[ " $VARIANTS " == *" $1 "* ]]; }
 DATA=(--dataset $D/ntrex128 --dataset $D/tico19-test --dataset $D/tatoeba-test-v2021-08-07 --dataset $D/newstest2014-heads)
 for stage in "$@"; do
@@ -144,6 +145,11 @@ for stage in "$@"; do
     python3 benchmarks/pack_embedded_default.py "$RUN/default-src" "$RUN/default-src/tree.json" --command "$command" \
       --draft-vocab ${VOCAB:-8192} --vocab-text "$RUN/vocab/sequences.jsonl" | tail -2
     gzip -c "$RUN/vocab/sequences.jsonl" > "$OUT/vocab-sequences.jsonl.gz"
+    ;;
+  decode-in22)  # the embedded default decoding all IN22-Gen rows (fp32, graphs) beside single-head: τ and identity
+    timeout ${DECODE_TIMEOUT:-540} python3 medusa.py -ds tree -d $D/in22/gen "${rows[@]}" -mol 128 --compare-single-head \
+      -o "$RUN/decode-default-in22-gen" 2>&1 | quiet | tail -8
+    cp "$RUN/decode-default-in22-gen/summary.json" "$OUT/decode-default-in22-gen-summary.json"
     ;;
   translators)  # issue 11's sacreBLEU >= 4 at a size that ships beside the drafter (adapter <= ~16 MB): ranks 24
                 # and 16, 6 epochs, otherwise session 6's recipe (rank 32, 5 epochs: 3.94 / chrF 25.49), detached

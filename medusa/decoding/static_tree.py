@@ -82,29 +82,33 @@ class StaticTree(Strategy):
 
         if not sequential:
             return DevicePlan(tree, self.num_heads, draft, self.acceptance.select_on_device)
-        levels = []  # per depth: parent nodes, their padded-path columns, each child's parent row and rank
+        levels = []  # per depth: parent nodes' path columns, each parent's row in the level above, each child's
+        last_row: dict[int, int] = {}  # node → its row among the last level's parents      parent row and rank
         for depth in range(1, max(self._depths) + 1):
             nodes = [i for i, d in enumerate(self._depths) if d == depth]
             parents = sorted({self._parents[i] for i in nodes})
             row = {p: r for r, p in enumerate(parents)}
-            levels.append((torch.tensor(nodes, device=device), torch.tensor(parents, device=device), depth,
+            above = [last_row[self._parents[p]] for p in parents] if depth > 1 else None
+            levels.append((torch.tensor(nodes, device=device), tree.path[parents, :depth],
+                           None if above is None else torch.tensor(above, device=device),
                            torch.tensor([row[self._parents[i]] for i in nodes], device=device),
                            torch.tensor([self._ranks[i - 1] for i in nodes], device=device)))
+            last_row = row
 
         def draft_by_depth(logits: torch.Tensor, level_logits, max_depth: torch.Tensor) -> torch.Tensor:
             tokens = torch.zeros(tree.size, dtype=torch.long, device=logits.device)
             tokens[0] = logits.argmax()
-            for nodes, parents, depth, rows, node_ranks in levels:
-                paths = tokens[tree.path.index_select(0, parents)[:, :depth]]
-                top = level_top(level_logits, paths, self.max_rank)
+            for nodes, path_columns, above, rows, node_ranks in levels:
+                top = level_top(level_logits, tokens[path_columns], self.max_rank, above)
                 tokens[nodes] = top[rows, node_ranks]
             return tokens
 
         return DevicePlan(tree, self.num_heads, draft_by_depth, self.acceptance.select_on_device)
 
 
-def level_top(level_logits, paths: torch.Tensor, k: int) -> torch.Tensor:
+def level_top(level_logits, paths: torch.Tensor, k: int, rows: torch.Tensor | None = None) -> torch.Tensor:
     """The ``k`` best ids [N, k] below each path: the drafter's own ``top`` where it has one (a level drafter with a
-    draft vocabulary computes logits for that vocabulary alone), else the top-k of its logits."""
+    draft vocabulary computes logits for that vocabulary alone; ``rows``, each path's parent among the last level's
+    paths, spare it the prefix comparison), else the top-k of its logits."""
     top = getattr(level_logits, "top", None)
-    return top(paths, k) if top is not None else torch.topk(level_logits(paths), k, dim=-1).indices
+    return top(paths, k, rows) if top is not None else torch.topk(level_logits(paths), k, dim=-1).indices

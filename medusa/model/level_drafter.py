@@ -37,19 +37,21 @@ class LevelDrafter:
             return self.heads.level_logits(self.hidden, paths)
         return self.heads.draft_logits(self._advance(paths), paths.shape[1] - 1)
 
-    def top(self, paths: torch.Tensor, k: int) -> torch.Tensor:
+    def top(self, paths: torch.Tensor, k: int, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The ``k`` best token ids [N, k] below each path, best first: ``topk(self(paths), k)``, which with a draft
-        vocabulary (MedusaHeads.set_draft_vocab) needs logits for its tokens only."""
+        vocabulary (MedusaHeads.set_draft_vocab) needs logits for its tokens only. ``rows``: each path's parent row
+        among the last level's paths, where the caller knows them (a static tree: no prefix comparison)."""
         paths = paths.to(self.hidden.device)
         if not self.heads.config.path_dependent:
             return torch.topk(self(paths), k, dim=-1).indices
-        return self.heads.draft_top(self._advance(paths), paths.shape[1] - 1, k)
+        return self.heads.draft_top(self._advance(paths, rows), paths.shape[1] - 1, k)
 
-    def _advance(self, paths: torch.Tensor) -> torch.Tensor:
+    def _advance(self, paths: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The drafter's state below each path (what head d reads), kept for the next level."""
         heads = self.heads
         depth = paths.shape[1] - 1
-        rows = self._parent_rows(paths)
+        extends = self._paths is not None and self._paths.shape[1] == depth and depth > 0
+        rows = rows if rows is not None and extends else self._parent_rows(paths)
         if rows is None:  # a first level, or a call that does not extend the last one: from the hidden state
             hidden = self.hidden.expand(paths.shape[0], -1) if self.hidden.dim() == 1 else self.hidden
             state = heads.path_start(hidden, paths[:, 0], self.context)
