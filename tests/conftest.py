@@ -115,3 +115,17 @@ def perturbed_heads(tiny_model_dir, folder: Path, num_heads: int, seed: int) -> 
 def student_heads_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """For the submission tests: 3 perturbed heads."""
     return perturbed_heads(tiny_model_dir, tmp_path_factory.mktemp("student-heads"), 3, seed=0)
+
+
+def make_tiny_adapter(model_dir: Path, folder: Path) -> Path:
+    """A one-step LoRA translator for the tiny model in ``folder/adapter`` (its data in ``folder/par``): what
+    heads trained for the embedded default come with."""
+    from medusa.training.finetune import FinetuneSettings, finetune
+
+    data = folder / "par"
+    data.mkdir()
+    (data / "train.hin_Deva").write_text("मैं घर जा रहा हूँ\nवह किताब पढ़ती है\n" * 4)
+    (data / "train.eng_Latn").write_text("I am going home\nShe reads a book\n" * 4)
+    finetune(FinetuneSettings(model_name=str(model_dir), train_data=[str(data / "train")], rank=2, epochs=1,
+                              batch_size=8, output_dir=str(folder / "adapter"), device="cpu", max_input_len=64))
+    return folder / "adapter"

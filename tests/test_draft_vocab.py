@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import make_tiny_adapter
 from test_autoregressive_drafter import _model
 from medusa.decoding import DecodeSettings, generate, make_strategy
 from medusa.decoding.engine import StaticEngine
@@ -109,16 +110,10 @@ def test_train_heads_and_the_packer_store_a_vocabulary(tiny_model_dir, tmp_path)
     from safetensors.torch import load_file
 
     from medusa.errors import MedusaError
-    from medusa.training.finetune import FinetuneSettings, finetune
     from medusa.training.train_heads import TrainSettings, train_heads
 
     root = Path(__file__).resolve().parents[1]
-    data = tmp_path / "par"
-    data.mkdir()
-    (data / "train.hin_Deva").write_text("मैं घर जा रहा हूँ\nवह किताब पढ़ती है\n" * 4)
-    (data / "train.eng_Latn").write_text("I am going home\nShe reads a book\n" * 4)
-    finetune(FinetuneSettings(model_name=str(tiny_model_dir), train_data=[str(data / "train")], rank=2, epochs=1,
-                              batch_size=8, output_dir=str(tmp_path / "adapter"), device="cpu", max_input_len=64))
+    make_tiny_adapter(tiny_model_dir, tmp_path)
     heads = tmp_path / "heads"
     settings = dict(model_name=str(tiny_model_dir), dataset="flores200-sample", num_examples=6, prompt_style="seed",
                     max_new_tokens=8, num_heads=2, epochs=1, device="cpu", adapter=str(tmp_path / "adapter"),

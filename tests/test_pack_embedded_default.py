@@ -10,19 +10,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from medusa.training.finetune import FinetuneSettings, finetune
+from conftest import make_tiny_adapter
 from medusa.training.train_heads import TrainSettings, train_heads
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_packed_heads_are_float16_name_their_adapter_and_tree_and_decode(tiny_model_dir, tmp_path):
-    data = tmp_path / "par"
-    data.mkdir()
-    (data / "train.hin_Deva").write_text("मैं घर जा रहा हूँ\nवह किताब पढ़ती है\n" * 4)
-    (data / "train.eng_Latn").write_text("I am going home\nShe reads a book\n" * 4)
-    finetune(FinetuneSettings(model_name=str(tiny_model_dir), train_data=[str(data / "train")], rank=2, epochs=1,
-                              batch_size=8, output_dir=str(tmp_path / "adapter"), device="cpu", max_input_len=64))
+    make_tiny_adapter(tiny_model_dir, tmp_path)
     heads = tmp_path / "heads"
     train_heads(TrainSettings(model_name=str(tiny_model_dir), dataset="flores200-sample", num_examples=4,
                               prompt_style="seed", max_new_tokens=8, num_heads=2, epochs=1, device="cpu",
