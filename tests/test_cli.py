@@ -267,7 +267,7 @@ def test_tree_size_rebuilds_a_calibrated_tree(tiny_heads_dir, tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["settings"]["tree_size"] == 3 and summary["identical_to_single_head"] == 2
-    assert "--tree-size 15" not in err  # a small tree gets no CPU hint
+    assert "--tree-size 3 decodes" not in err  # a small tree gets no CPU hint
     code, _, err = run_cli(["-m", str(tiny_heads_dir), "-ds", "multi-head", "--tree-size", "3", "-n", "1",
                             "-o", str(tmp_path / "o")], capsys)
     assert code == 2 and "-ds tree" in err
@@ -285,7 +285,7 @@ def test_tree_size_rebuilds_a_calibrated_tree(tiny_heads_dir, tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["tree_used"] == str(shipped / "tree.json") and summary["settings"]["tree_size"] == 120
-    assert "the tree has 120 nodes and a CPU pays for each; --tree-size 15" in err
+    assert "the tree has 120 nodes and a CPU pays for each; --tree-size 3" in err
     plain = tmp_path / "plain.json"
     plain.write_text('[[0], [1]]')
     code, _, err = run_cli(["-m", str(tiny_heads_dir), "-ds", "tree", "--tree", str(plain), "--tree-size", "3",
