@@ -22,10 +22,16 @@
 #   8 `VOCAB_REUSE=1 DECODE_TIMEOUT=420 ... vocab decode-in22`: τ 3.116 on all IN22-Gen rows, 1024/1024 identical;
 #   9 inline: `VOCAB_REUSE=1 ... vocab`, then `python3 medusa.py -ds tree -d $D/flores200-devtest --all-examples
 #     -mol 128`: τ 2.983. (Each call re-copies the tracked files, so `vocab` repacks the default in every call.)
-# NEXT: the translators (issue 11's sacreBLEU >= 4 at a shippable size), alone on the GPU:
-#   call 3: carry .datatxz   `WAIT=540 bash benchmarks/gpu_session9.sh data translators wait-translators`
-#   (ranks 24 and 16, 6 epochs, side by side, about 55 GB each: nothing else on the GPU; about 8 minutes at the
-#    2-3 steps/s seen; repeat `wait-translators` until they finish)
+# NEXT (planned in session 11; the shipped default now carries its draft vocabulary, so no `vocab` stage is needed):
+#   call 1: carry .stage/a .whl   `setup`;   call 2: carry .stage/b   `model`
+#   call 3: carry .datatxz        `WAIT=540 bash benchmarks/gpu_session9.sh data translators wait-translators`
+#           issue 11's sacreBLEU >= 4 at a shippable size: ranks 24 and 16, 6 epochs, side by side, about 55 GB
+#           each, nothing else on the GPU; about 8 minutes at the 2-3 steps/s seen; repeat `WAIT=300 ...
+#           wait-translators` until they finish (each brings its report, log and adapter back)
+#   call 4: `BENCH_ROUNDS=2 bash benchmarks/gpu_session9.sh draft-profile` (graphs and compiled, the shipped
+#           default with its vocabulary: the compiled engine's drafting share and ratios)
+#   call 5: `bash benchmarks/gpu_session9.sh tau` (the replayed multi-head grid on all IN22-Gen and FLORES rows,
+#           alone on the GPU: with training beside it, it did not finish IN22-Gen in 500 s)
 # Planned in session 9 (issues 11 and 9). Two questions, each a few device minutes:
 #  A. The shipped translator with the best drafter recipe found so far (autoregressive, greedy + 2 sampled
 #     continuations per source, --relabel-greedy, feature loss 1.0): τ on all IN22-Gen rows, and tokens/s against
