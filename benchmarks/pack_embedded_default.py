@@ -8,7 +8,7 @@ copied as saved (``finetune`` writes float16), and ``medusa_heads.json`` names t
 the training record with dataset paths cut to their names, and records ``--command``. The files replace those in
 ``--target`` (default: the package's ``medusa/embedded_default``). ``--draft-vocab N`` stores the N tokens most
 frequent in ``--vocab-text`` (a ``sequences.jsonl`` of the translator's own text, as train-heads writes) as the
-drafter's draft vocabulary (medusa/model/draft_vocab.py); heads that already hold one keep theirs. Prints each file's size and the total, which
+drafter's draft vocabulary (medusa/model/draft_vocab.py), replacing one the heads hold. Prints each file's size and the total, which
 issue 11 asks to keep under about 25 MB: every GPU call carries the repository.
 """
 
@@ -50,10 +50,14 @@ def pack(heads_dir: Path, tree: Path, command: str, target: Path, draft_vocab: i
                for k, v in load_file(str(heads_dir / HEADS_WEIGHTS)).items()}
     training = dict(meta.get("training", {}))
     if draft_vocab:
+        if not (meta.get("autoregressive") or meta.get("sequential")):
+            sys.exit(f"error: --draft-vocab is for sequential heads and the autoregressive drafter; {heads_dir} holds "
+                     "neither")
         rows = read_predictions(vocab_text)
         weights[DRAFT_VOCAB] = frequent_tokens(rows, draft_vocab, meta["vocab_size"])
         training["draft_vocab"] = draft_vocab
         training["draft_vocab_text"] = f"{vocab_text.name}: {len(rows)} sequences"
+        training.pop("draft_vocab_heldout_coverage", None)  # a vocabulary train-heads chose is replaced
     save_file(weights, str(target / HEADS_WEIGHTS), metadata={"format": "pt"})
     training["trained_on"] = [Path(d).name for d in training.get("trained_on", [])]
     training["adapter"] = ADAPTER

@@ -139,3 +139,40 @@ def test_train_heads_and_the_packer_store_a_vocabulary(tiny_model_dir, tmp_path)
     assert {t.dtype for t in packed.values() if t.is_floating_point()} == {torch.float16}
     assert packed["drafter.depth"].dtype == torch.long  # integers stay integers
     assert json.loads((target / "medusa_heads.json").read_text())["training"]["draft_vocab"] == 30
+
+
+def test_a_narrow_vocabulary_changes_what_is_accepted_and_small_ones_still_draft():
+    model = _model(3, 0.15)
+    prompt = [9, 17, 40, 9]
+    full = generate(model, make_strategy(DecodeSettings("tree", 4)), prompt, 30, {2})
+    model.heads.set_draft_vocab(torch.arange(3, 13))  # ten tokens, fewer than some tree levels' ranks
+    narrow = generate(model, make_strategy(DecodeSettings("tree", 4)), prompt, 30, {2})
+    assert narrow.tokens == full.tokens and narrow.accepted_per_step != full.accepted_per_step
+    h = torch.randn(2, model.hidden_size)
+    top = model.level_drafter(h).top(torch.randint(3, 400, (2, 1)), 12)  # k above the vocabulary's 10
+    assert top.shape == (2, 12) and set(top[:, :10].flatten().tolist()) <= set(range(3, 13))
+
+
+def test_the_measured_logits_are_the_drafted_ones():
+    model = _model(1, 0.2)
+    model.heads.set_draft_vocab(VOCAB)
+    h, paths = torch.randn(3, model.hidden_size), torch.randint(3, 400, (3, 4))
+    forced = model.heads.teacher_forced(h, paths)  # what calibration and measure-acceptance rank
+    for d in range(4):
+        torch.testing.assert_close(forced[d], model.heads.level_logits(h, paths[:, : d + 1]))
+
+
+def test_heads_that_cannot_take_their_vocabulary_are_one_line_errors(tmp_path):
+    from medusa.errors import MedusaError
+
+    model = _model(2, 0.2)
+    state = dict(model.heads.head_state_dict())
+    state[DRAFT_VOCAB] = torch.tensor([5, 400])  # an id past the base's vocabulary
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "bad"
+    save_heads(model.heads, folder, "tiny")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "medusa_heads.safetensors"))
+    with pytest.raises(MedusaError, match="do not fit"):
+        build_heads(read_head_checkpoint(str(folder)), model.base_model)
+    assert "draft_vocab" not in model.heads.state_dict()  # saved by head_state_dict, not the module's own

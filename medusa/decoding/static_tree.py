@@ -24,7 +24,7 @@ class StaticTree(Strategy):
         # node 0 is the root; path i becomes node i + 1
         self._parents = [-1] + [p + 1 if p >= 0 else 0 for p in parents]
         self._heads, self._ranks = heads, ranks
-        self._depths = [0] + [len(p) for p in paths]
+        self._depths = [0] + [h + 1 for h in heads]  # canonical order, as parents (head d - 1 drafts depth d)
 
     def first_token(self, state: DecodeState) -> int | None:
         return self.acceptance.first_token(state)

@@ -180,5 +180,8 @@ def build_heads(ckpt: HeadCheckpoint, base_model) -> MedusaHeads:
     except ValueError as exc:
         raise MedusaError(f"heads at {ckpt.source} do not fit this base model: {exc}") from None
     heads = MedusaHeads(config, lm_head, base_model.get_input_embeddings())
-    heads.load_head_state_dict(ckpt.state)
+    try:
+        heads.load_head_state_dict(ckpt.state)
+    except ValueError as exc:  # e.g. a draft vocabulary on heads that cannot take one, or out of range
+        raise MedusaError(f"heads at {ckpt.source} do not fit this base model: {exc}") from None
     return heads.to(device=lm_head.weight.device, dtype=lm_head.weight.dtype)

@@ -127,7 +127,7 @@ class MedusaHeads(nn.Module):
             heads.append(nn.Sequential(*blocks))
         self.heads = nn.ModuleList(heads)
         self.draft_vocab: torch.Tensor | None  # set_draft_vocab: the token ids drafts are chosen from, or None
-        self.register_buffer("draft_vocab", None)
+        self.register_buffer("draft_vocab", None, persistent=False)  # saved by head_state_dict
         self.register_buffer("_vocab_weight", None, persistent=False)
 
     def set_draft_vocab(self, ids: torch.Tensor | None) -> None:
@@ -135,7 +135,8 @@ class MedusaHeads(nn.Module):
         the base ``lm_head`` once per tree level; restricted to the tokens the drafter's own text uses most (FR-Spec's
         frequency-ranked draft vocabulary) that projection and its top-k read a fraction of the rows. Verification
         still scores the whole vocabulary, so outputs do not change: a token outside ``ids`` is never drafted, and
-        decoding takes one step more where it comes."""
+        decoding takes one step more where it comes. Set it before an engine captures its steps: the rows are
+        copied here, and captured graphs keep the tensors they were captured with."""
         self.draft_vocab = self._vocab_weight = None
         if ids is None:
             return
@@ -160,8 +161,8 @@ class MedusaHeads(nn.Module):
 
     def draft_top(self, state: torch.Tensor, depth: int, k: int) -> torch.Tensor:
         """The ``k`` best token ids [N, k] of :meth:`draft_logits`, best first, without building [N, V] logits."""
-        if self.draft_vocab is None:
-            return torch.topk(self.heads[depth](state), k, dim=-1).indices
+        if self.draft_vocab is None or k > len(self.draft_vocab):  # (a vocabulary smaller than k: -inf ranks too)
+            return torch.topk(self.draft_logits(state, depth), k, dim=-1).indices
         return self.draft_vocab[torch.topk(self._vocab_logits(state, depth), k, dim=-1).indices]
 
     def _vocab_logits(self, state: torch.Tensor, depth: int) -> torch.Tensor:
@@ -211,7 +212,9 @@ class MedusaHeads(nn.Module):
             raise ValueError(f"{self.config.drafter} heads have no per-path states")
         k = self.config.num_heads if num_heads is None else num_heads
         states = self._path_states(hidden, paths[..., :k])
-        return torch.stack([self.heads[i](states[i]) for i in range(k)], dim=0), torch.stack(states, dim=0)
+        # with a draft vocabulary (set after training) the logits are the drafted ones: calibration and measurement
+        # rank what the decoder can draft
+        return torch.stack([self.draft_logits(states[i], i) for i in range(k)], dim=0), torch.stack(states, dim=0)
 
     def greedy_chain(self, hidden: torch.Tensor, next_tokens: torch.Tensor, num_heads: int) -> torch.Tensor:
         """Path-dependent heads along their own greedy path (t_j = head j−1's argmax): the path a chain draft takes,
