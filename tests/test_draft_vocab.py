@@ -176,3 +176,19 @@ def test_heads_that_cannot_take_their_vocabulary_are_one_line_errors(tmp_path):
     with pytest.raises(MedusaError, match="do not fit"):
         build_heads(read_head_checkpoint(str(folder)), model.base_model)
     assert "draft_vocab" not in model.heads.state_dict()  # saved by head_state_dict, not the module's own
+
+
+def test_a_split_model_drafts_through_the_same_level_drafter():
+    """A model split over devices (here: marked split on one CPU) gets a LevelDrafter too, with ``top``: the draft
+    vocabulary's fast path, results on the caller's device, the same drafts as the unsplit model."""
+    from medusa.model.level_drafter import LevelDrafter
+
+    model = _model(2, 0.2)
+    model.heads.set_draft_vocab(VOCAB)
+    prompt = [9, 17, 40, 9]
+    whole = generate(model, make_strategy(DecodeSettings("tree", 4)), prompt, 30, {2})
+    model._split = True
+    drafter = model.level_drafter(torch.randn(model.hidden_size))
+    assert isinstance(drafter, LevelDrafter) and drafter.out_device == torch.device("cpu")
+    split = generate(model, make_strategy(DecodeSettings("tree", 4)), prompt, 30, {2})
+    assert split.tokens == whole.tokens and split.accepted_per_step == whole.accepted_per_step

@@ -23,10 +23,12 @@ import torch
 
 class LevelDrafter:
     """``drafter(paths [N, d+1]) → [N, V]``: head d's logits below each path (t_0 = the next token) at ``hidden``
-    [H], for one draft of ``heads`` (:class:`~medusa.model.heads.MedusaHeads`)."""
+    [H], for one draft of ``heads`` (:class:`~medusa.model.heads.MedusaHeads`). ``hidden`` sits with the heads;
+    ``out_device`` (a model split over GPUs: the caller's device) is where logits and ids are returned."""
 
-    def __init__(self, heads, hidden: torch.Tensor, context=None) -> None:
+    def __init__(self, heads, hidden: torch.Tensor, context=None, out_device: torch.device | None = None) -> None:
         self.heads, self.hidden, self.context = heads, hidden, context  # context: the context drafter's view
+        self.out_device = out_device
         self._paths: torch.Tensor | None = None  # the last level's paths [M, d]
         self._state: tuple[torch.Tensor, ...] = ()  # per row: (sum,) or (prediction, keys, values)
         self.fallbacks = 0  # calls that had to start over (for tests: callers ask level after level)
@@ -34,8 +36,8 @@ class LevelDrafter:
     def __call__(self, paths: torch.Tensor) -> torch.Tensor:
         paths = paths.to(self.hidden.device)
         if not self.heads.config.path_dependent:
-            return self.heads.level_logits(self.hidden, paths)
-        return self.heads.draft_logits(self._advance(paths), paths.shape[1] - 1)
+            return self._out(self.heads.level_logits(self.hidden, paths))
+        return self._out(self.heads.draft_logits(self._advance(paths), paths.shape[1] - 1))
 
     def top(self, paths: torch.Tensor, k: int, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The ``k`` best token ids [N, k] below each path, best first: ``topk(self(paths), k)``, which with a draft
@@ -44,7 +46,11 @@ class LevelDrafter:
         paths = paths.to(self.hidden.device)
         if not self.heads.config.path_dependent:
             return torch.topk(self(paths), k, dim=-1).indices
-        return self.heads.draft_top(self._advance(paths, rows), paths.shape[1] - 1, k)
+        rows = None if rows is None else rows.to(self.hidden.device)
+        return self._out(self.heads.draft_top(self._advance(paths, rows), paths.shape[1] - 1, k))
+
+    def _out(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.out_device is None else t.to(self.out_device)
 
     def _advance(self, paths: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The drafter's state below each path (what head d reads), kept for the next level."""

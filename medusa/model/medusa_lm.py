@@ -151,9 +151,8 @@ class MedusaModel(nn.Module):
 
         if not self.split:
             return LevelDrafter(self.heads, hidden, context)
-        at = self.lm_head.weight.device  # the heads sit with lm_head
-        drafter = LevelDrafter(self.heads, hidden.to(at), context)
-        return lambda paths: drafter(paths.to(at)).to(hidden.device)
+        at = self.lm_head.weight.device  # the heads sit with lm_head; results go back to the caller's device
+        return LevelDrafter(self.heads, hidden.to(at), context, out_device=hidden.device)
 
     def get_tokenizer(self):
         return self.tokenizer
