@@ -166,23 +166,26 @@ for stage in "$@"; do
       -o "$RUN/decode-default-in22-gen" 2>&1 | quiet | tail -8
     cp "$RUN/decode-default-in22-gen/summary.json" "$OUT/decode-default-in22-gen-summary.json"
     ;;
-  translators)  # issue 11's sacreBLEU >= 4 at a size that ships beside the drafter (adapter <= ~16 MB): ranks 24
-                # and 16, 6 epochs, otherwise session 6's recipe (rank 32, 5 epochs: 3.94 / chrF 25.49), detached
-    for r in ${RANKS:-24 16}; do
-      detach "$RUN/translator-r$r.log" python3 medusa.py finetune --train-data $D/ntrex128 --train-data $D/tico19-test \
-        --train-data $D/tatoeba-test-v2021-08-07 --train-data $D/newstest2014 --eval-data $D/flores200-devtest \
-        --eval-examples ${EVAL_N:-1012} --rank $r --alpha $((2 * r)) --epochs ${EPOCHS:-6} --lr 2e-3 --batch-size 64 \
-        --no-score-before ${FT_EXTRA:-} --output-dir "$RUN/translator-r$r"
+  translators)  # issue 11's sacreBLEU >= 4 at a size that ships: TRANSLATORS="RANK:EPOCHS ..." (default ranks 24
+                # and 16, 6 epochs), otherwise session 6's recipe (rank 32, 5 epochs: 3.94 / chrF 25.49), detached
+    for spec in ${TRANSLATORS:-24:6 16:6}; do
+      r=${spec%%:*} e=${spec##*:}
+      detach "$RUN/translator-r${r}e$e.log" python3 medusa.py finetune --train-data $D/ntrex128 \
+        --train-data $D/tico19-test --train-data $D/tatoeba-test-v2021-08-07 --train-data $D/newstest2014 \
+        --eval-data $D/flores200-devtest --eval-examples ${EVAL_N:-1012} --rank $r --alpha $((2 * r)) --epochs $e \
+        --lr 2e-3 --batch-size 64 --no-score-before ${FT_EXTRA:-} --output-dir "$RUN/translator-r${r}e$e"
     done
     ;;
   wait-translators)
     wait_for "finetune.*--output-dir $RUN/translator-r" "${WAIT:-300}"; done_now=$?
-    for r in ${RANKS:-24 16}; do echo "-- r$r"; quiet < "$RUN/translator-r$r.log" | tail -4; done
+    for spec in ${TRANSLATORS:-24:6 16:6}; do
+      n=r${spec%%:*}e${spec##*:}; echo "-- $n"; quiet < "$RUN/translator-$n.log" | tail -4
+    done
     [ $done_now = 0 ] || exit 1
-    for r in ${RANKS:-24 16}; do
-      tar czf "$OUT/translator-r$r.tgz" -C "$RUN" --exclude=adapter_model.safetensors "translator-r$r" \
-        "translator-r$r.log"
-      cp "$RUN/translator-r$r/adapter_model.safetensors" "$OUT/translator-r$r.safetensors"
+    for spec in ${TRANSLATORS:-24:6 16:6}; do
+      n=r${spec%%:*}e${spec##*:}
+      tar czf "$OUT/translator-$n.tgz" -C "$RUN" --exclude=adapter_model.safetensors "translator-$n" "translator-$n.log"
+      cp "$RUN/translator-$n/adapter_model.safetensors" "$OUT/translator-$n.safetensors"
     done
     ;;
   *) echo "unknown stage $stage"; exit 2 ;;
