@@ -19,9 +19,10 @@ BENCH="python3 benchmarks/bench_decode.py"
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case "$stage" in
-  setup)  # the first half of the GGUF, the wheels the image lacks
-    cp .stage/a/part /root/stage/a
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  setup)  # the GGUF's parts this call carries (two halves, or thirds once the tree grew), the wheels the image lacks
+    for part in .stage/*/part; do [ -f "$part" ] && cp "$part" "/root/stage/$(basename "$(dirname "$part")")"; done
+    [ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/*.whl
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     ;;
   data)  # the offline data (../shared/data, plus the newstest2014 head/calibration split of gpu_train_embedded.sh)
@@ -30,8 +31,9 @@ for stage in "$@"; do
   tests)
     timeout 400 python3 -m pytest -q tests/test_cuda.py 2>&1 | tail -8
     ;;
-  model)
-    cat /root/stage/a .stage/b/part > /root/stage/smollm2.gguf
+  model)  # the parts carried now joined to those staged by earlier calls, checked
+    for part in .stage/*/part; do [ -f "$part" ] && cp "$part" "/root/stage/$(basename "$(dirname "$part")")"; done
+    cat $(ls /root/stage/? | sort) > /root/stage/smollm2.gguf
     echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  /root/stage/smollm2.gguf" | sha256sum -c
     ;;
   bench-fp32)  # the grouped attention against the model's own (sdpa) in captured steps, and compiled, fp32
