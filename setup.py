@@ -11,7 +11,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["medusa", "medusa.*"]),
-    package_data={"medusa": ["samples/*", "embedded_default/*", "embedded_default/adapter/*"]},
+    package_data={"medusa": ["samples/*", "embedded_default/*", "embedded_default/adapter/*", "embedded_default/faithful/*",
+                            "embedded_default/faithful/adapter/*"]},
     py_modules=[],
     install_requires=[
         "torch>=2.4",

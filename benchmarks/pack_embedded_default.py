@@ -1,10 +1,13 @@
 """Pack trained heads (with the adapter they were trained on) and their calibrated tree as the embedded default.
 
     python benchmarks/pack_embedded_default.py HEADS_DIR TREE.json --command "how they were made" [--target DIR]
-        [--draft-vocab N --vocab-text SEQUENCES.jsonl]
+        [--draft-vocab N --vocab-text SEQUENCES.jsonl] [--adapter ADAPTER_DIR] [--int8 heads|adapter|both]
 
 The heads' weights are written in float16 (half the bytes; they load into the model's dtype), the adapter is
-copied as saved (``finetune`` writes float16), and ``medusa_heads.json`` names the adapter and tree beside it, keeps
+copied as saved (``finetune`` writes float16), or, with ``--int8 heads|adapter|both``, those are stored row-wise in
+int8 (half again:
+medusa/model/int8_weights.py; they are dequantised at load, so decoding costs the same). ``--adapter`` names the
+translator when it is not the heads' own ``adapter/`` folder. ``medusa_heads.json`` ``medusa_heads.json`` names the adapter and tree beside it, keeps
 the training record with dataset paths cut to their names, and records ``--command``. The files replace those in
 ``--target`` (default: the package's ``medusa/embedded_default``). ``--draft-vocab N`` stores the N tokens most
 frequent in ``--vocab-text`` (a ``sequences.jsonl`` of the translator's own text, as train-heads writes) as the
@@ -28,7 +31,9 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 from medusa.evaluation.results import read_predictions  # noqa: E402
 from medusa.model.draft_vocab import frequent_tokens  # noqa: E402
+from medusa.model.embedded import EMBEDDED_NAME, EMBEDDED_REPO  # noqa: E402
 from medusa.model.heads import DRAFT_VOCAB  # noqa: E402
+from medusa.model.int8_weights import save_quantized  # noqa: E402
 from medusa.model.loader import EMBEDDED_DEFAULT_DIR, TREE_FILE  # noqa: E402
 
 HEADS_JSON, HEADS_WEIGHTS, ADAPTER = "medusa_heads.json", "medusa_heads.safetensors", "adapter"
@@ -37,17 +42,21 @@ BUDGET_MB = 25
 
 
 def pack(heads_dir: Path, tree: Path, command: str, target: Path, draft_vocab: int = 0,
-         vocab_text: Path | None = None) -> dict[str, int]:
+         vocab_text: Path | None = None, adapter: Path | None = None, int8: str = "") -> dict[str, int]:
     """Write the default into ``target``; returns the size in bytes of every file written."""
     meta = json.loads((heads_dir / HEADS_JSON).read_text())
-    adapter = heads_dir / meta.get("adapter", ADAPTER) if meta.get("adapter") else None
+    if adapter is None and meta.get("adapter"):
+        adapter = heads_dir / meta["adapter"]
     if adapter is None or not (adapter / ADAPTER_FILES[1]).is_file():
         sys.exit(f"error: {heads_dir} holds no adapter folder: the default's heads must come with the translator "
                  "they were trained on (train-heads --adapter copies it beside them)")
     json.loads(tree.read_text())["paths"]  # a calibrated tree file, or a KeyError/JSON error here
+    if target.resolve() in (heads_dir.resolve(), adapter.resolve().parent):
+        sys.exit(f"error: --target {target} holds the files being packed: pack into another folder, then move it")
     target.mkdir(parents=True, exist_ok=True)
-    weights = {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous()
-               for k, v in load_file(str(heads_dir / HEADS_WEIGHTS)).items()}
+    int8_heads, int8_adapter = int8 in ("heads", "both"), int8 in ("adapter", "both")
+    weights = {k: (v.to(torch.float16) if v.is_floating_point() and not int8_heads else v).contiguous()
+               for k, v in load_file(str(heads_dir / HEADS_WEIGHTS)).items()}  # int8 codes from the saved floats
     training = dict(meta.get("training", {}))
     if draft_vocab:
         if not (meta.get("autoregressive") or meta.get("sequential")):
@@ -58,7 +67,14 @@ def pack(heads_dir: Path, tree: Path, command: str, target: Path, draft_vocab: i
         training["draft_vocab"] = draft_vocab
         training["draft_vocab_text"] = f"{vocab_text.name}: {len(rows)} sequences"
         training.pop("draft_vocab_heldout_coverage", None)  # a vocabulary train-heads chose is replaced
-    save_file(weights, str(target / HEADS_WEIGHTS), metadata={"format": "pt"})
+    if int8_heads:
+        save_quantized(weights, target / HEADS_WEIGHTS)
+    else:
+        save_file(weights, str(target / HEADS_WEIGHTS), metadata={"format": "pt"})
+    if int8:  # what the packer stored row-wise in int8 (medusa/model/int8_weights.py)
+        training["stored_int8"] = {"heads": "heads", "adapter": "adapter", "both": "heads and adapter"}[int8]
+    else:
+        training.pop("stored_int8", None)
     training["trained_on"] = [Path(d).name for d in training.get("trained_on", [])]
     training["adapter"] = ADAPTER
     training["command"] = command
@@ -67,8 +83,14 @@ def pack(heads_dir: Path, tree: Path, command: str, target: Path, draft_vocab: i
     if (target / ADAPTER).exists():
         shutil.rmtree(target / ADAPTER)
     (target / ADAPTER).mkdir()
-    for name in ADAPTER_FILES:
-        shutil.copyfile(adapter / name, target / ADAPTER / name)
+    config = json.loads((adapter / ADAPTER_FILES[0]).read_text())
+    if meta.get("base_model") == EMBEDDED_NAME:  # not the cache folder of the machine that trained it
+        config["base_model_name_or_path"] = EMBEDDED_REPO
+    (target / ADAPTER / ADAPTER_FILES[0]).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if int8_adapter:
+        save_quantized(load_file(str(adapter / ADAPTER_FILES[1])), target / ADAPTER / ADAPTER_FILES[1])
+    else:
+        shutil.copyfile(adapter / ADAPTER_FILES[1], target / ADAPTER / ADAPTER_FILES[1])
     shutil.copyfile(tree, target / TREE_FILE)
     files = [target / HEADS_WEIGHTS, target / HEADS_JSON, target / TREE_FILE] + [target / ADAPTER / n for n in
                                                                                 ADAPTER_FILES]
@@ -84,10 +106,15 @@ def main() -> None:
     p.add_argument("--draft-vocab", type=int, default=0, metavar="N",
                    help="draft from the N tokens most frequent in --vocab-text (0: heads as they are)")
     p.add_argument("--vocab-text", type=Path, help="sequences.jsonl of the translator's own text (train-heads)")
+    p.add_argument("--adapter", type=Path, default=None,
+                   help="the translator the heads were trained on, when it is not beside them (HEADS/adapter)")
+    p.add_argument("--int8", choices=["heads", "adapter", "both"], default="",
+                   help="store these row-wise in int8 (the rest as above)")
     args = p.parse_args()
     if args.draft_vocab and (args.vocab_text is None or not args.vocab_text.is_file()):
         p.error("--draft-vocab needs --vocab-text, a sequences.jsonl file")
-    sizes = pack(args.heads, args.tree, args.command, args.target, args.draft_vocab, args.vocab_text)
+    sizes = pack(args.heads, args.tree, args.command, args.target, args.draft_vocab, args.vocab_text, args.adapter,
+                 args.int8)
     for name, size in sizes.items():
         print(f"{size / 1e6:8.2f} MB  {name}")
     total = sum(sizes.values()) / 1e6

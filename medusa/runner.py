@@ -18,7 +18,7 @@ from medusa.decoding.engine import Engine, make_engine, resolve_engine
 from medusa.model.device_map import check_device_map, engine_for, model_devices
 from medusa.runtime.distributed import (check_enough_examples, check_same, claimed_by_main, decode_shared, launch_record,
                           on_main, processes, refuse_started)
-from medusa.model.embedded import EMBEDDED_NAME
+from medusa.model.embedded import is_embedded
 from medusa.errors import MedusaError
 from medusa.model.loader import LoadSettings, load_model, resolve_device
 from medusa.evaluation.metrics import SpeedStats, compute_all
@@ -65,7 +65,7 @@ def check_heads(model: MedusaModel, settings: RunSettings, strategy: Strategy) -
 
 def default_output_dir(settings: RunSettings) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    own = settings.setup == "embedded" and settings.model_name != EMBEDDED_NAME  # a user's model is not "embedded"
+    own = settings.setup == "embedded" and not is_embedded(settings.model_name)  # a user's model is not "embedded"
     return Path("results") / f"{'own' if own else settings.setup}-{settings.decoding_strategy}-{stamp}"
 
 

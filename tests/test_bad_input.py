@@ -513,3 +513,25 @@ def test_default_threads(monkeypatch):
     monkeypatch.setattr("medusa.runtime.threads.usable_cores", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.9, 0, 0))
     assert default_threads() == 1
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["-m", "some/model"], "drop --model-name"),
+    (["--medusa-heads", "heads"], "drop --medusa-heads"),
+    (["--adapter", "adapter"], "drop --adapter"),
+    (["--bare-embedded"], "drop --bare-embedded"),
+    (["--hf-token", "hf_x"], "--setup seed"),
+])
+def test_a_shipped_translator_with_another_model_is_refused_before_loading(extra, needle, capsys, tmp_path):
+    bad_input(["--translator", "faithful", *extra, "-n", "1", "-o", str(tmp_path / "o")], capsys, needle,
+              before_loading=True)
+
+
+def test_a_missing_shipped_translator_says_to_reinstall(monkeypatch, tmp_path):
+    from medusa.errors import MedusaError
+    from medusa.model import loader
+    from medusa.model.embedded import FAITHFUL_NAME
+
+    monkeypatch.setitem(loader.SHIPPED_FOLDERS, FAITHFUL_NAME, tmp_path / "gone")
+    with pytest.raises(MedusaError, match="reinstall"):
+        loader.load_model(loader.LoadSettings(FAITHFUL_NAME, device="cpu"))

@@ -76,3 +76,22 @@ def test_bare_embedded_has_untrained_identity_heads_and_no_adapter():
     model = load_model(LoadSettings(device="cpu", embedded_extras=False))
     assert model.num_heads == 5 and model.info.head_format == "untrained" and "adapter" not in model.info.base
     assert "tree" not in model.info.extra
+
+
+def test_the_faithful_translator_ships_with_its_drafter_and_decodes_losslessly(tmp_path, capsys):
+    """``--translator faithful``: the int8 adapter and drafter load, translate otherwise than the default, and greedy
+    tree decoding gives the single-head tokens."""
+    runs = {}
+    for translator in ("default", "faithful"):
+        out_dir = tmp_path / translator
+        code = main(["--translator", translator, "-ds", "tree", "--tree-size", "7", "-n", "2", "-mol", "24",
+                     "--compare-single-head", "-o", str(out_dir)])
+        _, err = capsys.readouterr()
+        assert code == 0, err
+        runs[translator] = json.loads((out_dir / "summary.json").read_text())
+        runs[translator]["rows"] = [json.loads(x) for x in (out_dir / "predictions.jsonl").read_text().splitlines()]
+    faithful = runs["faithful"]
+    assert faithful["identical_to_single_head"] == faithful["examples"] == 2
+    assert faithful["model"]["heads"].endswith("faithful") and "faithful" in faithful["model"]["base"]
+    assert faithful["model"]["name"] == "embedded:faithful"
+    assert [r["prediction"] for r in faithful["rows"]] != [r["prediction"] for r in runs["default"]["rows"]]

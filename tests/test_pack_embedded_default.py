@@ -11,6 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import make_tiny_adapter
+from test_int8_weights import _tiny_heads
+from medusa.model.checkpoints import save_heads
+from medusa.model.heads import DRAFT_VOCAB
+from medusa.model.int8_weights import is_quantized
 from medusa.training.train_heads import TrainSettings, train_heads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +63,32 @@ def test_heads_without_their_adapter_are_refused(tiny_model_dir, tmp_path):
                            str(tree), "--command", "x", "--target", str(tmp_path / "d")],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode != 0 and "no adapter" in done.stderr and not (tmp_path / "d").exists()
+
+
+def test_the_packer_stores_heads_and_adapter_in_int8(tiny_model_dir, tmp_path):
+    from medusa.model.loader import LoadSettings, load_model
+
+    adapter = make_tiny_adapter(tiny_model_dir, tmp_path)
+    _, heads = _tiny_heads(tiny_model_dir)
+    folder = save_heads(heads, tmp_path / "heads", str(tiny_model_dir))  # no adapter beside: --adapter names it
+    tree = tmp_path / "tree.json"
+    tree.write_text(json.dumps({"paths": [[0], [1], [0, 0]]}))
+    root = ROOT
+    target = tmp_path / "packed"
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "pack_embedded_default.py"), str(folder),
+                           str(tree), "--command", "a test", "--target", str(target), "--adapter", str(adapter),
+                           "--int8", "both"], capture_output=True, text=True, timeout=120, cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for weights in (target / "medusa_heads.safetensors", target / "adapter" / "adapter_model.safetensors"):
+        assert is_quantized(load_file(str(weights)))
+    packed = load_file(str(target / "medusa_heads.safetensors"))
+    assert packed[DRAFT_VOCAB].dtype == torch.long
+    meta = json.loads((target / "medusa_heads.json").read_text())
+    assert meta["adapter"] == "adapter" and meta["training"]["stored_int8"] == "heads and adapter"
+    model = load_model(LoadSettings(str(target), device="cpu"))  # heads folder: base, adapter and tree beside
+    assert model.heads is not None and model.info.extra["tree"].endswith("tree.json")
+    assert "adapter" in model.info.base
+    inplace = subprocess.run([sys.executable, str(root / "benchmarks" / "pack_embedded_default.py"), str(target),
+                              str(tree), "--command", "again", "--target", str(target)],
+                             capture_output=True, text=True, timeout=120, cwd=root)
+    assert inplace.returncode != 0 and "another folder" in inplace.stderr

@@ -156,9 +156,11 @@ def _beside(source: str, declared: dict) -> str | None:
 def inspect_checkpoint(model_name: str, medusa_heads: str | None, adapter: str | None, bare_embedded: bool,
                        token: str | None = None) -> CheckpointFacts:
     """The facts about ``--model-name`` (+ ``--medusa-heads``, ``--adapter``) that the loader would find."""
-    from medusa.model.loader import EMBEDDED_DEFAULT_DIR, EMBEDDED_UNTRAINED_HEADS, LoadSettings, check_names
+    from medusa.model.loader import (EMBEDDED_DEFAULT_DIR, EMBEDDED_UNTRAINED_HEADS, LoadSettings, check_names,
+                                     shipped_folder)
 
     check_names(LoadSettings(model_name, medusa_heads, adapter=adapter))  # empty or missing paths, said as such
+    model_name = shipped_folder(model_name)
     own = None if model_name == EMBEDDED_NAME or model_name.endswith(".gguf") else _heads_only(model_name, token)
     base = own.base if own is not None and own.base else model_name
     heads: CheckpointFacts | None = own

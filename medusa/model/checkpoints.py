@@ -18,6 +18,7 @@ import torch
 from medusa.errors import MedusaError
 from medusa.model.heads import HeadConfig, MedusaHeads, infer_head_config
 from medusa.model.hub import fetch, is_local
+from medusa.model.int8_weights import Int8FormatError, dequantize_tensors, is_quantized
 
 HEADS_CONFIG = "medusa_heads.json"
 HEADS_WEIGHTS = "medusa_heads.safetensors"
@@ -73,17 +74,29 @@ NOT_A_MODEL = "pass a model folder, a hub id, a .gguf file or a heads weights fi
 
 
 def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
+    """Named tensors of a heads file; int8-stored ones (medusa/model/int8_weights.py) come back as float32."""
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(str(path))
+            return _dequantized(load_file(str(path)), path)
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except MedusaError:
+        raise
     except Exception as exc:  # corrupt or truncated file, or not weights at all
         raise MedusaError(f"cannot read head weights {path} ({_why_unreadable(exc)}); {NOT_A_MODEL}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MedusaError(f"{path} holds no named tensors, so it is not head weights; {NOT_A_MODEL}")
     return state
+
+
+def _dequantized(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    if not is_quantized(state):
+        return state
+    try:
+        return dequantize_tensors(state)
+    except Int8FormatError as exc:
+        raise MedusaError(f"cannot read head weights {path}: {exc}; the file is corrupt: write it again") from None
 
 
 def _why_unreadable(exc: Exception) -> str:

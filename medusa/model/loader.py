@@ -11,7 +11,7 @@ import torch
 from medusa.model.checkpoints import HeadCheckpoint, build_heads, read_head_checkpoint, read_medusa2_heads
 from medusa.console import say
 from medusa.model.device_map import check_placed, describe_map, load_kwargs, model_devices
-from medusa.model.embedded import EMBEDDED_NAME, EMBEDDED_REPO, converted_dir, embedded_gguf
+from medusa.model.embedded import EMBEDDED_NAME, EMBEDDED_REPO, FAITHFUL_NAME, converted_dir, embedded_gguf
 from medusa.errors import MedusaError
 from medusa.model.hub import fetch, is_local, looks_like_path
 from medusa.model.heads import HeadConfig, MedusaHeads
@@ -21,6 +21,9 @@ EMBEDDED_UNTRAINED_HEADS = 5
 # What ships with the embedded base: a Hindi→English LoRA, 5 token-input heads trained on the adapted model, and
 # the tree calibrated for them (benchmarks/gpu_train_embedded.sh made all three).
 EMBEDDED_DEFAULT_DIR = Path(__file__).parents[1] / "embedded_default"
+# The second shipped translator: chrF 25.5 on FLORES-200 where the default's 18.7, with the drafter trained on its
+# own text (docs/embedded-default.md, "The faithful translator"); stored in int8 to keep the package small.
+SHIPPED_FOLDERS = {FAITHFUL_NAME: EMBEDDED_DEFAULT_DIR / "faithful"}
 TREE_FILE = "tree.json"  # a calibrated tree saved beside heads is used by -ds tree unless --tree is given
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -154,11 +157,21 @@ def _beside(ckpt: HeadCheckpoint, name: str) -> Path | None:
     return folder / name if folder is not None else None
 
 
+def shipped_folder(name: str) -> str:
+    """The heads folder a shipped model name stands for (``embedded:faithful``); any other name unchanged."""
+    folder = SHIPPED_FOLDERS.get(name)
+    if folder is None:
+        return name
+    if not (folder / "medusa_heads.json").is_file():
+        raise MedusaError(f"{name} is not installed with this package ({folder} is missing): reinstall medusa")
+    return str(folder)
+
+
 def check_names(settings: LoadSettings) -> None:
     """A missing local path is reported as one (not as an invalid hub id) before anything loads."""
     for flag, value in (("--model-name", settings.model_name), ("--medusa-heads", settings.medusa_heads),
                         ("--adapter", settings.adapter)):
-        if value is None or value == EMBEDDED_NAME:
+        if value is None or value == EMBEDDED_NAME or value in SHIPPED_FOLDERS:
             continue
         if not value.strip():
             raise MedusaError(f"{flag} is empty: pass a local folder or file, or a hub id like owner/name")
@@ -170,7 +183,7 @@ def load_model(settings: LoadSettings) -> MedusaModel:
     """Detect the checkpoint kind and load base + heads; heads given with ``--medusa-heads`` win."""
     check_names(settings)
     device = resolve_device(settings.device)
-    name, token = settings.model_name, settings.token
+    name, token = shipped_folder(settings.model_name), settings.token
     heads_ckpt: HeadCheckpoint | None = None
 
     own = None if name == EMBEDDED_NAME or name.endswith(".gguf") else read_head_checkpoint(name, token)
@@ -226,7 +239,7 @@ def load_model(settings: LoadSettings) -> MedusaModel:
         config = HeadConfig(EMBEDDED_UNTRAINED_HEADS, 1, lm_head.weight.shape[1], lm_head.weight.shape[0], True)
         heads = MedusaHeads(config, lm_head).to(device=lm_head.weight.device, dtype=lm_head.weight.dtype)
     info = ModelInfo(
-        name=name,
+        name=settings.model_name,
         base=base_label,
         base_id=base_name,
         heads=heads_ckpt.source if heads_ckpt else ("untrained (identity-initialised)" if untrained else None),

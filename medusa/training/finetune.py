@@ -22,11 +22,13 @@ from medusa.console import say
 from medusa.evaluation.data import load_examples
 from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
+from medusa.model.int8_weights import METADATA, dequantize_tensors
 from medusa.model.loader import LoadSettings, load_model
 from medusa.evaluation.metrics import bleu1, sacrebleu_scores
 from medusa.model import MedusaModel, stop_token_ids
 from medusa.evaluation.prompts import PROMPT_STYLES, encode_prompt
 
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -247,13 +249,46 @@ def finetune(s: FinetuneSettings) -> dict:
 
 
 def merge_adapter(base_model, adapter: str):
-    """Fold a LoRA adapter into the base weights (so decoding runs the plain model) and return the merged model."""
+    """Fold a LoRA adapter into the base weights (so decoding runs the plain model) and return the merged model.
+
+    An adapter stored in int8 (``pack_embedded_default.py --int8``) is dequantised first: peft reads floats only.
+    """
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(base_model, adapter).merge_and_unload()
+        state = int8_adapter_state(adapter)
+        if state is None:
+            return PeftModel.from_pretrained(base_model, adapter).merge_and_unload()
+        from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
+
+        config = PeftConfig.from_pretrained(adapter)
+        config.base_model_name_or_path = getattr(base_model, "name_or_path", None)  # merged onto this base, as is
+        model = get_peft_model(base_model, config)
+        loaded = set_peft_model_state_dict(model, state)
+        missing = [k for k in loaded.missing_keys if "lora_" in k]
+        if loaded.unexpected_keys or missing:
+            raise ValueError(f"its weights do not fit its config ({len(missing)} missing, "
+                             f"{len(loaded.unexpected_keys)} unexpected, e.g. "
+                             f"{(missing + list(loaded.unexpected_keys))[0]})")
+        return model.merge_and_unload()
     except (OSError, ValueError, KeyError) as exc:
         raise MedusaError(f"cannot load adapter {adapter}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def int8_adapter_state(adapter: str) -> dict[str, torch.Tensor] | None:
+    """The dequantised weights of a local int8-stored adapter; None for any other adapter (peft loads those)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    weights = Path(adapter) / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        return None
+    try:
+        with safe_open(str(weights), "pt") as f:
+            marked = (f.metadata() or {}).get("medusa_weights") == METADATA["medusa_weights"]
+    except Exception as exc:  # not a safetensors file: a one-line error rather than peft's traceback
+        raise ValueError(f"{weights} is not a readable safetensors file ({type(exc).__name__})") from None
+    return dequantize_tensors(load_file(str(weights))) if marked else None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
