@@ -188,6 +188,13 @@ for stage in "$@"; do
       cp "$RUN/translator-$n/adapter_model.safetensors" "$OUT/translator-$n.safetensors"
     done
     ;;
+  faithful-flores)  # the shipped faithful translator (int8) through the CLI on all FLORES-200 devtest rows: its
+                    # sacreBLEU / chrF as a user gets them (fp32, one sequence at a time, graphs) and its drafter's τ
+    timeout ${DECODE_TIMEOUT:-220} python3 medusa.py --translator faithful -ds tree -d $D/flores200-devtest \
+      --all-examples -mol 128 -o "$RUN/decode-faithful-flores" 2>&1 | quiet | tail -12
+    cp "$RUN/decode-faithful-flores/summary.json" "$OUT/decode-faithful-flores-summary.json"
+    gzip -c "$RUN/decode-faithful-flores/predictions.jsonl" > "$OUT/decode-faithful-flores-predictions.jsonl.gz"
+    ;;
   *) echo "unknown stage $stage"; exit 2 ;;
   esac ) || { echo "=== $stage failed: the stages after it are not run"; exit 1; }
 done
