@@ -22,7 +22,26 @@
 #   8 `VOCAB_REUSE=1 DECODE_TIMEOUT=420 ... vocab decode-in22`: τ 3.116 on all IN22-Gen rows, 1024/1024 identical;
 #   9 inline: `VOCAB_REUSE=1 ... vocab`, then `python3 medusa.py -ds tree -d $D/flores200-devtest --all-examples
 #     -mol 128`: τ 2.983. (Each call re-copies the tracked files, so `vocab` repacks the default in every call.)
-# NEXT (planned in session 11; the shipped default now carries its draft vocabulary, so no `vocab` stage is needed):
+# RUN 2026-11-29 (session 12) on one H200; device time used: about 1670 s + the restart below. The tree now travels
+# with ~30 MB, so the GGUF goes in thirds (.stage/a, .stage/b, .stage/c; gpu_session4.sh setup/model join them):
+#   1 `setup` (carry .stage/a .whl); 2 `setup` (carry .stage/b);
+#   3 `TRANSLATORS="32:6 32:7" WAIT=520 ... model data translators wait-translators` (carry .stage/c .datatxz): the two
+#     ran side by side and r32e6 ran out of GPU memory at step 112 (its longest batch; the other held 80 GB): the
+#     same failure session 11 blamed on the tau replay. Translators must run one at a time;
+#   4 `TRANSLATORS="32:7" WAIT=540 ... translators wait-translators`: sacreBLEU 3.77, chrF 25.27;
+#   5 inline chain (detached): finetune rank 32 for 4 epochs, then 5 epochs with --dropout 0.1; 6 waited for it:
+#     3.86 / 24.86 and 3.94 / 25.22 (docs/measured/translator-plateau-h200/);
+#   7 `BENCH_ROUNDS=2 ... draft-profile` (graphs + compiled with the draft vocabulary): tree-31 compiled 532.5 tokens/s,
+#     3.60x generate static (148.0), drafting 13 % compiled; the translators' reports copied back;
+#   given back, then (fresh machine) 8 `setup` (carry .stage/a .whl); 9 `setup` (carry .stage/b);
+#   10 `DECODE_TIMEOUT=220 ... model data faithful-flores` (carry .stage/c .datatxz): the shipped faithful translator
+#     (int8) through the CLI on all FLORES rows: sacreBLEU 4.01, chrF 25.52, tau 1.948.
+# NEXT (planned in session 12): the faithful translator's tau on all IN22-Gen rows with its int8 drafter and its
+#   tokens/s against generate static and single-head in one process: call 3 as `... model data` then
+#   `python3 benchmarks/bench_decode.py --model embedded:faithful -d in22-gen-sample -n 20 -mol 128 --dtype float32
+#   --methods hf-static,single-head,tree,tree-31 --engines graphs --step-costs` and `python3 medusa.py --translator
+#   faithful -ds tree -d $D/in22/gen --all-examples -mol 128 --compare-single-head`.
+# Planned in session 11 (run in session 12 as far as above; `tau` not yet run):
 #   call 1: carry .stage/a .whl   `setup`;   call 2: carry .stage/b   `model`
 #   call 3: carry .datatxz        `WAIT=540 bash benchmarks/gpu_session9.sh data translators wait-translators`
 #           issue 11's sacreBLEU >= 4 at a shippable size: ranks 24 and 16, 6 epochs, side by side, about 55 GB
