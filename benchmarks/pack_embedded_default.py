@@ -3,16 +3,16 @@
     python benchmarks/pack_embedded_default.py HEADS_DIR TREE.json --command "how they were made" [--target DIR]
         [--draft-vocab N --vocab-text SEQUENCES.jsonl] [--adapter ADAPTER_DIR] [--int8 heads|adapter|both]
 
-The heads' weights are written in float16 (half the bytes; they load into the model's dtype), the adapter is
-copied as saved (``finetune`` writes float16), or, with ``--int8 heads|adapter|both``, those are stored row-wise in
-int8 (half again:
-medusa/model/int8_weights.py; they are dequantised at load, so decoding costs the same). ``--adapter`` names the
-translator when it is not the heads' own ``adapter/`` folder. ``medusa_heads.json`` ``medusa_heads.json`` names the adapter and tree beside it, keeps
-the training record with dataset paths cut to their names, and records ``--command``. The files replace those in
-``--target`` (default: the package's ``medusa/embedded_default``). ``--draft-vocab N`` stores the N tokens most
+The heads' weights are written in float16 (half the bytes; they load into the model's dtype) and the adapter is
+copied as saved (``finetune`` writes float16); with ``--int8 heads|adapter|both`` those are stored row-wise in int8
+instead (half again: medusa/model/int8_weights.py; dequantised at load, so decoding costs the same). Inputs that
+were packed in int8 before are read as floats first (an adapter is copied as saved unless ``--int8`` names it). ``--adapter`` names the translator when it is not the heads'
+own ``adapter/`` folder. ``medusa_heads.json`` names the adapter and tree beside it, keeps the training record with
+dataset paths cut to their names, and records ``--command``. The files replace those in ``--target`` (default: the
+package's ``medusa/embedded_default``; never the folder being packed). ``--draft-vocab N`` stores the N tokens most
 frequent in ``--vocab-text`` (a ``sequences.jsonl`` of the translator's own text, as train-heads writes) as the
-drafter's draft vocabulary (medusa/model/draft_vocab.py), replacing one the heads hold. Prints each file's size and the total, which
-issue 11 asks to keep under about 25 MB: every GPU call carries the repository.
+drafter's draft vocabulary (medusa/model/draft_vocab.py), replacing one the heads hold. Prints each file's size and
+the total, which issue 11 asks to keep under about 25 MB: every GPU call carries the repository.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from medusa.evaluation.results import read_predictions  # noqa: E402
 from medusa.model.draft_vocab import frequent_tokens  # noqa: E402
 from medusa.model.embedded import EMBEDDED_NAME, EMBEDDED_REPO  # noqa: E402
 from medusa.model.heads import DRAFT_VOCAB  # noqa: E402
-from medusa.model.int8_weights import save_quantized  # noqa: E402
+from medusa.model.int8_weights import dequantize_tensors, save_quantized  # noqa: E402
 from medusa.model.loader import EMBEDDED_DEFAULT_DIR, TREE_FILE  # noqa: E402
 
 HEADS_JSON, HEADS_WEIGHTS, ADAPTER = "medusa_heads.json", "medusa_heads.safetensors", "adapter"
@@ -55,8 +55,9 @@ def pack(heads_dir: Path, tree: Path, command: str, target: Path, draft_vocab: i
         sys.exit(f"error: --target {target} holds the files being packed: pack into another folder, then move it")
     target.mkdir(parents=True, exist_ok=True)
     int8_heads, int8_adapter = int8 in ("heads", "both"), int8 in ("adapter", "both")
+    saved = dequantize_tensors(load_file(str(heads_dir / HEADS_WEIGHTS)))  # floats again if packed in int8 before
     weights = {k: (v.to(torch.float16) if v.is_floating_point() and not int8_heads else v).contiguous()
-               for k, v in load_file(str(heads_dir / HEADS_WEIGHTS)).items()}  # int8 codes from the saved floats
+               for k, v in saved.items()}  # int8 codes from the saved floats
     training = dict(meta.get("training", {}))
     if draft_vocab:
         if not (meta.get("autoregressive") or meta.get("sequential")):
@@ -87,9 +88,10 @@ def pack(heads_dir: Path, tree: Path, command: str, target: Path, draft_vocab: i
     if meta.get("base_model") == EMBEDDED_NAME:  # not the cache folder of the machine that trained it
         config["base_model_name_or_path"] = EMBEDDED_REPO
     (target / ADAPTER / ADAPTER_FILES[0]).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    adapter_weights = load_file(str(adapter / ADAPTER_FILES[1]))
     if int8_adapter:
-        save_quantized(load_file(str(adapter / ADAPTER_FILES[1])), target / ADAPTER / ADAPTER_FILES[1])
-    else:
+        save_quantized(dequantize_tensors(adapter_weights), target / ADAPTER / ADAPTER_FILES[1])
+    else:  # as saved, int8 ones included (they load either way)
         shutil.copyfile(adapter / ADAPTER_FILES[1], target / ADAPTER / ADAPTER_FILES[1])
     shutil.copyfile(tree, target / TREE_FILE)
     files = [target / HEADS_WEIGHTS, target / HEADS_JSON, target / TREE_FILE] + [target / ADAPTER / n for n in

@@ -163,13 +163,17 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     prompt_style = args.prompt_style if args.prompt_style != "auto" else defaults["prompt_style"]
     model_name = defaults["model_name"] if args.model_name is None else args.model_name
     if args.translator != "default":
-        clash = [flag for flag, given in (("--model-name", args.model_name not in (None, EMBEDDED_NAME)),
-                                          ("--medusa-heads", args.medusa_heads), ("--adapter", args.adapter),
-                                          ("--bare-embedded", args.bare_embedded)) if given]
-        if clash or setup != "embedded":
-            raise MedusaError(f"--translator picks a translator shipped with the embedded model: drop "
-                              f"{clash[0] if clash else '--hf-token / --setup seed (the hub model has its own)'}")
+        if args.model_name not in (None, EMBEDDED_NAME, TRANSLATORS[args.translator]):
+            raise MedusaError("--translator picks a translator shipped with the embedded model: drop --model-name")
+        if setup != "embedded":
+            raise MedusaError("--translator picks a translator shipped with the embedded model: drop --hf-token / "
+                              "--setup seed (the hub model has its own)")
         model_name = TRANSLATORS[args.translator]
+    if model_name == FAITHFUL_NAME:  # it brings its own adapter, drafter and tree
+        clash = [flag for flag, given in (("--medusa-heads", args.medusa_heads), ("--adapter", args.adapter),
+                                          ("--bare-embedded", args.bare_embedded)) if given]
+        if clash:
+            raise MedusaError(f"the faithful translator brings its own adapter, drafter and tree: drop {clash[0]}")
     return RunSettings(
         setup=setup,
         model_name=model_name,

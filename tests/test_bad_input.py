@@ -535,3 +535,32 @@ def test_a_missing_shipped_translator_says_to_reinstall(monkeypatch, tmp_path):
     monkeypatch.setitem(loader.SHIPPED_FOLDERS, FAITHFUL_NAME, tmp_path / "gone")
     with pytest.raises(MedusaError, match="reinstall"):
         loader.load_model(loader.LoadSettings(FAITHFUL_NAME, device="cpu"))
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--bare-embedded"], "drop --bare-embedded"),
+    (["--adapter", "adapter"], "drop --adapter"),
+    (["--medusa-heads", "heads"], "drop --medusa-heads"),
+])
+def test_the_faithful_model_name_keeps_its_own_adapter_and_drafter(extra, needle, capsys, tmp_path):
+    bad_input(["-m", "embedded:faithful", *extra, "-n", "1", "-o", str(tmp_path / "o")], capsys, needle,
+              before_loading=True)
+
+
+def test_training_on_a_shipped_translator_records_its_adapter(tmp_path):
+    """train-heads on embedded:faithful trains on the embedded base with the faithful adapter, named as such (so the
+    heads record and copy it); finetune refuses it, and so does the loader beside another adapter."""
+    from medusa.errors import MedusaError
+    from medusa.model import loader
+    from medusa.model.embedded import EMBEDDED_NAME, FAITHFUL_NAME
+    from medusa.training.finetune import FinetuneSettings, finetune
+
+    assert loader.training_base(FAITHFUL_NAME, None) == (EMBEDDED_NAME, str(loader.SHIPPED_FOLDERS[FAITHFUL_NAME] /
+                                                                            "adapter"))
+    assert loader.training_base("some/model", "a") == ("some/model", "a")
+    with pytest.raises(MedusaError, match="drop --adapter"):
+        loader.training_base(FAITHFUL_NAME, "mine")
+    with pytest.raises(MedusaError, match="--model-name embedded"):
+        finetune(FinetuneSettings(model_name=FAITHFUL_NAME, train_data=["x"], output_dir=str(tmp_path / "a")))
+    with pytest.raises(MedusaError, match="drop --adapter"):
+        loader.load_model(loader.LoadSettings(FAITHFUL_NAME, adapter="mine", device="cpu"))

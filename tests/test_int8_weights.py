@@ -39,6 +39,13 @@ def test_only_matrices_are_quantised_and_integers_stay():
         quantize_tensors(q)
 
 
+def test_weights_that_are_not_finite_are_refused():
+    w = torch.randn(3, 8)
+    w[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        quantize_rowwise(w)
+
+
 @pytest.mark.parametrize("damage", ["shape", "orphan", "dtype"])
 def test_codes_and_scales_that_do_not_fit_are_refused(damage):
     q = quantize_tensors({"m": torch.randn(8, 4)})
@@ -119,11 +126,32 @@ def test_a_damaged_int8_adapter_is_a_one_line_error(tiny_model_dir, tmp_path):
     from medusa.model.loader import LoadSettings, load_model
 
     adapter = make_tiny_adapter(tiny_model_dir, tmp_path)
-    q = quantize_tensors(load_file(str(adapter / "adapter_model.safetensors")))
-    q.pop(next(k for k in q if not k.endswith(SCALE_SUFFIX) and q[k].dtype == torch.int8))
+    floats = load_file(str(adapter / "adapter_model.safetensors"))
+    q = quantize_tensors(floats)
+    gone = next(k for k in floats if "lora_A" in k)
+    q.pop(gone), q.pop(gone + SCALE_SUFFIX)  # a LoRA tensor missing with its scales: peft would leave it at zero
+    save_file(q, str(adapter / "adapter_model.safetensors"), metadata=METADATA)
+    with pytest.raises(MedusaError, match="cannot load adapter .*missing"):
+        load_model(LoadSettings(str(tiny_model_dir), device="cpu", adapter=str(adapter)))
+    q = quantize_tensors(floats)
+    q.pop(gone)  # scales without their codes
     save_file(q, str(adapter / "adapter_model.safetensors"), metadata=METADATA)
     with pytest.raises(MedusaError, match="cannot load adapter"):
         load_model(LoadSettings(str(tiny_model_dir), device="cpu", adapter=str(adapter)))
     (adapter / "adapter_model.safetensors").write_bytes(b"not a weights file")
     with pytest.raises(MedusaError, match="cannot load adapter"):
         load_model(LoadSettings(str(tiny_model_dir), device="cpu", adapter=str(adapter)))
+
+
+def test_an_int8_adapter_that_lost_its_metadata_is_still_read_as_int8(tiny_model_dir, tmp_path):
+    from medusa.training.finetune import int8_adapter_state
+
+    adapter = make_tiny_adapter(tiny_model_dir, tmp_path)
+    floats = load_file(str(adapter / "adapter_model.safetensors"))
+    assert int8_adapter_state(str(adapter)) is None  # floats: peft reads them itself
+    save_file(quantize_tensors(floats), str(adapter / "adapter_model.safetensors"))  # no medusa metadata
+    state = int8_adapter_state(str(adapter))
+    assert state.keys() == floats.keys()
+    for k in floats:
+        torch.testing.assert_close(state[k], floats[k].float(), atol=floats[k].float().abs().max().item() / 200,
+                                   rtol=0)

@@ -92,3 +92,38 @@ def test_the_packer_stores_heads_and_adapter_in_int8(tiny_model_dir, tmp_path):
                               str(tree), "--command", "again", "--target", str(target)],
                              capture_output=True, text=True, timeout=120, cwd=root)
     assert inplace.returncode != 0 and "another folder" in inplace.stderr
+
+
+def test_repacking_an_int8_folder_reads_it_as_floats_and_names_the_hub_base(tiny_model_dir, tmp_path):
+    """The shipped faithful folder is int8: packing it again (a new tree, a vocabulary) must neither fail on its
+    codes nor keep them as floats; an adapter for the embedded base names the hub repository, not a cache path."""
+    from medusa.model.embedded import EMBEDDED_REPO
+    from medusa.model.int8_weights import dequantize_tensors
+
+    adapter = make_tiny_adapter(tiny_model_dir, tmp_path)
+    _, heads = _tiny_heads(tiny_model_dir)
+    folder = save_heads(heads, tmp_path / "heads", "embedded")  # as the shipped folders record their base
+    tree = tmp_path / "tree.json"
+    tree.write_text(json.dumps({"paths": [[0], [1]]}))
+
+    def pack(source, target, *extra):
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pack_embedded_default.py"), str(source),
+                               str(tree), "--command", "c", "--target", str(target), *extra],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    pack(folder, tmp_path / "int8", "--adapter", str(adapter), "--int8", "both")
+    config = json.loads((tmp_path / "int8" / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == EMBEDDED_REPO
+    first = load_file(str(tmp_path / "int8" / "medusa_heads.safetensors"))
+    pack(tmp_path / "int8", tmp_path / "again", "--int8", "heads")
+    again = load_file(str(tmp_path / "again" / "medusa_heads.safetensors"))
+    assert all(torch.equal(first[k], again[k]) for k in first)  # requantising dequantised codes changes nothing
+    assert is_quantized(load_file(str(tmp_path / "again" / "adapter" / "adapter_model.safetensors")))
+    pack(tmp_path / "int8", tmp_path / "floats")
+    floats = load_file(str(tmp_path / "floats" / "medusa_heads.safetensors"))
+    adapter_floats = load_file(str(tmp_path / "floats" / "adapter" / "adapter_model.safetensors"))  # copied
+    assert not is_quantized(floats) and is_quantized(adapter_floats)  # heads in float16; the adapter as saved
+    want = dequantize_tensors(first)
+    assert all(torch.equal(floats[k], want[k].half()) if want[k].is_floating_point() else torch.equal(floats[k], want[k])
+               for k in want)

@@ -25,6 +25,8 @@ class Int8FormatError(ValueError):
 def quantize_rowwise(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``weight`` (2-D) as int8 codes and one float32 scale per row; an all-zero row gets scale 1."""
     w = weight.detach().float()
+    if not torch.isfinite(w).all():  # a NaN or inf would garble its whole row
+        raise ValueError("weights with NaN or inf values cannot be stored in int8: check the training run")
     scale = w.abs().amax(dim=1) / 127.0
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     codes = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)

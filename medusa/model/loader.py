@@ -167,6 +167,30 @@ def shipped_folder(name: str) -> str:
     return str(folder)
 
 
+def check_shipped(settings: LoadSettings) -> None:
+    """A shipped translator comes with its own adapter, drafter and tree: nothing may replace or strip them."""
+    if settings.model_name not in SHIPPED_FOLDERS:
+        return
+    for flag, given in (("--medusa-heads", settings.medusa_heads), ("--adapter", settings.adapter),
+                        ("--bare-embedded", not settings.embedded_extras)):
+        if given:
+            raise MedusaError(f"{settings.model_name} brings its own adapter, drafter and tree: drop {flag} (or use "
+                              f"--model-name {EMBEDDED_NAME} with it)")
+
+
+def training_base(model_name: str, adapter: str | None) -> tuple[str, str | None]:
+    """What a training command loads for ``model_name``: a shipped translator's name stands for the embedded base
+    with that translator's adapter, so the trained files record the adapter they need (and copy it beside them)."""
+    folder = SHIPPED_FOLDERS.get(model_name)
+    if folder is None:
+        return model_name, adapter
+    if adapter is not None:
+        raise MedusaError(f"{model_name} is the embedded base with its own adapter: drop --adapter, or pass "
+                          f"--model-name {EMBEDDED_NAME} --adapter YOURS")
+    shipped_folder(model_name)  # installed?
+    return EMBEDDED_NAME, str(folder / "adapter")
+
+
 def check_names(settings: LoadSettings) -> None:
     """A missing local path is reported as one (not as an invalid hub id) before anything loads."""
     for flag, value in (("--model-name", settings.model_name), ("--medusa-heads", settings.medusa_heads),
@@ -182,6 +206,7 @@ def check_names(settings: LoadSettings) -> None:
 def load_model(settings: LoadSettings) -> MedusaModel:
     """Detect the checkpoint kind and load base + heads; heads given with ``--medusa-heads`` win."""
     check_names(settings)
+    check_shipped(settings)
     device = resolve_device(settings.device)
     name, token = shipped_folder(settings.model_name), settings.token
     heads_ckpt: HeadCheckpoint | None = None

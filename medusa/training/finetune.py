@@ -22,8 +22,8 @@ from medusa.console import say
 from medusa.evaluation.data import load_examples
 from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
-from medusa.model.int8_weights import METADATA, dequantize_tensors
-from medusa.model.loader import LoadSettings, load_model
+from medusa.model.int8_weights import METADATA, SCALE_SUFFIX, dequantize_tensors
+from medusa.model.loader import SHIPPED_FOLDERS, LoadSettings, load_model
 from medusa.evaluation.metrics import bleu1, sacrebleu_scores
 from medusa.model import MedusaModel, stop_token_ids
 from medusa.evaluation.prompts import PROMPT_STYLES, encode_prompt
@@ -194,6 +194,9 @@ def finetune(s: FinetuneSettings) -> dict:
     overlap = {Path(d).name for d in s.train_data} & ({Path(s.eval_data).name} if s.eval_data else set())
     if overlap:
         raise MedusaError(f"{', '.join(overlap)} is both trained and evaluated on: hold the evaluation set out")
+    if s.model_name in SHIPPED_FOLDERS:
+        raise MedusaError(f"finetune trains a translator on a base model, and {s.model_name} is one already: use "
+                          f"--model-name {EMBEDDED_NAME}")
     torch.manual_seed(s.seed)
     wrapped: MedusaModel = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype,
                                                       embedded_extras=False))
@@ -271,7 +274,7 @@ def merge_adapter(base_model, adapter: str):
                              f"{len(loaded.unexpected_keys)} unexpected, e.g. "
                              f"{(missing + list(loaded.unexpected_keys))[0]})")
         return model.merge_and_unload()
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # RuntimeError: weights of another shape
         raise MedusaError(f"cannot load adapter {adapter}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
 
 
@@ -284,8 +287,9 @@ def int8_adapter_state(adapter: str) -> dict[str, torch.Tensor] | None:
     if not weights.is_file():
         return None
     try:
-        with safe_open(str(weights), "pt") as f:
-            marked = (f.metadata() or {}).get("medusa_weights") == METADATA["medusa_weights"]
+        with safe_open(str(weights), "pt") as f:  # marked, or (a file whose metadata was lost) int8 by its names
+            marked = (f.metadata() or {}).get("medusa_weights") == METADATA["medusa_weights"] or \
+                any(k.endswith(SCALE_SUFFIX) for k in f.keys())
     except Exception as exc:  # not a safetensors file: a one-line error rather than peft's traceback
         raise ValueError(f"{weights} is not a readable safetensors file ({type(exc).__name__})") from None
     return dequantize_tensors(load_file(str(weights))) if marked else None

@@ -28,7 +28,7 @@ from medusa.errors import MedusaError
 from medusa.model.draft_vocab import coverage, frequent_tokens
 from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.model.device_map import add_device_map_arguments, check_device_map
-from medusa.model.loader import LoadSettings, load_model
+from medusa.model.loader import LoadSettings, load_model, shipped_folder, training_base
 from medusa.model import MedusaModel, stop_token_ids
 from medusa.evaluation.prompts import PROMPT_STYLES, encode_prompt
 from medusa.evaluation.results import read_predictions
@@ -354,6 +354,7 @@ def train_heads(s: TrainSettings) -> dict:
     random.seed(s.seed)
     torch.manual_seed(s.seed)
     check_device_map(s)
+    s.model_name, s.adapter = training_base(s.model_name, s.adapter)  # embedded:faithful = embedded + its adapter
     model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype, adapter=s.adapter,
                                     embedded_extras=False, device_map=s.device_map, max_memory=s.max_memory))
     for p in model.base_model.parameters():
@@ -475,7 +476,7 @@ def read_init_heads(location: str, token: str | None = None) -> dict[str, torch.
     """The tensors of the heads ``--init-from`` names (project or Medusa-1 format)."""
     from medusa.model.checkpoints import read_head_checkpoint
 
-    ckpt = read_head_checkpoint(location, token)
+    ckpt = read_head_checkpoint(shipped_folder(location), token)
     if ckpt is None:
         raise MedusaError(f"--init-from {location}: no heads there (a folder with medusa_heads.json, or a weights "
                           "file)")

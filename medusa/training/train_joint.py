@@ -20,7 +20,7 @@ from medusa.model.checkpoints import save_heads
 from medusa.console import say
 from medusa.errors import MedusaError
 from medusa.model.heads import HeadConfig, MedusaHeads
-from medusa.model.loader import LoadSettings, load_model
+from medusa.model.loader import LoadSettings, load_model, training_base
 from medusa.model import MedusaModel
 from medusa.training.train_heads import SEQUENCES, TrainSettings, evaluate_heads, head_loss, hidden_and_targets, self_distilled_sequences, split_by_source
 
@@ -79,6 +79,7 @@ def train_joint(s: TrainSettings) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     random.seed(s.seed)
     torch.manual_seed(s.seed)
+    s.model_name, s.adapter = training_base(s.model_name, s.adapter)  # embedded:faithful = embedded + its adapter
     model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype, adapter=s.adapter,
                                     embedded_extras=False))
     rows = self_distilled_sequences(model, s, out / SEQUENCES)
