@@ -29,7 +29,9 @@
 #     ran side by side and r32e6 ran out of GPU memory at step 112 (its longest batch; the other held 80 GB): the
 #     same failure session 11 blamed on the tau replay. Translators must run one at a time;
 #   4 `TRANSLATORS="32:7" WAIT=540 ... translators wait-translators`: sacreBLEU 3.77, chrF 25.27;
-#   5 inline chain (detached): finetune rank 32 for 4 epochs, then 5 epochs with --dropout 0.1; 6 waited for it:
+#   5 inline chain (detached), the `translators` stage's finetune command one run after the other:
+#     `... --rank 32 --alpha 64 --lr 2e-3 --batch-size 64 --no-score-before --epochs 4`, then `... --epochs 5
+#     --dropout 0.1` (output dirs $RUN/translator-r32e4, $RUN/translator-r32e5d10); 6 waited for it:
 #     3.86 / 24.86 and 3.94 / 25.22 (docs/measured/translator-plateau-h200/);
 #   7 `BENCH_ROUNDS=2 ... draft-profile` (graphs + compiled with the draft vocabulary): tree-31 compiled 532.5 tokens/s,
 #     3.60x generate static (148.0), drafting 13 % compiled; the translators' reports copied back;

@@ -12,6 +12,7 @@ from medusa.decoding import ACCEPTANCE_RULES, ENGINES, STRATEGIES
 from medusa.model.device_map import add_device_map_arguments
 from medusa.runtime.distributed import end_processes, processes
 from medusa.model.embedded import EMBEDDED_NAME, FAITHFUL_NAME, TRANSLATORS, is_embedded
+from medusa.model.loader import LoadSettings, check_shipped
 from medusa.errors import MedusaError
 from medusa.model.hub import fail_fast_offline
 from medusa.runtime.output_dir import claimed_folder
@@ -169,11 +170,9 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
             raise MedusaError("--translator picks a translator shipped with the embedded model: drop --hf-token / "
                               "--setup seed (the hub model has its own)")
         model_name = TRANSLATORS[args.translator]
-    if model_name == FAITHFUL_NAME:  # it brings its own adapter, drafter and tree
-        clash = [flag for flag, given in (("--medusa-heads", args.medusa_heads), ("--adapter", args.adapter),
-                                          ("--bare-embedded", args.bare_embedded)) if given]
-        if clash:
-            raise MedusaError(f"the faithful translator brings its own adapter, drafter and tree: drop {clash[0]}")
+    # a shipped translator brings its own adapter, drafter and tree: the loader's check, before anything loads
+    check_shipped(LoadSettings(model_name, args.medusa_heads, adapter=args.adapter,
+                               embedded_extras=not args.bare_embedded))
     return RunSettings(
         setup=setup,
         model_name=model_name,

@@ -515,16 +515,20 @@ def test_default_threads(monkeypatch):
     assert default_threads() == 1
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["-m", "some/model"], "drop --model-name"),
-    (["--medusa-heads", "heads"], "drop --medusa-heads"),
-    (["--adapter", "adapter"], "drop --adapter"),
-    (["--bare-embedded"], "drop --bare-embedded"),
-    (["--hf-token", "hf_x"], "--setup seed"),
+TRANSLATOR, FAITHFUL_MODEL = ["--translator", "faithful"], ["-m", "embedded:faithful"]
+
+
+@pytest.mark.parametrize("named, extra, needle", [
+    (TRANSLATOR, ["-m", "some/model"], "drop --model-name"),
+    (TRANSLATOR, ["--hf-token", "hf_x"], "--setup seed"),
+    *[(named, extra, needle) for named in (TRANSLATOR, FAITHFUL_MODEL) for extra, needle in (
+        (["--medusa-heads", "heads"], "drop --medusa-heads"),
+        (["--adapter", "adapter"], "drop --adapter"),
+        (["--bare-embedded"], "drop --bare-embedded"))],
 ])
-def test_a_shipped_translator_with_another_model_is_refused_before_loading(extra, needle, capsys, tmp_path):
-    bad_input(["--translator", "faithful", *extra, "-n", "1", "-o", str(tmp_path / "o")], capsys, needle,
-              before_loading=True)
+def test_a_shipped_translator_with_another_model_is_refused_before_loading(named, extra, needle, capsys, tmp_path):
+    """Named by the flag or as the model: the faithful translator keeps its own adapter, drafter and tree."""
+    bad_input([*named, *extra, "-n", "1", "-o", str(tmp_path / "o")], capsys, needle, before_loading=True)
 
 
 def test_a_missing_shipped_translator_says_to_reinstall(monkeypatch, tmp_path):
@@ -535,16 +539,6 @@ def test_a_missing_shipped_translator_says_to_reinstall(monkeypatch, tmp_path):
     monkeypatch.setitem(loader.SHIPPED_FOLDERS, FAITHFUL_NAME, tmp_path / "gone")
     with pytest.raises(MedusaError, match="reinstall"):
         loader.load_model(loader.LoadSettings(FAITHFUL_NAME, device="cpu"))
-
-
-@pytest.mark.parametrize("extra, needle", [
-    (["--bare-embedded"], "drop --bare-embedded"),
-    (["--adapter", "adapter"], "drop --adapter"),
-    (["--medusa-heads", "heads"], "drop --medusa-heads"),
-])
-def test_the_faithful_model_name_keeps_its_own_adapter_and_drafter(extra, needle, capsys, tmp_path):
-    bad_input(["-m", "embedded:faithful", *extra, "-n", "1", "-o", str(tmp_path / "o")], capsys, needle,
-              before_loading=True)
 
 
 def test_training_on_a_shipped_translator_records_its_adapter(tmp_path):
