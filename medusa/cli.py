@@ -72,9 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--debug", "-db", action="store_true", help="print every prediction and library logs")
 
     more = p.add_argument_group("more")
-    more.add_argument("--acceptance", choices=list(ACCEPTANCE_RULES), default="greedy",
-                      help="greedy (lossless: same tokens as single-head), typical (confidence threshold) or rescore "
-                      "(the assignment's step 3: best whole candidate by base log-probability; lossy)")
+    more.add_argument("--acceptance", choices=list(ACCEPTANCE_RULES), default=None,
+                      help="greedy (lossless: same tokens as single-head; the default), typical (confidence threshold) "
+                      "or rescore (the course's step 3: the best whole candidate by base log-probability, drafted "
+                      "whole even near --max-output-len and cut there; lossy; the default when grading multi-head)")
     more.add_argument("--tree", default=None, help="tree strategy: a JSON tree file (list of rank paths); default: "
                       "the tree calibrated for the model's heads when it ships one (the embedded default does), else "
                       "the built-in tree for --use-no-medusa-heads; 'builtin' forces the built-in tree")
@@ -99,8 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "use_no_medusa_heads, beam_width, max_output_len) instead of the built-in decoders, then "
                       "our strategy of the same name on the same rows, for the grading report (grading.json)")
     more.add_argument("--timeout", type=positive_seconds, default=None, metavar="SECONDS",
-                      help="with --generator: an example the submission has not finished in SECONDS fails (the run "
-                      "goes on); default: no limit")
+                      help="with --generator: an example the submission has not finished in SECONDS fails (its "
+                      "process is killed, a new one takes over, the run goes on); default: no limit")
+    more.add_argument("--sandbox", action="store_true",
+                      help="with --generator: run the submission in Linux namespaces that hide the network and every "
+                      "file but its folder, Python and the model's files (references, results, secrets)")
     more.add_argument("--assignment-table", action="store_true",
                       help="run single-head and multi-head for W in {2,5,10} x S in {2,5} with one model load and "
                       "print the course's results table (also table.md, table.csv and PNG plots in --output-dir; each row's files in "
@@ -161,6 +165,10 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         raise MedusaError("--dynamic-tree builds its own tree each step: drop --tree / --tree-size")
     if args.timeout is not None and not args.generator:
         raise MedusaError("--timeout limits a submission's time per example: add --generator FILE.py:CLASS")
+    if args.sandbox and not args.generator:
+        raise MedusaError("--sandbox isolates a graded submission: add --generator FILE.py:CLASS")
+    acceptance = args.acceptance or default_acceptance(args.generator, args.decoding_strategy,
+                                                       args.assignment_table)
     prompt_style = args.prompt_style if args.prompt_style != "auto" else defaults["prompt_style"]
     model_name = defaults["model_name"] if args.model_name is None else args.model_name
     if args.translator != "default":
@@ -187,7 +195,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         decoding_strategy=args.decoding_strategy,
         beam_width=args.beam_width,
         use_no_medusa_heads=args.use_no_medusa_heads,
-        acceptance=args.acceptance,
+        acceptance=acceptance,
         posterior_threshold=args.posterior_threshold,
         posterior_alpha=args.posterior_alpha,
         tree_file=args.tree,
@@ -197,6 +205,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         compare_single_head=args.compare_single_head,
         generator=args.generator,
         timeout=args.timeout,
+        sandbox=args.sandbox,
         max_input_len=args.max_input_len,
         max_output_len=args.max_output_len,
         prompt_style=prompt_style,
@@ -213,6 +222,11 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         hf_token=args.hf_token or os.environ.get("HF_TOKEN") or None,
         threads=args.threads,
     )
+
+
+def default_acceptance(generator: str | None, strategy: str, table: bool) -> str:
+    """Greedy (lossless), except when grading multi-head code: the course's own rule, rescore, is the reference."""
+    return "rescore" if generator and (strategy == "multi-head" or table) else "greedy"
 
 
 def quiet_libraries(debug: bool) -> None:
@@ -335,8 +349,12 @@ def main(argv: list[str] | None = None) -> int:
             f", data {settings.dataset}, strategy {settings.decoding_strategy}")
         from medusa.runner import run, run_table
 
-        run_table(settings) if args.assignment_table else run(settings)
+        results = run_table(settings) if args.assignment_table else [run(settings)]
         end_processes()
+        failed = sum(r.get("failed_examples", 0) for r in results if isinstance(r, dict))
+        if failed:  # the run finished and wrote everything; its exit status says a submission failed examples
+            say(f"exit status 1: the submission failed {failed} example{'s' * (failed != 1)}")
+            return 1
     except MedusaError as exc:
         say(f"error: {exc}")
         return 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +32,8 @@ from medusa.evaluation.results import (BASELINE, PREDICTIONS, PredictionLog, che
                       device_description, git_commit, library_versions, write_summary)
 from medusa.evaluation.result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
 from medusa.settings import RunSettings
+
+LOG = "submission.log"  # a graded submission's own output (medusa/grading/isolation.py)
 
 
 @dataclass
@@ -73,6 +77,20 @@ CPU_TREE_HINT = 7  # trees above this size get a --tree-size hint on a CPU (docs
 BUILTIN_TREE = "builtin"  # --tree value that asks for the built-in tree even when the model ships one
 
 
+def shipped_drafter(settings: RunSettings) -> bool:
+    """The model decodes with a drafter that ships with this package (the embedded default's or faithful's)."""
+    return is_embedded(settings.model_name) and not settings.bare_embedded and settings.medusa_heads is None \
+        and settings.adapter is None
+
+
+def cpu_tree_note(nodes: int, shipped: bool) -> str:
+    if shipped:
+        return (f"note: the tree has {nodes} nodes and a CPU pays for each; --tree-size 3 decodes faster here "
+                "(with the shipped drafter about 1.1x single-head on 2 cores; larger trees lose to single-head)")
+    return (f"note: the tree has {nodes} nodes and a CPU pays for each; a small --tree-size (3 to 15) may decode "
+            "faster here")
+
+
 def decode_settings(settings: RunSettings, model: MedusaModel | None = None,
                     shipped_tree: str | None = None) -> DecodeSettings:
     """``--tree`` unset means the tree calibrated for the model's heads where one ships with them (the embedded
@@ -88,13 +106,13 @@ def decode_settings(settings: RunSettings, model: MedusaModel | None = None,
         acceptance=settings.acceptance, posterior_threshold=settings.posterior_threshold,
         posterior_alpha=settings.posterior_alpha, tree_file=tree, tree_size=settings.tree_size,
         dynamic_tree=settings.dynamic_tree, adaptive=settings.adaptive,
+        course_reference=bool(settings.generator) and settings.decoding_strategy == "multi-head"
+        and settings.acceptance == "rescore" and not settings.adaptive,
     )
 
 
 def load_settings(settings: RunSettings) -> LoadSettings:
-    return LoadSettings(settings.model_name, settings.medusa_heads, settings.hf_token, settings.device, settings.dtype,
-                        settings.adapter, embedded_extras=not settings.bare_embedded, small_fp32=True,
-                        device_map=settings.device_map, max_memory=settings.max_memory)
+    return settings.load_settings()
 
 
 def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Example], settings: RunSettings,
@@ -104,6 +122,36 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
     ``student`` (a :class:`~medusa.grading.student.StudentDecoder`) replaces our loop when grading a submission. The
     ``engine`` is prepared (CUDA graphs captured) for the longest prompt before the warm-up: never timed.
     """
+    tokenizer = model.tokenizer
+    todo = [ex for ex in examples if ex.index not in log.done]
+    prompts = dict(zip([ex.index for ex in todo], encode_prompts(
+        tokenizer, [ex.source for ex in todo], settings.src_lang, settings.tgt_lang, settings.prompt_style,
+        settings.max_input_len)))
+    if student is None and todo:
+        engine.prepare(strategy, max(len(ids) for ids in prompts.values()), settings.max_output_len)
+    if student is not None:
+        student.process.set_log(log.path.parent / LOG)
+        warn_eos_in_prompt(tokenizer, prompts.values(), student.eos_id, settings.prompt_style)
+        try:
+            return _decode_rows(model, strategy, examples, todo, prompts, settings, log, stops, engine, student)
+        finally:
+            student.stop()  # the submission's processes end before any file is written again
+    return _decode_rows(model, strategy, examples, todo, prompts, settings, log, stops, engine, student)
+
+
+def warn_eos_in_prompt(tokenizer, prompts, eos_id: int, style: str) -> None:
+    """Say once when the prompt holds the EOS id a submission is given: code that looks for EOS anywhere in its
+    sequence stops at once here, where the course's plain-text prompt has none."""
+    if any(eos_id in ids for ids in prompts):
+        token = tokenizer.convert_ids_to_tokens(eos_id)
+        say(f"warning: the {style} prompt holds the EOS id {eos_id} ({token}) handed to the submission; code that "
+            "searches its whole sequence for EOS stops early on it (the course's prompt has none): grade course "
+            "submissions with --prompt-style seed")
+
+
+def _decode_rows(model: MedusaModel, strategy: Strategy, examples: list[Example], todo: list[Example],
+                 prompts: dict[int, list[int]], settings: RunSettings, log: PredictionLog, stops: set[int],
+                 engine: Engine, student=None) -> list[dict]:
     tokenizer = model.tokenizer
 
     def decode(ids: list[int], max_len: int):
@@ -115,12 +163,6 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
         return encode_prompt(tokenizer, source, settings.src_lang, settings.tgt_lang, settings.prompt_style,
                              settings.max_input_len)
 
-    todo = [ex for ex in examples if ex.index not in log.done]
-    prompts = dict(zip([ex.index for ex in todo], encode_prompts(
-        tokenizer, [ex.source for ex in todo], settings.src_lang, settings.tgt_lang, settings.prompt_style,
-        settings.max_input_len)))
-    if student is None and todo:
-        engine.prepare(strategy, max(len(ids) for ids in prompts.values()), settings.max_output_len)
     if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
         first = prompts[todo[0].index] if todo else prompt_of(examples[0].source)
         warm = decode(first, min(8, settings.max_output_len))
@@ -131,8 +173,9 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
         say(f"resuming: {len(examples) - len(todo)} examples already in {log.path}")
     from tqdm.auto import tqdm
 
-    for ex in tqdm(todo, desc="submission" if student is not None else strategy.name, unit="ex", dynamic_ncols=True,
-                   disable=quiet()):
+    bar = tqdm(todo, desc="submission" if student is not None else strategy.name, unit="ex", dynamic_ncols=True,
+               disable=quiet())
+    for ex in bar:
         ids = prompts[ex.index]
         with Timer(model.device) as timer:
             result = decode(ids, settings.max_output_len)
@@ -155,20 +198,47 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
             **(result.row_fields() if student is not None else {}),
         })
         if student is not None and result.error:
-            say(f"[{ex.index}] failed: {result.error}" + (f" ({result.error_at})" if result.error_at else ""))
+            beside_bar(bar, f"[{ex.index}] failed: {result.error}"
+                       + (f" ({result.error_at})" if result.error_at else ""))
         elif settings.debug:
-            say(f"[{ex.index}] {prediction!r}  (ref: {reference!r}, {len(result.tokens)} tokens, "
-                f"{result.steps} steps, {timer.seconds:.3f} s)")
+            beside_bar(bar, f"[{ex.index}] {prediction!r}  (ref: {reference!r}, {len(result.tokens)} tokens, "
+                       f"{result.steps} steps, {timer.seconds:.3f} s)")
     return [log.done[ex.index] for ex in examples]
+
+
+def beside_bar(bar, message: str) -> None:
+    """A message on a line of its own while a progress bar runs: on a terminal tqdm moves the bar below it; in a
+    file (stderr redirected) the bar's line is ended first, since the bar redraws with carriage returns only."""
+    if quiet():
+        return
+    if bar.disable or sys.stderr.isatty():
+        bar.write(message, file=sys.stderr)
+    else:
+        sys.stderr.write(f"\n{message}\n")
+        sys.stderr.flush()
+
+
+def student_decoder(model: MedusaModel, settings: RunSettings, stops: set[int], process):
+    """The submission's generator, constructed in its process with the course's arguments."""
+    from medusa.grading.student import StudentDecoder
+
+    eos = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else min(stops)
+    name = settings.generator.rsplit(":", 1)[-1]
+    return StudentDecoder(process, name, settings.decoding_strategy, eos, settings.use_no_medusa_heads,
+                          settings.beam_width, settings.max_output_len, model.vocab_size, settings.timeout)
 
 
 def speed_stats(rows: list[dict]) -> dict:
     """RTF, tokens/s, τ (mean tokens accepted per decoding step) and each head's acceptance rate.
 
-    Examples a submission failed (``error`` set) are left out: their time is not generation time.
+    Examples a submission failed (``error`` set) are left out: their time is not generation time; so are those
+    whose generated ids cannot be told (an output that starts with part of the prompt). A submission's tokens are
+    the ids it generated (returned ids minus an echoed prompt), not the scored ones.
     """
-    rows = [r for r in rows if not r.get("error")]
-    speed = SpeedStats(seconds=sum(r["seconds"] for r in rows), tokens=sum(r["tokens"] for r in rows))
+    from medusa.grading.report import generated, timed_rows
+
+    rows = timed_rows(rows)
+    speed = SpeedStats(seconds=sum(r["seconds"] for r in rows), tokens=sum(generated(r) for r in rows))
     steps = sum(r["steps"] for r in rows)
     accepted = [a for r in rows for a in r.get("accepted_per_step", [])]
     drafted = [d for r in rows for d in r.get("drafted_depth_per_step", [])]
@@ -191,11 +261,11 @@ def speed_stats(rows: list[dict]) -> dict:
 
 
 def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None,
-        generator: type | None = None) -> dict:
+        generator=None) -> dict:
     """Evaluate one strategy (and optionally single-head beside it) on one dataset; writes and returns the summary.
 
     ``model`` and ``engine`` let several runs share one loaded model and its captured graphs (the assignment table),
-    ``generator`` the submission's class it imported once (a submission's module runs once per process).
+    ``generator`` the submission's process their preflight started (:mod:`medusa.grading.isolation`).
     The output folder is checked and locked before any work (:mod:`medusa.runtime.output_dir`).
     """
     if settings.resume and not settings.output_dir:
@@ -213,7 +283,7 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
 
 
 def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None,
-         generator: type | None = None) -> dict:
+         generator=None) -> dict:
     torch.manual_seed(settings.seed)
     examples, data_info = load_examples(
         settings.dataset, settings.src_lang, settings.tgt_lang, settings.num_examples, settings.hf_token, settings.split
@@ -225,122 +295,135 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
     check_enough_examples(len(examples))
     asked_prompt = settings.prompt_style
     checked = inspect_run(settings) if model is None else None  # the assignment table checks before its one load
-    if checked is not None:
-        settings = checked.settings
-    early = make_strategy(decode_settings(settings, model, checked.facts.tree if checked else None))
-    if checked is not None:  # bad strategy settings, head counts and engines fail before the model loads
-        if checked.facts.num_heads is not None:
-            check_head_count(checked.facts.num_heads, settings.model_name, settings, early)
-        resolve_engine(settings.engine, resolve_device(settings.device))  # --engine graphs without CUDA: fail now
-    model = model or load_model(load_settings(settings))
-    settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
-    if checked is not None:
-        say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
-    engine = engine or make_engine(model, engine_for(model, settings.engine))
-    setup_before = engine.setup_seconds
-    decoding = decode_settings(settings, model)
-    strategy = make_strategy(decoding)
-    check_heads(model, settings, strategy)
-    stops = stop_token_ids(model.tokenizer, model.base_model)
-    say(f"model: {model.info.base}" + (f" + heads {model.info.heads} ({model.info.head_format}, "
-        f"{model.num_heads} heads)" if model.info.heads else " (no Medusa heads)")
-        + f"; {model.info.extra['dtype']} on {model.info.extra['device']}, engine {engine.name}")
-    say(f"data: {data_info.name} ({data_info.kind}), {len(examples)} examples, {settings.src_lang} → {settings.tgt_lang}"
-        + ("" if data_info.has_references else " (no references: speed only)"))
-    paths = getattr(getattr(strategy, "inner", strategy), "paths", None)
-    if paths and len(paths) > CPU_TREE_HINT and model.info.extra["device"] == "cpu" and not settings.generator:
-        say(f"note: the tree has {len(paths)} nodes and a CPU pays for each; --tree-size 3 decodes faster here "
-            "(with the shipped drafter about 1.1x single-head on 2 cores; larger trees lose to single-head)")
+    with closing(checked.generator if checked is not None else None):
+        if checked is not None:
+            settings = checked.settings
+        early = make_strategy(decode_settings(settings, model, checked.facts.tree if checked else None))
+        if checked is not None:  # bad strategy settings, head counts and engines fail before the model loads
+            if checked.facts.num_heads is not None:
+                check_head_count(checked.facts.num_heads, settings.model_name, settings, early)
+            resolve_engine(settings.engine, resolve_device(settings.device))  # --engine graphs without CUDA: fail now
+        model = model or load_model(load_settings(settings))
+        settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
+        if checked is not None:
+            say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
+        engine = engine or make_engine(model, engine_for(model, settings.engine))
+        setup_before = engine.setup_seconds
+        decoding = decode_settings(settings, model)
+        strategy = make_strategy(decoding)
+        check_heads(model, settings, strategy)
+        stops = stop_token_ids(model.tokenizer, model.base_model)
+        say(f"model: {model.info.base}" + (f" + heads {model.info.heads} ({model.info.head_format}, "
+            f"{model.num_heads} heads)" if model.info.heads else " (no Medusa heads)")
+            + f"; {model.info.extra['dtype']} on {model.info.extra['device']}, engine {engine.name}")
+        say(f"data: {data_info.name} ({data_info.kind}), {len(examples)} examples, {settings.src_lang} → {settings.tgt_lang}"
+            + ("" if data_info.has_references else " (no references: speed only)"))
+        paths = getattr(getattr(strategy, "inner", strategy), "paths", None)
+        if paths and len(paths) > CPU_TREE_HINT and model.info.extra["device"] == "cpu" and not settings.generator:
+            say(cpu_tree_note(len(paths), shipped_drafter(settings)))
 
-    out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tree_used = decoding.tree_file if settings.decoding_strategy == "tree" and not settings.dynamic_tree else None
-    fingerprint = {**settings.public_dict(), "tree_used": tree_used, "engine_used": engine.name,
-                   "base": model.info.base, "heads": model.info.heads, **model.info.extra}
-    check_same(fingerprint)  # every process loaded the same model, heads, dtype and tree
-    on_main(lambda: check_or_write_run(out_dir, fingerprint, settings.resume))
-    runs: list[tuple[str, Strategy, str]] = [("main", strategy, PREDICTIONS)]
-    if settings.compare_single_head and (strategy.name != "single-head" or settings.generator):
-        runs.insert(0, ("baseline", make_strategy("single-head"), BASELINE))
-    student = None
-    if settings.generator:
-        from medusa.grading.report import grading_runs, succeeded
-        from medusa.grading.student import StudentDecoder, load_generator_class
+        out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tree_used = decoding.tree_file if settings.decoding_strategy == "tree" and not settings.dynamic_tree else None
+        fingerprint = {**settings.public_dict(), "tree_used": tree_used, "engine_used": engine.name,
+                       "base": model.info.base, "heads": model.info.heads, **model.info.extra}
+        check_same(fingerprint)  # every process loaded the same model, heads, dtype and tree
+        on_main(lambda: check_or_write_run(out_dir, fingerprint, settings.resume))
+        from medusa.grading.report import Pass, grading_runs, succeeded
 
-        eos = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else min(stops)
-        generator_cls = (checked.generator if checked is not None
-                         else generator or load_generator_class(settings.generator))
-        student = StudentDecoder(generator_cls, model, settings.decoding_strategy, eos, settings.use_no_medusa_heads,
-                                 settings.beam_width, settings.max_output_len, settings.timeout)
-        runs = grading_runs(strategy, settings.compare_single_head)  # the submission first: see medusa/grading/report.py
-    rows_of: dict[str, list[dict]] = {}
-    for role, strat, filename in runs:
-        if student is not None and role != "main" and not succeeded(rows_of["main"]):
-            say(f"skipping the {role} pass: the submission completed no example")
-            continue
-        rows_of[role] = decode_shared(out_dir / filename, settings.resume, examples, lambda log, share: decode_examples(
-            model, strat, share, settings, log, stops, engine, student if role == "main" else None))
+        runs = [Pass("main", strategy, PREDICTIONS)]
+        if settings.compare_single_head and strategy.name != "single-head":
+            runs.insert(0, Pass("baseline", make_strategy("single-head"), BASELINE))
+        student = None
+        if settings.generator:
+            student = student_decoder(model, settings, stops, checked.generator if checked is not None else generator)
+            runs = grading_runs(strategy, decoding, settings.compare_single_head)  # the submission first
+            if settings.compare_single_head and strategy.name == "single-head":
+                say("note: --compare-single-head: ours is single-head already, and the grading report compares the "
+                    "submission with it")
+        rows_of: dict[str, list[dict]] = {}
+        for run_pass in runs:
+            if student is not None and run_pass.role != "main" and not succeeded(rows_of["main"]):
+                say(f"skipping the {run_pass.name or run_pass.role} pass: the submission completed no example")
+                continue
+            rows_of[run_pass.role] = decode_shared(
+                out_dir / run_pass.file, settings.resume, examples, lambda log, share: decode_examples(
+                    model, run_pass.strategy, share, settings, log, stops, engine,
+                    student if run_pass.role == "main" else None))
 
-    if student is not None and settings.compare_single_head and "baseline" not in rows_of and "ours" in rows_of:
-        rows_of["baseline"] = rows_of["ours"]  # our single-head is the baseline: not decoded twice
-    launch = launch_record(model_devices(model))
-    if not processes().is_main:  # the main process scores the merged rows and writes the summary
-        return {}
-    rows = rows_of["main"]
-    metrics: dict = {}
-    if data_info.has_references:
-        metrics = compute_all([r["prediction"] for r in rows], [r["reference"] for r in rows], settings.tgt_lang,
-                              raw_references=[r["target"] for r in rows])  # sacreBLEU/chrF: the raw text
-    speed = speed_stats(rows)
-    if settings.acceptance == "rescore":  # every candidate is accepted whole: the rates would read 1.0, not the heads'
-        speed["head_acceptance"] = [None] * len(speed["head_acceptance"])
-    summary = {
-        "metrics": metrics,
-        "speed": speed,
-        "examples": len(rows),
-        "settings": settings.public_dict(),
-        "tree_used": tree_used,
-        "engine": engine.describe(setup_before),
-        "model": {"name": model.info.name, "base": model.info.base, "heads": model.info.heads,
-                  "head_format": model.info.head_format, "num_heads": model.num_heads, **model.info.extra},
-        "dataset": vars(data_info),
-        "device": device_description(model.device),
-        **launch,
-        "libraries": library_versions(),
-        "git_commit": git_commit(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "output_dir": str(out_dir),
-    }
-    if "baseline" in rows_of:
-        base = speed_stats(rows_of["baseline"])
-        summary["baseline_single_head"] = base
-        summary["speedup_vs_single_head"] = summary["speed"]["tokens_per_second"] / base["tokens_per_second"]
-        summary["identical_to_single_head"] = sum(
-            a["token_ids"] == b["token_ids"] for a, b in zip(rows, rows_of["baseline"])
-        )
-    report_path = None
-    if student is not None:
-        from medusa.grading.report import grading_report, print_report, write_report
+        launch = launch_record(model_devices(model))
+        if not processes().is_main:  # the main process scores the merged rows and writes the summary
+            return {}
+        rows = rows_of["main"]
+        metrics: dict = {}
+        if data_info.has_references:
+            metrics = compute_all([r["prediction"] for r in rows], [r["reference"] for r in rows], settings.tgt_lang,
+                                  raw_references=[r["target"] for r in rows])  # sacreBLEU/chrF: the raw text
+        speed = speed_stats(rows)
+        if settings.acceptance == "rescore":  # every candidate is accepted whole: the rates would read 1.0, not the heads'
+            speed["head_acceptance"] = [None] * len(speed["head_acceptance"])
+        summary = {
+            "metrics": metrics,
+            "speed": speed,
+            "examples": len(rows),
+            "settings": settings.public_dict(),
+            "tree_used": tree_used,
+            "engine": engine.describe(setup_before),
+            "model": {"name": model.info.name, "base": model.info.base, "heads": model.info.heads,
+                      "head_format": model.info.head_format, "num_heads": model.num_heads, **model.info.extra},
+            "dataset": vars(data_info),
+            "device": device_description(model.device),
+            **launch,
+            "libraries": library_versions(),
+            "git_commit": git_commit(),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "output_dir": str(out_dir),
+        }
+        if "baseline" in rows_of:
+            base = speed_stats(rows_of["baseline"])
+            summary["baseline_single_head"] = base
+            summary["speedup_vs_single_head"] = summary["speed"]["tokens_per_second"] / base["tokens_per_second"]
+            summary["identical_to_single_head"] = sum(
+                a["token_ids"] == b["token_ids"] for a, b in zip(rows, rows_of["baseline"])
+            )
+        report_path = None
+        if student is not None:
+            from medusa.grading.report import compare, grading_report, print_report, write_report
 
-        summary["failed_examples"] = len(rows) - len(succeeded(rows))
-        ours = rows_of.get("ours")
-        ours_metrics = {}
-        if metrics and ours:  # scored exactly as the submission's rows above
-            ours_metrics = compute_all([r["prediction"] for r in ours], [r["reference"] for r in ours],
-                                       settings.tgt_lang, raw_references=[r["target"] for r in ours])
-        summary["grading"] = grading_report(rows, ours, metrics, ours_metrics, settings, eos)
-        report_path = write_report(out_dir, summary["grading"])
-    write_summary(out_dir, summary)
-    write_summary_csv(out_dir, summary)
-    from medusa.evaluation.plots import run_plots
+            summary["failed_examples"] = len(rows) - len(succeeded(rows))
+            references = []
+            for run_pass in runs:
+                ref_rows = rows_of.get(run_pass.role)
+                if run_pass.role not in ("ours", "second") or ref_rows is None:
+                    continue
+                ref_metrics = {}
+                if metrics:  # scored exactly as the submission's rows above
+                    ref_metrics = compute_all([r["prediction"] for r in ref_rows], [r["reference"] for r in ref_rows],
+                                              settings.tgt_lang, raw_references=[r["target"] for r in ref_rows])
+                references.append(compare(rows, ref_rows, metrics, ref_metrics, run_pass))
+            summary["grading"] = grading_report(rows, references, settings, student.eos_id)
+            report_path = write_report(out_dir, summary["grading"])
+        write_summary(out_dir, summary)
+        write_summary_csv(out_dir, summary)
+        from medusa.evaluation.plots import run_plots
 
-    plots = run_plots(out_dir, config_row(summary))
-    print_summary(summary)
-    if report_path is not None:
-        print_report(summary["grading"], report_path)
-    say(f"results: {out_dir / PREDICTIONS}, {out_dir / 'summary.json'}, {out_dir / SUMMARY_CSV}"
-        + "".join(f", {p}" for p in plots))
-    return summary
+        plots = run_plots(out_dir, config_row(summary))
+        print_summary(summary)
+        if report_path is not None:
+            print_report(summary["grading"], report_path)
+        say(f"results: {out_dir / PREDICTIONS}, {out_dir / 'summary.json'}, {out_dir / SUMMARY_CSV}"
+            + "".join(f", {p}" for p in plots))
+        return summary
+
+
+@contextmanager
+def closing(process) -> Iterator[None]:
+    """A submission's process started by this run's preflight ends with the run, however it ends."""
+    try:
+        yield
+    finally:
+        if process is not None:
+            process.close()
 
 
 def _fmt(x) -> str:
@@ -416,6 +499,11 @@ def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
     needed = max(h for _, _, h in TABLE_CONFIGS if h)
     asked_prompt = settings.prompt_style
     checked = inspect_run(settings)  # before loading: prompt style, the submission, the head count
+    with closing(checked.generator):
+        return _table_with(settings, base_dir, checked, asked_prompt, needed)
+
+
+def _table_with(settings: RunSettings, base_dir: Path, checked, asked_prompt: str, needed: int) -> list[dict]:
     settings = checked.settings
     if checked.facts.num_heads is not None:
         check_table_heads(checked.facts.num_heads, needed, settings.model_name)

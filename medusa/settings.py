@@ -44,6 +44,7 @@ class RunSettings:
     compare_single_head: bool = False
     generator: str | None = None  # a student's MedusaTextGenerator, FILE.py:Class, run instead of our decoder
     timeout: float | None = None  # --generator: seconds per example before the submission's example fails
+    sandbox: bool = False  # --generator: the submission's process in namespaces (medusa/grading/sandbox.py)
     max_input_len: int = 1000
     max_output_len: int = 50
     prompt_style: str = "auto"  # resolved before loading where the tokenizer config tells (medusa/evaluation/preflight.py)
@@ -59,6 +60,14 @@ class RunSettings:
     debug: bool = False
     hf_token: str | None = None
     threads: int | None = None  # torch's CPU threads (--threads, else medusa/runtime/threads.py's default)
+
+    def load_settings(self):
+        """What :func:`medusa.model.loader.load_model` needs for this run's model."""
+        from medusa.model.loader import LoadSettings
+
+        return LoadSettings(self.model_name, self.medusa_heads, self.hf_token, self.device, self.dtype, self.adapter,
+                            embedded_extras=not self.bare_embedded, small_fp32=True, device_map=self.device_map,
+                            max_memory=self.max_memory)
 
     def public_dict(self) -> dict:
         """The settings without the token (only whether one was given)."""

@@ -147,8 +147,11 @@ def test_multi_head_submission_using_medusa_head_matches_our_greedy_multi_head(s
                            "-ds", "multi-head", "-nmh", "3", mol=12)
     assert code == 0, err
     rep = report(out_dir)
-    assert rep["strategy"] == "multi-head" and rep["reference"]["agreement"]["identical"] == 3
-    assert "token agreement with our multi-head (greedy): identical 3/3" in out
+    lossless = rep["second_reference"]
+    assert rep["strategy"] == "multi-head" and lossless["name"] == "lossless"
+    assert lossless["agreement"]["identical"] == 3 and lossless["file"] == "ours-lossless.jsonl"
+    assert "lossless: our multi-head, greedy acceptance, lossless: single-head's tokens (ours-lossless.jsonl)" in out
+    assert "token agreement: identical 3/3" in out.split("\n  lossless: ")[1]
 
 
 def test_forward_defaults_to_the_base_causal_lm_output(student_heads_dir):
@@ -214,5 +217,8 @@ def test_documented_example_submission_agrees_with_ours(strategy, student_heads_
     code, out, err = grade(source, "MedusaTextGenerator", student_heads_dir, out_dir, capsys, "-ds", strategy,
                            "-nmh", "3", mol=12)
     assert code == 0, err
-    assert report(out_dir)["reference"]["agreement"]["identical"] == 3
-    assert "metrics, submission - ours: BLEU +0.0000" in out and "sacreBLEU +0.00" in out
+    rep = report(out_dir)
+    lossless = rep["reference"] if strategy == "single-head" else rep["second_reference"]  # the lossless one
+    assert lossless["agreement"]["identical"] == 3
+    name = "ours" if strategy == "single-head" else "lossless"
+    assert f"metrics, submission - {name}: BLEU +0.0000" in out and "sacreBLEU +0.00" in out

@@ -9,7 +9,7 @@ from medusa.decoding.accept import ACCEPTANCE_RULES, make_acceptance
 from medusa.decoding.adaptive import Adaptive
 from medusa.decoding.base import GenerationResult, Strategy, Tree
 from medusa.decoding.loop import generate
-from medusa.decoding.multi_head import MultiHead
+from medusa.decoding.multi_head import MultiHead, course_reference
 from medusa.decoding.single_head import SingleHead
 from medusa.decoding.dynamic_tree import DynamicTree
 from medusa.decoding.static_tree import StaticTree
@@ -35,6 +35,7 @@ class DecodeSettings:
     tree_size: int | None = None  # tree strategy: rebuild the tree with this many nodes from its calibration
     dynamic_tree: int | None = None  # tree strategy: a dynamic tree of this many nodes, num_heads deep (dynamic_tree.py)
     adaptive: bool = False
+    course_reference: bool = False  # multi-head + rescore: the course's algorithm exactly (multi_head.course_reference)
 
 
 def make_strategy(settings: DecodeSettings | str) -> Strategy:
@@ -44,8 +45,12 @@ def make_strategy(settings: DecodeSettings | str) -> Strategy:
     if settings.strategy == "single-head":
         return SingleHead()
     acceptance = make_acceptance(settings.acceptance, settings.posterior_threshold, settings.posterior_alpha)
-    if settings.strategy == "multi-head":
-        strategy: Strategy = MultiHead(settings.num_heads, settings.beam_width, acceptance)
+    if settings.strategy == "multi-head" and settings.course_reference:
+        if settings.acceptance != "rescore":
+            raise MedusaError("the course reference accepts by rescoring: it needs --acceptance rescore")
+        strategy: Strategy = course_reference(settings.num_heads, settings.beam_width)
+    elif settings.strategy == "multi-head":
+        strategy = MultiHead(settings.num_heads, settings.beam_width, acceptance)
     elif settings.strategy == "tree" and settings.dynamic_tree:
         strategy = DynamicTree(settings.dynamic_tree, settings.num_heads, acceptance)
     elif settings.strategy == "tree":

@@ -46,6 +46,7 @@ def deepest_valid_path(tree: Tree, ok: list[bool], scores: list[float]) -> list[
 
 class Acceptance(ABC):
     name = ""
+    whole_candidates = False  # see Strategy.whole_candidates
 
     def first_token(self, state: DecodeState) -> int | None:
         return None
@@ -144,6 +145,7 @@ class Rescore(Acceptance):
     """The assignment's step 3: append the whole candidate with the highest summed base log-probability (lossy)."""
 
     name = "rescore"
+    whole_candidates = True
 
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         tok_lp = token_logprobs(parent_logits(state, tree, verified), verified.tokens).tolist()

@@ -21,10 +21,15 @@ class Adaptive(Strategy):
         self.inner = inner
         self.name = f"{inner.name}+adaptive"
         self.num_heads = inner.num_heads
+        self.by_path = inner.by_path
         self.smoothing = smoothing
         self.mean_accepted = float(inner.num_heads + 1)  # start optimistic: every head in use
         self.depth_counts: Counter[int] = Counter()  # heads used per step, for the report
         self._depth = inner.num_heads
+
+    @property
+    def whole_candidates(self) -> bool:
+        return self.inner.whole_candidates
 
     def heads_to_use(self) -> int:
         return max(1, min(self.num_heads, math.ceil(self.mean_accepted - 1e-9)))

@@ -107,6 +107,17 @@ class Strategy(ABC):
 
     name: str = ""
     num_heads: int = 0
+    # path-dependent drafters (sequential heads, the autoregressive drafter): draft depth by depth, each path below
+    # its own tokens. False: read each head's logits along the drafter's own greedy path, the one distribution per
+    # head that FasterDecoding's API (``medusa_head[k](hidden)``, ``medusa_forward``) exposes (the course reference)
+    by_path: bool = True
+
+    @property
+    def whole_candidates(self) -> bool:
+        """Rescore's length rule, the course's: candidates are drafted whole even near the length limit and the
+        output is cut there (other rules draft no deeper than the tokens still allowed)."""
+        acceptance = getattr(self, "acceptance", None)
+        return bool(acceptance is not None and acceptance.whole_candidates)
 
     def first_token(self, state: DecodeState) -> int | None:
         """The token this rule will surely accept first, if it is decided before verification (greedy)."""

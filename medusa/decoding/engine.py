@@ -63,6 +63,7 @@ class EagerEngine(Engine):
 class _Prepared:
     plan: DevicePlan | None  # None: the strategy runs in the reference loop (no device tensors, or capture failed)
     decoders: list[tuple[FastDecoder, Callable[[], None]]] = field(default_factory=list)  # by capacity
+    per_path: bool = False  # the plan drafts a path-dependent drafter depth by depth (Strategy.by_path)
 
 
 class StaticEngine(Engine):
@@ -103,9 +104,9 @@ class StaticEngine(Engine):
         key = id(strategy)
         if key not in self._prepared:
             device = self.model.device
-            plan = strategy.device_plan(device, sequential=True) if self.model.path_dependent_heads else \
-                strategy.device_plan(device)
-            self._prepared[key] = (strategy, _Prepared(plan))
+            per_path = self.model.path_dependent_heads and strategy.by_path
+            plan = strategy.device_plan(device, sequential=True) if per_path else strategy.device_plan(device)
+            self._prepared[key] = (strategy, _Prepared(plan, per_path=per_path))
         return self._prepared[key][1]
 
     def describe(self, setup_before: float = 0.0) -> dict:
@@ -130,7 +131,7 @@ class StaticEngine(Engine):
             if cache is None:
                 cache = self._caches[capacity] = StaticKVCache(self.model.config, capacity, self.model.device,
                                                                self.model.dtype)
-            decoder = FastDecoder(self.model, prepared.plan, cache)
+            decoder = FastDecoder(self.model, prepared.plan, cache, per_path=prepared.per_path)
             try:
                 with use_attention(self.model, self.attention):
                     run = self._build(decoder)

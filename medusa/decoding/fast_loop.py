@@ -47,8 +47,12 @@ class FastDecoder:
     draft may reach, the base logits and last hidden state after the last committed token (``last_logits``,
     ``last_hidden``: what the next draft starts from) and ``out``: [accepted length, next argmax, accepted tokens…]."""
 
-    def __init__(self, model: MedusaModel, plan: DevicePlan, cache: StaticKVCache) -> None:
+    def __init__(self, model: MedusaModel, plan: DevicePlan, cache: StaticKVCache, per_path: bool | None = None
+                 ) -> None:
+        """``per_path``: the plan drafts a path-dependent drafter depth by depth (default: whenever the model's
+        drafter is path-dependent); False reads its heads along its own greedy path (the course reference)."""
         self.model, self.plan, self.cache = model, plan, cache
+        self.per_path = model.path_dependent_heads if per_path is None else per_path
         device, tree = model.device, plan.tree
         self.dtype = model.dtype
         self.width = tree.max_depth + 1
@@ -63,7 +67,7 @@ class FastDecoder:
         self.out = torch.zeros(2 + self.width, dtype=torch.long, device=device)
         self.prompt = torch.zeros(cache.capacity, dtype=torch.long, device=device)  # staged for a padded prefill
         self.prompt_len = torch.zeros((), dtype=torch.long, device=device)
-        self.context = bool(plan.num_heads) and model.context_drafter
+        self.context = bool(plan.num_heads) and model.context_drafter and self.per_path
         if self.context:  # the context drafter's keys/values per position: written as tokens are committed
             drafter = model.heads.drafter
             weight = drafter.fc.weight
@@ -155,7 +159,7 @@ class FastDecoder:
         elif self.context:  # below the committed positions' entries (the draft starts at the last one)
             heads = self.model.level_drafter(self.last_hidden, ContextView(self.context_keys, self.context_values,
                                                                            self.committed - 1))
-        elif self.model.path_dependent_heads:  # drafted depth by depth: the plan asks for each path's logits
+        elif self.per_path:  # drafted depth by depth: the plan asks for each path's logits
             heads = self.model.level_drafter(self.last_hidden)
         else:
             heads = self.model.project_heads(self.last_hidden, self.last_logits, plan.num_heads)
@@ -224,7 +228,7 @@ def generate_fast(decoder: FastDecoder, strategy: Strategy, prompt_ids: list[int
             accepted.append(1)
             drafted.append(1)
             return GenerationResult(generated, accepted, "length", drafted)
-        limit = min(deepest, budget - 1)
+        limit = deepest if strategy.whole_candidates else min(deepest, budget - 1)
         wanted = strategy.depth_limit()
         if wanted is not None:
             limit = min(limit, wanted)

@@ -9,6 +9,8 @@ from medusa.decoding.base import DecodeState, GenerationResult, Strategy
 from medusa.decoding.cache import keep_path, new_cache
 from medusa.decoding.verify import verify
 
+UNLIMITED = 1 << 30  # the budget a draft of whole candidates is drafted with (cut to the real budget afterwards)
+
 
 @torch.inference_mode()
 def generate(
@@ -17,7 +19,7 @@ def generate(
     """Generated ids only (no prompt, no stop token), at most ``max_new_tokens`` of them."""
     cache = new_cache(model.base_model)
     ids = torch.tensor([prompt_ids], device=model.device)
-    path_dependent = bool(strategy.num_heads) and model.path_dependent_heads
+    path_dependent = bool(strategy.num_heads) and model.path_dependent_heads and strategy.by_path
     context = model.drafter_context() if path_dependent and model.context_drafter else None
     out = model.step(ids, cache, num_heads=0 if path_dependent else strategy.num_heads, last_only=True,
                      all_hidden=context is not None)
@@ -41,7 +43,7 @@ def generate(
             accepted.append(1)
             drafted.append(1)
             return GenerationResult(state.generated, accepted, "length", drafted)
-        tree = strategy.draft(state, budget)
+        tree = strategy.draft(state, UNLIMITED if strategy.whole_candidates else budget)
         drafted.append(max(tree.depths) + 1)
         verified = verify(model, cache, prefix_len, tree)
         path = strategy.accept(state, tree, verified)

@@ -13,12 +13,18 @@ from medusa.decoding.fixed_tree import DevicePlan, FixedTree
 
 
 class MultiHead(Strategy):
+    """``by_path=False`` with rescore acceptance is the course reference (:func:`course_reference`)."""
+
     name = "multi-head"
 
-    def __init__(self, num_heads: int, beam_width: int, acceptance: Acceptance) -> None:
+    def __init__(self, num_heads: int, beam_width: int, acceptance: Acceptance, by_path: bool = True) -> None:
         if num_heads < 1 or beam_width < 1:
             raise MedusaError("--use-no-medusa-heads and --beam-width must be at least 1")
-        self.num_heads, self.beam_width, self.acceptance = num_heads, beam_width, acceptance
+        self.num_heads, self.beam_width, self.acceptance, self.by_path = num_heads, beam_width, acceptance, by_path
+
+    @property
+    def is_course_reference(self) -> bool:
+        return not self.by_path and self.acceptance.name == "rescore"
 
     def first_token(self, state: DecodeState) -> int | None:
         return self.acceptance.first_token(state)
@@ -71,3 +77,13 @@ class MultiHead(Strategy):
             return seqs.reshape(-1)
 
         return DevicePlan(FixedTree(parents, device), s, draft, self.acceptance.select_on_device)
+
+
+def course_reference(num_heads: int, beam_width: int) -> MultiHead:
+    """The course's multi-head algorithm exactly, as a submission written against FasterDecoding's API computes it:
+    S + 1 distributions per step (the base model's and each head's as ``medusa_head[k](hidden)`` returns it, which
+    for a path-dependent drafter is its own greedy path), a beam search of width W over them, every candidate scored
+    by the base model in one pass, the best appended whole and the output cut at ``max_output_len``."""
+    from medusa.decoding.accept import Rescore
+
+    return MultiHead(num_heads, beam_width, Rescore(), by_path=False)

@@ -1,7 +1,7 @@
 """A run's settings checked against the checkpoint's small files before any weight is loaded.
 
-A bad ``--generator``, ``--prompt-style``, ``-nmh`` or ``--tree-size`` then fails in one line at once, instead of
-after minutes of loading; and a model without a chat template gets the seed prompt instead of failing.
+A bad ``--generator`` (imported in its own process), ``--prompt-style``, ``-nmh`` or ``--tree-size`` then fails in
+one line at once, instead of after minutes of loading; and a model without a chat template gets the seed prompt instead of failing.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ S = TypeVar("S")
 class Preflight:
     settings: RunSettings  # with the prompt style resolved where the files tell it
     facts: CheckpointFacts
-    generator: type | None  # the submission's class (``--generator``), imported once
+    generator: object | None  # the submission's process (``--generator``), its file imported there
 
 
 def resolve_prompt_style(style: str, chat_template: bool | None, base: str) -> str:
@@ -71,13 +71,14 @@ def check_table_heads(num_heads: int, needed: int, name: str) -> None:
 
 
 def inspect_run(settings: RunSettings) -> Preflight:
-    """Import the submission, read the checkpoint's configs and headers, and resolve the prompt style."""
-    generator = None
-    if settings.generator:
-        from medusa.grading.student import load_generator_class
-
-        generator = load_generator_class(settings.generator)
+    """Read the checkpoint's configs and headers, start the submission's process (which imports it), and resolve
+    the prompt style."""
     facts = inspect_checkpoint(settings.model_name, settings.medusa_heads, settings.adapter, settings.bare_embedded,
                                settings.hf_token)
+    generator = None
+    if settings.generator:
+        from medusa.grading.launch import start_submission
+
+        generator = start_submission(settings, facts)
     style = resolve_prompt_style(settings.prompt_style, facts.chat_template, facts.base)
     return Preflight(replace(settings, prompt_style=style), facts, generator)

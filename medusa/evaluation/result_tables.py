@@ -48,6 +48,7 @@ def config_row(summary: dict, name: str | None = None) -> dict:
         "identical_to_single_head": summary.get("identical_to_single_head"),
         "processes": summary.get("processes"),  # a data-parallel launch's processes, and the GPUs they used
         "gpus": summary.get("gpus"),
+        "failed_examples": summary.get("failed_examples", 0),  # a graded submission's (not a CSV column)
     }
     for h, rate in enumerate(speed.get("head_acceptance") or []):
         row[f"head_{h + 1}"] = rate

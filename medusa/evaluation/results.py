@@ -27,7 +27,11 @@ LIBRARIES = ("medusa", "torch", "transformers", "datasets", "sacrebleu", "rouge-
 
 
 class PredictionLog:
-    """Append-only JSONL: each line is flushed and synced, so an interrupted run keeps every finished example."""
+    """Append-only JSONL: each line is flushed and synced, so an interrupted run keeps every finished example.
+
+    The rows also stay in memory: :meth:`close` finds a file that something else changed, cut or removed during the
+    run (a graded submission, a user) and writes it again from them, so no finished row is lost.
+    """
 
     def __init__(self, path: Path, resume: bool) -> None:
         self.path = path
@@ -53,8 +57,28 @@ class PredictionLog:
         os.fsync(self._file.fileno())
         self.done[row["index"]] = row
 
+    def expected(self) -> bytes:
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.done.values()).encode("utf-8")
+
     def close(self) -> None:
         self._file.close()
+        want = self.expected()
+        try:
+            intact = self.path.read_bytes() == want
+        except OSError:
+            intact = False
+        if intact:
+            return
+        from medusa.console import say
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(want)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        say(f"note: {self.path} was changed or removed during the run; written again with its {len(self.done)} rows")
 
 
 def refuse_to_overwrite(path: Path) -> None:

@@ -3,7 +3,8 @@
 The course's contract: ``__call__(input_ids [1, P])`` returns the generated ids only, shape (T,), T ≤
 max_output_len, ending at EOS. Values that cannot be token ids (text, floats, ids outside the vocabulary, a batch
 of several sequences) fail the example; a [1, T] batch of one is read but reported as not 1-D, and an output that
-repeats the prompt, runs past the length limit or goes on after EOS is scored as returned and flagged.
+is empty, repeats the prompt, runs past the length limit or goes on after EOS is scored as returned and flagged.
+Speed counts the ids the submission generated: the returned ids minus an echoed prompt.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ class BadOutput(ValueError):
     """The returned value cannot be read as generated token ids; the message says what was returned."""
 
 
+PARTIAL_ECHO = 8  # an output that starts with this many prompt tokens (or is all prompt tokens) echoes part of it
+
+
 @dataclass
 class OutputChecks:
     """The contract's checks on one output (what the grading report counts)."""
@@ -27,6 +31,13 @@ class OutputChecks:
     starts_with_prompt: bool
     over_length: bool
     tokens_after_eos: int
+    partial_prompt_echo: bool = False  # starts with part of the prompt (an echo cut short): generated ids unknown
+    generated_tokens: int | None = None  # the returned ids minus an echoed prompt; None when that cannot be told
+
+    @property
+    def empty(self) -> bool:
+        """Nothing generated: no ids at all, or the echoed prompt alone."""
+        return self.generated_tokens == 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +72,12 @@ def check_output(ids: list[int], shape: list[int], prompt: list[int], max_len: i
     """The contract's checks on ids already read by :func:`as_token_ids`; EOS is the id the submission was given,
     looked for after the prompt when the output repeats it (a chat prompt holds end-of-turn ids itself)."""
     repeats_prompt = bool(prompt) and ids[: len(prompt)] == prompt
+    shared = 0
+    for a, b in zip(ids, prompt):
+        if a != b:
+            break
+        shared += 1
+    partial = not repeats_prompt and shared >= 2 and shared >= min(PARTIAL_ECHO, len(ids))
     generated = ids[len(prompt):] if repeats_prompt else ids
     first_stop = next((i for i, t in enumerate(generated) if t == eos_id), None)
     return OutputChecks(
@@ -70,6 +87,8 @@ def check_output(ids: list[int], shape: list[int], prompt: list[int], max_len: i
         starts_with_prompt=repeats_prompt,
         over_length=len(ids) > max_len,
         tokens_after_eos=0 if first_stop is None else len(generated) - first_stop - 1,
+        partial_prompt_echo=partial,
+        generated_tokens=None if partial else len(generated),
     )
 
 
