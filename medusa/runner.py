@@ -63,6 +63,10 @@ def check_heads(model: MedusaModel, settings: RunSettings, strategy: Strategy) -
     if getattr(inner, "beam_width", 0) > vocab:
         raise MedusaError(f"--beam-width {inner.beam_width} is larger than the vocabulary ({vocab} tokens); "
                           f"use at most {vocab}")
+    if getattr(inner, "is_course_reference", False) and model.context_drafter:
+        raise MedusaError("grading multi-head compares with the course reference, which reads each head as "
+                          "medusa_head[k](hidden) returns it, and a context drafter has no answer without its "
+                          "context: grade with --acceptance greedy (our lossless multi-head)")
     if getattr(inner, "max_rank", 0) > vocab:
         raise MedusaError(f"the tree asks for rank {inner.max_rank} of a {vocab}-token vocabulary; use another --tree")
 
@@ -337,7 +341,8 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
         student = None
         if settings.generator:
             student = student_decoder(model, settings, stops, checked.generator if checked is not None else generator)
-            runs = grading_runs(strategy, decoding, settings.compare_single_head)  # the submission first
+            runs = grading_runs(strategy, decoding, settings.compare_single_head,
+                                course=not model.context_drafter)  # the submission first
             if settings.compare_single_head and strategy.name == "single-head":
                 say("note: --compare-single-head: ours is single-head already, and the grading report compares the "
                     "submission with it")

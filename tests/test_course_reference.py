@@ -5,6 +5,7 @@ rescore rule drafts whole candidates near the length limit, as the course does."
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -37,16 +38,22 @@ def prompts(n: int, seed: int = 0) -> list[list[int]]:
 
 
 @pytest.fixture(scope="module")
-def medusa1_model(tiny_model_dir, tmp_path_factory) -> MedusaModel:
-    """5 perturbed heads on the tiny Llama, saved and loaded in FasterDecoding's Medusa-1 layout."""
+def medusa1_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """5 perturbed heads on the tiny Llama, saved in FasterDecoding's Medusa-1 layout."""
     from conftest import perturbed_heads
     from medusa.model.checkpoints import save_medusa1
     from medusa.model.loader import LoadSettings, load_model
 
     ours = load_model(LoadSettings(str(perturbed_heads(tiny_model_dir, tmp_path_factory.mktemp("h5"), 5, seed=3)),
                                    device="cpu"))
-    folder = save_medusa1(ours.heads, tmp_path_factory.mktemp("medusa1"), str(tiny_model_dir))
-    model = load_model(LoadSettings(str(folder), device="cpu"))
+    return save_medusa1(ours.heads, tmp_path_factory.mktemp("medusa1"), str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def medusa1_model(medusa1_dir) -> MedusaModel:
+    from medusa.model.loader import LoadSettings, load_model
+
+    model = load_model(LoadSettings(str(medusa1_dir), device="cpu"))
     assert model.info.head_format and "medusa" in model.info.head_format.lower()
     return model
 
@@ -153,3 +160,63 @@ def test_course_solution_equals_the_reference_on_the_shipped_model(shipped_model
         compared += _check(shipped_model, CachedMedusaTextGenerator, [rows[i % 2]], [(width, heads)], (30, 50),
                            [EagerEngine(shipped_model)], stops, tokenizer.eos_token_id)
     assert compared == 16
+
+
+SOLUTION = Path(__file__).parent / "submissions" / "course_step3.py"
+
+
+def grade_solution(model_dir, out_dir, capsys, *extra: str, n: int = 3, mol: int = 30, cls="MedusaTextGenerator"):
+    from medusa.cli import main
+
+    code = main(["-m", str(model_dir), "-n", str(n), "-mol", str(mol), "--prompt-style", "seed", "-o", str(out_dir),
+                 "--generator", f"{SOLUTION}:{cls}", "-ds", "multi-head", *extra])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads((out_dir / "grading.json").read_text()), out
+
+
+@pytest.mark.parametrize("width, heads, mol", [(2, 2, 50), (5, 5, 30)])
+def test_a_graded_course_solution_is_identical_to_the_course_reference(medusa1_dir, tmp_path, capsys, width, heads,
+                                                                       mol):
+    rep, out = grade_solution(medusa1_dir, tmp_path / "g", capsys, "-w", str(width), "-nmh", str(heads), mol=mol)
+    ref = rep["reference"]
+    assert rep["acceptance"] == "rescore" and ref["name"] == "ours" and "course reference" in ref["label"]
+    assert ref["agreement"]["identical"] == 3, ref
+    assert rep["second_reference"]["name"] == "lossless" and rep["second_reference"]["file"] == "ours-lossless.jsonl"
+    assert "ours: the course reference: multi-head, rescore" in out and "identical 3/3" in out
+
+
+def test_greedy_grading_keeps_the_course_reference_as_second(medusa1_dir, tmp_path, capsys):
+    rep, out = grade_solution(medusa1_dir, tmp_path / "g", capsys, "--acceptance", "greedy", "-nmh", "3")
+    assert rep["acceptance"] == "greedy" and "greedy acceptance" in rep["reference"]["label"]
+    second = rep["second_reference"]
+    assert second["name"] == "course" and second["file"] == "ours-course.jsonl"
+    assert second["agreement"]["identical"] == 3
+
+
+def test_the_shipped_model_grades_a_course_solution_as_correct(shipped_model, tmp_path, capsys):
+    """What the report got wrong on the shipped (path-dependent) drafter: identical n/n now."""
+    rep, out = grade_solution("embedded", tmp_path / "g", capsys, "-w", "2", "-nmh", "2", n=2,
+                              cls="CachedMedusaTextGenerator")
+    assert rep["reference"]["agreement"]["identical"] == 2, rep["reference"]
+    assert all(m["difference"] == pytest.approx(0.0) for m in rep["reference"]["metrics"].values())
+
+
+def test_a_context_drafter_has_no_course_reference():
+    """``medusa_head[k](hidden)`` cannot answer without the drafter's context: grading multi-head on it refuses the
+    course reference in one line, and greedy grading keeps only the lossless reference."""
+    import test_context_drafter
+
+    from medusa.errors import MedusaError
+    from medusa.grading.report import grading_runs
+    from medusa.runner import check_heads
+    from medusa.settings import RunSettings
+
+    model = test_context_drafter._model(2, 0.1)
+    settings = RunSettings(decoding_strategy="multi-head", acceptance="rescore", generator="x.py:G")
+    decoding = DecodeSettings("multi-head", 2, 2, "rescore", course_reference=True)
+    with pytest.raises(MedusaError, match="--acceptance greedy"):
+        check_heads(model, settings, make_strategy(decoding))
+    greedy = DecodeSettings("multi-head", 2, 2, "greedy")
+    runs = grading_runs(make_strategy(greedy), greedy, False, course=not model.context_drafter)
+    assert [r.role for r in runs] == ["main", "ours"]

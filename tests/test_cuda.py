@@ -296,3 +296,53 @@ def test_replayed_decodes_leave_the_attention_switch_alone(monkeypatch):
     ref = generate(model, make_strategy("single-head"), [5, 17, 33, 48, 60], 30, {2}).tokens
     assert engine.generate(strategy, [5, 17, 33, 48, 60], 30, {2}).tokens == ref
     assert calls == {"attention": 0, "switch": 0}
+
+
+@pytest.mark.parametrize("drafter", ["medusa", "autoregressive"])
+def test_graphs_engine_course_reference_equals_the_course_solution_fp32(drafter):
+    """The course reference inside the captured step (rescore, whole candidates cut at the limit, heads along the
+    drafter's greedy path): the tokens of the course solution of tests/submissions, and of the eager loop."""
+    import sys
+    from pathlib import Path
+
+    import test_autoregressive_drafter
+
+    from medusa.decoding import DecodeSettings
+    from medusa.decoding.engine import StaticEngine
+
+    sys.path.insert(0, str(Path(__file__).parent / "submissions"))
+    from course_step3 import CachedMedusaTextGenerator
+
+    if drafter == "medusa":
+        model = _cuda_heads_model(torch.float32)
+    else:
+        model = test_autoregressive_drafter._model(2, 0.15).to("cuda")
+    captured = StaticEngine(model, capture=True, quiet=True)
+    for width, heads in ((2, 2), (5, 3)):
+        strategy = make_strategy(DecodeSettings("multi-head", heads, width, "rescore", course_reference=True))
+        for prompt, mol in (([5, 17, 33, 48, 60], 30), ([9] * 40, 50)):
+            solution = CachedMedusaTextGenerator(model, "multi-head", 2, heads, width, mol)
+            with torch.no_grad():
+                expected = solution(torch.tensor([prompt], device="cuda")).tolist()
+            expected = expected[: next((i for i, t in enumerate(expected) if t == 2), len(expected))]
+            assert generate(model, strategy, prompt, mol, {2}).tokens == expected
+            assert captured.generate(strategy, prompt, mol, {2}).tokens == expected, (drafter, width, heads)
+
+
+def test_grading_on_cuda_runs_the_submission_in_its_own_process(student_heads_dir, tmp_path, capsys):
+    """The submission's process loads its own copy on the GPU; ours decodes under the graphs engine."""
+    import json
+    from pathlib import Path
+
+    from medusa.cli import main
+
+    solution = Path(__file__).parent / "submissions" / "course_step3.py"
+    out_dir = tmp_path / "g"
+    code = main(["-m", str(student_heads_dir), "-n", "3", "-mol", "30", "--prompt-style", "seed", "-o", str(out_dir),
+                 "--generator", f"{solution}:CachedMedusaTextGenerator", "-ds", "multi-head", "-w", "2", "-nmh", "3",
+                 "--device", "cuda", "--engine", "graphs", "--timeout", "120"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    rep = json.loads((out_dir / "grading.json").read_text())
+    assert rep["reference"]["agreement"]["identical"] == 3, rep["reference"]
+    assert json.loads((out_dir / "summary.json").read_text())["engine"]["name"] == "graphs"

@@ -137,7 +137,9 @@ def child_environment(home: Path, tmp: Path) -> dict[str, str]:
         "HOME": str(home), "TMPDIR": str(tmp), "XDG_CACHE_HOME": str(home / ".cache"), "HF_HOME": str(home / "hf"),
         "HF_HUB_CACHE": hub_cache(), "MEDUSA_CACHE": str(cache_root()), "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": str(Path(medusa.__file__).resolve().parents[1]), "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(medusa.__file__).resolve().parents[1]),
+                                       *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]),
+        "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
     })
     return env

@@ -58,9 +58,10 @@ def describe(strategy: Strategy) -> str:
     return f"our {strategy.name}, {acceptance.name} acceptance{lossless}"
 
 
-def second_reference(decoding: DecodeSettings) -> tuple[str, Strategy] | None:
-    """Beside a multi-head reference: the lossless one, or the course reference when ours is not it."""
-    if decoding.strategy != "multi-head":
+def second_reference(decoding: DecodeSettings, course: bool = True) -> tuple[str, Strategy] | None:
+    """Beside a multi-head reference: the lossless one, or the course reference when ours is not it (and the
+    drafter can answer the course API: ``course``)."""
+    if decoding.strategy != "multi-head" or (not course and not decoding.course_reference):
         return None
     if decoding.course_reference:
         return "lossless", make_strategy(DecodeSettings("multi-head", decoding.num_heads, decoding.beam_width))
@@ -68,11 +69,12 @@ def second_reference(decoding: DecodeSettings) -> tuple[str, Strategy] | None:
                                                   course_reference=True))
 
 
-def grading_runs(strategy: Strategy, decoding: DecodeSettings, compare_single_head: bool) -> list[Pass]:
+def grading_runs(strategy: Strategy, decoding: DecodeSettings, compare_single_head: bool,
+                 course: bool = True) -> list[Pass]:
     """The passes of a --generator run, in order: the submission, ours, the second reference, then single-head
     when asked and not ours already."""
     runs = [Pass("main", None, PREDICTIONS), Pass("ours", strategy, OURS, describe(strategy), "ours")]
-    second = second_reference(decoding)
+    second = second_reference(decoding, course)
     if second is not None:
         kind, other = second
         runs.append(Pass("second", other, SECOND[kind], describe(other), kind))

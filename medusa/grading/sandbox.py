@@ -76,6 +76,7 @@ def python_paths() -> list[str]:
     if isinstance(user, str) and os.path.isdir(user):
         paths.add(user)
     paths.update(p for p in sys.path if p and os.path.isdir(p) and "-packages" in p)
+    paths.update(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.isdir(p))
     return sorted({str(Path(p).resolve()) for p in paths if os.path.exists(p)} - {package_root})
 
 
