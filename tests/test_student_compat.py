@@ -150,7 +150,7 @@ def test_multi_head_submission_using_medusa_head_matches_our_greedy_multi_head(s
     lossless = rep["second_reference"]
     assert rep["strategy"] == "multi-head" and lossless["name"] == "lossless"
     assert lossless["agreement"]["identical"] == 3 and lossless["file"] == "ours-lossless.jsonl"
-    assert "lossless: our multi-head, greedy acceptance, lossless: single-head's tokens (ours-lossless.jsonl)" in out
+    assert "lossless: our multi-head, greedy acceptance: single-head's tokens (ours-lossless.jsonl)" in out
     assert "token agreement: identical 3/3" in out.split("\n  lossless: ")[1]
 
 

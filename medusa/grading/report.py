@@ -54,7 +54,7 @@ def describe(strategy: Strategy) -> str:
     acceptance = getattr(strategy, "acceptance", None)
     if acceptance is None:
         return f"our {strategy.name}"
-    lossless = ", lossless: single-head's tokens" if acceptance.name == "greedy" else ""
+    lossless = ": single-head's tokens" if acceptance.name == "greedy" else ""
     return f"our {strategy.name}, {acceptance.name} acceptance{lossless}"
 
 
@@ -201,7 +201,7 @@ def _reference_lines(ref: dict) -> list[str]:
     share = a["agreeing_prefix_share"]
     lines = [f"  {name}: {ref['label']} ({ref['file']})",
              f"    token agreement: identical {a['identical']}/{a['examples']}, agreeing prefix "
-             + ("n/a" if math.isnan(share) else f"{100 * share:.1f}% of {name}'s tokens")]
+             + ("n/a" if math.isnan(share) else f"{100 * share:.1f}% of the reference's tokens")]
     seed = [k for k in ref["metrics"] if k not in STANDARD]
     for keys, digits in ((seed, 4), ([k for k in ref["metrics"] if k in STANDARD], 2)):
         if keys:
