@@ -168,7 +168,7 @@ SOLUTION = Path(__file__).parent / "submissions" / "course_step3.py"
 def grade_solution(model_dir, out_dir, capsys, *extra: str, n: int = 3, mol: int = 30, cls="MedusaTextGenerator"):
     from medusa.cli import main
 
-    code = main(["-m", str(model_dir), "-n", str(n), "-mol", str(mol), "--prompt-style", "seed", "-o", str(out_dir),
+    code = main(["-m", str(model_dir), "-n", str(n), "-mol", str(mol), "--prompt-style", "seed", "--device", "cpu", "-o", str(out_dir),
                  "--generator", f"{SOLUTION}:{cls}", "-ds", "multi-head", *extra])
     out, err = capsys.readouterr()
     assert code == 0, err

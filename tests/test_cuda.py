@@ -313,8 +313,10 @@ def test_graphs_engine_course_reference_equals_the_course_solution_fp32(drafter)
     sys.path.insert(0, str(Path(__file__).parent / "submissions"))
     from course_step3 import CachedMedusaTextGenerator
 
-    if drafter == "medusa":
-        model = _cuda_heads_model(torch.float32)
+    if drafter == "medusa":  # noisy heads: identity heads make every candidate tie with another
+        from test_decoding_multi_head import with_heads
+
+        model = with_heads("llama", 1, num_heads=4, noise=0.05).to("cuda")
     else:
         model = test_autoregressive_drafter._model(2, 0.15).to("cuda")
     captured = StaticEngine(model, capture=True, quiet=True)
@@ -329,8 +331,15 @@ def test_graphs_engine_course_reference_equals_the_course_solution_fp32(drafter)
             assert captured.generate(strategy, prompt, mol, {2}).tokens == expected, (drafter, width, heads)
 
 
-def test_grading_on_cuda_runs_the_submission_in_its_own_process(student_heads_dir, tmp_path, capsys):
-    """The submission's process loads its own copy on the GPU; ours decodes under the graphs engine."""
+@pytest.mark.parametrize("sandbox", [False, True])
+def test_grading_on_cuda_runs_the_submission_in_its_own_process(student_heads_dir, tmp_path, capsys, sandbox):
+    """The submission's process loads its own copy on the GPU (in the sandbox too, where user namespaces are
+    allowed); ours decodes under the graphs engine."""
+    if sandbox:
+        from test_grading_isolation import sandbox_works
+
+        if not sandbox_works():
+            pytest.skip("this machine refuses user namespaces")
     import json
     from pathlib import Path
 
@@ -340,9 +349,11 @@ def test_grading_on_cuda_runs_the_submission_in_its_own_process(student_heads_di
     out_dir = tmp_path / "g"
     code = main(["-m", str(student_heads_dir), "-n", "3", "-mol", "30", "--prompt-style", "seed", "-o", str(out_dir),
                  "--generator", f"{solution}:CachedMedusaTextGenerator", "-ds", "multi-head", "-w", "2", "-nmh", "3",
-                 "--device", "cuda", "--engine", "graphs", "--timeout", "120"])
+                 "--device", "cuda", "--engine", "graphs", "--timeout", "120", *(["--sandbox"] if sandbox else [])])
     out, err = capsys.readouterr()
     assert code == 0, err
     rep = json.loads((out_dir / "grading.json").read_text())
     assert rep["reference"]["agreement"]["identical"] == 3, rep["reference"]
     assert json.loads((out_dir / "summary.json").read_text())["engine"]["name"] == "graphs"
+    assert rep["sandbox"] == sandbox
+    assert "on cuda" in (out_dir / "submission.log").read_text()  # the submission's own load, on the GPU

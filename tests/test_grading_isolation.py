@@ -180,7 +180,7 @@ def honest(student_heads_dir, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("honest") / "run"
     path = out_dir.parent / "honest_submission.py"
     path.write_text(HONEST)
-    assert main(["-m", str(student_heads_dir), "-n", "3", "-mol", "8", "--prompt-style", "seed", "-o", str(out_dir),
+    assert main(["-m", str(student_heads_dir), "-n", "3", "-mol", "8", "--prompt-style", "seed", "--device", "cpu", "-o", str(out_dir),
                  "--generator", f"{path}:Greedy"]) == 0
     return {"ours": [r["token_ids"] for r in rows(out_dir, "ours.jsonl")], "report": report(out_dir),
             "summary": json.loads((out_dir / "summary.json").read_text())}
