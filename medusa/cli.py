@@ -340,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         args = build_parser().parse_args(argv)
         settings = settings_from_args(args)
+        if settings.generator and settings.hf_token:
+            hide_token_from_submission(settings.hf_token, settings.sandbox)
         settings.threads = apply_threads(settings.threads)
         processes()  # under accelerate launch: join the process group first, so only the main process speaks
         fail_fast_offline(hub_names(vars(settings)), BUILT_IN_NAMES)
@@ -350,10 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         from medusa.runner import run, run_table
 
         results = run_table(settings) if args.assignment_table else [run(settings)]
-        end_processes()
         failed = sum(r.get("failed_examples", 0) for r in results if isinstance(r, dict))
         if failed:  # the run finished and wrote everything; its exit status says a submission failed examples
             say(f"exit status 1: the submission failed {failed} example{'s' * (failed != 1)}")
+        end_processes(1 if failed else 0)
+        if failed:
             return 1
     except MedusaError as exc:
         say(f"error: {exc}")
@@ -366,6 +369,15 @@ def main(argv: list[str] | None = None) -> int:
             "--max-input-len or --device cpu")
         return 3
     return 0
+
+
+def hide_token_from_submission(token: str, sandbox: bool) -> None:
+    """A graded submission runs as the grader's user and may read the grader's command line; the token leaves it."""
+    from medusa.grading.isolation import scrub_command_line
+
+    if not scrub_command_line(token) and not sandbox:
+        say("warning: --hf-token stays readable in this process's command line, where the submission can read it; "
+            "pass the token as HF_TOKEN instead, or grade with --sandbox")
 
 
 def interrupted_message(command: str | None) -> str:

@@ -33,6 +33,7 @@ from medusa.evaluation.results import (BASELINE, PREDICTIONS, PredictionLog, che
 from medusa.evaluation.result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
 from medusa.settings import RunSettings
 
+WARMUP_SOURCE = "यह वाक्य केवल तैयारी के लिए है।"  # a submission's warm-up prompt ("this sentence is only a warm-up")
 LOG = "submission.log"  # a graded submission's own output (medusa/grading/isolation.py)
 
 
@@ -169,6 +170,8 @@ def _decode_rows(model: MedusaModel, strategy: Strategy, examples: list[Example]
 
     if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
         first = prompts[todo[0].index] if todo else prompt_of(examples[0].source)
+        if student is not None:  # never a timed prompt: a submission that memoises its answers gains nothing
+            first = prompt_of(WARMUP_SOURCE)
         warm = decode(first, min(8, settings.max_output_len))
         if getattr(warm, "error", None):  # a submission's failure here is reported again on its example
             say(f"warm-up: the submission failed ({warm.error}" + (f", {warm.error_at}" if warm.error_at else "")
@@ -340,7 +343,9 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
             runs.insert(0, Pass("baseline", make_strategy("single-head"), BASELINE))
         student = None
         if settings.generator:
-            student = student_decoder(model, settings, stops, checked.generator if checked is not None else generator)
+            process = checked.generator if checked is not None else generator
+            process.set_log(out_dir / LOG)  # the constructor's output goes with this run's rows
+            student = student_decoder(model, settings, stops, process)
             runs = grading_runs(strategy, decoding, settings.compare_single_head,
                                 course=not model.context_drafter)  # the submission first
             if settings.compare_single_head and strategy.name == "single-head":
@@ -421,14 +426,37 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
         return summary
 
 
+class Terminated(SystemExit):
+    """SIGTERM or SIGHUP while a submission's process runs: unwound like an error, so it is killed first."""
+
+
+def _terminated(signum: int, frame) -> None:
+    raise Terminated(128 + signum)
+
+
 @contextmanager
 def closing(process) -> Iterator[None]:
-    """A submission's process started by this run's preflight ends with the run, however it ends."""
+    """A submission's process started by this run's preflight ends with the run, however it ends: errors, Ctrl-C,
+    and SIGTERM / SIGHUP (turned into an exit that runs this cleanup; SIGKILL is left to the child's death signal)."""
+    import signal
+    import threading
+
+    handlers = {}
+    if process is not None and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                handlers[sig] = signal.signal(sig, _terminated)
     try:
         yield
+    except Terminated as exc:
+        say(f"stopped by signal {exc.code - 128}: finished examples are saved; rerun with --resume and the same "
+            "--output-dir to continue")
+        raise
     finally:
         if process is not None:
             process.close()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def _fmt(x) -> str:
@@ -503,7 +531,10 @@ def table_rows(settings: RunSettings, base_dir: Path) -> list[tuple[str, RunSett
 def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
     needed = max(h for _, _, h in TABLE_CONFIGS if h)
     asked_prompt = settings.prompt_style
-    checked = inspect_run(settings)  # before loading: prompt style, the submission, the head count
+    from dataclasses import replace
+
+    # before loading: prompt style, the submission, the head count (a sandbox hides the whole table's folder)
+    checked = inspect_run(replace(settings, output_dir=str(base_dir)))
     with closing(checked.generator):
         return _table_with(settings, base_dir, checked, asked_prompt, needed)
 

@@ -79,6 +79,18 @@ def test_token_never_written(tiny_model_dir, tmp_path, capsys):
     assert json.loads((out_dir / "summary.json").read_text())["settings"]["hf_token"] == "given"
 
 
+def test_resume_continues_a_run_recorded_before_the_sandbox_flag(tiny_model_dir, tmp_path, capsys):
+    """--sandbox changes no decoded token: a run.json without it (or with the other value) resumes."""
+    out_dir = tmp_path / "run"
+    base = ["-m", str(tiny_model_dir), "-mol", "5", "-o", str(out_dir), "--prompt-style", "seed"]
+    assert run_cli(base + ["-n", "1"], capsys)[0] == 0
+    record = json.loads((out_dir / "run.json").read_text())
+    record.pop("sandbox", None)  # as a run recorded before the flag existed
+    (out_dir / "run.json").write_text(json.dumps(record))
+    code, _, err = run_cli(base + ["-n", "2", "--resume"], capsys)
+    assert code == 0, err
+
+
 def test_resume_skips_finished_examples(tiny_model_dir, tmp_path, capsys):
     out_dir = tmp_path / "run"
     base = ["-m", str(tiny_model_dir), "-mol", "5", "-o", str(out_dir), "--prompt-style", "seed"]

@@ -135,6 +135,55 @@ class OutlivesTheGrader(Greedy):
         subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
 
 
+class ForgesAFatalReply(Greedy):
+    """Writes the grader's 'stop the run' message into the pipe itself, as if the grader's child code sent it."""
+
+    def __call__(self, input_ids):
+        import os
+        import sys
+        if not os.path.exists("forged-once"):  # the working folder outlives the process the grader kills
+            open("forged-once", "w").close()
+            os.write(int(sys.argv[2]), b'{"event": "fatal", "message": "grader error: the dataset is broken"}\\n')
+            os._exit(0)
+        return super().__call__(input_ids)
+
+
+class DiesInItsConstructor(Greedy):
+    def __init__(self, *args):
+        import os
+        import sys
+        print("constructor: giving up", file=sys.stderr, flush=True)
+        os._exit(3)
+
+
+class WaitsForTheGrader(Greedy):
+    """Says where it runs and what it saw of the grader's command line, then waits to be killed."""
+
+    def __call__(self, input_ids):
+        import os
+        import time
+        cmdline = open(f"/proc/{os.getppid()}/cmdline", "rb").read().decode("utf-8", "replace")
+        with open(@OUT@ + "/../seen.tmp", "w") as f:
+            f.write(f"{os.getpid()}\\n{'hf_cmdline_secret' in cmdline}\\n")
+        os.replace(@OUT@ + "/../seen.tmp", @OUT@ + "/../seen")
+        while True:
+            time.sleep(0.05)
+
+
+class MemoisesItsAnswers(Greedy):
+    """Slow on a prompt it has not seen, instant on one it has: a warm-up on a timed prompt would time it at 0."""
+
+    seen = {}
+
+    def __call__(self, input_ids):
+        import time
+        key = tuple(input_ids[0].tolist())
+        if key not in self.seen:
+            time.sleep(1.0)
+            self.seen[key] = super().__call__(input_ids)
+        return self.seen[key]
+
+
 class CutsThePredictions(Greedy):
     def __call__(self, input_ids):
         self.calls += 1
@@ -284,6 +333,106 @@ def test_no_process_of_the_submission_outlives_the_grader(student_heads_dir, tmp
         os.kill(pid, 0)
 
 
+def test_a_forged_stop_message_fails_one_example_not_the_run(student_heads_dir, tmp_path, capsys):
+    code, out, err, out_dir = graded("ForgesAFatalReply", student_heads_dir, tmp_path, capsys, "--no-warmup")
+    assert code == 1, err
+    graded_rows = rows(out_dir)
+    assert graded_rows[0]["error"].startswith("the submission's process failed: grader error")
+    assert [r["error"] for r in graded_rows[1:]] == [None, None] and report(out_dir)["completed"] == 2
+    assert not any(line.startswith("error:") for line in err.splitlines())
+
+
+def test_a_submission_dying_in_its_constructor_is_one_line(student_heads_dir, tmp_path, capsys):
+    code, out, err, out_dir = graded("DiesInItsConstructor", student_heads_dir, tmp_path, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert ("error: --generator: the submission's process exited with code 3 while constructing "
+            "DiesInItsConstructor; its last output: constructor: giving up") in err
+
+
+DIES_ON_IMPORT = """
+import os, sys
+print("cannot find my weights", file=sys.stderr, flush=True)
+os._exit(4)
+"""
+SLOW_IMPORT = """
+import time
+time.sleep(60)
+"""
+
+
+def test_a_submission_dying_or_hanging_on_import_is_one_line(student_heads_dir, tmp_path, capsys, monkeypatch):
+    import medusa.grading.isolation as isolation
+
+    code, out, err = grade(DIES_ON_IMPORT, "Anything", student_heads_dir, tmp_path / "dies", capsys)
+    assert code == 2 and "Traceback" not in err
+    assert ("error: --generator: the submission's process exited with code 4 while importing the submission; its "
+            "last output: cannot find my weights") in err
+    monkeypatch.setattr(isolation, "IMPORT_SECONDS", 3.0)
+    started = time.monotonic()
+    code, out, err = grade(SLOW_IMPORT, "Anything", student_heads_dir, tmp_path / "slow", capsys)
+    assert code == 2 and "error: --generator: importing the submission failed: ran longer than 3 s" in err
+    assert time.monotonic() - started < 45
+
+
+def alive(pid: int) -> bool:
+    """Running (a killed process left unreaped by this container's init reads as a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def grader_process(student_heads_dir, tmp_path) -> tuple[subprocess.Popen, Path]:
+    """The real command line, in a process of its own, grading a submission that waits to be killed."""
+    out_dir = tmp_path / "WaitsForTheGrader"
+    out_dir.mkdir()
+    path = tmp_path / "waits_submission.py"
+    path.write_text(hostile(out_dir))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    env.pop("HF_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, str(root / "medusa.py"), "-m", str(student_heads_dir), "-n", "2",
+                             "-mol", "8", "--prompt-style", "seed", "--device", "cpu", "-o", str(out_dir),
+                             "--no-warmup", "--setup", "embedded", "--hf-token", "hf_cmdline_secret",
+                             "--generator", f"{path}:WaitsForTheGrader"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = tmp_path / "seen"
+    deadline = time.monotonic() + 240
+    while not seen.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not seen.exists():
+        proc.kill()
+        pytest.fail(f"the submission never ran: {proc.communicate()[1][-2000:]}")
+    return proc, seen
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_the_submission_dies_with_its_grader(how, student_heads_dir, tmp_path):
+    """However the grader ends, its submission's process ends too; and the grader's command line no longer
+    shows the --hf-token it was given."""
+    import signal
+
+    proc, seen = grader_process(student_heads_dir, tmp_path)
+    pid, token_seen = seen.read_text().split()
+    assert token_seen == "False"
+    proc.send_signal(getattr(signal, how))
+    out, err = proc.communicate(timeout=60)
+    if how == "SIGTERM":
+        assert proc.returncode == 143 and "stopped by signal 15: finished examples are saved" in err, err
+    deadline = time.monotonic() + 20
+    while alive(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(int(pid))
+
+
+def test_the_warm_up_prompt_is_never_a_timed_one(student_heads_dir, tmp_path, capsys):
+    code, out, err, out_dir = graded("MemoisesItsAnswers", student_heads_dir, tmp_path, capsys)
+    assert code == 0, err
+    assert all(r["seconds"] >= 1.0 for r in rows(out_dir))
+
+
 def test_cutting_the_predictions_loses_no_row(student_heads_dir, tmp_path, capsys):
     code, out, err, out_dir = graded("CutsThePredictions", student_heads_dir, tmp_path, capsys, "--no-warmup")
     assert code == 0, err
@@ -326,6 +475,14 @@ sandboxed = pytest.mark.skipif(not sandbox_works(), reason="this machine refuses
 
 PEEKING = HONEST + '''
 
+def readable(path):
+    try:
+        with open(path) as f:
+            return bool(f.read())
+    except OSError:
+        return False
+
+
 class Peeks(Greedy):
     """One id per question, 5 = yes / 6 = no: can it read the references, the grader's /proc, the network?"""
 
@@ -336,7 +493,7 @@ class Peeks(Greedy):
         answers = []
         samples = os.path.join(os.path.dirname(medusa.__file__), "samples", "flores200-devtest.eng_Latn")
         answers.append(5 if os.path.exists(samples) else 6)
-        answers.append(5 if os.path.exists(@DATA@) else 6)
+        answers.append(5 if readable(@DATA@) else 6)
         answers.append(5 if os.path.isdir(@OUT@) and os.listdir(@OUT@) else 6)  # the grader's files there
         try:
             open(f"/proc/{os.getppid()}/environ", "rb").read()
@@ -353,8 +510,7 @@ class Peeks(Greedy):
 
 
 def peek(student_heads_dir, tmp_path, capsys, *extra):
-    data = tmp_path / "data"
-    data.mkdir()
+    data = tmp_path  # beside the submission: its folder stays visible, the data's files do not
     (data / "set.hin_Deva").write_text("मैं घर जा रहा हूँ\nवह किताब पढ़ती है\n")
     (data / "set.eng_Latn").write_text("I am going home\nShe reads a book\n")
     listener = socket.socket()
@@ -383,6 +539,84 @@ def test_without_the_sandbox_the_same_files_are_in_reach(student_heads_dir, tmp_
     """What --sandbox adds, shown by its absence (docs/grading.md lists both columns)."""
     checks, rep, graded_rows = peek(student_heads_dir, tmp_path, capsys)
     assert graded_rows[0]["token_ids"][:3] == [5, 5, 5] and graded_rows[0]["token_ids"][4] == 5
+
+
+ESCAPING = HONEST + '''
+
+NESTED = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x10000000 | 0x00020000) != 0:  # a user namespace of its own, and a mount namespace in it
+    sys.exit(0)
+open("/proc/self/setgroups", "w").write("deny")
+open("/proc/self/uid_map", "w").write("0 0 1")
+libc.umount2(sys.argv[1].encode(), 2)
+sys.exit(5 if os.path.exists(sys.argv[2]) else 0)
+"""
+
+
+class Escapes(Greedy):
+    """One id per attempt to undo the sandbox, 5 = it worked / 6 = it did not."""
+
+    def __call__(self, input_ids):
+        import ctypes
+        import os
+        import subprocess
+        import sys
+        import medusa
+        libc = ctypes.CDLL(None, use_errno=True)
+        samples = os.path.join(os.path.dirname(medusa.__file__), "samples")
+        reference = os.path.join(samples, "flores200-devtest.eng_Latn")
+        answers = []
+        with open("/proc/self/status") as f:
+            caps = [line.split()[1] for line in f if line.startswith("CapEff")][0]
+        answers.append(5 if int(caps, 16) else 6)
+        libc.umount2(samples.encode(), 2)  # take the mask off the references
+        answers.append(5 if os.path.exists(reference) else 6)
+        libc.mount(None, os.path.dirname(medusa.__file__).encode(), None, ctypes.c_ulong(32 | 4096), None)
+        try:  # write into the grader's package
+            open(os.path.join(os.path.dirname(medusa.__file__), "planted.py"), "w").close()
+            answers.append(5)
+        except OSError:
+            answers.append(6)
+        try:  # the chroot escape: a new root below the working folder, then up past it
+            os.makedirs("jail", exist_ok=True)
+            os.chroot("jail")
+            for _ in range(64):
+                os.chdir("..")
+            os.chroot(".")
+            with open(@DATA@) as f:
+                answers.append(5 if f.read() else 6)
+        except OSError:
+            answers.append(6)
+        nested = subprocess.run([sys.executable, "-c", NESTED, samples, reference])
+        answers.append(5 if nested.returncode == 5 else 6)
+        answers.append(5 if set(os.listdir("/dev")) - {"null", "zero", "full", "random", "urandom", "shm", "fd",
+                                                       "stdin", "stdout", "stderr"} - {
+            d for d in os.listdir("/dev") if d.startswith("nvidia")} else 6)
+        return torch.tensor(answers)
+'''
+
+
+@sandboxed
+def test_the_sandboxed_submission_cannot_undo_the_sandbox(student_heads_dir, tmp_path, capsys):
+    """Uid 0 of its namespace, but without capabilities: no unmounting the masks, no remounting read-write, no
+    chroot back to the grader's tree, not even from a user namespace of its own; and no disks in /dev."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "set.hin_Deva").write_text("मैं घर जा रहा हूँ\n")
+    (data / "set.eng_Latn").write_text("I am going home\n")
+    out_dir = tmp_path / "escape"
+    source = ESCAPING.replace("@DATA@", repr(str(data / "set.eng_Latn")))
+    code, out, err = grade(source, "Escapes", student_heads_dir, out_dir, capsys, "-d", str(data / "set"),
+                           "--no-warmup", "--sandbox", n=1)
+    assert code == 0, err
+    graded_rows = rows(out_dir)
+    assert graded_rows[0]["error"] is None, graded_rows[0]
+    assert graded_rows[0]["token_ids"] == [6] * 6, graded_rows[0]
+    import medusa
+
+    assert not (Path(medusa.__file__).parent / "planted.py").exists()
 
 
 @sandboxed

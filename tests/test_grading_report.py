@@ -153,6 +153,12 @@ def test_checks_of_one_output():
     assert empty.empty and empty.generated_tokens == 0
     plain = check_output([10, 7, 8], [3], prompt, 8, 2)  # one id equal to the prompt's first is no echo
     assert not plain.partial_prompt_echo and plain.generated_tokens == 3
+    padded = check_output([5, 6, 2, 9, 9, 9], [6], prompt, 50, 2)  # ids after EOS are no speed
+    assert padded.generated_tokens == 2 and padded.tokens_after_eos == 3
+    long = check_output(list(range(40, 60)), [20], prompt, 8, 2)  # nor ids past the length limit
+    assert long.generated_tokens == 8 and long.over_length
+    echo_then_pad = check_output(prompt + [5, 2, 2, 2], [24], prompt, 50, 2)
+    assert echo_then_pad.generated_tokens == 1
 
 
 def test_the_cpu_tree_note_names_the_shipped_drafter_only_for_it():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -122,3 +123,28 @@ def test_tree_rows_take_their_depth_from_the_tree_file(tmp_path):
     s["tree_used"] = "heads/tree.json"
     row = read_csv(write_summary_csv(tmp_path, s))[0]
     assert (row["config"], row["beam_width"], row["heads"]) == ("tree", "", "")
+
+
+@pytest.mark.parametrize("replaced_by", ["folder", "link", "link-at-tmp"])
+def test_a_prediction_log_replaced_during_the_run_is_written_again_in_place(replaced_by, tmp_path):
+    """A folder or a link put where the log (or its temporary file) was: the rows land in a plain file at the
+    log's path, and nothing is written through a link to elsewhere."""
+    from medusa.evaluation.results import PredictionLog
+
+    path = tmp_path / "predictions.jsonl"
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not the grader's\n")
+    log = PredictionLog(path, resume=False)
+    log.write({"index": 0, "prediction": "a"})
+    path.unlink()
+    if replaced_by == "folder":
+        path.mkdir()
+        (path / "inside").write_text("x")
+    elif replaced_by == "link":
+        path.symlink_to(elsewhere)
+    else:
+        path.with_name(path.name + ".tmp").symlink_to(elsewhere)
+    log.close()
+    assert path.is_file() and not path.is_symlink()
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"index": 0, "prediction": "a"}]
+    assert elsewhere.read_text() == "not the grader's\n"

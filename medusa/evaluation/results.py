@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -19,8 +20,9 @@ SUMMARY = "summary.json"
 RUN_FILE = "run.json"
 # settings a resumed run may change: where it writes, how much it prints, and how many examples it covers (and the
 # --engine asked for: the engine actually used, ``engine_used``, must stay the same)
+# what may differ on --resume: it changes no decoded token (the sandbox only hides files from a submission)
 RESUMABLE_CHANGES = ("resume", "output_dir", "debug", "warmup", "num_examples", "hf_token", "engine", "timeout",
-                     "threads")
+                     "threads", "sandbox")
 # fingerprint keys added after runs were first recorded, with the value an older run.json implies
 ADDED_LATER = {"engine_used": "eager"}
 LIBRARIES = ("medusa", "torch", "transformers", "datasets", "sacrebleu", "rouge-score", "huggingface-hub", "accelerate")
@@ -64,7 +66,7 @@ class PredictionLog:
         self._file.close()
         want = self.expected()
         try:
-            intact = self.path.read_bytes() == want
+            intact = not self.path.is_symlink() and self.path.read_bytes() == want
         except OSError:
             intact = False
         if intact:
@@ -73,7 +75,12 @@ class PredictionLog:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        for stale in (tmp, self.path):  # whatever was put there instead: a folder, a link to elsewhere
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(fd, "wb") as f:
             f.write(want)
             f.flush()
             os.fsync(f.fileno())

@@ -1,6 +1,6 @@
 """JSON lines between the grader and the submission's process: the only thing that crosses is plain data.
 
-The grader reads with a deadline (``select``), so a submission that never answers costs at most its timeout, and
+The grader reads with a deadline (``selectors``: poll or epoll, so any descriptor number works), so a submission that never answers costs at most its timeout, and
 a reply is capped in size, so one that floods the pipe cannot exhaust the grader's memory.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import selectors
 import time
 
 MAX_MESSAGE = 16 << 20  # bytes: far more than the ids of any output, far less than a grader's memory
@@ -32,6 +32,8 @@ class Channel:
     def __init__(self, read_fd: int, write_fd: int) -> None:
         self.read_fd, self.write_fd = read_fd, write_fd
         self._buffer = b""
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(read_fd, selectors.EVENT_READ)
 
     def send(self, message: dict) -> None:
         data = (json.dumps(message) + "\n").encode()
@@ -47,8 +49,7 @@ class Channel:
             if len(self._buffer) > MAX_MESSAGE:
                 raise ChannelError(f"a reply longer than {MAX_MESSAGE >> 20} MB")
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.read_fd], [], [], wait)
-            if not ready:
+            if not self._selector.select(wait):
                 raise ChannelTimeout()
             chunk = os.read(self.read_fd, 1 << 16)
             if not chunk:
@@ -64,6 +65,7 @@ class Channel:
         return message
 
     def close(self) -> None:
+        self._selector.close()
         for fd in (self.read_fd, self.write_fd):
             try:
                 os.close(fd)

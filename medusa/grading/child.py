@@ -9,7 +9,8 @@ model, clock, metrics or files: the grader only ever reads token ids from this p
 Requests: ``load``, ``construct`` (the course's constructor arguments), ``call`` (a prompt's ids) and ``where``
 (answered at once, from a second thread, with the submission's file:line the main thread is at: what a timed-out
 example is blamed on). Replies: ``imported``, ``loaded``, ``ready``, ``result``, ``where`` and ``fatal`` (a one-line
-error that stops the grading run).
+error; before the first example it stops the grading run, during one only its ``needs-cuda`` code does, since the
+submission's own code could send any text).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> int:
     import torch
 
     from medusa.errors import MedusaError
-    from medusa.grading.submission import Submission, load_generator_class, one_line
+    from medusa.grading.submission import NeedsCuda, Submission, load_generator_class, one_line
 
     torch.set_num_threads(config["threads"])
     torch.manual_seed(config["seed"])
@@ -100,6 +101,8 @@ def main(argv: list[str]) -> int:
                 send(event="ready")
             elif op == "call":
                 send(event="result", **submission(message["prompt"]))
+        except NeedsCuda as exc:  # the grader words it itself: only the code and the site cross the pipe
+            send(event="fatal", code="needs-cuda", at=exc.where, message=str(exc))
         except MedusaError as exc:
             send(event="fatal", message=str(exc))
         except Exception as exc:  # our own failure (e.g. loading): one line, the grader stops

@@ -5,15 +5,19 @@ working folder and home, with an environment that keeps only what Python, torch 
 ``HF_*`` secrets, no grader arguments) and with the hub switched to offline mode. Only JSON lines of token ids cross
 the pipe (:mod:`medusa.grading.channel`). The grader:
 
-- waits for each reply with a deadline (``--timeout``), then kills the child's whole process group and starts a
-  new child for the next example, so no signal handler or loop inside the submission can hold it;
-- treats a child that ends or sends garbage as that example's failure and goes on with a new child;
+- waits for each reply with a deadline (``--timeout`` per example; fixed, generous ones for the import, the model
+  load and the constructor), then kills the child's whole process group and starts a new child for the next
+  example, so no signal handler or loop inside the submission can hold it;
+- treats a child that ends or sends garbage as that example's failure and goes on with a new child (before the
+  first example, a child that ends stops the run with one line, its last line of output included);
 - is the only writer of every output file (the child's output goes to ``submission.log`` through the grader);
 - freezes the child (SIGSTOP) while it decodes its own passes and writes its files, and kills it at the end of the
   run; on Linux it becomes a subreaper and, at each freeze and kill, kills every process the submission started
   that left the child's process group, so nothing of the submission runs while the grader writes; and marks itself non-dumpable while a
   submission runs, so that (for a grader that is not root) the submission cannot read the grader's environment or
-  memory through ``/proc``.
+  memory through ``/proc``;
+- has the child killed by the kernel if the grader itself dies (``PR_SET_PDEATHSIG``; with ``--sandbox`` that ends
+  every process of the submission's namespace).
 
 ``--sandbox`` (:mod:`medusa.grading.sandbox`) also hides the network and every file but the submission's folder,
 the Python installation and the model's files.
@@ -38,12 +42,16 @@ from medusa.errors import MedusaError
 from medusa.grading.channel import Channel, ChannelClosed, ChannelError, ChannelTimeout
 
 WHERE_SECONDS = 1.0  # how long a timed-out child may take to say where it was
+IMPORT_SECONDS = 600.0  # starting Python, importing torch and the submission
+LOAD_SECONDS = 3600.0  # the child's own model load, from the files the grader's load cached
+CONSTRUCT_SECONDS = 600.0  # the submission's constructor, where --timeout is not set
+TAIL_CHARS = 300  # of the child's last output line, quoted when it ends before the first example
 LOG_LIMIT = 10 << 20  # bytes of the submission's own output kept in submission.log
 LOG = "submission.log"
 # environment variables the child keeps (values, not secrets: the rest, tokens included, are dropped)
 KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH", "SYSTEMROOT", "MEDUSA_EMBEDDED_GGUF")
 KEEP_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_", "PYTORCH_")
-PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
 
 
 class SubmissionGone(Exception):
@@ -62,6 +70,15 @@ def _prctl(option: int, value: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
         except (OSError, AttributeError):
             pass
+
+
+def _die_with_parent():
+    """For the child, between fork and exec: the kernel kills it when the grader ends, however the grader ends
+    (the function is looked up before the fork, so the child calls no loader)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None).prctl
+    return lambda: prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 def _process_table() -> dict[int, tuple[int, int, int]]:
@@ -121,6 +138,27 @@ def kill_strays(child: int | None = None, frozen_group: int | None = None, round
             pass
 
 
+def scrub_command_line(secret: str) -> bool:
+    """Overwrite ``secret`` (an ``--hf-token``) in this process's own command line, which any process of the same
+    user reads from ``/proc/PID/cmdline``; ``sys.argv`` (a copy) keeps it. False where that cannot be done."""
+    if not secret or not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/proc/self/stat", encoding="utf-8", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49 of stat
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            text = mem.read(end - start)
+            if secret.encode() not in text:
+                return secret not in open("/proc/self/cmdline", "rb").read().decode("utf-8", "replace")
+            mem.seek(start)
+            mem.write(text.replace(secret.encode(), b"*" * len(secret.encode())))
+        return True
+    except (OSError, IndexError, ValueError):
+        return False
+
+
 def hub_cache() -> str:
     from huggingface_hub import constants
 
@@ -159,7 +197,7 @@ class ChildConfig:
 
 
 class SubmissionProcess:
-    """One submission's child process, restartable; every wait on it has an end."""
+    """One submission's child process, restartable; every wait on it has a deadline."""
 
     def __init__(self, config: ChildConfig, debug: bool = False) -> None:
         self.config, self.debug = config, debug
@@ -195,7 +233,7 @@ class SubmissionProcess:
         try:
             self.proc = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=log_w,
                                          stderr=subprocess.STDOUT, pass_fds=(to_child_r, from_child_w),
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=_die_with_parent())
         except OSError as exc:
             raise MedusaError(f"--generator: cannot start the submission's process ({exc})") from None
         finally:
@@ -204,25 +242,31 @@ class SubmissionProcess:
         self.channel = Channel(from_child_r, to_child_w)
         self._drain = threading.Thread(target=self._drain_output, args=(log_r,), daemon=True)
         self._drain.start()
-        self.channel.send({"generator": self.config.generator, "load": self.config.load,
-                           "threads": self.config.threads, "seed": self.config.seed,
-                           "sys_path": self.config.sys_path})
-        self._expect("imported", None, "importing the submission")
+        first = {"generator": self.config.generator, "load": self.config.load, "threads": self.config.threads,
+                 "seed": self.config.seed, "sys_path": self.config.sys_path}
+        self._setup(first, "imported", IMPORT_SECONDS, "importing the submission")
 
     def load(self) -> None:
         """The child's own model load (after the grader's: every file is in the cache by then)."""
-        self._send({"op": "load"}, "loading the model")
-        self._expect("loaded", None, "loading the model")
+        self._setup({"op": "load"}, "loaded", LOAD_SECONDS, "loading the model")
 
     def construct(self, args: dict, timeout: float | None, class_name: str) -> None:
         """Build the generator (within ``timeout``); failures stop the run with one line."""
         self.construct_args = args
-        self._send({"op": "construct", "args": args}, f"constructing {class_name}")
+        self._setup({"op": "construct", "args": args}, "ready", timeout or CONSTRUCT_SECONDS,
+                    f"constructing {class_name}", "the --timeout of " if timeout else "")
+
+    def _setup(self, message: dict, event: str, timeout: float, doing: str, limit: str = "") -> None:
+        """One step before the examples; no example can go on without it, so its failure stops the run."""
         try:
-            self._expect("ready", timeout, f"constructing {class_name}")
+            self._send(message, doing)
+            self._expect(event, timeout, doing)
         except SubmissionTimedOut as exc:
             at = f" ({exc.where})" if exc.where else ""
-            raise MedusaError(f"--generator: constructing {class_name} failed: {exc}{at}") from None
+            raise MedusaError(f"--generator: {doing} failed: ran longer than {limit}{timeout:g} s{at}") from None
+        except SubmissionGone as exc:
+            self.stop()
+            raise MedusaError(f"--generator: {exc}{self._last_output()}") from None
 
     def ready(self, args: dict, timeout: float | None, class_name: str) -> None:
         """Started, loaded and constructed with ``args`` (a restart after a failure goes through here)."""
@@ -266,18 +310,46 @@ class SubmissionProcess:
             except ChannelClosed:
                 reason = self._ended(doing)
                 self.stop()
-                if event in ("imported", "loaded"):
-                    raise MedusaError(f"--generator: {reason}") from None
                 raise SubmissionGone(reason) from None
             except ChannelError as exc:
                 self.stop()
                 raise SubmissionGone(f"the submission's process broke the grading protocol ({exc})") from None
             if message.get("event") == "fatal":
-                text = str(message.get("message", "the submission's process failed"))
                 self.stop()
-                raise MedusaError(" ".join(text.split())[:1000])
+                self._fatal(message, event)
             if message.get("event") == event:
                 return message
+
+    @staticmethod
+    def _fatal(message: dict, event: str) -> None:
+        """A ``fatal`` reply. During an example the submission's own code could have sent it, so only the
+        needs-CUDA code stops the run there, in the grader's own words; any other fails that example."""
+        text = " ".join(str(message.get("message", "the submission's process failed")).split())[:1000]
+        if event == "result":
+            if message.get("code") == "needs-cuda":
+                from medusa.grading.submission import cuda_error
+
+                at = message.get("at")
+                raise cuda_error(at[:200] if isinstance(at, str) else None)
+            raise SubmissionGone(f"the submission's process failed: {text[:300]}")
+        raise MedusaError(text if text.startswith("--generator: ") else f"--generator: {text}")
+
+    def _last_output(self) -> str:
+        """The child's last line of output (a traceback's last line says why it died), for the one-line error."""
+        with self._log_lock:
+            data = b"".join(self._pending)
+            if not data and self.log_path is not None:
+                try:
+                    with open(self.log_path, "rb") as f:
+                        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+                        data = f.read()
+                except OSError:
+                    data = b""
+        lines = [line.strip() for line in data[-4096:].decode("utf-8", "replace").splitlines() if line.strip()]
+        if not lines:
+            return ""
+        line = lines[-1] if len(lines[-1]) <= TAIL_CHARS else lines[-1][:TAIL_CHARS - 3] + "..."
+        return f"; its last output: {line}"
 
     def _where(self) -> str | None:
         """Ask a timed-out child where it is; a child that does not answer at once is not waited for."""
@@ -354,12 +426,15 @@ class SubmissionProcess:
     def close(self) -> None:
         self.stop()
         _prctl(PR_SET_DUMPABLE, 1)
+        _prctl(PR_SET_CHILD_SUBREAPER, 0)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     # ---- the child's output -----------------------------------------------------------------------------
     def set_log(self, path: Path) -> None:
         """Where the child's output goes from now on (what came before is written there first)."""
         with self._log_lock:
+            if path != self.log_path:  # each run's log has its own size limit
+                self._logged = 0
             self.log_path = path
             pending, self._pending = self._pending, []
         for chunk in pending:

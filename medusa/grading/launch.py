@@ -3,6 +3,7 @@ with ``--sandbox``, which of the grader's files it may see."""
 
 from __future__ import annotations
 
+import glob
 import importlib.machinery
 import os
 from dataclasses import asdict
@@ -57,7 +58,8 @@ def model_paths(names: list[str | None]) -> list[str]:
 
 def private_paths(settings) -> list[str]:
     """What a sandboxed submission must not see even beside its own file: the output folder and the local data
-    (a data file's folder: the references sit beside the sources)."""
+    (a pair prefix's files one by one, ``NAME.hin_Deva``, ``NAME.eng_Latn``…: the folder around them may be the
+    submission's own)."""
     paths = []
     if settings.output_dir:
         Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
@@ -65,18 +67,23 @@ def private_paths(settings) -> list[str]:
     data = Path(settings.dataset)
     if data.exists():
         paths.append(str(data.resolve()))
-    elif data.parent.is_dir() and any(data.parent.glob(data.name + ".*")):  # a pair prefix: NAME.hin_Deva, ...
-        paths.append(str(data.parent.resolve()))
+    elif data.parent.is_dir():
+        paths.extend(str(p.resolve()) for p in sorted(data.parent.glob(glob.escape(data.name) + ".*")))
     return paths
 
 
 def start_submission(settings, facts) -> SubmissionProcess:
     """The submission's process, started and past its import (one-line errors otherwise)."""
+    if os.name != "posix":
+        raise MedusaError("--generator needs Linux or macOS (the submission's process is started with POSIX pipes "
+                          "and process groups); grade on one of those")
     where, name = split_spec(settings.generator)
     folder = submission_folder(where)
     spec = f"{Path(where).resolve()}:{name}" if where.endswith(".py") else settings.generator
     load = settings.load_settings()
     load.token = None  # the child loads from the cache, offline
+    if load.device in ("auto", "cuda") and torch.cuda.is_available():  # this process's GPU (one per launched rank)
+        load.device = f"cuda:{torch.cuda.current_device()}"
     load.model_name, load.medusa_heads, load.adapter = (_absolute(load.model_name), _absolute(load.medusa_heads),
                                                         _absolute(load.adapter))
     sandbox = None

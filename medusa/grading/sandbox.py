@@ -7,19 +7,26 @@ run as ``python -m medusa.grading.sandbox CONFIG`` inside them, builds a new roo
 - shared read-only, at their own paths: the system's programs and libraries (``/usr``, ``/lib*``, ``/bin``), a few
   files of ``/etc`` the dynamic loader and Python read, the Python installation, this package (without its
   ``samples`` folder, which holds references), the submission's folder and the model's files;
-- ``/dev`` (GPUs) and ``/sys`` as they are, a fresh ``/proc`` that shows the namespace's processes only, and an
-  empty ``/tmp`` that vanishes with the child;
+- of ``/dev``, only the harmless nodes (``null``, ``zero``, ``full``, ``random``, ``urandom``) and the GPU's
+  (``nvidia*``), a fresh ``/dev/shm``; ``/sys`` read-only, a fresh ``/proc`` that shows the namespace's processes
+  only, and an empty ``/tmp`` that vanishes with the child;
 - no network (a new network namespace has only a loopback device, down).
 
 Nothing else of the grader's machine is there: not the dataset or its references, not the grader's output folder,
-not its home or its environment. Killing the first process ends every process of the namespace.
+not its home or its environment. The new root replaces the old one (``pivot_root``, the old root detached), so no
+``chroot`` trick leads back, and before the submission's Python starts the process gives up every capability
+(bounding set emptied, ``no_new_privs``, root's special treatment locked off): although it is uid 0 of its user
+namespace it cannot mount, unmount, remount or ``chroot``, so the read-only binds and the masks over references
+stay as they are. Killing the first process ends every process of the namespace.
 """
 
 from __future__ import annotations
 
 import ctypes
+import glob
 import json
 import os
+import platform
 import shutil
 import site
 import subprocess
@@ -36,6 +43,13 @@ ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "passwd", "
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, \
     1 << 18
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
+MNT_DETACH = 2
+DEVICES = ["null", "zero", "full", "random", "urandom"]
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "riscv64": 41}  # syscall numbers
+PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 24, 28, 38, 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+# SECBIT_NOROOT, SECBIT_NO_SETUID_FIXUP, SECBIT_KEEP_CAPS_LOCKED, SECBIT_NO_CAP_AMBIENT_RAISE, each with its lock
+SECURE_BITS = 0b11101111
 # statvfs flags → the mount flags a read-only remount of a bind must keep (the kernel refuses to drop them)
 KEPT_FLAGS = {1: MS_RDONLY, 2: MS_NOSUID, 4: MS_NODEV, 8: MS_NOEXEC, 1024: MS_NOATIME, 2048: MS_NODIRATIME,
               4096: MS_RELATIME}
@@ -107,13 +121,19 @@ def sandboxed(spec: SandboxSpec, command: list[str], env: dict[str, str], folder
 _libc = None
 
 
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+def _call(what: str, name: str, *args) -> None:
+    """A libc call that raises OSError (with ``what`` said) where it fails."""
     global _libc
     _libc = _libc or ctypes.CDLL(None, use_errno=True)
-    enc = (lambda s: None if s is None else s.encode())
-    if _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
+    if getattr(_libc, name)(*args) != 0:
         errno = ctypes.get_errno()
-        raise OSError(errno, f"mount {source or fstype} on {target}: {os.strerror(errno)}")
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = (lambda s: None if s is None else s.encode())
+    _call(f"mount {source or fstype} on {target}", "mount", enc(source), enc(target), enc(fstype),
+          ctypes.c_ulong(flags), enc(data))
 
 
 def _inside(root: str, path: str) -> str:
@@ -170,9 +190,7 @@ def build_root(config: dict) -> None:
             _bind(root, path)
     os.makedirs(_inside(root, "/tmp"), exist_ok=True)
     _mount("tmpfs", _inside(root, "/tmp"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
-    _bind(root, "/dev", read_only=False)
-    if os.path.isdir("/dev/shm"):
-        _mount("tmpfs", _inside(root, "/dev/shm"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    _devices(root)
     if os.path.isdir("/sys"):
         _bind(root, "/sys")
     os.makedirs(_inside(root, "/proc"), exist_ok=True)
@@ -185,16 +203,55 @@ def build_root(config: dict) -> None:
         path = os.path.realpath(path)
         if _covered(path, done):
             _hide(root, path)
-    os.chroot(root)
+    _enter(root)
     for d in ("/tmp/home", "/tmp/work"):
         os.makedirs(d, exist_ok=True)
+    _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)  # nothing new at the top level
     os.chdir("/tmp/work")
+
+
+def _devices(root: str) -> None:
+    """``/dev`` with the nodes Python and CUDA open, nothing else (no disks, no terminals, no kernel memory)."""
+    dev = _inside(root, "/dev")
+    os.makedirs(dev, exist_ok=True)
+    for path in [f"/dev/{name}" for name in DEVICES] + sorted(glob.glob("/dev/nvidia*")):
+        if os.path.exists(path) and not os.path.islink(path):
+            _bind(root, path, read_only=False)
+    os.makedirs(os.path.join(dev, "shm"), exist_ok=True)
+    _mount("tmpfs", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, os.path.join(dev, name))
+
+
+def _enter(root: str) -> None:
+    """Make ``root`` the root and detach the old one, so nothing of the grader's tree stays reachable."""
+    number = PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(0, f"pivot_root: no syscall number known for {platform.machine()}")
+    os.chdir(root)
+    _call("pivot_root", "syscall", ctypes.c_long(number), b".", b".")  # the old root now lies under the new one
+    _call("unmount the old root", "umount2", b".", ctypes.c_int(MNT_DETACH))
+    os.chdir("/")
+
+
+def drop_privileges() -> None:
+    """Give up every capability for good: the submission's Python gets none, and no program it runs can regain
+    any (uid 0 of the namespace is no longer special, nothing raises privileges on exec)."""
+    _call("lock root's capabilities off", "prctl", PR_SET_SECUREBITS, ctypes.c_ulong(SECURE_BITS), 0, 0, 0)
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for cap in range(last + 1):
+        _call(f"drop capability {cap}", "prctl", PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0)
+    _call("clear ambient capabilities", "prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    _call("no_new_privs", "prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
 def main(argv: list[str]) -> int:
     config = json.loads(argv[0])
     try:
         build_root(config)
+        drop_privileges()
     except OSError as exc:
         print(f"sandbox: {exc}", file=sys.stderr, flush=True)
         return 97

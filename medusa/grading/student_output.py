@@ -4,7 +4,8 @@ The course's contract: ``__call__(input_ids [1, P])`` returns the generated ids 
 max_output_len, ending at EOS. Values that cannot be token ids (text, floats, ids outside the vocabulary, a batch
 of several sequences) fail the example; a [1, T] batch of one is read but reported as not 1-D, and an output that
 is empty, repeats the prompt, runs past the length limit or goes on after EOS is scored as returned and flagged.
-Speed counts the ids the submission generated: the returned ids minus an echoed prompt.
+Speed counts the ids the submission generated: the returned ids minus an echoed prompt, up to EOS and at most
+max_output_len (padding past either is not generation).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class OutputChecks:
     over_length: bool
     tokens_after_eos: int
     partial_prompt_echo: bool = False  # starts with part of the prompt (an echo cut short): generated ids unknown
-    generated_tokens: int | None = None  # the returned ids minus an echoed prompt; None when that cannot be told
+    generated_tokens: int | None = None  # minus an echoed prompt, to EOS, ≤ max_len; None when it cannot be told
 
     @property
     def empty(self) -> bool:
@@ -88,7 +89,7 @@ def check_output(ids: list[int], shape: list[int], prompt: list[int], max_len: i
         over_length=len(ids) > max_len,
         tokens_after_eos=0 if first_stop is None else len(generated) - first_stop - 1,
         partial_prompt_echo=partial,
-        generated_tokens=None if partial else len(generated),
+        generated_tokens=None if partial else min(len(generated) if first_stop is None else first_stop, max_len),
     )
 
 

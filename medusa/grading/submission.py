@@ -53,10 +53,18 @@ def needs_cuda(exc: BaseException) -> bool:
     return not torch.cuda.is_available() and "cuda" in str(exc).lower()
 
 
-def cuda_error(where: str | None) -> MedusaError:
-    at = f" ({where})" if where else ""
-    return MedusaError(f"--generator: this submission needs CUDA{at} and this machine has none; "
-                       "grade it on a machine with a CUDA GPU")
+class NeedsCuda(MedusaError):
+    """The one failure of an example that stops the run: the submission needs a GPU this machine lacks."""
+
+    def __init__(self, where: str | None) -> None:
+        at = f" ({where})" if where else ""
+        super().__init__(f"--generator: this submission needs CUDA{at} and this machine has none; "
+                         "grade it on a machine with a CUDA GPU")
+        self.where = where
+
+
+def cuda_error(where: str | None) -> NeedsCuda:
+    return NeedsCuda(where)
 
 
 def failure_site(exc: BaseException, files: set[str]) -> str | None:
