@@ -17,7 +17,7 @@ from medusa.errors import MedusaError
 from medusa.model.hub import fail_fast_offline
 from medusa.runtime.output_dir import claimed_folder
 from medusa.settings import SETUPS, RunSettings
-from medusa.arg_types import positive_int, positive_seconds, probability
+from medusa.arg_types import SEED, checked_number, positive_int, probability
 from medusa.runtime.threads import apply_threads, threads_arg
 
 DESCRIPTION = (
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="grade a course submission: run its MedusaTextGenerator(model, decoding_strategy, eos_id, "
                       "use_no_medusa_heads, beam_width, max_output_len) instead of the built-in decoders, then "
                       "our strategy of the same name on the same rows, for the grading report (grading.json)")
-    more.add_argument("--timeout", type=positive_seconds, default=None, metavar="SECONDS",
+    more.add_argument("--timeout", type=timeout_seconds, default=None, metavar="SECONDS",
                       help="with --generator: an example the submission has not finished in SECONDS fails (its "
                       "process is killed, a new one takes over, the run goes on); default: no limit")
     more.add_argument("--sandbox", action="store_true",
@@ -142,9 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
                       "summary.csv and the plots go (default results/SETUP-STRATEGY-TIME); one run at a time")
     more.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
     more.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up generation")
-    more.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    more.add_argument("--seed", type=SEED, default=0, help="random seed (0)")
     add_threads_argument(more)
     return p
+
+
+MIN_TIMEOUT = 0.1  # seconds: below this not even a finished submission's reply arrives, so every example would fail
+
+
+def timeout_seconds(text: str) -> float:
+    """--timeout: a finite number of seconds, at least :data:`MIN_TIMEOUT` (a shorter one only fails examples)."""
+    return checked_number(text, float, "a number of seconds", lambda v: MIN_TIMEOUT <= v < float("inf"),
+                          f"must be a positive number of seconds, at least {MIN_TIMEOUT:g}, got {{text}}")
 
 
 def add_threads_argument(p) -> None:
@@ -277,6 +286,8 @@ def parse_subcommand(argv: list[str], name: str, description: str, add_arguments
     add_arguments(p)
     add_threads_argument(p)
     args = vars(p.parse_args(argv))
+    if args.get("hf_token"):
+        warn_token_flag()
     args["hf_token"] = args.get("hf_token") or os.environ.get("HF_TOKEN") or None
     apply_threads(args.pop("threads"))
     fail_fast_offline(hub_names(args), BUILT_IN_NAMES)
@@ -340,8 +351,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         args = build_parser().parse_args(argv)
         settings = settings_from_args(args)
-        if settings.generator and settings.hf_token:
-            hide_token_from_submission(settings.hf_token, settings.sandbox)
+        warned = bool(settings.generator and settings.hf_token) and hide_token_from_submission(settings.hf_token,
+                                                                                                settings.sandbox)
+        if args.hf_token and not warned:  # one warning about the token, never two
+            warn_token_flag(" (with --setup seed for the seed protocol)" if args.setup == "auto" else "")
         settings.threads = apply_threads(settings.threads)
         processes()  # under accelerate launch: join the process group first, so only the main process speaks
         fail_fast_offline(hub_names(vars(settings)), BUILT_IN_NAMES)
@@ -364,6 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say(interrupted_message(argv[0] if argv[:1] and argv[0] in SUBCOMMANDS else None))
         return 130
+    except OSError as exc:
+        if not refused_write(exc):
+            raise
+        from medusa.evaluation.results import disk_advice
+
+        where = f" {exc.filename}" if exc.filename else ""
+        say(f"error: cannot write{where}: {exc.strerror}; {disk_advice(exc)} (finished examples are kept: rerun with "
+            "--resume and the same --output-dir)")
+        return 2
     except torch_oom_errors() as exc:  # type: ignore[misc]
         say(f"error: out of memory ({str(exc).splitlines()[0]}); try --dtype float16, a smaller "
             "--max-input-len or --device cpu")
@@ -371,13 +393,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def hide_token_from_submission(token: str, sandbox: bool) -> None:
-    """A graded submission runs as the grader's user and may read the grader's command line; the token leaves it."""
+def refused_write(exc: OSError) -> bool:
+    """The file system refused to store something (full, over quota, read-only): the user's to fix, in one line."""
+    import errno
+
+    return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EROFS)
+
+
+def hide_token_from_submission(token: str, sandbox: bool) -> bool:
+    """A graded submission runs as the grader's user and may read the grader's command line; the token leaves it.
+    True when it warned that the token stays there (which already says to use HF_TOKEN)."""
     from medusa.grading.isolation import scrub_command_line
 
     if not scrub_command_line(token) and not sandbox:
         say("warning: --hf-token stays readable in this process's command line, where the submission can read it; "
             "pass the token as HF_TOKEN instead, or grade with --sandbox")
+        return True
+    return False
+
+
+def warn_token_flag(then: str = "") -> None:
+    """Any user of the machine can read a process's command line (ps), so a token given as a flag is shared."""
+    say("warning: --hf-token shows the token to every user of this machine (ps); set the HF_TOKEN environment "
+        f"variable{then} or log in once with `hf auth login` (older: huggingface-cli login) instead")
 
 
 def interrupted_message(command: str | None) -> str:

@@ -29,7 +29,8 @@ from medusa.runtime.output_dir import claimed_folder
 from medusa.evaluation.preflight import check_head_count, check_table_heads, inspect_run, prompt_note, settle_prompt_style
 from medusa.evaluation.prompts import encode_prompt, encode_prompts, process_reference
 from medusa.evaluation.results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, check_resume_before_loading,
-                      device_description, git_commit, library_versions, write_summary)
+                                       check_same_rows, device_description, git_commit, library_versions,
+                                       weights_digest, write_summary)
 from medusa.evaluation.result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
 from medusa.settings import RunSettings
 
@@ -128,6 +129,7 @@ def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Examp
     ``engine`` is prepared (CUDA graphs captured) for the longest prompt before the warm-up: never timed.
     """
     tokenizer = model.tokenizer
+    check_same_rows(log, examples)
     todo = [ex for ex in examples if ex.index not in log.done]
     prompts = dict(zip([ex.index for ex in todo], encode_prompts(
         tokenizer, [ex.source for ex in todo], settings.src_lang, settings.tgt_lang, settings.prompt_style,
@@ -333,7 +335,8 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
         out_dir.mkdir(parents=True, exist_ok=True)
         tree_used = decoding.tree_file if settings.decoding_strategy == "tree" and not settings.dynamic_tree else None
         fingerprint = {**settings.public_dict(), "tree_used": tree_used, "engine_used": engine.name,
-                       "base": model.info.base, "heads": model.info.heads, **model.info.extra}
+                       "base": model.info.base, "heads": model.info.heads, **model.info.extra,
+                       "weights": {"base": weights_digest(model.base_model), "heads": weights_digest(model.heads)}}
         check_same(fingerprint)  # every process loaded the same model, heads, dtype and tree
         on_main(lambda: check_or_write_run(out_dir, fingerprint, settings.resume))
         from medusa.grading.report import Pass, grading_runs, succeeded
@@ -397,6 +400,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
                 a["token_ids"] == b["token_ids"] for a, b in zip(rows, rows_of["baseline"])
             )
         report_path = None
+        out_dir.mkdir(parents=True, exist_ok=True)  # removed during the run: made again (its rows were rewritten)
         if student is not None:
             from medusa.grading.report import compare, grading_report, print_report, write_report
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -30,6 +31,8 @@ from medusa.console import say
 from medusa.errors import MedusaError
 from medusa.model.hub import network_down
 from medusa.evaluation.languages import CODE_PATTERN, check_language_code
+
+DEFAULT_SPLIT = "test"  # --split's default: hub datasets only
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ def load_examples(
         raise MedusaError("--dataset is empty; pass a built-in name, a local path or a hub id")
 
     table = _resolve(dataset, token, split)
+    if table.kind != "hub" and split != DEFAULT_SPLIT:
+        say(f"note: --split {split} is for hub datasets; {dataset} is read whole")
     examples, has_refs, total = _select(table, dataset, src, tgt, num_examples)
     info = DatasetInfo(
         name=dataset, kind=table.kind, split=table.split, has_references=has_refs, total_rows=total
@@ -163,12 +168,25 @@ def _select(
         )
         for i in range(count)
     ]
-    empty = [ex.index for ex in examples if not ex.source.strip()]
+    empty = [ex.index for ex in examples if blank(ex.source)]
     if empty:  # a translation of nothing would be scored as if it were one
-        rows = ", ".join(map(str, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
-        raise MedusaError(f"{table.where(src)} has empty {src} text in row(s) {rows} (counting from 0); "
+        raise MedusaError(f"{table.where(src)} has empty {src} text in row(s) {_rows(empty)} (counting from 0); "
                           "remove those rows or fill them in")
+    unreferenced = [ex.index for ex in examples if ex.target is not None and blank(ex.target)]
+    if unreferenced:  # scored, an empty reference reads as a real zero
+        raise MedusaError(f"{table.where(tgt)} has empty {tgt} references in row(s) {_rows(unreferenced)} "
+                          f"(counting from 0); remove those rows, fill them in, or pass {table.where(src)} alone "
+                          "to run without references (speed only)")
     return examples, has_refs, total
+
+
+def blank(text: str) -> bool:
+    """Nothing a reader can see: spaces, control and format characters (zero-width spaces and joiners, BOMs)."""
+    return all(unicodedata.category(c)[0] in "CZ" for c in text)
+
+
+def _rows(indices: list[int]) -> str:
+    return ", ".join(map(str, indices[:5])) + (f" and {len(indices) - 5} more" if len(indices) > 5 else "")
 
 
 def _available(columns: Iterable[str]) -> str:

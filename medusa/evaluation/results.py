@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -25,45 +26,60 @@ RESUMABLE_CHANGES = ("resume", "output_dir", "debug", "warmup", "num_examples", 
                      "threads", "sandbox")
 # fingerprint keys added after runs were first recorded, with the value an older run.json implies
 ADDED_LATER = {"engine_used": "eager"}
+# fingerprint keys an older run.json may lack, with no value to assume: compared only where recorded
+UNRECORDED_BEFORE = ("weights",)
+DIGEST_SAMPLES = 1024  # values read from each tensor for its digest
 LIBRARIES = ("medusa", "torch", "transformers", "datasets", "sacrebleu", "rouge-score", "huggingface-hub", "accelerate")
 
 
 class PredictionLog:
     """Append-only JSONL: each line is flushed and synced, so an interrupted run keeps every finished example.
 
-    The rows also stay in memory: :meth:`close` finds a file that something else changed, cut or removed during the
-    run (a graded submission, a user) and writes it again from them, so no finished row is lost.
+    The rows also stay in memory. Before each row the log checks that its path still holds the file it opened: a
+    file (or folder) that something else removed or replaced during the run (a graded submission, a user) is
+    written again from memory at once, and :meth:`close` does the same for one that was changed, so no finished row
+    is lost. A disk that refuses a row (full, read-only) stops the run with one line saying what is kept.
     """
 
     def __init__(self, path: Path, resume: bool) -> None:
         self.path = path
         self.done: dict[int, dict] = {}
-        if resume and self.path.exists():
-            rows = read_predictions(self.path)
-            self.done = {row["index"]: row for row in rows}
-            # rewrite without a line cut off by the crash, so new rows start on a line of their own; into a temp file
-            # renamed over the old one, so a kill during the rewrite loses nothing
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        else:
-            refuse_to_overwrite(self.path)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._said = False
+        self._failed = False  # a row the disk refused: that error said what is kept
+        try:
+            if resume and self.path.exists():
+                rows = read_predictions(self.path)
+                self.done = {row["index"]: row for row in rows}
+                # rewrite without a line cut off by the crash, so new rows start on a line of their own; into a temp
+                # file renamed over the old one, so a kill during the rewrite loses nothing
+                self._replace_file(self.expected())
+            else:
+                refuse_to_overwrite(self.path)
+            self._file = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise self._disk_error(exc) from None
 
     def write(self, row: dict) -> None:
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.done[row["index"]] = row
+        self.done[row["index"]] = row  # kept first: a row the disk refuses is still written by a later rewrite
+        try:
+            if not self._still_ours():
+                self._rewrite("was removed or replaced during the run")
+                return
+            self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            self._failed = True
+            raise self._disk_error(exc, kept=len(self.done) - 1) from None
 
     def expected(self) -> bytes:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.done.values()).encode("utf-8")
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the rows are checked, and written again if need be, below
         want = self.expected()
         try:
             intact = not self.path.is_symlink() and self.path.read_bytes() == want
@@ -71,8 +87,38 @@ class PredictionLog:
             intact = False
         if intact:
             return
+        try:
+            self._rewrite("was changed or removed during the run", reopen=False)
+        except OSError as exc:
+            if not self._failed:  # else the error that stopped the run already said what is kept
+                raise self._disk_error(exc) from None
+
+    # ---- keeping the file what it should be -----------------------------------------------------------------
+    def _still_ours(self) -> bool:
+        """The path still names the file this log appends to (not removed, not replaced, its folder not gone)."""
+        try:
+            now, opened = os.stat(self.path, follow_symlinks=False), os.fstat(self._file.fileno())
+        except OSError:
+            return False
+        return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
+
+    def _rewrite(self, what: str, reopen: bool = True) -> None:
+        """Every row kept so far, written again at the path (its folder made again if it went)."""
         from medusa.console import say
 
+        self._replace_file(self.expected())
+        if reopen:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = open(self.path, "a", encoding="utf-8")
+        if not self._said:
+            say(f"note: {self.path} {what}; written again with its {len(self.done)} rows")
+            self._said = not reopen  # said again at the end if it happens again then
+
+    def _replace_file(self, data: bytes) -> None:
+        """``data`` at the path through a new temporary file (never through a link someone put there)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         for stale in (tmp, self.path):  # whatever was put there instead: a folder, a link to elsewhere
@@ -80,12 +126,61 @@ class PredictionLog:
                 shutil.rmtree(stale)
         tmp.unlink(missing_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(want)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        say(f"note: {self.path} was changed or removed during the run; written again with its {len(self.done)} rows")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _disk_error(self, exc: OSError, kept: int | None = None) -> MedusaError:
+        kept = len(self.done) if kept is None else kept
+        rows = f"the {kept} finished examples written before are" if kept != 1 else \
+            "the 1 finished example written before is"
+        return MedusaError(f"cannot write {self.path}: {exc.strerror or exc}; {rows} kept there: "
+                           f"{disk_advice(exc)}, then rerun with --resume and the same --output-dir")
+
+
+def weights_digest(module: torch.nn.Module | None) -> str | None:
+    """A fingerprint of loaded weights for ``--resume`` (retrained heads, another base behind the same path): each
+    tensor's name, shape, type and 1024 values spread over it, hashed; cheap even for a 7B model on its GPU."""
+    if module is None:
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // DIGEST_SAMPLES)
+        sample = flat[::step][:DIGEST_SAMPLES].to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_same_rows(log: PredictionLog, examples: list) -> None:
+    """``--resume`` continues the same data: a finished row whose source or reference text differs from the
+    dataset's row at that index now would mix two datasets in one result."""
+    for ex in examples:
+        row = log.done.get(ex.index)
+        if row is not None and (row.get("source"), row.get("target")) != (ex.source, ex.target):
+            what = "source" if row.get("source") != ex.source else "reference"
+            raise MedusaError(f"--resume: row {ex.index} of the data differs from the one finished in {log.path} "
+                              f"(its {what} text changed): resume with the same data or choose another --output-dir")
+
+
+def disk_advice(exc: OSError) -> str:
+    """What to do about a write the file system refused."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return "free some disk space"
+    if exc.errno == errno.EROFS:
+        return "pass an --output-dir on a writable disk"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "pass an --output-dir you may write to"
+    return "check the disk"
 
 
 def refuse_to_overwrite(path: Path) -> None:
@@ -178,6 +273,7 @@ def check_or_write_run(folder: Path, fingerprint: dict, resume: bool) -> None:
         except ValueError:
             raise MedusaError(f"{path} is not valid JSON: move it away to resume without the check") from None
         before = {**{k: v for k, v in ADDED_LATER.items() if k in current}, **before}
+        current = {k: v for k, v in current.items() if k in before or k not in UNRECORDED_BEFORE}
         _refuse_mixing(folder, before, current, set(before) | set(current))
         return
     tmp = path.with_suffix(".tmp")

@@ -15,7 +15,7 @@ from medusa.model import stop_token_ids
 from medusa.runtime.output_dir import check_output_file
 from medusa.evaluation.prompts import encode_prompts
 from medusa.measure.measured_model import MeasuredModelSettings, add_model_arguments, load_measured_model
-from medusa.measure.trees import save_tree
+from medusa.measure.trees import MAX_TREE_NODES, save_tree
 
 
 @dataclass
@@ -43,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", default=d.output, help="where the tree JSON goes (tree.json)")
 
 
+def check_max_rank(max_rank: int, vocab_size: int) -> None:
+    """A head ranks only the vocabulary's tokens: ranks past it would be measured as never right, and saved so."""
+    if max_rank > vocab_size:
+        raise MedusaError(f"--max-rank {max_rank} is more than the model's vocabulary of {vocab_size} tokens: "
+                          f"pass --max-rank {min(CalibrationSettings.max_rank, vocab_size)} (at most {vocab_size})")
+
+
 def run_calibration(s: CalibrationSettings) -> dict:
     """Greedy continuations of the dataset's prompts → per-head top-k hit rates → optimal tree → JSON."""
     for name, value in (("--num-examples", s.num_examples), ("--tree-size", s.tree_size), ("--max-rank", s.max_rank),
@@ -50,12 +57,15 @@ def run_calibration(s: CalibrationSettings) -> dict:
                         ("--max-output-len", s.max_output_len), ("--heads", s.heads)):
         if value is not None and value < 1:
             raise MedusaError(f"{name} must be at least 1 (got {value})")
+    if s.tree_size > MAX_TREE_NODES:  # --tree would refuse the file it writes
+        raise MedusaError(f"--tree-size {s.tree_size} is too big: at most {MAX_TREE_NODES} nodes")
     check_output_file(Path(s.output), "--output")  # before the model loads, not after the work
     examples, info = load_examples(s.dataset, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
     model, s = load_measured_model(s, "calibrate")
     heads = s.heads or model.num_heads
     if heads > model.num_heads:
         raise MedusaError(f"--heads {heads} is more than the model has ({model.num_heads})")
+    check_max_rank(s.max_rank, model.vocab_size)
     stops = sorted(stop_token_ids(model.tokenizer, model.base_model))
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else stops[0]
     prompts = encode_prompts(model.tokenizer, [ex.source for ex in examples], s.src_lang, s.tgt_lang,

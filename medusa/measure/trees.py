@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import reprlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,9 +31,18 @@ DEFAULT_ACCURACIES: list[list[float]] = [
     [round(top1 * RANK_DECAY**k, 8) for k in range(DEFAULT_RANKS)] for top1 in DEFAULT_TOP1
 ]
 
+MAX_TREE_NODES = 1024  # a verify pass this wide already costs more than it can return on any hardware measured
+
 # Node counts of the built-in trees by number of heads: small enough that one verify forward of
 # (tree + 1) positions stays cheap, large enough to cover the likely continuations.
 BUILTIN_SIZES: dict[int, int] = {1: 5, 2: 15, 3: 31, 4: 63, 5: 63}
+
+
+def _shown(value: object) -> str:
+    """``value`` for a message: nested or long lists cut short, so the line stays readable and never recurses."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxstring, short.maxother = 3, 8, 40, 40
+    return short.repr(value)
 
 
 def _sort_key(path: TreePath) -> tuple[int, TreePath]:
@@ -51,14 +61,14 @@ def validate_tree(paths: Iterable[Sequence[int]], num_heads: int) -> list[TreePa
     out: list[TreePath] = []
     for raw in paths:
         if not isinstance(raw, (list, tuple)):
-            raise MedusaError(f"tree path {raw!r} is not a list of rank indices")
+            raise MedusaError(f"tree path {_shown(raw)} is not a list of rank indices")
         if not raw:
             raise MedusaError("tree path [] is empty: every path needs at least one rank index")
         for x in raw:
             if isinstance(x, bool) or not isinstance(x, int):
-                raise MedusaError(f"tree path {list(raw)!r} holds {x!r}: rank indices must be integers")
+                raise MedusaError(f"tree path {_shown(list(raw))} holds {_shown(x)}: rank indices must be integers")
             if x < 0:
-                raise MedusaError(f"tree path {list(raw)!r} holds {x}: rank indices must be >= 0")
+                raise MedusaError(f"tree path {_shown(list(raw))} holds {x}: rank indices must be >= 0")
         path = tuple(int(x) for x in raw)
         if len(path) > num_heads:
             raise MedusaError(
@@ -95,13 +105,15 @@ def _check_accuracies(accuracies: Sequence[Sequence[float]]) -> list[list[float]
     table: list[list[float]] = []
     for h, row in enumerate(accuracies):
         if not isinstance(row, (list, tuple)):
-            raise MedusaError(f"accuracy row of head {h} is {row!r}: give a list of per-rank accuracies per head")
+            raise MedusaError(f"accuracy row of head {h} is {_shown(row)}: give a list of per-rank accuracies per "
+                              "head")
         if not row:
             raise MedusaError(f"accuracy row of head {h} is empty: give at least the top-1 accuracy")
         clean = []
         for k, a in enumerate(row):
             if isinstance(a, bool) or not isinstance(a, (int, float)) or not (0.0 <= float(a) <= 1.0):
-                raise MedusaError(f"accuracy of head {h} rank {k} is {a!r}: it must be a probability in [0, 1]")
+                raise MedusaError(f"accuracy of head {h} rank {k} is {_shown(a)}: it must be a probability in "
+                              "[0, 1]")
             clean.append(float(a))
         table.append(clean)
     return table
@@ -188,6 +200,9 @@ def _read_tree_json(path: str):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise MedusaError(f"tree file {path} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:  # lists nested thousands deep: no tree is (a path is one flat list)
+        raise MedusaError(f"tree file {path} nests its lists too deeply to be a tree: write a list of flat paths "
+                          "such as [[0], [0, 0], [1]]") from None
 
 
 def load_tree(path: str, num_heads: int) -> list[TreePath]:
@@ -199,13 +214,13 @@ def load_tree(path: str, num_heads: int) -> list[TreePath]:
         data = data["paths"]
     if not isinstance(data, list):
         raise MedusaError(f"tree file {path} must hold a list of paths such as [[0], [0, 0], [1]]")
+    if len(data) > MAX_TREE_NODES:  # the verify pass's attention mask grows with the square of the node count
+        raise MedusaError(f"tree file {path} has {len(data)} paths, more than the {MAX_TREE_NODES} a tree may have: "
+                          "use a smaller tree (calibrate-tree --tree-size N writes one)")
     try:
         return validate_tree(data, num_heads)
     except MedusaError as e:
         raise MedusaError(f"tree file {path}: {e}") from None
-
-
-MAX_TREE_NODES = 1024  # a verify pass this wide already costs more than it can return on any hardware measured
 
 
 def resized_tree(path: str | None, num_heads: int, size: int) -> list[TreePath]:

@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medusa.model.checkpoints import HEADS_CONFIG, HEADS_WEIGHTS, MEDUSA1_WEIGHTS, MEDUSA2_PREFIX
+from medusa.errors import MedusaError
+from medusa.model.checkpoints import HEADS_CONFIG, HEADS_WEIGHTS, MEDUSA1_WEIGHTS, MEDUSA2_PREFIX, inside_folder
 from medusa.model.embedded import EMBEDDED_NAME
 from medusa.model.hub import fetch, is_local
 
@@ -40,6 +41,12 @@ def _json_or_none(path: Path | None) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _text(declared: dict, key: str) -> str:
+    """A name from heads metadata; anything but text is "cannot tell" (the loader says what is wrong with it)."""
+    value = declared.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def has_chat_template(location: str, token: str | None = None) -> bool | None:
@@ -102,7 +109,7 @@ def _heads_only(location: str, token: str | None) -> CheckpointFacts | None:
     if path.is_file():
         declared = _json_or_none(path.parent / HEADS_CONFIG) or {}
         keys = weight_keys(path)
-        return CheckpointFacts(declared.get("base_model") or "", num_heads=_stored_heads(keys, declared),
+        return CheckpointFacts(_text(declared, "base_model"), num_heads=_stored_heads(keys, declared),
                                heads_source=str(path), declared=declared)
     config = fetch(location, HEADS_CONFIG, token, required=False)
     if config is not None:
@@ -110,7 +117,7 @@ def _heads_only(location: str, token: str | None) -> CheckpointFacts | None:
         weights = _local_file(location, HEADS_WEIGHTS) if is_local(location) else None
         keys = weight_keys(weights) if weights else None
         num = _stored_heads(keys, declared) if keys else declared.get("num_heads")
-        return CheckpointFacts(declared.get("base_model") or "", num_heads=num if isinstance(num, int) else None,
+        return CheckpointFacts(_text(declared, "base_model"), num_heads=num if isinstance(num, int) else None,
                                heads_source=location, declared=declared)
     if is_local(location):
         for name in MEDUSA1_WEIGHTS:
@@ -118,14 +125,14 @@ def _heads_only(location: str, token: str | None) -> CheckpointFacts | None:
             if weights is not None:
                 declared = _json_or_none(_local_file(location, "config.json")) or {}
                 keys = weight_keys(weights)
-                return CheckpointFacts(declared.get("base_model_name_or_path") or "",
+                return CheckpointFacts(_text(declared, "base_model_name_or_path"),
                                        num_heads=count_heads(keys) if keys else None, heads_source=location,
                                        declared=declared)
         return None
     declared = _json_or_none(fetch(location, "config.json", token, required=False)) or {}
     if "medusa_num_heads" in declared and "hidden_size" not in declared:  # a Medusa-1 heads repository
         # its config may state fewer heads than its tensors hold: the count waits for the weights
-        return CheckpointFacts(declared.get("base_model_name_or_path") or "", heads_source=location, declared=declared)
+        return CheckpointFacts(_text(declared, "base_model_name_or_path"), heads_source=location, declared=declared)
     return None
 
 
@@ -146,11 +153,18 @@ def _medusa2_heads(location: str, token: str | None) -> int | None:
 
 
 def _beside(source: str, declared: dict) -> str | None:
-    """The tree saved next to local heads, as the loader finds it."""
+    """The tree saved next to local heads, as the loader finds it; a name that is not text or leaves the folder is
+    "cannot tell" (the loader refuses it)."""
     path = Path(source)
     folder = path if path.is_dir() else path.parent if path.is_file() else None
-    tree = folder / (declared.get("tree") or "tree.json") if folder is not None else None
-    return str(tree) if tree is not None and tree.is_file() else None
+    name = declared.get("tree") or "tree.json"
+    if folder is None or not isinstance(name, str):
+        return None
+    try:
+        tree = folder / inside_folder(name, source, "tree")
+    except MedusaError:
+        return None
+    return str(tree) if tree.is_file() else None
 
 
 def inspect_checkpoint(model_name: str, medusa_heads: str | None, adapter: str | None, bare_embedded: bool,

@@ -10,12 +10,14 @@ All use FasterDecoding's key layout (``{k}.{j}.linear.weight``, ``{k}.{L}.weight
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from medusa.errors import MedusaError
+from medusa.model.finite import refuse_non_finite
 from medusa.model.heads import HeadConfig, MedusaHeads, infer_head_config
 from medusa.model.hub import fetch, is_local
 from medusa.model.int8_weights import Int8FormatError, dequantize_tensors, is_quantized
@@ -25,6 +27,13 @@ HEADS_WEIGHTS = "medusa_heads.safetensors"
 MEDUSA1_WEIGHTS = ("medusa_lm_head.safetensors", "medusa_lm_head.pt")
 MEDUSA2_PREFIX = "medusa_head."
 FORMAT_NAME = "medusa-heads"
+FOLDER_FILES = {"tree": "tree.json", "adapter": "adapter"}  # files heads metadata names beside the heads (defaults)
+TEXT_FIELDS = ("base_model", "base_model_name_or_path", *FOLDER_FILES)
+HEAD_PREFIXES = ("token_proj.", "seq_proj.", "drafter.")
+EXPECTED_NAMES = ("0.0.linear.weight (head 0, residual block 0), 0.1.weight (head 0's projection), "
+                  "token_proj.0.weight, seq_proj.0.weight or drafter.*")
+NON_FINITE_ADVICE = ("the file is damaged or the training that wrote it diverged: restore it, or train the heads "
+                     "again (with a lower --lr if the loss went to NaN)")
 
 
 @dataclass
@@ -110,11 +119,63 @@ def _why_unreadable(exc: Exception) -> str:
     return "not a weights file: corrupt, cut short or another format"  # torch's KeyError: 101 etc. say nothing
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """A settings file's content; a list or a bare value there (a hand edit, another file saved over it) is said so,
+    rather than failing later where its fields are read."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise MedusaError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise MedusaError(f"{path} is not a JSON object of settings (it holds a {type(data).__name__}): restore the "
+                          "file from where the model or heads came from")
+    return data
+
+
+def inside_folder(name: str, config: Path | str, key: str) -> str:
+    """``name`` as given, once sure it stays inside the heads folder: heads metadata may only point at files shipped
+    with the heads, never at a tree or adapter anywhere else on the disk."""
+    normal = os.path.normpath(name)
+    if os.path.isabs(normal) or normal == os.pardir or normal.startswith(os.pardir + os.sep):
+        raise MedusaError(f"{config} names {key} '{name}', outside the heads folder: the path must lie inside the "
+                          f"folder; move the file there and name it relative to the folder (e.g. "
+                          f"\"{key}\": \"{FOLDER_FILES[key]}\")")
+    return name
+
+
+def checked_declared(declared: dict, config: Path | str) -> dict:
+    """Heads metadata whose names are text and whose files lie inside the heads folder."""
+    for key in TEXT_FIELDS:
+        value = declared.get(key)
+        if value is not None and not isinstance(value, str):
+            raise MedusaError(f"{config}: {key} must be a string, not {json.dumps(value)}: fix or remove it")
+    for key in FOLDER_FILES:
+        if declared.get(key):
+            inside_folder(declared[key], config, key)
+    return declared
+
+
+def _is_head_tensor(name: str) -> bool:
+    first, _, rest = name.partition(".")
+    return (first.isdigit() and bool(rest)) or name.startswith(HEAD_PREFIXES)
+
+
+def _head_tensors(state: dict[str, torch.Tensor], path: Path | str) -> dict[str, torch.Tensor]:
+    """The tensors of a heads file, once sure they are heads and finite: a file of something else would otherwise
+    be reported as heads that do not fit the base model, and NaN weights would decode without a word."""
+    if not any(_is_head_tensor(name) for name in state):
+        found = f"its tensors: {', '.join(sorted(state)[:3])}" if state else "it holds no tensors"
+        raise MedusaError(f"{path} holds no Medusa head tensors ({found}); expected names like {EXPECTED_NAMES}: "
+                          "pass the heads train-heads saved")
+    refuse_non_finite(state.items(), f"head weights {path}", NON_FINITE_ADVICE)
+    return state
+
+
+def _checkpoint(weights: Path, fmt: str, source: str, declared: dict, config: Path | str, base_key: str
+                ) -> HeadCheckpoint:
+    declared = checked_declared(declared, config)
+    state = _head_tensors(_load_tensor_file(weights), weights)
+    return HeadCheckpoint(state, fmt, source, declared.get(base_key), declared)
 
 
 def read_head_checkpoint(location: str, token: str | None = None) -> HeadCheckpoint | None:
@@ -124,24 +185,21 @@ def read_head_checkpoint(location: str, token: str | None = None) -> HeadCheckpo
         raise MedusaError(f"{path} is a file but not a model ({path.suffix or 'no suffix'}); {NOT_A_MODEL}")
     if path.is_file():  # a bare weights file
         cfg_path = path.parent / HEADS_CONFIG
-        declared = _read_json(cfg_path) if cfg_path.is_file() else {}
+        declared = read_json_object(cfg_path) if cfg_path.is_file() else {}
         fmt = "project" if path.name == HEADS_WEIGHTS else "medusa-1"
-        return HeadCheckpoint(_load_tensor_file(path), fmt, str(path), declared.get("base_model"), declared)
+        return _checkpoint(path, fmt, str(path), declared, cfg_path, "base_model")
     cfg = fetch(location, HEADS_CONFIG, token, required=False)
     if cfg is not None:
-        declared = _read_json(cfg)
+        declared = read_json_object(cfg)
         if declared.get("format") != FORMAT_NAME:
             raise MedusaError(f"{cfg} is not a medusa heads config (format={declared.get('format')!r})")
-        weights = fetch(location, HEADS_WEIGHTS, token)
-        return HeadCheckpoint(_load_tensor_file(weights), "project", location, declared.get("base_model"), declared)
+        return _checkpoint(fetch(location, HEADS_WEIGHTS, token), "project", location, declared, cfg, "base_model")
     for name in MEDUSA1_WEIGHTS:
         weights = fetch(location, name, token, required=False)
         if weights is not None:
             conf = fetch(location, "config.json", token, required=False)
-            declared = _read_json(conf) if conf is not None else {}
-            return HeadCheckpoint(
-                _load_tensor_file(weights), "medusa-1", location, declared.get("base_model_name_or_path"), declared
-            )
+            declared = read_json_object(conf) if conf is not None else {}
+            return _checkpoint(weights, "medusa-1", location, declared, conf or location, "base_model_name_or_path")
     return None
 
 
@@ -150,7 +208,9 @@ def _weight_files(location: str, token: str | None) -> list[Path]:
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = fetch(location, index_name, token, required=False)
         if index is not None:
-            weight_map = _read_json(index).get("weight_map", {})
+            weight_map = read_json_object(index).get("weight_map", {})
+            if not isinstance(weight_map, dict):
+                raise MedusaError(f"{index}: weight_map is not a JSON object: restore the file from the model's source")
             shards = sorted({f for k, f in weight_map.items() if k.startswith(MEDUSA2_PREFIX)})
             return [fetch(location, s, token) for s in shards]
     for name in ("model.safetensors", "pytorch_model.bin"):
@@ -180,7 +240,8 @@ def read_medusa2_heads(location: str, token: str | None = None) -> HeadCheckpoin
     if not state:
         return None
     conf = fetch(location, "config.json", token, required=False)
-    declared = _read_json(conf) if conf is not None else {}
+    declared = checked_declared(read_json_object(conf) if conf is not None else {}, conf or location)
+    refuse_non_finite(state.items(), f"head weights in {location}", NON_FINITE_ADVICE)
     return HeadCheckpoint(state, "medusa-2", location, location if not is_local(location) else None, declared)
 
 

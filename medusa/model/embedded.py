@@ -3,13 +3,15 @@
 Dequantising the GGUF file and converting its tokenizer takes ~30 s on a CPU, so the first load writes a
 transformers copy (fp32 safetensors + tokenizer) to a cache folder and later loads read that instead. One process
 converts at a time (a lock beside the folder; a second one waits and then reads the result), and the half-written
-folder of a killed conversion is removed by the next one.
+folder of a killed conversion is removed by the next one. A finished conversion records its files' sizes last; a
+folder whose files no longer match (a disk that filled up, a copy cut short) is converted again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -35,6 +37,7 @@ GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 ENV_GGUF = "MEDUSA_EMBEDDED_GGUF"  # where the GGUF file is, when the pip package is not installed
 ENV_CACHE = "MEDUSA_CACHE"
+CONVERSION_RECORD = "medusa_conversion.json"  # the sizes of a finished conversion's files, written last
 
 
 def cache_root() -> Path:
@@ -81,6 +84,11 @@ def converted_dir(gguf: Path | None = None) -> Path:
     target = cache_root() / f"gguf-{digest[:16]}"
     if not (target / "config.json").is_file():
         convert_once(gguf, target)
+    elif (damage := conversion_damage(target)) is not None:
+        from medusa.console import say
+
+        say(f"note: the converted model in {target} is damaged ({damage}): converting {gguf.name} again")
+        convert_once(gguf, target)
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")  # two processes may write it at once
     tmp.write_text(digest + "\n")
@@ -88,12 +96,55 @@ def converted_dir(gguf: Path | None = None) -> Path:
     return target
 
 
+def record_conversion(folder: Path) -> None:
+    """Write the sizes of the folder's files, last: their record is what marks the conversion finished."""
+    sizes = {path.name: path.stat().st_size for path in sorted(folder.iterdir()) if path.is_file()}
+    (folder / CONVERSION_RECORD).write_text(json.dumps({"files": sizes}, indent=2) + "\n")
+
+
+def conversion_damage(folder: Path) -> str | None:
+    """What is wrong with a converted folder (a file cut short or missing), or None when it is whole. Folders
+    converted before the record existed are judged by their weights file alone."""
+    record = folder / CONVERSION_RECORD
+    if record.is_file():
+        try:
+            sizes = json.loads(record.read_text())["files"]
+            expected = {str(name): int(size) for name, size in sizes.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return f"{CONVERSION_RECORD} is unreadable"
+        for name, size in expected.items():
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != size:
+                return f"{name} has {path.stat().st_size} bytes, {size} were written"
+    return _unreadable_weights(folder / "model.safetensors")
+
+
+def _unreadable_weights(path: Path) -> str | None:
+    """Why a safetensors file cannot be opened (its header must cover the whole file), or None."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt"):
+            return None
+    except Exception as exc:  # SafetensorError: cut short, or not safetensors at all
+        return f"{path.name} cannot be read: {str(exc).splitlines()[0]}"
+
+
+def is_converted(folder: Path) -> bool:
+    """Finished and whole: a damaged folder counts as not converted, so it is converted again."""
+    return (folder / "config.json").is_file() and conversion_damage(folder) is None
+
+
 def convert_once(gguf: Path, target: Path) -> None:
     """Convert under a lock: a process that waited finds the folder done; leftovers of killed runs are removed."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with _conversion_lock(target.parent / f".{target.name}.lock"):
-            if (target / "config.json").is_file():  # another process converted it while we waited
+            if is_converted(target):  # another process converted it while we waited
                 return
             remove_stale_conversions(target)
             convert_gguf(gguf, target)
@@ -152,6 +203,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
             raise MedusaError(f"cannot read GGUF file {gguf}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
         save_dequantised(model, tmp)
         tok.save_pretrained(str(tmp))
+        record_conversion(tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -44,28 +44,55 @@ def needs_hub(name: str | None, local_names: Iterable[str] = ()) -> bool:
     return bool(name) and name not in set(local_names) and not is_local(name) and not looks_like_path(name)
 
 
-def hub_reachable(timeout: float = PROBE_SECONDS) -> bool:
-    """One short request to the hub endpoint (any HTTP answer counts; proxies from the environment are used)."""
+def hub_endpoint() -> str:
+    """The endpoint the hub libraries use (HF_ENDPOINT may name a mirror): probed, and named in messages."""
+    return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+
+
+def server_error(status: int) -> str:
+    """What to say of a hub that answers 5xx: waiting will not help now, another source will."""
+    return (f"the Hugging Face hub ({hub_endpoint()}) answered HTTP {status}, a server error: retry later, pass a "
+            "local folder, or set HF_HUB_OFFLINE=1 to use what is already cached")
+
+
+def hub_status(timeout: float = PROBE_SECONDS) -> int | None:
+    """The HTTP status of one short request to the hub endpoint (proxies from the environment are used); None when
+    nothing answered."""
     import urllib.error
     import urllib.request
 
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     try:
-        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return True  # the server answered
+        with urllib.request.urlopen(urllib.request.Request(hub_endpoint(), method="HEAD"), timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code  # the server answered
     except (OSError, ValueError):  # DNS, refused, timeout, bad endpoint
-        return False
-    return True
+        return None
+
+
+def hub_reachable(timeout: float = PROBE_SECONDS) -> bool:
+    """Whether the hub answers at all. A server error (5xx) is one line at once: the hub libraries would retry
+    each of a run's requests with backoff, minutes in all, and then fail anyway."""
+    status = hub_status(timeout)
+    if status is not None and status >= 500 and status != 501:  # 501: a server without HEAD, which still works
+        raise MedusaError(server_error(status))
+    return status is not None
 
 
 def fail_fast_offline(names: Iterable[str | None], local_names: Iterable[str] = ()) -> None:
     """Without network, switch the hub libraries to offline mode at once (cached files still load) instead of
-    letting them retry for minutes; only probes when a name needs the hub and offline mode is not already on."""
+    letting them retry for minutes, and refuse a hub that answers with a server error; only probes when a name
+    needs the hub and offline mode is not already on."""
     global _network_down
     local_names = list(local_names)
-    if offline_mode() or not any(needs_hub(n, local_names) for n in names) or hub_reachable():
+    wanted = [n for n in names if needs_hub(n, local_names)]
+    if offline_mode() or not wanted:
         return
+    try:
+        if hub_reachable():
+            return
+    except MedusaError as exc:
+        raise MedusaError(f"cannot look up '{wanted[0]}': {exc}") from None
     _network_down = True
     os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"  # read when the libraries are imported
     constants = sys.modules.get("huggingface_hub.constants")  # already imported (in-process use): switch it too
@@ -120,5 +147,8 @@ def fetch(repo: str, filename: str, token: str | None = None, required: bool = T
         if required:
             raise MedusaError(f"hub repository {repo} has no {filename}: is it a model repository?") from None
         return None
-    except (errors.HfHubHTTPError, OSError, ValueError) as exc:  # connection trouble, bad ids
+    except (errors.HfHubHTTPError, OSError, ValueError) as exc:  # server errors, connection trouble, bad ids
+        status = getattr(getattr(exc, "response", None), "status_code", None) or 0
+        if status >= 500:  # what is left after the library's own retries: say so, not its text
+            raise MedusaError(f"cannot load '{repo}': {server_error(status)}") from None
         raise MedusaError(f"cannot load '{repo}' from the hub: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None

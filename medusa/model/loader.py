@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from medusa.model.checkpoints import HeadCheckpoint, build_heads, read_head_checkpoint, read_medusa2_heads
+from medusa.model.checkpoints import (HeadCheckpoint, build_heads, read_head_checkpoint, read_json_object,
+                                      read_medusa2_heads)
 from medusa.console import say
 from medusa.model.device_map import check_placed, describe_map, load_kwargs, model_devices
-from medusa.model.embedded import EMBEDDED_NAME, EMBEDDED_REPO, FAITHFUL_NAME, converted_dir, embedded_gguf
+from medusa.model.embedded import (EMBEDDED_NAME, EMBEDDED_REPO, FAITHFUL_NAME, cache_root, converted_dir,
+                                   embedded_gguf)
 from medusa.errors import MedusaError
+from medusa.model.finite import refuse_non_finite
 from medusa.model.hub import fetch, is_local, looks_like_path
 from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.model import MedusaModel, ModelInfo
@@ -103,17 +105,50 @@ def resolve_dtype(name: str, device: torch.device, config_dtype=None, parameters
 
 
 def _read_config(location: str, token: str | None) -> dict:
-    path = fetch(location, "config.json", token)
+    return read_json_object(fetch(location, "config.json", token))
+
+
+def _wrong_config_value(location: str, exc: Exception) -> MedusaError:
+    """transformers' own field check of config.json (a string where a number belongs), said in one line."""
+    reason = [line.strip() for line in str(exc).splitlines() if line.strip()][-1]
+    return MedusaError(f"config.json of '{location}' holds a value of the wrong type ({reason}): restore the file "
+                       "from the original model")
+
+
+def _check_base_finite(model, label: str, location: str) -> None:
+    """A base model whose weights hold NaN or inf writes garbage without a word: refuse it, tensor by tensor on
+    the devices the weights were loaded to."""
+    converted = Path(location).parent == cache_root()  # the cached transformers copy of a GGUF file
+    advice = (f"the converted copy is damaged: delete {location} so that it is converted again" if converted else
+              "the checkpoint is damaged or was saved from a diverged training run: download or save it again")
+    refuse_non_finite(model.named_parameters(), f"base model {label}", advice)
+
+
+def _check_adapter_finite(adapter: str, token: str | None) -> None:
+    """NaN or inf in a LoRA adapter would spread through the merged base weights: refuse the adapter file, naming
+    the tensor. Layouts other than safetensors, and unreadable files, are left to peft's loader and its message."""
+    from safetensors import safe_open
+
+    from medusa.training.finetune import ADAPTER_WEIGHTS
+
+    weights = fetch(adapter, ADAPTER_WEIGHTS, token, required=False)
+    if weights is None:
+        return
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise MedusaError(f"cannot read {path}: {exc}") from None
+        with safe_open(str(weights), framework="pt") as f:
+            refuse_non_finite(((key, f.get_tensor(key)) for key in f.keys()), f"adapter weights {weights}",
+                              "the file is damaged or its training diverged: restore it, or run finetune again")
+    except MedusaError:
+        raise
+    except Exception:  # not safetensors after all: merge_adapter reports it in one line
+        return
 
 
 def _load_base(location: str, token: str | None, device: torch.device, dtype_name: str, small_fp32: bool = False,
                split: dict | None = None):
     """A transformers causal LM and its tokenizer, from a folder, a hub id or a GGUF file; ``split`` holds the
     ``device_map``/``max_memory`` arguments of a model spread over several GPUs."""
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict = {"token": token}
@@ -125,6 +160,8 @@ def _load_base(location: str, token: str | None, device: torch.device, dtype_nam
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs, **(split or {}))
     except MedusaError:
         raise
+    except StrictDataclassError as exc:
+        raise _wrong_config_value(location, exc) from None
     except (OSError, ValueError, KeyError, ImportError) as exc:
         raise MedusaError(f"cannot load model '{location}': {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     if split:
@@ -252,9 +289,11 @@ def load_model(settings: LoadSettings) -> MedusaModel:
     split = load_kwargs(settings.device_map, settings.max_memory)
     say(f"loading base model {base_label} on {'the visible GPUs (--device-map auto)' if split else device}")
     base, tokenizer = _load_base(base_location, token, device, settings.dtype, settings.small_fp32, split)
+    _check_base_finite(base, base_label, base_location)
     if adapter:
         from medusa.training.finetune import merge_adapter
 
+        _check_adapter_finite(adapter, token)
         base = merge_adapter(base, adapter)
         base_label += f" + adapter {adapter}"
     heads = build_heads(heads_ckpt, base) if heads_ckpt is not None else None

@@ -4,7 +4,8 @@ torch starts one thread per core. One-sequence decoding of a small model runs ma
 threads spin waiting for each other; when other programs hold some of those cores, every step waits for the
 slowest thread (the embedded demo ran 5x slower on a loaded 2-core machine than with one thread). The default
 therefore uses only the cores that are idle now (cores the process may use minus the 1-minute load average),
-at most :data:`MAX_DEFAULT_THREADS` and at least 1; ``OMP_NUM_THREADS`` set by the user wins over the default.
+at most :data:`MAX_DEFAULT_THREADS` and at least 1; ``OMP_NUM_THREADS`` set by the user wins over the default
+(up to :func:`max_threads`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ MAX_DEFAULT_THREADS = 4  # more threads barely help one-sequence decoding and hu
 AUTO = "auto"
 
 
+def max_threads() -> int:
+    """More threads than 4 per core only thrash, and torch fails (SystemError) when the OS refuses that many."""
+    return 4 * (os.cpu_count() or 1)
+
+
 def threads_arg(text: str) -> int | None:
-    """argparse type: a positive whole number, or ``auto`` (None)."""
+    """argparse type: a whole number from 1 to :func:`max_threads`, or ``auto`` (None)."""
     if text == AUTO:
         return None
-    return checked_number(text, int, "a whole number or 'auto'", lambda v: v >= 1, "must be at least 1, got {value}")
+    most = max_threads()
+    return checked_number(text, int, "a whole number or 'auto'", lambda v: 1 <= v <= most,
+                          f"must be at least 1 and at most {most} (4 per core here), got {{value}}")
 
 
 def usable_cores() -> int:
@@ -34,7 +42,7 @@ def usable_cores() -> int:
 def default_threads() -> int:
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
-        return int(env)
+        return min(int(env), max_threads())
     cores = usable_cores()
     try:
         idle = cores - os.getloadavg()[0]

@@ -22,6 +22,7 @@ from medusa.console import say
 from medusa.evaluation.data import load_examples
 from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
+from medusa.arg_types import COUNT, FRACTION, POSITIVE, SEED
 from medusa.model.int8_weights import METADATA, SCALE_SUFFIX, dequantize_tensors
 from medusa.model.loader import SHIPPED_FOLDERS, LoadSettings, load_model
 from medusa.evaluation.metrics import bleu1, sacrebleu_scores
@@ -301,10 +302,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-data", action="append", default=[], required=True,
                    help="a dataset to train on (repeatable): local file/folder set or hub id with both languages")
     p.add_argument("--eval-data", default=None, help="held-out set scored before and after (sacreBLEU, chrF)")
-    for name, kind in (("src-lang", str), ("tgt-lang", str), ("prompt-style", str), ("max-input-len", int),
-                       ("max-target-len", int), ("eval-examples", int), ("rank", int), ("alpha", int),
-                       ("dropout", float), ("epochs", int), ("batch-size", int), ("lr", float), ("output-dir", str),
-                       ("seed", int), ("device", str), ("dtype", str), ("hf-token", str), ("save-dtype", str)):
+    for name, kind in (("src-lang", str), ("tgt-lang", str), ("prompt-style", str), ("max-input-len", COUNT),
+                       ("max-target-len", COUNT), ("eval-examples", COUNT), ("rank", COUNT), ("alpha", COUNT),
+                       ("dropout", FRACTION), ("epochs", COUNT), ("batch-size", COUNT), ("lr", POSITIVE),
+                       ("output-dir", str), ("seed", SEED), ("device", str), ("dtype", str), ("hf-token", str),
+                       ("save-dtype", str)):
         choices = {"prompt-style": PROMPT_STYLES, "save-dtype": list(SAVE_DTYPES)}.get(name)
         p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")),
                        choices=choices)  # refused before loading

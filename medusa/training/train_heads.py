@@ -25,6 +25,7 @@ from medusa.training.batch_generate import batched_generate, batched_hidden_stat
 from medusa.training.context_training import ContextTrainer
 from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
+from medusa.arg_types import COUNT, FRACTION, NON_NEGATIVE, NON_NEGATIVE_COUNT, POSITIVE, SEED
 from medusa.model.draft_vocab import coverage, frequent_tokens
 from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.model.device_map import add_device_map_arguments, check_device_map
@@ -534,14 +535,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from these trained heads' tensors where names and shapes match (e.g. a context "
                    "drafter from a trained autoregressive drafter); the rest starts fresh")
     for name, kind in (("model-name", str), ("split", str), ("src-lang", str),
-                       ("tgt-lang", str), ("num-examples", int), ("prompt-style", str), ("max-input-len", int),
-                       ("max-new-tokens", int), ("generation-batch-size", int), ("samples-per-source", int),
-                       ("sample-temperature", float), ("num-heads", int), ("num-layers", int), ("epochs", int),
-                       ("batch-size", int), ("lr", float), ("weight-decay", float), ("head-decay", float),
-                       ("feature-loss-weight", float), ("draft-vocab", int),
-                       ("heldout-fraction", float), ("eval-every", int), ("output-dir", str), ("seed", int),
-                       ("rank", int), ("alpha", int), ("head-loss-weight", float),
-                       ("device", str), ("dtype", str), ("hf-token", str)):
+                       ("tgt-lang", str), ("num-examples", COUNT), ("prompt-style", str), ("max-input-len", COUNT),
+                       ("max-new-tokens", COUNT), ("generation-batch-size", COUNT),
+                       ("samples-per-source", NON_NEGATIVE_COUNT), ("sample-temperature", POSITIVE),
+                       ("num-heads", COUNT), ("num-layers", NON_NEGATIVE_COUNT), ("epochs", COUNT),
+                       ("batch-size", COUNT), ("lr", POSITIVE), ("weight-decay", NON_NEGATIVE),
+                       ("head-decay", POSITIVE), ("feature-loss-weight", NON_NEGATIVE),
+                       ("draft-vocab", NON_NEGATIVE_COUNT), ("heldout-fraction", FRACTION), ("eval-every", COUNT),
+                       ("output-dir", str), ("seed", SEED), ("rank", COUNT), ("alpha", COUNT),
+                       ("head-loss-weight", POSITIVE), ("device", str), ("dtype", str), ("hf-token", str)):
         p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")),
                        choices=PROMPT_STYLES if name == "prompt-style" else None)  # refused before loading
     add_device_map_arguments(p)
