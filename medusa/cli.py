@@ -382,9 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from medusa.evaluation.results import disk_advice
 
-        where = f" {exc.filename}" if exc.filename else ""
-        say(f"error: cannot write{where}: {exc.strerror}; {disk_advice(exc)} (finished examples are kept: rerun with "
-            "--resume and the same --output-dir)")
+        where = exc.filename or getattr(locals().get("settings"), "output_dir", None)
+        say(f"error: cannot write{f' in {where}' if where else ''}: {exc.strerror}; {disk_advice(exc)}, then run "
+            "again (examples already finished are kept: add --resume)")
         return 2
     except torch_oom_errors() as exc:  # type: ignore[misc]
         say(f"error: out of memory ({str(exc).splitlines()[0]}); try --dtype float16, a smaller "
