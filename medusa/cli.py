@@ -81,14 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                       "the built-in tree for --use-no-medusa-heads; 'builtin' forces the built-in tree")
     more.add_argument("--tree-size", type=positive_int, default=None, metavar="N",
                       help="tree strategy: rebuild the tree with N nodes from the accuracies its calibration kept "
-                      "(the shipped tree has 127, sized for a GPU; on a CPU, where every node costs, try 15)")
+                      "(the shipped tree has 127, sized for a GPU; on a CPU, where every node costs, 3 measured fastest)")
     more.add_argument("--dynamic-tree", type=positive_int, default=None, metavar="N",
                       help="tree strategy: instead of a static tree, draft a dynamic tree of N nodes each step, "
                       "--use-no-medusa-heads deep: the frontier nodes with the highest cumulative draft probability "
                       "are expanded and the N best kept (EAGLE-2 style; eager loop)")
     more.add_argument("--translator", choices=list(TRANSLATORS), default="default",
                       help="the embedded model's shipped translator: default (its drafter reaches τ 3.1 on IN22-Gen; "
-                      "FLORES-200 chrF 18.7) or faithful (chrF 25.5, sacreBLEU 3.9, τ about 2; int8-stored, with "
+                      "FLORES-200 chrF 18.7) or faithful (chrF 25.5, sacreBLEU 4.0, τ about 2; int8-stored, with "
                       f"a drafter trained on its own text); other commands take --model-name {FAITHFUL_NAME}")
     more.add_argument("--bare-embedded", action="store_true",
                       help="the embedded SmolLM2 without its shipped translation adapter, trained heads and tree "

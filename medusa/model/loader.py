@@ -20,8 +20,8 @@ from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.model import MedusaModel, ModelInfo
 
 EMBEDDED_UNTRAINED_HEADS = 5
-# What ships with the embedded base: a Hindi→English LoRA, 5 token-input heads trained on the adapted model, and
-# the tree calibrated for them (benchmarks/gpu_train_embedded.sh made all three).
+# What ships with the embedded base: a Hindi→English LoRA, the autoregressive drafter (5 draft positions) trained
+# on the adapted model, and the tree calibrated for it (docs/embedded-default.md).
 EMBEDDED_DEFAULT_DIR = Path(__file__).parents[1] / "embedded_default"
 # The second shipped translator: chrF 25.5 on FLORES-200 where the default's 18.7, with the drafter trained on its
 # own text (docs/embedded-default.md, "The faithful translator"); stored in int8 to keep the package small.
