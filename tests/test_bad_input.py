@@ -27,7 +27,8 @@ from medusa.runtime.threads import MAX_DEFAULT_THREADS, default_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 # every stderr line a failed run may print besides its error: our own progress lines, never a library's
-OWN_LINES = ("setup:", "loading base model", "model:", "data:", "prompt:", "note:", "error:", "interrupted:")
+OWN_LINES = ("setup:", "loading base model", "model:", "data:", "prompt:", "note:", "warning:", "error:",
+             "interrupted:")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -558,3 +559,13 @@ def test_training_on_a_shipped_translator_records_its_adapter(tmp_path):
         finetune(FinetuneSettings(model_name=FAITHFUL_NAME, train_data=["x"], output_dir=str(tmp_path / "a")))
     with pytest.raises(MedusaError, match="drop --adapter"):
         loader.load_model(loader.LoadSettings(FAITHFUL_NAME, adapter="mine", device="cpu"))
+
+
+def test_the_course_command_offline_points_at_what_runs_offline(capsys):
+    """The seed setup offline: each error names the way to the offline default, never a flag the user did not
+    pass; following the data error's advice leads to the model's, which says the same."""
+    first = bad_input(["--hf-token", "<your_hf_token>", "-ds", "single-head"], capsys, "is not cached")
+    assert "--setup embedded" in first
+    second = bad_input(["--hf-token", "<your_hf_token>", "-ds", "single-head", "--dataset", "flores200-sample"],
+                       capsys, "not in the local cache")
+    assert "--setup embedded" in second and "without --model-name" not in second

@@ -411,7 +411,8 @@ def _hub_error(exc: Exception, dataset: str, token: str | None, split: str) -> M
             else "no connection"
         return MedusaError(
             f"the Hugging Face hub is unreachable ({why}) and {dataset} is not cached; "
-            "use --dataset flores200-sample or a local path instead"
+            "use --dataset flores200-sample or a local path instead (--setup embedded runs the whole offline "
+            "default: model and data)"
         )
     if isinstance(exc, ValueError) and "split" in reason.lower():
         return MedusaError(f"dataset {dataset} has no split {split!r} ({reason}); pass another --split")

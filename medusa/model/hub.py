@@ -141,7 +141,7 @@ def fetch(repo: str, filename: str, token: str | None = None, required: bool = T
         why = "no connection" if _network_down or not offline_mode() else "offline mode is on"
         raise MedusaError(
             f"cannot load '{repo}': the hub is unreachable ({why}) and it is not in the local cache; "
-            "run without --model-name for the embedded model, or pass a local folder"
+            "use --setup embedded for the offline embedded model, or pass --model-name with a local folder"
         ) from None
     except errors.EntryNotFoundError:
         if required:
