@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from conftest import make_model
@@ -106,3 +107,15 @@ def test_path_dependent_drafters_are_replayed_drafting_each_step(tiny_model_dir,
     for prompt in prompts:
         steps += generate(model, make_strategy(DecodeSettings("tree", 3)), prompt, 12, stops).accepted_per_step
     assert entry["tau"]["tree (built-in, 3 heads)"] == round(sum(steps) / len(steps), 4)
+
+
+@pytest.mark.parametrize("module", ["medusa.measure.acceptance_report", "medusa.measure.calibration_run"])
+def test_every_flag_of_the_measuring_commands_has_help(module):
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(module).add_arguments(parser)
+    bare = [a.option_strings[0] for a in parser._actions if a.option_strings and a.option_strings[0] != "-h"
+            and not a.help]
+    assert not bare, f"flags without help: {bare}"

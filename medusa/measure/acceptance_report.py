@@ -175,14 +175,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", "-d", dest="datasets", action="append", default=None,
                    help="data whose prompts are measured (repeatable; default in22-gen-sample)")
     p.add_argument("--num-examples", "-n", type=int, default=None, help="first N rows of each dataset (all)")
-    p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len)
+    p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len,
+                   help=f"greedy tokens generated per prompt, then replayed ({d.max_output_len})")
     p.add_argument("--multi-head", action="append", default=None, metavar="W:S",
                    help="a multi-head config to replay (repeatable; default the grid " + " ".join(DEFAULT_GRID) + ")")
     p.add_argument("--tree", dest="trees", action="append", default=None,
                    help="tree JSON to replay (repeatable, to compare trees in one pass; 'builtin' for the built-in "
                    "tree; default: the tree saved beside the heads, else the built-in one)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--output-dir", "-o", default=d.output_dir)
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"prompts generated and replayed together ({d.batch_size})")
+    p.add_argument("--output-dir", "-o", default=d.output_dir, help=f"where the report is written ({d.output_dir})")
 
 
 def settings_from(args: dict) -> AcceptanceSettings:

@@ -34,8 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = CalibrationSettings()
     add_model_arguments(p, d)
     p.add_argument("--dataset", "-d", default=d.dataset, help="calibrate on data you will NOT evaluate on")
-    p.add_argument("--num-examples", "-n", type=int, default=d.num_examples)
-    p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len)
+    p.add_argument("--num-examples", "-n", type=int, default=d.num_examples,
+                   help=f"first N rows of the dataset ({d.num_examples})")
+    p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len,
+                   help=f"greedy tokens generated per prompt, on which the heads are measured ({d.max_output_len})")
     p.add_argument("--heads", type=int, default=None, help="heads to measure (default: all the model has)")
     p.add_argument("--tree-size", type=int, default=d.tree_size, help="nodes in the tree (63)")
     p.add_argument("--max-rank", type=int, default=d.max_rank, help="ranks measured per head (10)")

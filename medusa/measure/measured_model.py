@@ -32,19 +32,24 @@ class MeasuredModelSettings:
 
 def add_model_arguments(p: argparse.ArgumentParser, d: MeasuredModelSettings) -> None:
     """The shared flags; the command adds its data, lengths and outputs."""
-    p.add_argument("--model-name", "-m", default=d.model_name)
-    p.add_argument("--medusa-heads", default=None)
+    p.add_argument("--model-name", "-m", default=d.model_name,
+                   help=f"base model with its heads: a local folder, a hub id or a .gguf file ({d.model_name})")
+    p.add_argument("--medusa-heads", default=None,
+                   help="heads stored on their own (folder, file or hub id), when the model has none beside it")
     p.add_argument("--adapter", default=None, help="LoRA adapter merged into the base at load")
-    p.add_argument("--split", default=d.split)
-    p.add_argument("--src-lang", default=d.src_lang)
-    p.add_argument("--tgt-lang", default=d.tgt_lang)
+    p.add_argument("--split", default=d.split, help=f"dataset split, for hub datasets ({d.split})")
+    p.add_argument("--src-lang", default=d.src_lang, help=f"source language code ({d.src_lang})")
+    p.add_argument("--tgt-lang", default=d.tgt_lang, help=f"target language code ({d.tgt_lang})")
     p.add_argument("--prompt-style", choices=["auto", "seed", "chat"], default=d.prompt_style,
                    help="auto (default): chat where the tokenizer has a chat template, else the seed prompt")
-    p.add_argument("--max-input-len", "-mil", type=int, default=d.max_input_len)
-    p.add_argument("--device", default=d.device)
+    p.add_argument("--max-input-len", "-mil", type=int, default=d.max_input_len,
+                   help=f"prompt tokens kept ({d.max_input_len})")
+    p.add_argument("--device", default=d.device, help=f"auto, cpu, cuda or cuda:N ({d.device})")
     add_device_map_arguments(p)
-    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=d.dtype)
-    p.add_argument("--hf-token", "-token", default=None)
+    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=d.dtype,
+                   help="weights' type; auto: fp32 on a CPU, the checkpoint's half type on a GPU")
+    p.add_argument("--hf-token", "-token", default=None,
+                   help="Hugging Face token for gated models or data (better: the HF_TOKEN environment variable)")
 
 
 def load_measured_model(s: MeasuredModelSettings, purpose: str) -> tuple[MedusaModel, MeasuredModelSettings]:
