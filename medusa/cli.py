@@ -378,9 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         say(interrupted_message(argv[0] if argv[:1] and argv[0] in SUBCOMMANDS else None))
         return 130
     except OSError as exc:
+        from medusa.evaluation.results import disk_advice, refused_write
+
         if not refused_write(exc):
             raise
-        from medusa.evaluation.results import disk_advice
 
         where = exc.filename or getattr(locals().get("settings"), "output_dir", None)
         say(f"error: cannot write{f' in {where}' if where else ''}: {exc.strerror}; {disk_advice(exc)}, then run "
@@ -391,13 +392,6 @@ def main(argv: list[str] | None = None) -> int:
             "--max-input-len or --device cpu")
         return 3
     return 0
-
-
-def refused_write(exc: OSError) -> bool:
-    """The file system refused to store something (full, over quota, read-only): the user's to fix, in one line."""
-    import errno
-
-    return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EROFS)
 
 
 def hide_token_from_submission(token: str, sandbox: bool) -> bool:

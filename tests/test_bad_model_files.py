@@ -107,12 +107,19 @@ def fake_convert(calls: list):
     return convert
 
 
-def test_cut_conversion_is_converted_again(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def converting(tmp_path, monkeypatch) -> tuple[Path, list]:
+    """A GGUF file in a cache of its own, converted by :func:`fake_convert`: the file, and the conversions made."""
     monkeypatch.setenv(embedded.ENV_CACHE, str(tmp_path / "cache"))
     calls: list = []
     monkeypatch.setattr(embedded, "convert_gguf", fake_convert(calls))
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 64)
+    return gguf, calls
+
+
+def test_cut_conversion_is_converted_again(converting, capsys):
+    gguf, calls = converting
     target = embedded.converted_dir(gguf)
     whole = (target / "model.safetensors").stat().st_size
     assert embedded.converted_dir(gguf) == target and len(calls) == 1  # a whole conversion is reused
@@ -122,13 +129,9 @@ def test_cut_conversion_is_converted_again(tmp_path, monkeypatch, capsys):
     assert f"note: the converted model in {target} is damaged" in capsys.readouterr().err
 
 
-def test_conversion_without_its_record_is_judged_by_its_weights(tmp_path, monkeypatch, capsys):
+def test_conversion_without_its_record_is_judged_by_its_weights(converting, capsys):
     """Folders converted before the record existed are kept while whole, converted again once cut."""
-    monkeypatch.setenv(embedded.ENV_CACHE, str(tmp_path / "cache"))
-    calls: list = []
-    monkeypatch.setattr(embedded, "convert_gguf", fake_convert(calls))
-    gguf = tmp_path / "model.gguf"
-    gguf.write_bytes(b"GGUF" + b"\0" * 64)
+    gguf, calls = converting
     target = embedded.converted_dir(gguf)
     (target / embedded.CONVERSION_RECORD).unlink()
     assert embedded.converted_dir(gguf) == target and len(calls) == 1

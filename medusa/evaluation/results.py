@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -170,11 +171,17 @@ def check_same_rows(log: PredictionLog, examples: list) -> None:
                               f"(its {what} text changed): resume with the same data or choose another --output-dir")
 
 
+FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", -1))  # no space, over quota
+
+
+def refused_write(exc: OSError) -> bool:
+    """The file system refused to store something (full, over quota, read-only): the user's to fix, in one line."""
+    return exc.errno in (*FULL, errno.EROFS)
+
+
 def disk_advice(exc: OSError) -> str:
     """What to do about a write the file system refused."""
-    import errno
-
-    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+    if exc.errno in FULL:
         return "free some disk space"
     if exc.errno == errno.EROFS:
         return "pass an --output-dir on a writable disk"
