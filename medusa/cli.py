@@ -16,7 +16,7 @@ from medusa.model.loader import LoadSettings, check_shipped
 from medusa.errors import MedusaError
 from medusa.model.hub import fail_fast_offline
 from medusa.runtime.output_dir import claimed_folder
-from medusa.settings import SETUPS, RunSettings
+from medusa.settings import CPU_DEMO_TREE_SIZE, SETUPS, RunSettings
 from medusa.arg_types import SEED, checked_number, positive_int, probability
 from medusa.runtime.threads import apply_threads, threads_arg
 
@@ -59,9 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     seed = p.add_argument_group("the seed's flags")
     seed.add_argument("--hf-token", "-token", default=None, help="Hugging Face token (or env HF_TOKEN); "
                       "given as a flag with nothing else, it selects the seed protocol")
-    seed.add_argument("--decoding-strategy", "-ds", default="single-head", choices=list(STRATEGIES),
+    seed.add_argument("--decoding-strategy", "-ds", default=None, choices=list(STRATEGIES),
                       help="single-head (greedy, LM head only), multi-head (beam search over the heads, verified "
-                      "as a trie) or tree (a static sparse tree of top-k head choices)")
+                      "as a trie) or tree (a static sparse tree of top-k head choices); default single-head, except "
+                      "on the embedded model with its shipped drafter: the demo, single-head and the tree that is "
+                      f"fastest on the device side by side (on a CPU --tree-size {CPU_DEMO_TREE_SIZE}, on CUDA the "
+                      "shipped tree)")
     seed.add_argument("--beam-width", "-w", type=positive_int, default=2, help="beams for multi-head drafting (2)")
     seed.add_argument("--use-no-medusa-heads", "-nmh", type=positive_int, default=2,
                       help="how many Medusa heads to use (2)")
@@ -166,18 +169,22 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     if setup == "auto":
         setup = "seed" if args.hf_token is not None else "embedded"
     defaults = SETUPS[setup]
-    if args.tree_size is not None and args.decoding_strategy != "tree":
-        raise MedusaError(f"--tree-size shapes the tree strategy only: add -ds tree (not {args.decoding_strategy})")
-    if args.dynamic_tree is not None and args.decoding_strategy != "tree":
-        raise MedusaError(f"--dynamic-tree is a tree strategy: add -ds tree (not {args.decoding_strategy})")
+    demo = is_demo(args, setup)
+    strategy = "tree" if demo else args.decoding_strategy or "single-head"
+    if args.tree_size is not None and strategy != "tree":
+        raise MedusaError(f"--tree-size shapes the tree strategy only: add -ds tree (not {strategy})")
+    if args.dynamic_tree is not None and strategy != "tree":
+        raise MedusaError(f"--dynamic-tree is a tree strategy: add -ds tree (not {strategy})")
     if args.dynamic_tree is not None and (args.tree is not None or args.tree_size is not None):
         raise MedusaError("--dynamic-tree builds its own tree each step: drop --tree / --tree-size")
     if args.timeout is not None and not args.generator:
         raise MedusaError("--timeout limits a submission's time per example: add --generator FILE.py:CLASS")
     if args.sandbox and not args.generator:
         raise MedusaError("--sandbox isolates a graded submission: add --generator FILE.py:CLASS")
-    acceptance = args.acceptance or default_acceptance(args.generator, args.decoding_strategy,
-                                                       args.assignment_table)
+    acceptance = args.acceptance or default_acceptance(args.generator, strategy, args.assignment_table)
+    tree_size = args.tree_size
+    if demo and tree_size is None and args.tree is None and args.dynamic_tree is None and on_cpu(args.device):
+        tree_size = CPU_DEMO_TREE_SIZE
     prompt_style = args.prompt_style if args.prompt_style != "auto" else defaults["prompt_style"]
     model_name = defaults["model_name"] if args.model_name is None else args.model_name
     if args.translator != "default":
@@ -201,17 +208,17 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         src_lang=args.src_lang,
         tgt_lang=args.tgt_lang,
         num_examples=None if args.all_examples else args.num_examples,
-        decoding_strategy=args.decoding_strategy,
+        decoding_strategy=strategy,
         beam_width=args.beam_width,
         use_no_medusa_heads=args.use_no_medusa_heads,
         acceptance=acceptance,
         posterior_threshold=args.posterior_threshold,
         posterior_alpha=args.posterior_alpha,
         tree_file=args.tree,
-        tree_size=args.tree_size,
+        tree_size=tree_size,
         dynamic_tree=args.dynamic_tree,
         adaptive=args.adaptive,
-        compare_single_head=args.compare_single_head,
+        compare_single_head=args.compare_single_head or demo,
         generator=args.generator,
         timeout=args.timeout,
         sandbox=args.sandbox,
@@ -231,6 +238,24 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         hf_token=args.hf_token or os.environ.get("HF_TOKEN") or None,
         threads=args.threads,
     )
+
+
+def is_demo(args: argparse.Namespace, setup: str) -> bool:
+    """No --decoding-strategy on the embedded model with its shipped drafter: the demo shows Medusa beside
+    single-head. The seed setup, your own model or heads, grading and the course table keep the seed's default."""
+    own = args.model_name not in (None, EMBEDDED_NAME, FAITHFUL_NAME) or args.medusa_heads or args.adapter
+    return (args.decoding_strategy is None and setup == "embedded" and not own and not args.bare_embedded
+            and not args.generator and not args.assignment_table)
+
+
+def on_cpu(device: str) -> bool:
+    """Where --device sends the run (auto: CUDA when there is one); a bad name is left to the loader's error."""
+    from medusa.model.loader import resolve_device
+
+    try:
+        return resolve_device(device).type == "cpu"
+    except (MedusaError, RuntimeError, ValueError):
+        return False
 
 
 def default_acceptance(generator: str | None, strategy: str, table: bool) -> str:

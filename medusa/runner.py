@@ -32,7 +32,7 @@ from medusa.evaluation.results import (BASELINE, PREDICTIONS, PredictionLog, che
                                        check_same_rows, device_description, git_commit, library_versions,
                                        weights_digest, write_summary)
 from medusa.evaluation.result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
-from medusa.settings import RunSettings
+from medusa.settings import CPU_DEMO_TREE_SIZE, RunSettings
 
 WARMUP_SOURCE = "यह वाक्य केवल तैयारी के लिए है।"  # a submission's warm-up prompt ("this sentence is only a warm-up")
 LOG = "submission.log"  # a graded submission's own output (medusa/grading/isolation.py)
@@ -79,7 +79,7 @@ def default_output_dir(settings: RunSettings) -> Path:
     return Path("results") / f"{'own' if own else settings.setup}-{settings.decoding_strategy}-{stamp}"
 
 
-CPU_TREE_HINT = 7  # trees above this size get a --tree-size hint on a CPU (docs/embedded-default.md, CPU speed)
+CPU_TREE_HINT = 7  # trees above this size get a --tree-size hint on a CPU (docs/experiments/cpu-trees.md)
 BUILTIN_TREE = "builtin"  # --tree value that asks for the built-in tree even when the model ships one
 
 
@@ -91,7 +91,8 @@ def shipped_drafter(settings: RunSettings) -> bool:
 
 def cpu_tree_note(nodes: int, shipped: bool) -> str:
     if shipped:
-        return (f"note: the tree has {nodes} nodes and a CPU pays for each; --tree-size 3 decodes faster here "
+        return (f"note: the tree has {nodes} nodes and a CPU pays for each; --tree-size {CPU_DEMO_TREE_SIZE} decodes "
+                "faster here "
                 "(with the shipped drafter about 1.1x single-head on 2 cores; larger trees lose to single-head)")
     return (f"note: the tree has {nodes} nodes and a CPU pays for each; a small --tree-size (3 to 15) may decode "
             "faster here")
@@ -381,6 +382,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
             "examples": len(rows),
             "settings": settings.public_dict(),
             "tree_used": tree_used,
+            "tree_nodes": len(paths) if paths and settings.decoding_strategy == "tree" else None,
             "engine": engine.describe(setup_before),
             "model": {"name": model.info.name, "base": model.info.base, "heads": model.info.heads,
                       "head_format": model.info.head_format, "num_heads": model.num_heads, **model.info.extra},
@@ -395,6 +397,11 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
         if "baseline" in rows_of:
             base = speed_stats(rows_of["baseline"])
             summary["baseline_single_head"] = base
+            if metrics:  # scored exactly as the strategy's rows, so both blocks read side by side
+                base_rows = rows_of["baseline"]
+                summary["baseline_metrics"] = compute_all(
+                    [r["prediction"] for r in base_rows], [r["reference"] for r in base_rows], settings.tgt_lang,
+                    raw_references=[r["target"] for r in base_rows])
             summary["speedup_vs_single_head"] = summary["speed"]["tokens_per_second"] / base["tokens_per_second"]
             summary["identical_to_single_head"] = sum(
                 a["token_ids"] == b["token_ids"] for a, b in zip(rows, rows_of["baseline"])
@@ -468,8 +475,41 @@ def _fmt(x) -> str:
 
 
 def print_summary(summary: dict) -> None:
-    """The seed's lines first (BLEU, ROUGE-1/2/LCS, RTF), then the standard scores and speed."""
-    m, s = summary["metrics"], summary["speed"]
+    """The seed's lines first (BLEU, ROUGE-1/2/LCS, RTF), then the standard scores and speed; with single-head run
+    beside the strategy, its block comes first under its own heading, and the comparison last."""
+    base = summary.get("baseline_single_head")
+    if base is not None:
+        print("single-head:")
+        print_block(summary.get("baseline_metrics", {}), base, summary["examples"], summary["settings"])
+        print(f"{strategy_title(summary)}:")
+    print_block(summary["metrics"], summary["speed"], summary["examples"], summary["settings"],
+                summary.get("failed_examples"))
+    if "speedup_vs_single_head" in summary:
+        s = summary["speed"]
+        print(f"speedup vs single-head: {summary['speedup_vs_single_head']:.3f}x "
+              f"({s['tokens_per_second']:.2f} vs {base['tokens_per_second']:.2f} tokens/s); identical outputs: "
+              f"{summary['identical_to_single_head']}/{summary['examples']}")
+    sys.stdout.flush()
+
+
+def strategy_title(summary: dict) -> str:
+    """The strategy's heading beside single-head: its name, the tree's node count and the engine."""
+    settings = summary["settings"]
+    parts = [settings["decoding_strategy"]]
+    if settings["decoding_strategy"] == "tree":
+        if settings.get("dynamic_tree"):
+            parts.append(f"dynamic, {settings['dynamic_tree']} nodes")
+        elif summary.get("tree_nodes"):
+            parts.append(f"{summary['tree_nodes']} nodes")
+    elif settings["decoding_strategy"] == "multi-head":
+        parts.append(f"W {settings['beam_width']}, S {settings['use_no_medusa_heads']}")
+    engine = summary.get("engine")
+    name = engine.get("name") if isinstance(engine, dict) else engine
+    return f"{parts[0]} ({', '.join(parts[1:] + ([f'engine {name}'] if name else []))})"
+
+
+def print_block(m: dict, s: dict, examples: int, settings: dict, failed: int | None = None) -> None:
+    """One run's scores and speed, the seed's lines first."""
     print(f"BLEU: {_fmt(m.get('bleu'))}")
     print(f"ROUGE-1: {_fmt(m.get('rouge1'))}")
     print(f"ROUGE-2: {_fmt(m.get('rouge2'))}")
@@ -479,26 +519,19 @@ def print_summary(summary: dict) -> None:
         print(f"sacreBLEU: {m['sacrebleu']:.2f} ({m['sacrebleu_signature']})")
         print(f"chrF: {m['chrf']:.2f} ({m['chrf_signature']})")
     print(f"tokens/s: {_fmt2(s['tokens_per_second'])} ({s['generated_tokens']} tokens in {s['generation_seconds']:.2f} s, "
-          f"{summary['examples']} examples)")
-    if summary.get("failed_examples"):
-        print(f"failed examples: {summary['failed_examples']}/{summary['examples']} (empty predictions in the scores; "
-              "left out of the speed)")
+          f"{examples} examples)")
+    if failed:
+        print(f"failed examples: {failed}/{examples} (empty predictions in the scores; left out of the speed)")
     if s["decoding_steps"]:
         print(f"tokens/step (tau): {s['tokens_per_step']:.3f} over {s['decoding_steps']} steps")
     else:  # a submission reports no steps
         print("tokens/step (tau): n/a")
-    if s["head_acceptance"] and summary["settings"].get("acceptance") == "rescore":
+    if s["head_acceptance"] and settings.get("acceptance") == "rescore":
         print("head acceptance: n/a (rescore accepts whole candidates; `measure-acceptance` measures the heads)")
     elif s["head_acceptance"]:
         print("head acceptance: " + ", ".join(f"h{h + 1} {_fmt(r)}" for h, r in enumerate(s["head_acceptance"])))
     if s["head_acceptance"]:
         print("heads used per step: " + ", ".join(f"{k}: {v}" for k, v in s["heads_used_histogram"].items()))
-    if "speedup_vs_single_head" in summary:
-        b = summary["baseline_single_head"]
-        print(f"speedup vs single-head: {summary['speedup_vs_single_head']:.3f}x "
-              f"({s['tokens_per_second']:.2f} vs {b['tokens_per_second']:.2f} tokens/s); identical outputs: "
-              f"{summary['identical_to_single_head']}/{summary['examples']}")
-    sys.stdout.flush()
 
 
 TABLE_CONFIGS = [("single-head", None, None)] + [("multi-head", w, s) for w in (2, 5, 10) for s in (2, 5)]

@@ -2,7 +2,7 @@
 log lines, nothing lost, and (where the input can be checked first) refused before any model loads.
 
 A submission's bad return values (a ``str``, ids >= the vocabulary, ...) fail one example, not the run: those cases
-of issue #10 are in test_student_harness.py."""
+are in test_student_harness.py."""
 
 from __future__ import annotations
 
@@ -94,7 +94,8 @@ ROWS = [{"hin_Deva": HINDI, "eng_Latn": "We now have four month old mice."},
     (["-m", "nobody/no-such-model-xyz", "-n", "1"], "no-such-model-xyz"),
     (["-d", "/no/such/file.jsonl"], "does not exist"),
     (["--threads", "0"], "at least 1"),
-    (["--dynamic-tree", "8"], "--dynamic-tree is a tree strategy: add -ds tree"),
+    (["-ds", "single-head", "--dynamic-tree", "8"], "--dynamic-tree is a tree strategy: add -ds tree"),
+    (["--setup", "seed", "--tree-size", "3"], "add -ds tree (not single-head)"),  # the seed's default strategy
     (["-ds", "tree", "--dynamic-tree", "8", "--tree-size", "15"], "drop --tree / --tree-size"),
     (["-ds", "tree", "--dynamic-tree", "0"], "at least 1"),
     (["--threads", "many"], "whole number or 'auto'"),

@@ -16,19 +16,43 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_embedded_default_two_examples(tmp_path, capsys):
+def test_the_demo_decodes_single_head_and_the_cpu_tree_side_by_side(tmp_path, capsys):
+    """No strategy flag on the embedded model: single-head, then the tree that is fastest on a CPU (rebuilt to
+    CPU_DEMO_TREE_SIZE nodes), both metric blocks, the speedup and the identity count (greedy: every output)."""
+    from medusa.settings import CPU_DEMO_TREE_SIZE
+
     out_dir = tmp_path / "run"
-    code = main(["--num-examples", "2", "-mol", "16", "-o", str(out_dir)])
+    code = main(["--num-examples", "2", "-mol", "16", "--device", "cpu", "-o", str(out_dir)])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "setup: embedded" in err
-    for line in ("BLEU:", "ROUGE-1:", "ROUGE-2:", "ROUGE-LCS:", "RTF:"):
-        assert line in out
+    assert "setup: embedded" in err and "strategy tree" in err
+    single, medusa = out.split(f"tree ({CPU_DEMO_TREE_SIZE} nodes, engine eager):\n")
+    assert single.startswith("single-head:\n")
+    for block in (single, medusa):
+        for line in ("BLEU:", "ROUGE-1:", "ROUGE-2:", "ROUGE-LCS:", "RTF:", "chrF:", "tokens/s:", "tokens/step (tau):"):
+            assert line in block, (line, block)
+    assert "tokens/step (tau): 1.000" in single
     rows = [json.loads(x) for x in (out_dir / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["tokens"] > 0 for r in rows)
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["model"]["base"].startswith("HuggingFaceTB/SmolLM2-135M-Instruct")
     assert summary["dataset"]["name"] == "flores200-sample"
+    assert summary["settings"]["decoding_strategy"] == "tree" and summary["tree_nodes"] == CPU_DEMO_TREE_SIZE
+    assert summary["identical_to_single_head"] == 2 and summary["speed"]["tokens_per_step"] > 1.0
+    assert summary["baseline_metrics"]["chrf"] == summary["metrics"]["chrf"]  # lossless: the same text
+    assert f"speedup vs single-head: {summary['speedup_vs_single_head']:.3f}x" in medusa
+    assert "identical outputs: 2/2" in medusa
+
+
+def test_the_seed_strategy_flag_keeps_its_meaning_on_the_embedded_model(tmp_path, capsys):
+    """`-ds single-head` is single-head only, as the seed says; no baseline pass, no second block."""
+    out_dir = tmp_path / "run"
+    code = main(["-ds", "single-head", "--num-examples", "1", "-mol", "8", "-o", str(out_dir)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.splitlines().count("single-head:") == 0 and sum(x.startswith("BLEU:") for x in out.splitlines()) == 1
+    assert "speedup" not in out and not (out_dir / "baseline-single-head.jsonl").exists()
+    assert json.loads((out_dir / "summary.json").read_text())["settings"]["decoding_strategy"] == "single-head"
 
 
 def test_embedded_greedy_equals_transformers_generate():

@@ -90,17 +90,48 @@ def test_table_plots_are_pngs(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))  # written to a temp name, then renamed
 
 
-def test_configurations_of_equal_quality_stay_readable(tmp_path, monkeypatch):
-    """Greedy rows share one quality: each configuration gets a legend entry, not text that overprints."""
+def _figures_of(monkeypatch) -> list:
     import medusa.evaluation.plots
 
-    figures = []
+    figures: list = []
     monkeypatch.setattr(medusa.evaluation.plots, "_save", lambda fig, path: figures.append(fig) or path)
+    return figures
+
+
+def test_configurations_of_equal_quality_plot_their_speed(tmp_path, monkeypatch):
+    """Greedy rows share one quality: the plot is RTF per configuration, titled with that quality, not a flat
+    scatter in a meaningless band."""
+    from medusa.evaluation.plots import quality_vs_rtf
+
+    figures = _figures_of(monkeypatch)
     rows = [config_row(summary(width=w, heads=h, tps=50.0 + 10 * w + h), f"w{w}-s{h}") for w in (2, 5) for h in (2, 5)]
-    medusa.evaluation.plots.quality_vs_rtf(rows, tmp_path / QUALITY_PLOT)
-    axes = figures[0].axes
-    assert [t.get_text() for t in axes[1].get_legend().get_texts()] == [r["config"] for r in rows]
-    assert not any(ax.texts for ax in axes)  # no annotations piled on one another
+    quality_vs_rtf(rows, tmp_path / QUALITY_PLOT)
+    (ax,) = figures[0].axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == [r["config"] for r in rows]
+    assert [round(b.get_width(), 6) for b in ax.patches] == [round(r["rtf"], 6) for r in rows]
+    assert "every configuration scores" in ax.get_title().lower() and f"{rows[0]['bleu']:.4g}" in ax.get_title()
+
+
+def test_configurations_of_different_quality_share_one_legend(tmp_path, monkeypatch):
+    """Rows of different quality (a lossy rule): two scatter panels, one legend for both, and a y-range that
+    holds every point with room around it."""
+    from medusa.evaluation.plots import quality_vs_rtf
+
+    figures = _figures_of(monkeypatch)
+    rows = []
+    for i, (w, h) in enumerate([(2, 2), (2, 5), (5, 2)]):
+        s = summary(width=w, heads=h, tps=50.0 + 10 * i)
+        s["metrics"]["bleu"] += 0.01 * i
+        s["metrics"]["chrf"] += 1.5 * i
+        rows.append(config_row(s, f"w{w}-s{h}"))
+    quality_vs_rtf(rows, tmp_path / QUALITY_PLOT)
+    fig = figures[0]
+    assert len(fig.axes) == 2 and not any(ax.get_legend() for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [r["config"] for r in rows]
+    for ax, key in zip(fig.axes, ("bleu", "chrf")):
+        low, high = ax.get_ylim()
+        values = [r[key] for r in rows]
+        assert low < min(values) and high > max(values) and not any(ax.texts for ax in fig.axes)
 
 
 def test_plots_with_nothing_to_show_are_skipped(tmp_path):

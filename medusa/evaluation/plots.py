@@ -35,25 +35,66 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+QUALITY_PANELS = [("bleu", "BLEU-1 (seed references)"), ("chrf", "chrF (raw references)")]
+
+
+def _same(values: list[float]) -> bool:
+    """One quality for every configuration (greedy verification is lossless, so a greedy table has one)."""
+    known = [v for v in values if not math.isnan(v)]
+    return bool(known) and max(known) - min(known) <= 1e-9 * max(1.0, abs(max(known)))
+
+
 def quality_vs_rtf(rows: list[dict], path: Path) -> Path | None:
-    """BLEU-1 and chrF (one panel each) against RTF, a point per configuration: up and left is better."""
+    """Quality against RTF, a point per configuration: up and left is better.
+
+    When every configuration scores the same (a greedy, lossless table) a scatter would be a flat line in a
+    meaningless band, so the plot is RTF per configuration instead, with the one shared quality in its title."""
     rtf = [_number(r.get("rtf")) for r in rows]
-    panels = [("bleu", "BLEU-1 (seed references)"), ("chrf", "chrF (raw references)")]
-    if all(math.isnan(x) for x in rtf) or all(r.get(k) is None for r in rows for k, _ in panels):
+    if all(math.isnan(x) for x in rtf) or all(r.get(k) is None for r in rows for k, _ in QUALITY_PANELS):
         return None  # no references (speed-only data) or nothing generated: nothing to draw
-    fig = _figure(10.0, 4.0)
+    qualities = {key: [_number(r.get(key)) for r in rows] for key, _ in QUALITY_PANELS}
+    if all(_same(v) or all(math.isnan(x) for x in v) for v in qualities.values()):
+        return _rtf_bars(rows, rtf, qualities, path)
+    fig = _figure(10.0, 4.6)
     axes = fig.subplots(1, 2)
-    for ax, (key, label) in zip(axes, panels):
-        values = [_number(r.get(key)) for r in rows]
+    for ax, (key, label) in zip(axes, QUALITY_PANELS):
+        values = qualities[key]
         for i, (x, y, r) in enumerate(zip(rtf, values, rows)):
-            # a marker and a legend entry per configuration: greedy rows share one quality, so text labels
-            # written beside the points would overprint each other
-            ax.scatter([x], [y], marker=MARKERS[i % len(MARKERS)], label=r["config"])
+            # a marker per configuration and one legend for both panels: text beside close points overprints
+            ax.scatter([x], [y], marker=MARKERS[i % len(MARKERS)], s=60, alpha=0.8, label=r["config"])
+        _pad_limits(ax, values)
         ax.set_xlabel("RTF (seconds per generated token)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, loc="best")
-    fig.suptitle("Quality against speed, per configuration")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=min(len(rows), 7))
+    fig.suptitle("Quality against speed, per configuration (up and left is better)")
+    return _save(fig, path)
+
+
+def _pad_limits(ax, values: list[float]) -> None:
+    """A y-range that shows the spread without inflating a tiny difference into the whole axis."""
+    known = [v for v in values if not math.isnan(v)]
+    if not known:
+        return
+    low, high = min(known), max(known)
+    pad = max(0.15 * (high - low), 0.05 * abs(high), 1e-3)
+    ax.set_ylim(low - pad, high + pad)
+
+
+def _rtf_bars(rows: list[dict], rtf: list[float], qualities: dict[str, list[float]], path: Path) -> Path:
+    """RTF per configuration (shorter is faster), titled with the quality they all share."""
+    fig = _figure(max(6.0, 0.9 * len(rows) + 3), 4.0)
+    ax = fig.subplots()
+    names = [r["config"] for r in rows]
+    bars = ax.barh(names, [0.0 if math.isnan(x) else x for x in rtf])
+    ax.bar_label(bars, labels=["n/a" if math.isnan(x) else f"{x:.4f}" for x in rtf], fontsize=8, padding=2)
+    ax.invert_yaxis()  # the table's order, top to bottom
+    ax.set_xlabel("RTF (seconds per generated token; shorter is faster)")
+    ax.grid(axis="x", alpha=0.3)
+    shared = [f"{label.split(' (')[0]} {next(v for v in qualities[key] if not math.isnan(v)):.4g}"
+              for key, label in QUALITY_PANELS if not all(math.isnan(v) for v in qualities[key])]
+    ax.set_title(f"Every configuration scores {' and '.join(shared)}: they differ only in speed", fontsize=10)
     return _save(fig, path)
 
 

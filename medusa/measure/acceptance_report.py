@@ -22,6 +22,8 @@ from medusa.model import stop_token_ids
 from medusa.runtime.output_dir import claimed_folder
 from medusa.evaluation.prompts import encode_prompts
 from medusa.measure.calibrate import measure_head_accuracy
+from medusa.arg_types import COUNT
+from medusa.settings import EMBEDDED_DATASET
 from medusa.measure.measured_model import MeasuredModelSettings, add_model_arguments, load_measured_model
 from medusa.measure.replay import drafted_replay, head_topk_hits, ranked_positions, replay_steps
 
@@ -30,7 +32,7 @@ DEFAULT_GRID = ("2:2", "2:5", "5:2", "5:5", "10:2", "10:5")  # the assignment's 
 
 @dataclass
 class AcceptanceSettings(MeasuredModelSettings):
-    datasets: list[str] = field(default_factory=lambda: ["in22-gen-sample"])
+    datasets: list[str] = field(default_factory=lambda: [EMBEDDED_DATASET])  # the main run's default data
     num_examples: int | None = None
     max_output_len: int = 128
     multi_head: list[str] = field(default_factory=lambda: list(DEFAULT_GRID))
@@ -173,16 +175,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = AcceptanceSettings()
     add_model_arguments(p, d)
     p.add_argument("--dataset", "-d", dest="datasets", action="append", default=None,
-                   help="data whose prompts are measured (repeatable; default in22-gen-sample)")
-    p.add_argument("--num-examples", "-n", type=int, default=None, help="first N rows of each dataset (all)")
-    p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len,
+                   help=f"data whose prompts are measured: hub id, local file/folder or a shipped sample "
+                   f"(repeatable; default {d.datasets[0]}, as the main run)")
+    p.add_argument("--num-examples", "-n", type=COUNT, default=None, help="first N rows of each dataset (all)")
+    p.add_argument("--max-output-len", "-mol", type=COUNT, default=d.max_output_len,
                    help=f"greedy tokens generated per prompt, then replayed ({d.max_output_len})")
     p.add_argument("--multi-head", action="append", default=None, metavar="W:S",
                    help="a multi-head config to replay (repeatable; default the grid " + " ".join(DEFAULT_GRID) + ")")
     p.add_argument("--tree", dest="trees", action="append", default=None,
                    help="tree JSON to replay (repeatable, to compare trees in one pass; 'builtin' for the built-in "
                    "tree; default: the tree saved beside the heads, else the built-in one)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
+    p.add_argument("--batch-size", type=COUNT, default=d.batch_size,
                    help=f"prompts generated and replayed together ({d.batch_size})")
     p.add_argument("--output-dir", "-o", default=d.output_dir, help=f"where the report is written ({d.output_dir})")
 
