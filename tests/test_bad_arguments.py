@@ -1,6 +1,6 @@
-"""Flag values and files that used to crash, hang or overflow, end to end through the CLI: one `error:` line that
-says what to do, exit 2, no traceback (refused before any model loads wherever the value alone tells), and the
-warning a token given on the command line earns."""
+"""Flag values and files that would crash, hang or overflow an unchecked run, end to end through the CLI: one
+`error:` line that says what to do, exit 2, no traceback (refused before any model loads wherever the value alone
+tells), and the warning a token given on the command line earns."""
 
 from __future__ import annotations
 

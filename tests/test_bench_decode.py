@@ -1,5 +1,5 @@
-"""benchmarks/bench_decode.py runs end to end on a CPU (a tiny random shape; graphs then run uncaptured), so the
-script the GPU sessions depend on is checked before any device time is spent on it."""
+"""tools/bench_decode.py runs end to end on a CPU (a tiny random shape; graphs then run uncaptured), so the
+script's flags, engines and JSON record are checked without a GPU."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_decode_runs_every_engine_and_writes_its_record(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_decode.py"), "--model", "shape:tiny", "-n", "2", "-mol", "6",
+        [sys.executable, str(ROOT / "tools" / "bench_decode.py"), "--model", "shape:tiny", "-n", "2", "-mol", "6",
          "--rounds", "1", "--methods", "hf-dynamic,single-head,tree-15,mh-w2s2", "--engines", "eager,graphs,graphs-sdpa",
          "--blas", "cublaslt", "--out", str(out)],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -32,6 +32,6 @@ def test_bench_decode_runs_every_engine_and_writes_its_record(tmp_path):
 
 
 def test_bench_decode_refuses_an_unknown_engine():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_decode.py"), "--model", "shape:tiny",
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_decode.py"), "--model", "shape:tiny",
                            "--engines", "warp"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode != 0 and "unknown engine warp" in done.stderr

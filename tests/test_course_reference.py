@@ -106,7 +106,7 @@ def test_course_solution_equals_the_reference_on_a_path_dependent_drafter(drafte
     engine = EagerEngine(drafter_model)
     differ = sum(engine.generate(by_path, p, 30, stops).tokens != engine.generate(reference, p, 30, stops).tokens
                  for p in prompts(6, seed=2))
-    assert differ >= 1  # what the grading report got wrong before the course reference
+    assert differ >= 1  # so by-path multi-head is no reference for course code: grading uses the course reference
 
 
 def test_rescore_drafts_whole_candidates_and_cuts_at_the_limit(medusa1_model):
@@ -195,7 +195,7 @@ def test_greedy_grading_keeps_the_course_reference_as_second(medusa1_dir, tmp_pa
 
 
 def test_the_shipped_model_grades_a_course_solution_as_correct(shipped_model, tmp_path, capsys):
-    """What the report got wrong on the shipped (path-dependent) drafter: identical n/n now."""
+    """On the shipped (path-dependent) drafter a correct course solution grades identical n/n to the reference."""
     rep, out = grade_solution("embedded", tmp_path / "g", capsys, "-w", "2", "-nmh", "2", n=2,
                               cls="CachedMedusaTextGenerator")
     assert rep["reference"]["agreement"]["identical"] == 2, rep["reference"]

@@ -1,6 +1,6 @@
 """Two-GPU checks (skipped without 2 CUDA devices): a model split with --device-map auto decodes the same tokens as
-on one GPU, and a data-parallel launch over both GPUs gives the one-process rows. Written on a CPU-only session:
-benchmarks/gpu_multigpu.sh runs these on the nvidia-h200-x2 machine."""
+on one GPU, and a data-parallel launch over both GPUs gives the one-process rows. Run them on a
+machine with two or more CUDA GPUs: ``python -m pytest tests/test_cuda_multi.py``."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def token_rows(folder: Path, name: str = "predictions.jsonl") -> list[list[int]]
 def small_heads(tmp_path_factory) -> Path:
     """A random 8-layer model (about 100 MB in fp32) with 5 heads: big enough for --max-memory to split it."""
     out = tmp_path_factory.mktemp("small")
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_random_model.py"), "--shape", "small",
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make_random_model.py"), "--shape", "small",
                     "--dtype", "float32", "--out", str(out)], check=True, cwd=ROOT, timeout=300)
     return out / "heads"
 

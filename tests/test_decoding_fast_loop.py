@@ -44,7 +44,7 @@ def _same(a, b, stats: bool = True) -> None:
 ])
 @pytest.mark.parametrize("noise", [0.0, 0.3])
 def test_greedy_fast_loop_equals_the_reference_loop(kind, seed, overrides, noise):
-    """A fixed node count (multi-head padded to W × (S+1) unmerged nodes) gives today's tokens and statistics.
+    """A fixed node count (multi-head padded to W × (S+1) unmerged nodes) gives the reference tokens and statistics.
 
     Identity heads (noise 0) give every level the same distribution, so permuted beams tie exactly and the last-bit
     differences between two forwards decide which W survive: there only the tokens must agree."""

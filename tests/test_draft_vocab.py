@@ -129,7 +129,7 @@ def test_train_heads_and_the_packer_store_a_vocabulary(tiny_model_dir, tmp_path)
     tree = tmp_path / "tree.json"
     tree.write_text(json.dumps({"paths": [[0], [1], [0, 0]]}))
     target = tmp_path / "default"
-    done = subprocess.run([sys.executable, str(root / "benchmarks" / "pack_embedded_default.py"), str(heads),
+    done = subprocess.run([sys.executable, str(root / "tools" / "pack_embedded_default.py"), str(heads),
                            str(tree), "--command", "a test", "--target", str(target), "--draft-vocab", "30",
                            "--vocab-text", str(heads / "sequences.jsonl")],
                           capture_output=True, text=True, timeout=120, cwd=root)

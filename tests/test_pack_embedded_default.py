@@ -1,4 +1,4 @@
-"""benchmarks/pack_embedded_default.py: trained heads + their adapter + tree become a loadable default folder."""
+"""tools/pack_embedded_default.py: trained heads + their adapter + tree become a loadable default folder."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_packed_heads_are_float16_name_their_adapter_and_tree_and_decode(tiny_mo
     tree = tmp_path / "tree.json"
     tree.write_text(json.dumps({"paths": [[0], [1], [0, 0]]}))
     target = tmp_path / "default"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pack_embedded_default.py"), str(heads),
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "pack_embedded_default.py"), str(heads),
                            str(tree), "--command", "a test", "--target", str(target)],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -59,7 +59,7 @@ def test_heads_without_their_adapter_are_refused(tiny_model_dir, tmp_path):
                               output_dir=str(heads)))
     tree = tmp_path / "tree.json"
     tree.write_text(json.dumps({"paths": [[0]]}))
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pack_embedded_default.py"), str(heads),
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "pack_embedded_default.py"), str(heads),
                            str(tree), "--command", "x", "--target", str(tmp_path / "d")],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode != 0 and "no adapter" in done.stderr and not (tmp_path / "d").exists()
@@ -75,7 +75,7 @@ def test_the_packer_stores_heads_and_adapter_in_int8(tiny_model_dir, tmp_path):
     tree.write_text(json.dumps({"paths": [[0], [1], [0, 0]]}))
     root = ROOT
     target = tmp_path / "packed"
-    done = subprocess.run([sys.executable, str(root / "benchmarks" / "pack_embedded_default.py"), str(folder),
+    done = subprocess.run([sys.executable, str(root / "tools" / "pack_embedded_default.py"), str(folder),
                            str(tree), "--command", "a test", "--target", str(target), "--adapter", str(adapter),
                            "--int8", "both"], capture_output=True, text=True, timeout=120, cwd=root)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -88,7 +88,7 @@ def test_the_packer_stores_heads_and_adapter_in_int8(tiny_model_dir, tmp_path):
     model = load_model(LoadSettings(str(target), device="cpu"))  # heads folder: base, adapter and tree beside
     assert model.heads is not None and model.info.extra["tree"].endswith("tree.json")
     assert "adapter" in model.info.base
-    inplace = subprocess.run([sys.executable, str(root / "benchmarks" / "pack_embedded_default.py"), str(target),
+    inplace = subprocess.run([sys.executable, str(root / "tools" / "pack_embedded_default.py"), str(target),
                               str(tree), "--command", "again", "--target", str(target)],
                              capture_output=True, text=True, timeout=120, cwd=root)
     assert inplace.returncode != 0 and "another folder" in inplace.stderr
@@ -107,7 +107,7 @@ def test_repacking_an_int8_folder_reads_it_as_floats_and_names_the_hub_base(tiny
     tree.write_text(json.dumps({"paths": [[0], [1]]}))
 
     def pack(source, target, *extra):
-        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pack_embedded_default.py"), str(source),
+        done = subprocess.run([sys.executable, str(ROOT / "tools" / "pack_embedded_default.py"), str(source),
                                str(tree), "--command", "c", "--target", str(target), *extra],
                               capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert done.returncode == 0, done.stderr[-2000:]

@@ -3,7 +3,7 @@
 transformers' ``sdpa`` sends a masked fp32 (or masked bf16) attention to the memory-efficient kernel, which gives one
 thread block to each (head, 64 queries) tile and walks every cache slot inside it: with one query and 9 heads that
 is 9 blocks on a 132-SM GPU, and on the H200 it took 0.93 ms of a 3.4 ms single-head step on the embedded model
-(docs/measured/profile-135m-fp32-tree-sizes.json). Written as two batched matmuls around a softmax, the same
+(docs/measured/engines/profile-h200-135m-fp32-tree-sizes.json). Written as two batched matmuls around a softmax, the same
 attention spreads over the cache slots instead; the query heads that share a key/value head are stacked as rows of
 one matmul (no ``repeat_kv`` copies).
 
@@ -27,7 +27,7 @@ ATTENTIONS = ("auto", "grouped", "model")  # the fast engine's choices: by dtype
 def resolve_attention(attention: str, dtype: torch.dtype) -> str:
     """``auto``: grouped in float32, the model's own otherwise.
 
-    Measured on the H200 (docs/benchmarks.md): in fp32 the grouped attention made the embedded model's captured
+    Measured on the H200 (docs/experiments/engines.md): in fp32 the grouped attention made the embedded model's captured
     single-head step 1.35× faster (3.68 against 4.95 ms); in bf16 on the Llama-2-7B shape it was 6 % slower (7.04
     against 6.64 ms), since sdpa has fast half-precision kernels and 7B has no grouped heads to share.
     """

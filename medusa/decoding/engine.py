@@ -86,7 +86,7 @@ class StaticEngine(Engine):
                               "use --engine eager or auto")
         self.model, self.capture, self.compile, self.quiet, self.fallback = model, capture, compile, quiet, fallback
         self.compile_options = dict(compile_options or {})  # inductor options, e.g. coordinate_descent_tuning
-        self.capture_prefill = capture_prefill  # False: the prompt runs eagerly at its own length (benchmarks' A/B)
+        self.capture_prefill = capture_prefill  # False: the prompt runs eagerly at its own length (bench_decode's A/B)
         self.attention = resolve_attention(attention, model.dtype)
         self.name = ("compiled" if compile else "graphs") if capture else "static" + ("+compile" if compile else "")
         self.fell_back: list[str] = []  # strategies decoded by the reference loop because their step failed to build

@@ -152,7 +152,7 @@ class FastDecoder:
 
     def draft(self) -> torch.Tensor:
         """The next verify's [N] tokens, from the heads (or drafter) at the last committed state; device-only, so
-        benchmarks can capture and time it alone (the drafting share of a step)."""
+        tools/bench_decode.py can capture and time it alone (the drafting share of a step)."""
         plan = self.plan
         if not plan.num_heads:
             heads = None

@@ -1,8 +1,8 @@
 """Row-wise int8 storage for shipped weights: half the bytes of float16, dequantised once at load.
 
-The package ships its translators and drafters as package data, and the repository travels with every GPU call, so
-bytes on disk matter; compute does not change (the weights are dequantised to the model's dtype when they load, and
-a LoRA adapter is merged into the base). Each matrix row keeps its own float32 scale (its largest magnitude / 127),
+The package ships its translators and drafters as package data, so bytes on disk (the wheel, a clone) matter;
+compute does not change (the weights are dequantised to the model's dtype when they load, and a LoRA adapter is
+merged into the base). Each matrix row keeps its own float32 scale (its largest magnitude / 127),
 so a row of small LoRA values loses no more precision than a row of large ones. A file is marked by its
 safetensors metadata, and each quantised tensor ``name`` has its scales beside it as ``name`` + :data:`SCALE_SUFFIX`.
 Vectors and integer tensors (a draft vocabulary) are stored as they are (floats in float16).

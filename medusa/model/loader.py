@@ -21,10 +21,10 @@ from medusa.model import MedusaModel, ModelInfo
 
 EMBEDDED_UNTRAINED_HEADS = 5
 # What ships with the embedded base: a Hindi→English LoRA, the autoregressive drafter (5 draft positions) trained
-# on the adapted model, and the tree calibrated for it (docs/embedded-default.md).
+# on the adapted model, and the tree calibrated for it (docs/experiments/drafters.md).
 EMBEDDED_DEFAULT_DIR = Path(__file__).parents[1] / "embedded_default"
 # The second shipped translator: chrF 25.5 on FLORES-200 where the default's 18.7, with the drafter trained on its
-# own text (docs/embedded-default.md, "The faithful translator"); stored in int8 to keep the package small.
+# own text (docs/experiments/translators.md); stored in int8 to keep the package small.
 SHIPPED_FOLDERS = {FAITHFUL_NAME: EMBEDDED_DEFAULT_DIR / "faithful"}
 TREE_FILE = "tree.json"  # a calibrated tree saved beside heads is used by -ds tree unless --tree is given
 
@@ -62,9 +62,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 # Below this, one-sequence decoding on a GPU stays in fp32, because fp32 verification gives exactly the single-head
-# tokens and bf16 flips near-ties (about half the embedded model's outputs differ somewhere). It was first chosen
-# for speed too (eager, bf16's casts cost launches); under the graphs engine bf16 is ~1.37x faster for the embedded
-# 135M model (docs/benchmarks.md), so exactness is now the reason: pass --dtype bfloat16 for speed. A heuristic
+# tokens and bf16 flips near-ties (about half the embedded model's outputs differ somewhere). In the eager
+# engine fp32 is the faster too (bf16's casts cost launches); under the graphs engine bf16 is ~1.37x faster for the
+# embedded 135M model (docs/experiments/engines.md): pass --dtype bfloat16 for speed there. A heuristic
 # kept well below sizes where fp32 weight reads (2 bytes more per weight) dominate.
 SMALL_MODEL_PARAMETERS = 500_000_000
 
@@ -298,7 +298,8 @@ def load_model(settings: LoadSettings) -> MedusaModel:
         base_label += f" + adapter {adapter}"
     heads = build_heads(heads_ckpt, base) if heads_ckpt is not None else None
     untrained = heads is None and base_name == EMBEDDED_NAME
-    if untrained:  # no trained heads ship yet: identity-initialised ones keep every strategy runnable (τ ≈ 1)
+    # the embedded base without its shipped heads: identity-initialised heads keep every strategy runnable (τ ≈ 1)
+    if untrained:
         lm_head = base.get_output_embeddings()
         config = HeadConfig(EMBEDDED_UNTRAINED_HEADS, 1, lm_head.weight.shape[1], lm_head.weight.shape[0], True)
         heads = MedusaHeads(config, lm_head).to(device=lm_head.weight.device, dtype=lm_head.weight.dtype)

@@ -512,7 +512,8 @@ def attention_heads_for(base_config, hidden_size: int) -> int:
 
 
 def resolve_drafter(s: TrainSettings) -> TrainSettings:
-    """``--token-input`` is ``--drafter token-input``; the drafters built so far, or one line saying what is not."""
+    """``--token-input`` is ``--drafter token-input``; a known drafter with flags that fit it, or one line saying
+    what is wrong."""
     from dataclasses import replace
 
     if s.drafter not in DRAFTERS:
