@@ -15,7 +15,7 @@ from medusa.model.embedded import EMBEDDED_NAME, FAITHFUL_NAME, TRANSLATORS, is_
 from medusa.model.loader import LoadSettings, check_shipped
 from medusa.errors import MedusaError
 from medusa.model.hub import fail_fast_offline
-from medusa.runtime.output_dir import claimed_folder
+from medusa.output_dir import claimed_folder
 from medusa.settings import CPU_DEMO_TREE_SIZE, SETUPS, RunSettings
 from medusa.arg_types import SEED, checked_number, positive_int, probability
 from medusa.runtime.threads import apply_threads, threads_arg

@@ -25,7 +25,7 @@ from medusa.errors import MedusaError
 from medusa.model.loader import LoadSettings, load_model, resolve_device
 from medusa.evaluation.metrics import SpeedStats, compute_all
 from medusa.model import MedusaModel, stop_token_ids
-from medusa.runtime.output_dir import claimed_folder
+from medusa.output_dir import claimed_folder
 from medusa.evaluation.preflight import check_head_count, check_table_heads, inspect_run, prompt_note, settle_prompt_style
 from medusa.evaluation.prompts import encode_prompt, encode_prompts, process_reference
 from medusa.evaluation.results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, check_resume_before_loading,
@@ -276,7 +276,7 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
 
     ``model`` and ``engine`` let several runs share one loaded model and its captured graphs (the assignment table),
     ``generator`` the submission's process their preflight started (:mod:`medusa.grading.isolation`).
-    The output folder is checked and locked before any work (:mod:`medusa.runtime.output_dir`).
+    The output folder is checked and locked before any work (:mod:`medusa.output_dir`).
     """
     if settings.resume and not settings.output_dir:
         raise MedusaError("--resume needs the --output-dir of the run to continue")
@@ -292,6 +292,13 @@ def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine 
         return _run(settings, model, engine, generator)
 
 
+def start_generator(settings: RunSettings, facts):
+    """The ``--generator`` submission's process, for the preflight (:mod:`medusa.grading.launch`)."""
+    from medusa.grading.launch import start_submission
+
+    return start_submission(settings, facts)
+
+
 def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None,
          generator=None) -> dict:
     torch.manual_seed(settings.seed)
@@ -304,7 +311,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
     check_same({**settings.public_dict(), "examples": [ex.index for ex in examples], "data": vars(data_info)})
     check_enough_examples(len(examples))
     asked_prompt = settings.prompt_style
-    checked = inspect_run(settings) if model is None else None  # the assignment table checks before its one load
+    checked = inspect_run(settings, start_generator) if model is None else None  # the table checks before its one load
     with closing(checked.generator if checked is not None else None):
         if checked is not None:
             settings = checked.settings
@@ -571,7 +578,7 @@ def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
     from dataclasses import replace
 
     # before loading: prompt style, the submission, the head count (a sandbox hides the whole table's folder)
-    checked = inspect_run(replace(settings, output_dir=str(base_dir)))
+    checked = inspect_run(replace(settings, output_dir=str(base_dir)), start_generator)
     with closing(checked.generator):
         return _table_with(settings, base_dir, checked, asked_prompt, needed)
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from medusa.model.embedded import EMBEDDED_NAME
+from medusa.model.embedded import EMBEDDED_DATASET, EMBEDDED_NAME
 
 SEED_MODEL = "FasterDecoding/medusa-v1.0-vicuna-7b-v1.5"
 SEED_DATASET = "ai4bharat/IN22-Gen"
-EMBEDDED_DATASET = "flores200-sample"
 # The demo's tree on a CPU, where every node costs a full row of the verify pass: rebuilt from the shipped drafter's
 # calibration, the 3-node tree decodes faster than single-head on 2 cores and larger trees lose (docs/experiments/
 # cpu-trees.md). On CUDA the demo decodes with the shipped tree, sized for a GPU.

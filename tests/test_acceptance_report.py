@@ -44,7 +44,7 @@ def test_measure_acceptance_writes_tau_for_every_strategy(tiny_model_dir, tmp_pa
 
 
 def test_several_trees_are_replayed_in_one_pass(tiny_model_dir, tmp_path):
-    from medusa.measure.trees import save_tree
+    from medusa.decoding.trees import save_tree
 
     heads = _heads_dir(tiny_model_dir, tmp_path)
     save_tree([(0,), (1,), (0, 0)], str(tmp_path / "small.json"))

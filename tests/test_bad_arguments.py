@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from medusa.measure.trees import MAX_TREE_NODES
+from medusa.decoding.trees import MAX_TREE_NODES
 from medusa.model import hub
 from medusa.runtime.threads import default_threads, max_threads
 from medusa.arg_types import MAX_SEED

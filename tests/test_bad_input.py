@@ -21,7 +21,7 @@ from medusa.model import embedded, hub
 from medusa.model.checkpoints import save_heads
 from medusa.cli import interrupted_message, main
 from medusa.model.heads import HeadConfig, MedusaHeads
-from medusa.runtime.output_dir import LOCK_FILE, claimed_folder
+from medusa.output_dir import LOCK_FILE, claimed_folder
 from medusa.evaluation.prompts import encode_prompts, fit_prompt
 from medusa.runtime.threads import MAX_DEFAULT_THREADS, default_threads
 
@@ -169,7 +169,7 @@ def test_failed_run_leaves_no_empty_folder(tiny_model_dir, tmp_path, capsys):
 # ---------------------------------------------------------------- data loss: locks, resume
 
 
-HOLD = "import sys, time; from pathlib import Path; from medusa.runtime.output_dir import claimed_folder\n" \
+HOLD = "import sys, time; from pathlib import Path; from medusa.output_dir import claimed_folder\n" \
        "with claimed_folder(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)\n"
 
 
@@ -266,7 +266,7 @@ def fake_conversion(tmp_path, monkeypatch):
 
 
 def test_conversion_waits_for_another_process(fake_conversion, capsys):
-    from medusa.runtime.locking import file_lock
+    from medusa.locking import file_lock
 
     target, calls = fake_conversion
     target.parent.mkdir(parents=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import make_model
 
-from medusa.training.batch_generate import batched_greedy
+from medusa.model.batch_generate import batched_greedy
 from medusa.decoding import generate, make_strategy
 from medusa.model import MedusaModel
 
@@ -22,7 +22,7 @@ def test_batched_equals_sequential():
 
 
 def test_sampled_continuations_are_seeded_grouped_and_sharpen_to_greedy():
-    from medusa.training.batch_generate import batched_generate
+    from medusa.model.batch_generate import batched_generate
 
     base = make_model("llama", seed=7)
     prompts = [[5, 6, 7], [9, 10, 11, 12], [20], [30, 31]]

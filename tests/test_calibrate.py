@@ -10,7 +10,7 @@ from medusa.measure.calibrate import HeadAccuracy, calibrate_tree, measure_head_
 from medusa.errors import MedusaError
 from medusa.model.heads import HeadConfig, MedusaHeads
 from medusa.model import MedusaModel
-from medusa.measure.trees import expected_accept_length, optimal_tree, validate_tree
+from medusa.decoding.trees import expected_accept_length, optimal_tree, validate_tree
 
 VOCAB = 12
 MAX_RANK = 3

@@ -503,7 +503,7 @@ def test_step_matches_fasterdecoding_forward(project_dir):
 
 
 def test_a_tree_saved_beside_the_heads_is_found_from_the_folder_or_the_weights_file(project_dir, tiny_model_dir):
-    from medusa.measure.trees import save_tree
+    from medusa.decoding.trees import save_tree
 
     folder, _ = project_dir
     assert "tree" not in load(folder).info.extra

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from medusa.errors import MedusaError
-from medusa.training.finetune import FinetuneSettings, end_of_turn_id, finetune, merge_adapter, training_pairs
+from medusa.model.adapters import merge_adapter
+from medusa.training.finetune import FinetuneSettings, end_of_turn_id, finetune, training_pairs
 
 PAIRS = [
     ("मैं घर जा रहा हूँ", "I am going home"),

@@ -101,7 +101,7 @@ def test_a_damaged_int8_heads_file_is_a_one_line_error(tiny_model_dir, tmp_path)
 def test_an_int8_adapter_merges_like_its_floats(tiny_model_dir, tmp_path):
     from medusa.decoding import DecodeSettings, generate, make_strategy
     from medusa.model.loader import LoadSettings, load_model
-    from medusa.training.finetune import merge_adapter
+    from medusa.model.adapters import merge_adapter
 
     adapter = make_tiny_adapter(tiny_model_dir, tmp_path)
     small = tmp_path / "adapter-int8"
@@ -144,7 +144,7 @@ def test_a_damaged_int8_adapter_is_a_one_line_error(tiny_model_dir, tmp_path):
 
 
 def test_an_int8_adapter_that_lost_its_metadata_is_still_read_as_int8(tiny_model_dir, tmp_path):
-    from medusa.training.finetune import int8_adapter_state
+    from medusa.model.adapters import int8_adapter_state
 
     adapter = make_tiny_adapter(tiny_model_dir, tmp_path)
     floats = load_file(str(adapter / "adapter_model.safetensors"))

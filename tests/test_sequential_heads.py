@@ -17,7 +17,7 @@ from medusa.errors import MedusaError
 from medusa.model.heads import HeadConfig, MedusaHeads, infer_head_config
 from medusa.model import MedusaModel
 from medusa.training.train_heads import TrainSettings, resolve_drafter
-from medusa.measure.trees import builtin_tree
+from medusa.decoding.trees import builtin_tree
 
 
 def _model(seed: int, noise: float, num_heads: int = 4) -> MedusaModel:

@@ -10,7 +10,7 @@ import pytest
 
 from medusa.decoding.base import Tree
 from medusa.errors import MedusaError
-from medusa.measure.trees import (
+from medusa.decoding.trees import (
     DEFAULT_ACCURACIES,
     builtin_tree,
     expected_accept_length,

@@ -1,4 +1,4 @@
-"""Decoding strategies behind one interface (:class:`~medusa.decoding.base.Strategy`) and one loop."""
+"""Decoding strategies behind one interface (:class:`~medusa.decoding.base.Strategy`), the tree format and one loop."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from medusa.decoding.multi_head import MultiHead, course_reference
 from medusa.decoding.single_head import SingleHead
 from medusa.decoding.dynamic_tree import DynamicTree
 from medusa.decoding.static_tree import StaticTree
-from medusa.measure.trees import builtin_tree, load_tree, resized_tree
+from medusa.decoding.trees import builtin_tree, load_tree, resized_tree
 
 MAX_TREE_DEPTH = 64
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from medusa.measure.trees import TreePath, tree_nodes
+from medusa.decoding.trees import TreePath, tree_nodes
 from medusa.decoding.accept import Acceptance
 from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
 from medusa.decoding.fixed_tree import DevicePlan, FixedTree

@@ -6,19 +6,19 @@ one line at once, instead of after minutes of loading; and a model without a cha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from medusa.model.checkpoint_facts import CheckpointFacts, inspect_checkpoint
 from medusa.errors import MedusaError
-from medusa.settings import RunSettings
 
 S = TypeVar("S")
 
 
 @dataclass
 class Preflight:
-    settings: RunSettings  # with the prompt style resolved where the files tell it
+    settings: object  # the run's RunSettings (medusa/settings.py), the prompt style resolved where the files tell it
     facts: CheckpointFacts
     generator: object | None  # the submission's process (``--generator``), its file imported there
 
@@ -49,8 +49,9 @@ def settle_prompt_style(settings: S, tokenizer, base: str) -> S:
     return replace(settings, prompt_style=resolve_prompt_style(settings.prompt_style, has, base))
 
 
-def check_head_count(num_heads: int, name: str, settings: RunSettings, strategy) -> None:
-    """The strategy and ``-nmh`` against the heads the model has (known from the files or the loaded model)."""
+def check_head_count(num_heads: int, name: str, settings, strategy) -> None:
+    """The strategy and ``-nmh`` (``settings``: the run's) against the heads the model has (known from the files or
+    the loaded model)."""
     k, s = num_heads, settings.use_no_medusa_heads
     if k and s > k:
         raise MedusaError(f"--use-no-medusa-heads {s} asks for more heads than the checkpoint has ({k}); use 1..{k}")
@@ -70,15 +71,12 @@ def check_table_heads(num_heads: int, needed: int, name: str) -> None:
                           f"{num_heads} (more heads than the checkpoint has); pass a model with {needed} heads")
 
 
-def inspect_run(settings: RunSettings) -> Preflight:
+def inspect_run(settings: S, start_generator: Callable[[S, CheckpointFacts], object]) -> Preflight:
     """Read the checkpoint's configs and headers, start the submission's process (which imports it), and resolve
-    the prompt style."""
+    the prompt style. ``settings`` are the run's; ``start_generator(settings, facts)`` starts the ``--generator``
+    process (the runner passes :func:`medusa.grading.launch.start_submission`), called only when one is given."""
     facts = inspect_checkpoint(settings.model_name, settings.medusa_heads, settings.adapter, settings.bare_embedded,
                                settings.hf_token)
-    generator = None
-    if settings.generator:
-        from medusa.grading.launch import start_submission
-
-        generator = start_submission(settings, facts)
+    generator = start_generator(settings, facts) if settings.generator else None
     style = resolve_prompt_style(settings.prompt_style, facts.chat_template, facts.base)
     return Preflight(replace(settings, prompt_style=style), facts, generator)

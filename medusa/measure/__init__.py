@@ -1,1 +1,1 @@
-"""Measuring heads: trees, calibration, replayed acceptance."""
+"""Measuring heads: tree calibration (`calibrate-tree`), replayed acceptance (`measure-acceptance`)."""

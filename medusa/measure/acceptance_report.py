@@ -13,17 +13,17 @@ from pathlib import Path
 
 import torch
 
-from medusa.training.batch_generate import batched_greedy
+from medusa.model.batch_generate import batched_greedy
 from medusa.console import say
 from medusa.evaluation.data import load_examples
 from medusa.decoding import DecodeSettings, make_strategy
 from medusa.errors import MedusaError
 from medusa.model import stop_token_ids
-from medusa.runtime.output_dir import claimed_folder
+from medusa.model.embedded import EMBEDDED_DATASET
+from medusa.output_dir import claimed_folder
 from medusa.evaluation.prompts import encode_prompts
 from medusa.measure.calibrate import measure_head_accuracy
 from medusa.arg_types import COUNT
-from medusa.settings import EMBEDDED_DATASET
 from medusa.measure.measured_model import MeasuredModelSettings, add_model_arguments, load_measured_model
 from medusa.measure.replay import drafted_replay, head_topk_hits, ranked_positions, replay_steps
 

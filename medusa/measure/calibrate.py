@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from medusa.errors import MedusaError
-from medusa.measure.trees import TreePath, expected_accept_length, optimal_tree
+from medusa.decoding.trees import TreePath, expected_accept_length, optimal_tree
 
 
 @dataclass

@@ -9,13 +9,13 @@ from pathlib import Path
 from medusa.measure.calibrate import calibrate_tree, measure_head_accuracy
 from medusa.console import say
 from medusa.evaluation.data import load_examples
-from medusa.training.batch_generate import batched_greedy
+from medusa.model.batch_generate import batched_greedy
 from medusa.errors import MedusaError
 from medusa.model import stop_token_ids
-from medusa.runtime.output_dir import check_output_file
+from medusa.output_dir import check_output_file
 from medusa.evaluation.prompts import encode_prompts
 from medusa.measure.measured_model import MeasuredModelSettings, add_model_arguments, load_measured_model
-from medusa.measure.trees import MAX_TREE_NODES, save_tree
+from medusa.decoding.trees import MAX_TREE_NODES, save_tree
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from medusa.training.batch_generate import batched_hidden_states
+from medusa.model.batch_generate import batched_hidden_states
 from medusa.decoding.base import DecodeState, Strategy, Tree
 from medusa.decoding.dynamic_tree import DynamicTree
 from medusa.decoding.multi_head import MultiHead

@@ -21,9 +21,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from medusa.errors import MedusaError
-from medusa.runtime.locking import LockBusy, file_lock
+from medusa.locking import LockBusy, file_lock
 
 EMBEDDED_NAME = "embedded"
+EMBEDDED_DATASET = "flores200-sample"  # the built-in sample (medusa/samples/) the embedded setup decodes offline
 FAITHFUL_NAME = "embedded:faithful"  # the embedded base with the shipped faithful translator and its drafter
 TRANSLATORS = {"default": EMBEDDED_NAME, "faithful": FAITHFUL_NAME}  # --translator's choices: the model each names
 

@@ -129,7 +129,7 @@ def _check_adapter_finite(adapter: str, token: str | None) -> None:
     the tensor. Layouts other than safetensors, and unreadable files, are left to peft's loader and its message."""
     from safetensors import safe_open
 
-    from medusa.training.finetune import ADAPTER_WEIGHTS
+    from medusa.model.adapters import ADAPTER_WEIGHTS
 
     weights = fetch(adapter, ADAPTER_WEIGHTS, token, required=False)
     if weights is None:
@@ -291,7 +291,7 @@ def load_model(settings: LoadSettings) -> MedusaModel:
     base, tokenizer = _load_base(base_location, token, device, settings.dtype, settings.small_fp32, split)
     _check_base_finite(base, base_label, base_location)
     if adapter:
-        from medusa.training.finetune import merge_adapter
+        from medusa.model.adapters import merge_adapter
 
         _check_adapter_finite(adapter, token)
         base = merge_adapter(base, adapter)

@@ -1,1 +1,1 @@
-"""The process around a run: threads, output-folder locks, data-parallel launches."""
+"""The process around a run: threads and data-parallel launches (with their prediction shards)."""

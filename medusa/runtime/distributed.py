@@ -140,7 +140,7 @@ def on_main(work: Callable[[], object], group: Processes | None = None) -> None:
 
 @contextmanager
 def claimed_by_main(folder: Path, claim) -> Iterator[Path]:
-    """``claim`` (:func:`medusa.runtime.output_dir.claimed_folder`) held by the main process for the whole run; the others
+    """``claim`` (:func:`medusa.output_dir.claimed_folder`) held by the main process for the whole run; the others
     write their shards under its lock and are never refused by it."""
     group = processes()
     if not group.parallel:

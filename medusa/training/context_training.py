@@ -13,7 +13,7 @@ import random
 import torch
 from torch.nn import functional as F
 
-from medusa.training.batch_generate import batched_hidden_states
+from medusa.model.batch_generate import batched_hidden_states
 
 MAX_BATCH_TOKENS = 65536  # padded tokens per step: bounds the base's activations and the rollout's L×L attention
 

@@ -1,4 +1,5 @@
-"""``python medusa.py finetune``: LoRA fine-tuning of a base model for translation, and the adapter merge at load.
+"""``python medusa.py finetune``: LoRA fine-tuning of a base model for translation (merged at load by
+:mod:`medusa.model.adapters`).
 
 The embedded SmolLM2 copies Hindi instead of translating it; a small LoRA adapter trained on public Hindi–English
 pairs fixes that, is a few MB to ship, and is merged into the weights when the model loads (so decoding pays
@@ -17,19 +18,18 @@ from pathlib import Path
 
 import torch
 
-from medusa.training.batch_generate import batched_greedy
+from medusa.model.batch_generate import batched_greedy
 from medusa.console import say
 from medusa.evaluation.data import load_examples
 from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
 from medusa.arg_types import COUNT, FRACTION, POSITIVE, SEED
-from medusa.model.int8_weights import METADATA, SCALE_SUFFIX, dequantize_tensors
+from medusa.model.adapters import ADAPTER_WEIGHTS
 from medusa.model.loader import SHIPPED_FOLDERS, LoadSettings, load_model
 from medusa.evaluation.metrics import bleu1, sacrebleu_scores
 from medusa.model import MedusaModel, stop_token_ids
 from medusa.evaluation.prompts import PROMPT_STYLES, encode_prompt
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -161,7 +161,7 @@ def save_adapter(model, out: Path, dtype: str) -> None:
             if p.requires_grad:
                 p.copy_(p.to(SAVE_DTYPES[dtype]))
     model.save_pretrained(str(out), safe_serialization=True)
-    weights = out / "adapter_model.safetensors"
+    weights = out / ADAPTER_WEIGHTS
     tensors = {k: v.to(SAVE_DTYPES[dtype]).contiguous() for k, v in load_file(str(weights)).items()}
     save_file(tensors, str(weights), metadata={"format": "pt"})
 
@@ -250,50 +250,6 @@ def finetune(s: FinetuneSettings) -> dict:
     (out / "finetune_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     say(f"saved adapter to {out}")
     return report
-
-
-def merge_adapter(base_model, adapter: str):
-    """Fold a LoRA adapter into the base weights (so decoding runs the plain model) and return the merged model.
-
-    An adapter stored in int8 (``pack_embedded_default.py --int8``) is dequantised first: peft reads floats only.
-    """
-    from peft import PeftModel
-
-    try:
-        state = int8_adapter_state(adapter)
-        if state is None:
-            return PeftModel.from_pretrained(base_model, adapter).merge_and_unload()
-        from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
-
-        config = PeftConfig.from_pretrained(adapter)
-        config.base_model_name_or_path = getattr(base_model, "name_or_path", None)  # merged onto this base, as is
-        model = get_peft_model(base_model, config)
-        loaded = set_peft_model_state_dict(model, state)
-        missing = [k for k in loaded.missing_keys if "lora_" in k]
-        if loaded.unexpected_keys or missing:
-            raise ValueError(f"its weights do not fit its config ({len(missing)} missing, "
-                             f"{len(loaded.unexpected_keys)} unexpected, e.g. "
-                             f"{(missing + list(loaded.unexpected_keys))[0]})")
-        return model.merge_and_unload()
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # RuntimeError: weights of another shape
-        raise MedusaError(f"cannot load adapter {adapter}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-
-
-def int8_adapter_state(adapter: str) -> dict[str, torch.Tensor] | None:
-    """The dequantised weights of a local int8-stored adapter; None for any other adapter (peft loads those)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    weights = Path(adapter) / ADAPTER_WEIGHTS
-    if not weights.is_file():
-        return None
-    try:
-        with safe_open(str(weights), "pt") as f:  # marked, or (a file whose metadata was lost) int8 by its names
-            marked = (f.metadata() or {}).get("medusa_weights") == METADATA["medusa_weights"] or \
-                any(k.endswith(SCALE_SUFFIX) for k in f.keys())
-    except Exception as exc:  # not a safetensors file: a one-line error rather than peft's traceback
-        raise ValueError(f"{weights} is not a readable safetensors file ({type(exc).__name__})") from None
-    return dequantize_tensors(load_file(str(weights))) if marked else None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

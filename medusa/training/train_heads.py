@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from medusa.model.checkpoints import save_heads, save_medusa1
 from medusa.console import say
 from medusa.evaluation.data import load_examples
-from medusa.training.batch_generate import batched_generate, batched_hidden_states
+from medusa.model.batch_generate import batched_generate, batched_hidden_states
 from medusa.training.context_training import ContextTrainer
 from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError

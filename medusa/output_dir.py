@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from medusa.errors import MedusaError
-from medusa.runtime.locking import LockBusy, file_lock
+from medusa.locking import LockBusy, file_lock
 
 LOCK_FILE = ".medusa.lock"
 
