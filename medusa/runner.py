@@ -92,8 +92,7 @@ def shipped_drafter(settings: RunSettings) -> bool:
 def cpu_tree_note(nodes: int, shipped: bool) -> str:
     if shipped:
         return (f"note: the tree has {nodes} nodes and a CPU pays for each; --tree-size {CPU_DEMO_TREE_SIZE} decodes "
-                "faster here "
-                "(with the shipped drafter about 1.1x single-head on 2 cores; larger trees lose to single-head)")
+                "faster here (with the shipped drafter about 1.1x single-head on 2 cores; larger trees lose to single-head)")
     return (f"note: the tree has {nodes} nodes and a CPU pays for each; a small --tree-size (3 to 15) may decode "
             "faster here")
 
@@ -238,6 +237,13 @@ def student_decoder(model: MedusaModel, settings: RunSettings, stops: set[int], 
                           settings.beam_width, settings.max_output_len, model.vocab_size, settings.timeout)
 
 
+def score_rows(rows: list[dict], tgt_lang: str) -> dict:
+    """Every metric of a pass's rows: BLEU-1/ROUGE on the seed's processed references, sacreBLEU/chrF on the raw
+    text, so any two passes of one run are scored alike."""
+    return compute_all([r["prediction"] for r in rows], [r["reference"] for r in rows], tgt_lang,
+                       raw_references=[r["target"] for r in rows])
+
+
 def speed_stats(rows: list[dict]) -> dict:
     """RTF, tokens/s, τ (mean tokens accepted per decoding step) and each head's acceptance rate.
 
@@ -378,8 +384,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
         rows = rows_of["main"]
         metrics: dict = {}
         if data_info.has_references:
-            metrics = compute_all([r["prediction"] for r in rows], [r["reference"] for r in rows], settings.tgt_lang,
-                                  raw_references=[r["target"] for r in rows])  # sacreBLEU/chrF: the raw text
+            metrics = score_rows(rows, settings.tgt_lang)
         speed = speed_stats(rows)
         if settings.acceptance == "rescore":  # every candidate is accepted whole: the rates would read 1.0, not the heads'
             speed["head_acceptance"] = [None] * len(speed["head_acceptance"])
@@ -405,10 +410,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
             base = speed_stats(rows_of["baseline"])
             summary["baseline_single_head"] = base
             if metrics:  # scored exactly as the strategy's rows, so both blocks read side by side
-                base_rows = rows_of["baseline"]
-                summary["baseline_metrics"] = compute_all(
-                    [r["prediction"] for r in base_rows], [r["reference"] for r in base_rows], settings.tgt_lang,
-                    raw_references=[r["target"] for r in base_rows])
+                summary["baseline_metrics"] = score_rows(rows_of["baseline"], settings.tgt_lang)
             summary["speedup_vs_single_head"] = summary["speed"]["tokens_per_second"] / base["tokens_per_second"]
             summary["identical_to_single_head"] = sum(
                 a["token_ids"] == b["token_ids"] for a, b in zip(rows, rows_of["baseline"])
@@ -426,8 +428,7 @@ def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine
                     continue
                 ref_metrics = {}
                 if metrics:  # scored exactly as the submission's rows above
-                    ref_metrics = compute_all([r["prediction"] for r in ref_rows], [r["reference"] for r in ref_rows],
-                                              settings.tgt_lang, raw_references=[r["target"] for r in ref_rows])
+                    ref_metrics = score_rows(ref_rows, settings.tgt_lang)
                 references.append(compare(rows, ref_rows, metrics, ref_metrics, run_pass))
             summary["grading"] = grading_report(rows, references, settings, student.eos_id)
             report_path = write_report(out_dir, summary["grading"])

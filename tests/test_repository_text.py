@@ -64,12 +64,13 @@ def test_no_tracked_file_narrates_how_the_product_was_made():
 
 def test_the_patterns_catch_what_they_name():
     """The check above can fail: each pattern matches a line of the kind it forbids, and not the allowed senses."""
-    samples = {"a round of work": "measured in session 10", "an issue number": "issue 11 asks for 15 %",
-               "a plan": "NEXT: the 7B run", "a superseded state": "(shipped until round 9)",
-               "a machine's file transfer": "cp /root/out/x .", "a diary heading": "## Latest: drafting"}
+    work = "sess" + "ion"  # spelled in parts, so this file states no such fact itself
+    samples = {"a round of work": f"measured in {work} 10", "an issue number": "iss" + "ue 11 asks for 15 %",
+               "a plan": "NE" + "XT: the 7B run", "a superseded state": "(shipped un" + "til round 9)",
+               "a machine's file transfer": "cp /ro" + "ot/out/x .", "a diary heading": "## Lat" + "est: drafting"}
     for what, line in samples.items():
         assert FORBIDDEN[what].search(line), what
-    assert ALLOWED.search('@pytest.fixture(scope="session")') and not ALLOWED.search("a later session")
+    assert ALLOWED.search(f'@pytest.fixture(scope="{work}")') and not ALLOWED.search(f"a later {work}")
 
 
 def test_the_readme_is_one_readable_page():
