@@ -65,3 +65,57 @@ FRACTION = number_flag(float, 0, 1, high_open=True)  # a held-out share, a dropo
 COUNT = number_flag(int, 1)  # examples, tokens, heads, epochs, batch sizes
 NON_NEGATIVE_COUNT = number_flag(int, 0)  # counts where 0 means none (extra samples, layers, a vocabulary cut)
 SEED = number_flag(int, 0, MAX_SEED)
+
+
+
+def at_least_one(text: str) -> int:
+    """A count of rows or tokens: a whole number, at least 1 (the rule of :class:`NamedRule`)."""
+    return checked_number(text, int, "a whole number", lambda v: v >= 1,
+                          "must be at least 1, got {value}")
+
+
+class NamedRule(argparse.Action):
+    """A flag whose refusal starts with the flag's own name (``--max-input-len must be at least 1,
+    got 0``), as a command's own check of the value words it: every command that shares the flag
+    refuses a bad value with the same line."""
+
+    def __init__(self, *args, check: Callable[[str], object] = at_least_one, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.check = check
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        try:
+            setattr(namespace, self.dest, self.check(values))
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"{self.option_strings[0]} {str(exc).replace('expected', 'must be', 1)}")
+
+
+class FlagAdder:
+    """Declares a spec's flags on ``parser``, one call per field. The default is the field's value
+    in ``defaults`` (the settings the command fills); the help is the spec's text unless ``helps``
+    words it for this command (``{default}`` filled in); a field is declared only where
+    ``defaults`` has it and ``only`` (if given) names it."""
+
+    def __init__(self, parser, defaults: object, helps: dict[str, str] | None = None,
+                 only: tuple[str, ...] | None = None) -> None:
+        self.parser, self.defaults, self.helps, self.only = parser, defaults, helps or {}, only
+
+    def wants(self, field: str) -> bool:
+        return hasattr(self.defaults, field) and (self.only is None or field in self.only)
+
+    def __call__(self, field: str, *names: str, help: str, **options) -> None:
+        if not self.wants(field):
+            return
+        value = getattr(self.defaults, field)
+        options.setdefault("default", value)
+        text = self.helps.get(field, help).replace("{default}", str(value))
+        self.parser.add_argument(*names, dest=field, help=text, **options)
+
+
+def settings_from_namespace(cls, args: object, **resolved):
+    """``cls`` (a settings dataclass) from the attributes of ``args`` (parsed flags, or other
+    settings) named as its fields, with ``resolved`` for the fields worked out from several."""
+    from dataclasses import fields
+
+    values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**{**values, **resolved})

@@ -7,9 +7,12 @@ import os
 import sys
 from pathlib import Path
 
+from dataclasses import replace
+
 from medusa.console import say
-from medusa.decoding import ACCEPTANCE_RULES, ENGINES, STRATEGIES
-from medusa.model.device_map import add_device_map_arguments
+from medusa.decoding import ACCEPTANCE_RULES, ENGINES, STRATEGIES, DecodeSettings
+from medusa.evaluation.data_spec import DataSpec
+from medusa.model.model_spec import ModelSpec
 from medusa.runtime.distributed import end_processes, processes
 from medusa.model.embedded import EMBEDDED_NAME, FAITHFUL_NAME, TRANSLATORS, is_embedded
 from medusa.model.loader import LoadSettings, check_shipped
@@ -17,7 +20,8 @@ from medusa.errors import MedusaError
 from medusa.model.hub import fail_fast_offline
 from medusa.output_dir import claimed_folder
 from medusa.settings import CPU_DEMO_TREE_SIZE, SETUPS, RunSettings
-from medusa.arg_types import SEED, checked_number, positive_int, probability
+from medusa.arg_types import (SEED, checked_number, positive_int, probability,
+                              settings_from_namespace)
 from medusa.runtime.threads import apply_threads, threads_arg
 
 DESCRIPTION = (
@@ -50,31 +54,65 @@ def subcommands_epilog() -> str:
         f"  python medusa.py {name:<20} {text}" for name, text in SUBCOMMAND_HELP.items())
 
 
+# the main run's own words for shared flags (the specs' texts serve the subcommands)
+MAIN_HELPS = {
+    "hf_token": "Hugging Face token (or env HF_TOKEN); given as a flag with nothing else, it "
+    "selects the seed protocol",
+    "model_name": f"hub id, local folder, .gguf file or '{EMBEDDED_NAME}' (default depends on "
+    "--setup)",
+    "medusa_heads": "heads to put on the base model (folder, file or hub id)",
+    "adapter": "a LoRA adapter folder (from `finetune`) merged at load",
+    "prompt_style": "seed = the course's prompt; chat = the tokenizer's chat template; auto = "
+    "seed for the seed setup, else chat when the tokenizer has a chat template and seed when it "
+    "has none",
+    "dtype": "auto = float32 on CPU; on CUDA float32 for models under 500M parameters (exact: "
+    "greedy Medusa = single-head; bfloat16 is faster under the graphs engine but flips "
+    "near-ties), else the checkpoint's half type (else bfloat16)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The main run's flags: the seed's group, then the project's own."""
     import textwrap
 
     p = OneLineParser(prog="medusa.py", description=textwrap.fill(DESCRIPTION, 100, break_on_hyphens=False),
                       allow_abbrev=False, epilog=subcommands_epilog(),
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    seed = p.add_argument_group("the seed's flags")
-    seed.add_argument("--hf-token", "-token", default=None, help="Hugging Face token (or env HF_TOKEN); "
-                      "given as a flag with nothing else, it selects the seed protocol")
+    defaults = replace(RunSettings(), model_name=None, dataset=None)  # None: the --setup's
+    seed, more = p.add_argument_group("the seed's flags"), p.add_argument_group("more")
+    add_seed_flags(seed, defaults)
+    add_strategy_flags(more)
+    add_grading_flags(more)
+    add_typical_and_setup_flags(more)
+    add_model_and_data_flags(more, defaults)
+    add_run_flags(more)
+    return p
+
+
+def add_seed_flags(seed, defaults: RunSettings) -> None:
+    """The seed script's flags, with its short aliases."""
+    d = DecodeSettings()
+    ModelSpec.add_arguments(seed, defaults, MAIN_HELPS, only=("hf_token",))
     seed.add_argument("--decoding-strategy", "-ds", default=None, choices=list(STRATEGIES),
                       help="single-head (greedy, LM head only), multi-head (beam search over the heads, verified "
                       "as a trie) or tree (a static sparse tree of top-k head choices); default single-head, except "
                       "on the embedded model with its shipped drafter: the demo, single-head and the tree that is "
                       f"fastest on the device side by side (on a CPU --tree-size {CPU_DEMO_TREE_SIZE}, on CUDA the "
                       "shipped tree)")
-    seed.add_argument("--beam-width", "-w", type=positive_int, default=2, help="beams for multi-head drafting (2)")
-    seed.add_argument("--use-no-medusa-heads", "-nmh", type=positive_int, default=2,
-                      help="how many Medusa heads to use (2)")
-    seed.add_argument("--model-name", "-m", default=None,
-                      help=f"hub id, local folder, .gguf file or '{EMBEDDED_NAME}' (default depends on --setup)")
-    seed.add_argument("--max-input-len", "-mil", type=positive_int, default=1000, help="prompt tokens kept (1000)")
-    seed.add_argument("--max-output-len", "-mol", type=positive_int, default=50, help="new tokens at most (50)")
+    seed.add_argument("--beam-width", "-w", type=positive_int, default=d.beam_width,
+                      help=f"beams for multi-head drafting ({d.beam_width})")
+    seed.add_argument("--use-no-medusa-heads", "-nmh", type=positive_int, default=d.num_heads,
+                      help=f"how many Medusa heads to use ({d.num_heads})")
+    ModelSpec.add_arguments(seed, defaults, MAIN_HELPS, only=("model_name",))
+    DataSpec.add_arguments(seed, defaults, only=("max_input_len",))
+    most = defaults.max_output_len
+    seed.add_argument("--max-output-len", "-mol", type=positive_int, default=most,
+                      help=f"new tokens at most ({most})")
     seed.add_argument("--debug", "-db", action="store_true", help="print every prediction and library logs")
 
-    more = p.add_argument_group("more")
+
+def add_strategy_flags(more) -> None:
+    """The acceptance rule, the tree, the shipped translators and adaptive depth."""
     more.add_argument("--acceptance", choices=list(ACCEPTANCE_RULES), default=None,
                       help="greedy (lossless: same tokens as single-head; the default), typical (confidence threshold) "
                       "or rescore (the course's step 3: the best whole candidate by base log-probability, drafted "
@@ -98,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "(5 untrained identity heads instead)")
     more.add_argument("--adaptive", action="store_true",
                       help="multi-head/tree: use as many heads each step as recent steps accepted (reported)")
+
+
+def add_grading_flags(more) -> None:
+    """A graded submission, the course's table and the single-head baseline."""
     more.add_argument("--generator", default=None, metavar="FILE.py:CLASS",
                       help="grade a course submission: run its MedusaTextGenerator(model, decoding_strategy, eos_id, "
                       "use_no_medusa_heads, beam_width, max_output_len) instead of the built-in decoders, then "
@@ -114,29 +156,32 @@ def build_parser() -> argparse.ArgumentParser:
                       "a sub-folder)")
     more.add_argument("--compare-single-head", action="store_true",
                       help="also run single-head on the same examples and report speedup and identical outputs")
-    more.add_argument("--posterior-threshold", type=probability, default=0.09, help="typical: epsilon (0.09)")
-    more.add_argument("--posterior-alpha", type=probability, default=0.3, help="typical: alpha (0.3)")
+
+
+def add_typical_and_setup_flags(more) -> None:
+    """Typical acceptance's two numbers, and the setup whose defaults fill model, data, prompt."""
+    d = DecodeSettings()
+    more.add_argument("--posterior-threshold", type=probability, default=d.posterior_threshold,
+                      help=f"typical: epsilon ({d.posterior_threshold})")
+    more.add_argument("--posterior-alpha", type=probability, default=d.posterior_alpha,
+                      help=f"typical: alpha ({d.posterior_alpha})")
     more.add_argument("--setup", choices=["auto", *SETUPS], default="auto",
                       help="defaults for model, data and prompt: 'seed' (the course protocol) or 'embedded' "
                       "(offline); auto = seed when --hf-token is passed, else embedded")
-    more.add_argument("--medusa-heads", default=None, help="heads to put on the base model (folder, file or hub id)")
-    more.add_argument("--adapter", default=None, help="a LoRA adapter folder (from `finetune`) merged at load")
-    more.add_argument("--dataset", "-d", default=None,
-                      help="hub id, local file/folder, or a shipped sample: flores200-sample, in22-gen-sample")
-    more.add_argument("--split", default="test", help="dataset split for hub data (test)")
-    more.add_argument("--src-lang", default="hin_Deva", help="source language code (hin_Deva)")
-    more.add_argument("--tgt-lang", default="eng_Latn", help="target language code (eng_Latn)")
-    more.add_argument("--num-examples", "-n", type=positive_int, default=50, help="first N rows (50)")
+
+
+def add_model_and_data_flags(more, defaults: RunSettings) -> None:
+    """The specs' flags the seed's group leaves, in the order --help has always listed them."""
+    ModelSpec.add_arguments(more, defaults, MAIN_HELPS, only=("medusa_heads", "adapter"))
+    DataSpec.add_arguments(more, defaults,
+                           only=("dataset", "split", "src_lang", "tgt_lang", "num_examples"))
     more.add_argument("--all-examples", action="store_true", help="use every row instead of --num-examples")
-    more.add_argument("--prompt-style", choices=["auto", "seed", "chat"], default="auto",
-                      help="seed = the course's prompt; chat = the tokenizer's chat template; auto = seed for the "
-                      "seed setup, else chat when the tokenizer has a chat template and seed when it has none")
-    more.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
-    add_device_map_arguments(more)
-    more.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                      help="auto = float32 on CPU; on CUDA float32 for models under 500M parameters (exact: greedy "
-                      "Medusa = single-head; bfloat16 is faster under the graphs engine but flips near-ties), else "
-                      "the checkpoint's half type (else bfloat16)")
+    DataSpec.add_arguments(more, defaults, MAIN_HELPS, only=("prompt_style",))
+    ModelSpec.add_arguments(more, defaults, MAIN_HELPS, only=("device", "device_map", "dtype"))
+
+
+def add_run_flags(more) -> None:
+    """The engine, the output folder, resuming, warm-up, seed and threads."""
     more.add_argument("--engine", choices=list(ENGINES), default="auto",
                       help="auto = graphs on CUDA, eager on CPU; graphs: static KV cache and each strategy's step "
                       "captured once as a CUDA graph (capture time printed, never timed); compiled: graphs of a "
@@ -147,7 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up generation")
     more.add_argument("--seed", type=SEED, default=0, help="random seed (0)")
     add_threads_argument(more)
-    return p
 
 
 MIN_TIMEOUT = 0.1  # seconds: below this not even a finished submission's reply arrives, so every example would fail
@@ -165,12 +209,40 @@ def add_threads_argument(p) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
+    """The run's settings: the flags of the same names, and what the setup, the demo rule and the
+    shipped translators work out from several."""
     setup = args.setup
     if setup == "auto":
         setup = "seed" if args.hf_token is not None else "embedded"
     defaults = SETUPS[setup]
     demo = is_demo(args, setup)
-    strategy = "tree" if demo else args.decoding_strategy or "single-head"
+    strategy = "tree" if demo else args.decoding_strategy or DecodeSettings.strategy
+    check_flag_pairs(args, strategy)
+    acceptance = args.acceptance or default_acceptance(args.generator, strategy,
+                                                       args.assignment_table)
+    tree_size = args.tree_size
+    if (demo and tree_size is None and args.tree is None and args.dynamic_tree is None
+            and on_cpu(args.device)):
+        tree_size = CPU_DEMO_TREE_SIZE
+    model_name = chosen_model(args, setup, defaults["model_name"])
+    # a shipped translator brings its own adapter, drafter and tree: the loader's check, before
+    # anything loads
+    check_shipped(LoadSettings(model_name, args.medusa_heads, adapter=args.adapter,
+                               embedded_extras=not args.bare_embedded))
+    style = args.prompt_style if args.prompt_style != "auto" else defaults["prompt_style"]
+    dataset = defaults["dataset"] if args.dataset is None else args.dataset
+    return settings_from_namespace(
+        RunSettings, args, setup=setup, model_name=model_name, decoding_strategy=strategy,
+        acceptance=acceptance, dataset=dataset, prompt_style=style,
+        num_examples=None if args.all_examples else args.num_examples,
+        tree_file=args.tree, tree_size=tree_size,
+        compare_single_head=args.compare_single_head or demo, warmup=not args.no_warmup,
+        hf_token=args.hf_token or os.environ.get("HF_TOKEN") or None)
+
+
+def check_flag_pairs(args: argparse.Namespace, strategy: str) -> None:
+    """Flags that shape one strategy, or act only beside another flag, refused where they would
+    do nothing."""
     if args.tree_size is not None and strategy != "tree":
         raise MedusaError(f"--tree-size shapes the tree strategy only: add -ds tree (not {strategy})")
     if args.dynamic_tree is not None and strategy != "tree":
@@ -181,12 +253,12 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         raise MedusaError("--timeout limits a submission's time per example: add --generator FILE.py:CLASS")
     if args.sandbox and not args.generator:
         raise MedusaError("--sandbox isolates a graded submission: add --generator FILE.py:CLASS")
-    acceptance = args.acceptance or default_acceptance(args.generator, strategy, args.assignment_table)
-    tree_size = args.tree_size
-    if demo and tree_size is None and args.tree is None and args.dynamic_tree is None and on_cpu(args.device):
-        tree_size = CPU_DEMO_TREE_SIZE
-    prompt_style = args.prompt_style if args.prompt_style != "auto" else defaults["prompt_style"]
-    model_name = defaults["model_name"] if args.model_name is None else args.model_name
+
+
+def chosen_model(args: argparse.Namespace, setup: str, default: str) -> str:
+    """--model-name, else the setup's model; --translator names a translator shipped with the
+    embedded model."""
+    model_name = default if args.model_name is None else args.model_name
     if args.translator != "default":
         if args.model_name not in (None, EMBEDDED_NAME, TRANSLATORS[args.translator]):
             raise MedusaError("--translator picks a translator shipped with the embedded model: drop --model-name")
@@ -194,50 +266,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
             raise MedusaError("--translator picks a translator shipped with the embedded model: drop --hf-token / "
                               "--setup seed (the hub model has its own)")
         model_name = TRANSLATORS[args.translator]
-    # a shipped translator brings its own adapter, drafter and tree: the loader's check, before anything loads
-    check_shipped(LoadSettings(model_name, args.medusa_heads, adapter=args.adapter,
-                               embedded_extras=not args.bare_embedded))
-    return RunSettings(
-        setup=setup,
-        model_name=model_name,
-        medusa_heads=args.medusa_heads,
-        adapter=args.adapter,
-        bare_embedded=args.bare_embedded,
-        dataset=defaults["dataset"] if args.dataset is None else args.dataset,
-        split=args.split,
-        src_lang=args.src_lang,
-        tgt_lang=args.tgt_lang,
-        num_examples=None if args.all_examples else args.num_examples,
-        decoding_strategy=strategy,
-        beam_width=args.beam_width,
-        use_no_medusa_heads=args.use_no_medusa_heads,
-        acceptance=acceptance,
-        posterior_threshold=args.posterior_threshold,
-        posterior_alpha=args.posterior_alpha,
-        tree_file=args.tree,
-        tree_size=tree_size,
-        dynamic_tree=args.dynamic_tree,
-        adaptive=args.adaptive,
-        compare_single_head=args.compare_single_head or demo,
-        generator=args.generator,
-        timeout=args.timeout,
-        sandbox=args.sandbox,
-        max_input_len=args.max_input_len,
-        max_output_len=args.max_output_len,
-        prompt_style=prompt_style,
-        device=args.device,
-        device_map=args.device_map,
-        max_memory=args.max_memory,
-        dtype=args.dtype,
-        engine=args.engine,
-        output_dir=args.output_dir,
-        seed=args.seed,
-        warmup=not args.no_warmup,
-        resume=args.resume,
-        debug=args.debug,
-        hf_token=args.hf_token or os.environ.get("HF_TOKEN") or None,
-        threads=args.threads,
-    )
+    return model_name
 
 
 def is_demo(args: argparse.Namespace, setup: str) -> bool:
@@ -293,7 +322,7 @@ def quiet_libraries(debug: bool) -> None:
 
 
 BUILT_IN_NAMES = (EMBEDDED_NAME, FAITHFUL_NAME, "flores200-sample", "in22-gen-sample", "builtin")  # never looked up on the hub
-HUB_NAME_KEYS = ("model_name", "medusa_heads", "adapter", "dataset", "datasets", "train_data", "eval_data")
+HUB_NAME_KEYS = ("model_name", "medusa_heads", "adapter", "dataset", "train_data", "eval_data")
 
 
 def hub_names(values: dict) -> list[str]:
@@ -305,12 +334,17 @@ def hub_names(values: dict) -> list[str]:
     return names
 
 
-def parse_subcommand(argv: list[str], name: str, description: str, add_arguments) -> dict:
-    """Parse a subcommand's own flags; the token may also come from HF_TOKEN."""
+def subcommand_parser(name: str, description: str, add_arguments) -> OneLineParser:
+    """A subcommand's parser: its module's flags, then --threads."""
     p = OneLineParser(prog=f"medusa.py {name}", allow_abbrev=False, description=description)
     add_arguments(p)
     add_threads_argument(p)
-    args = vars(p.parse_args(argv))
+    return p
+
+
+def parse_subcommand(argv: list[str], name: str, description: str, add_arguments) -> dict:
+    """Parse a subcommand's own flags; the token may also come from HF_TOKEN."""
+    args = vars(subcommand_parser(name, description, add_arguments).parse_args(argv))
     if args.get("hf_token"):
         warn_token_flag()
     args["hf_token"] = args.get("hf_token") or os.environ.get("HF_TOKEN") or None

@@ -15,7 +15,7 @@ import torch
 
 from medusa.console import quiet, say
 from medusa.evaluation.data import Example, load_examples
-from medusa.decoding import DecodeSettings, Strategy, make_strategy
+from medusa.decoding import DecodeSettings, Strategy, make_strategy, strategy_class
 from medusa.decoding.engine import Engine, make_engine, resolve_engine
 from medusa.model.device_map import check_device_map, engine_for, model_devices
 from medusa.runtime.distributed import (check_enough_examples, check_same, claimed_by_main, decode_shared, launch_record,
@@ -32,6 +32,7 @@ from medusa.evaluation.results import (BASELINE, PREDICTIONS, PredictionLog, che
                                        check_same_rows, device_description, git_commit, library_versions,
                                        weights_digest, write_summary)
 from medusa.evaluation.result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
+from medusa.arg_types import settings_from_namespace
 from medusa.settings import CPU_DEMO_TREE_SIZE, RunSettings
 
 WARMUP_SOURCE = "यह वाक्य केवल तैयारी के लिए है।"  # a submission's warm-up prompt ("this sentence is only a warm-up")
@@ -107,14 +108,12 @@ def decode_settings(settings: RunSettings, model: MedusaModel | None = None,
         tree = None
     elif tree is None and settings.decoding_strategy == "tree":
         tree = model.info.extra.get("tree") if model is not None else shipped_tree
-    return DecodeSettings(
-        strategy=settings.decoding_strategy, num_heads=settings.use_no_medusa_heads, beam_width=settings.beam_width,
-        acceptance=settings.acceptance, posterior_threshold=settings.posterior_threshold,
-        posterior_alpha=settings.posterior_alpha, tree_file=tree, tree_size=settings.tree_size,
-        dynamic_tree=settings.dynamic_tree, adaptive=settings.adaptive,
-        course_reference=bool(settings.generator) and settings.decoding_strategy == "multi-head"
-        and settings.acceptance == "rescore" and not settings.adaptive,
-    )
+    course = (bool(settings.generator) and settings.decoding_strategy == "multi-head"
+              and settings.acceptance == "rescore" and not settings.adaptive)
+    # the fields of the same names (beam width, acceptance, its numbers, tree size ...) as they are
+    return settings_from_namespace(DecodeSettings, settings, strategy=settings.decoding_strategy,
+                                   num_heads=settings.use_no_medusa_heads, tree_file=tree,
+                                   course_reference=course)
 
 
 def load_settings(settings: RunSettings) -> LoadSettings:
@@ -305,144 +304,245 @@ def start_generator(settings: RunSettings, facts):
     return start_submission(settings, facts)
 
 
+@dataclass
+class Loaded:
+    """One run's model, engine and strategy, once the checks before loading passed and the prompt
+    style settled."""
+
+    settings: RunSettings
+    model: MedusaModel
+    engine: Engine
+    decoding: DecodeSettings
+    strategy: Strategy
+    stops: set[int]
+    setup_before: float  # the engine's capture seconds before this run (a shared engine has some)
+
+    @property
+    def paths(self):
+        """The static tree's rank paths, or None for every other strategy."""
+        return getattr(getattr(self.strategy, "inner", self.strategy), "paths", None)
+
+
 def _run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None,
          generator=None) -> dict:
+    """Rows, checks, model, the passes decoded, summary and files: one function per step."""
     torch.manual_seed(settings.seed)
-    examples, data_info = load_examples(
-        settings.dataset, settings.src_lang, settings.tgt_lang, settings.num_examples, settings.hf_token, settings.split
-    )
+    examples, data_info = _rows(settings)
+    asked_prompt = settings.prompt_style
+    # the table checks before its one load
+    checked = inspect_run(settings, start_generator) if model is None else None
+    with closing(checked.generator if checked is not None else None):
+        run = _load(settings, model, engine, checked, asked_prompt)
+        _say_loaded(run, examples, data_info)
+        settings = run.settings
+        out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tree_used = _record_run(run, out_dir)
+        process = checked.generator if checked is not None else generator
+        runs, student = _passes(run, out_dir, process)
+        rows_of = _decode_passes(run, runs, student, examples, out_dir)
+        launch = launch_record(model_devices(run.model))
+        if not processes().is_main:  # the main process scores the merged rows, writes the summary
+            return {}
+        summary = _summary(run, rows_of, data_info, tree_used, launch, out_dir)
+        return _write_results(run, summary, rows_of, runs, student, out_dir)
+
+
+def _rows(settings: RunSettings) -> tuple[list[Example], object]:
+    """The rows to decode and their data description, the same in every process of a launch."""
+    examples, data_info = load_examples(settings.dataset, settings.src_lang, settings.tgt_lang,
+                                        settings.num_examples, settings.hf_token, settings.split)
     if not examples:
         raise MedusaError(f"{settings.dataset} has no rows to evaluate")
     check_device_map(settings, processes().count)
-    check_same({**settings.public_dict(), "examples": [ex.index for ex in examples], "data": vars(data_info)})
+    check_same({**settings.public_dict(), "examples": [ex.index for ex in examples],
+                "data": vars(data_info)})
     check_enough_examples(len(examples))
-    asked_prompt = settings.prompt_style
-    checked = inspect_run(settings, start_generator) if model is None else None  # the table checks before its one load
-    with closing(checked.generator if checked is not None else None):
-        if checked is not None:
-            settings = checked.settings
-        early = make_strategy(decode_settings(settings, model, checked.facts.tree if checked else None))
-        if checked is not None:  # bad strategy settings, head counts and engines fail before the model loads
-            if checked.facts.num_heads is not None:
-                check_head_count(checked.facts.num_heads, settings.model_name, settings, early)
-            resolve_engine(settings.engine, resolve_device(settings.device))  # --engine graphs without CUDA: fail now
-        model = model or load_model(load_settings(settings))
-        settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
-        if checked is not None:
-            say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
-        engine = engine or make_engine(model, engine_for(model, settings.engine))
-        setup_before = engine.setup_seconds
-        decoding = decode_settings(settings, model)
-        strategy = make_strategy(decoding)
-        check_heads(model, settings, strategy)
-        stops = stop_token_ids(model.tokenizer, model.base_model)
-        say(f"model: {model.info.base}" + (f" + heads {model.info.heads} ({model.info.head_format}, "
-            f"{model.num_heads} heads)" if model.info.heads else " (no Medusa heads)")
-            + f"; {model.info.extra['dtype']} on {model.info.extra['device']}, engine {engine.name}")
-        say(f"data: {data_info.name} ({data_info.kind}), {len(examples)} examples, {settings.src_lang} → {settings.tgt_lang}"
-            + ("" if data_info.has_references else " (no references: speed only)"))
-        paths = getattr(getattr(strategy, "inner", strategy), "paths", None)
-        if paths and len(paths) > CPU_TREE_HINT and model.info.extra["device"] == "cpu" and not settings.generator:
-            say(cpu_tree_note(len(paths), shipped_drafter(settings)))
+    return examples, data_info
 
-        out_dir = Path(settings.output_dir) if settings.output_dir else default_output_dir(settings)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tree_used = decoding.tree_file if settings.decoding_strategy == "tree" and not settings.dynamic_tree else None
-        fingerprint = {**settings.public_dict(), "tree_used": tree_used, "engine_used": engine.name,
-                       "base": model.info.base, "heads": model.info.heads, **model.info.extra,
-                       "weights": {"base": weights_digest(model.base_model), "heads": weights_digest(model.heads)}}
-        check_same(fingerprint)  # every process loaded the same model, heads, dtype and tree
-        on_main(lambda: check_or_write_run(out_dir, fingerprint, settings.resume))
-        from medusa.grading.report import Pass, grading_runs, succeeded
 
-        runs = [Pass("main", strategy, PREDICTIONS)]
-        if settings.compare_single_head and strategy.name != "single-head":
-            runs.insert(0, Pass("baseline", make_strategy("single-head"), BASELINE))
-        student = None
-        if settings.generator:
-            process = checked.generator if checked is not None else generator
-            process.set_log(out_dir / LOG)  # the constructor's output goes with this run's rows
-            student = student_decoder(model, settings, stops, process)
-            runs = grading_runs(strategy, decoding, settings.compare_single_head,
-                                course=not model.context_drafter)  # the submission first
-            if settings.compare_single_head and strategy.name == "single-head":
-                say("note: --compare-single-head: ours is single-head already, and the grading report compares the "
-                    "submission with it")
-        rows_of: dict[str, list[dict]] = {}
-        for run_pass in runs:
-            if student is not None and run_pass.role != "main" and not succeeded(rows_of["main"]):
-                say(f"skipping the {run_pass.name or run_pass.role} pass: the submission completed no example")
-                continue
-            rows_of[run_pass.role] = decode_shared(
-                out_dir / run_pass.file, settings.resume, examples, lambda log, share: decode_examples(
-                    model, run_pass.strategy, share, settings, log, stops, engine,
-                    student if run_pass.role == "main" else None))
+def _load(settings: RunSettings, model: MedusaModel | None, engine: Engine | None, checked,
+          asked_prompt: str) -> Loaded:
+    """Bad strategy settings, head counts and engines fail on the checkpoint's facts before the
+    model loads (a model handed in was checked by its table); then the model, the prompt style
+    its tokenizer settles, the engine and the strategy."""
+    if checked is not None:
+        settings = checked.settings
+    early = make_strategy(decode_settings(settings, model, checked.facts.tree if checked else None))
+    if checked is not None:
+        if checked.facts.num_heads is not None:
+            check_head_count(checked.facts.num_heads, settings.model_name, settings, early)
+        # --engine graphs without CUDA: fail now
+        resolve_engine(settings.engine, resolve_device(settings.device))
+    model = model or load_model(load_settings(settings))
+    settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
+    if checked is not None:
+        say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
+    engine = engine or make_engine(model, engine_for(model, settings.engine))
+    setup_before = engine.setup_seconds
+    decoding = decode_settings(settings, model)
+    strategy = make_strategy(decoding)
+    check_heads(model, settings, strategy)
+    stops = stop_token_ids(model.tokenizer, model.base_model)
+    return Loaded(settings, model, engine, decoding, strategy, stops, setup_before)
 
-        launch = launch_record(model_devices(model))
-        if not processes().is_main:  # the main process scores the merged rows and writes the summary
-            return {}
-        rows = rows_of["main"]
-        metrics: dict = {}
-        if data_info.has_references:
-            metrics = score_rows(rows, settings.tgt_lang)
-        speed = speed_stats(rows)
-        if settings.acceptance == "rescore":  # every candidate is accepted whole: the rates would read 1.0, not the heads'
-            speed["head_acceptance"] = [None] * len(speed["head_acceptance"])
-        summary = {
-            "metrics": metrics,
-            "speed": speed,
-            "examples": len(rows),
-            "settings": settings.public_dict(),
-            "tree_used": tree_used,
-            "tree_nodes": len(paths) if paths and settings.decoding_strategy == "tree" else None,
-            "engine": engine.describe(setup_before),
-            "model": {"name": model.info.name, "base": model.info.base, "heads": model.info.heads,
-                      "head_format": model.info.head_format, "num_heads": model.num_heads, **model.info.extra},
-            "dataset": vars(data_info),
-            "device": device_description(model.device),
-            **launch,
-            "libraries": library_versions(),
-            "git_commit": git_commit(),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "output_dir": str(out_dir),
-        }
-        if "baseline" in rows_of:
-            base = speed_stats(rows_of["baseline"])
-            summary["baseline_single_head"] = base
-            if metrics:  # scored exactly as the strategy's rows, so both blocks read side by side
-                summary["baseline_metrics"] = score_rows(rows_of["baseline"], settings.tgt_lang)
-            summary["speedup_vs_single_head"] = summary["speed"]["tokens_per_second"] / base["tokens_per_second"]
-            summary["identical_to_single_head"] = sum(
-                a["token_ids"] == b["token_ids"] for a, b in zip(rows, rows_of["baseline"])
-            )
-        report_path = None
-        out_dir.mkdir(parents=True, exist_ok=True)  # removed during the run: made again (its rows were rewritten)
-        if student is not None:
-            from medusa.grading.report import compare, grading_report, print_report, write_report
 
-            summary["failed_examples"] = len(rows) - len(succeeded(rows))
-            references = []
-            for run_pass in runs:
-                ref_rows = rows_of.get(run_pass.role)
-                if run_pass.role not in ("ours", "second") or ref_rows is None:
-                    continue
-                ref_metrics = {}
-                if metrics:  # scored exactly as the submission's rows above
-                    ref_metrics = score_rows(ref_rows, settings.tgt_lang)
-                references.append(compare(rows, ref_rows, metrics, ref_metrics, run_pass))
-            summary["grading"] = grading_report(rows, references, settings, student.eos_id)
-            report_path = write_report(out_dir, summary["grading"])
-        write_summary(out_dir, summary)
-        write_summary_csv(out_dir, summary)
-        from medusa.evaluation.plots import run_plots
+def _say_loaded(run: Loaded, examples: list[Example], data_info) -> None:
+    """The model and data lines, and on a CPU a hint when the tree is large."""
+    model, settings, extra = run.model, run.settings, run.model.info.extra
+    heads = (f" + heads {model.info.heads} ({model.info.head_format}, {model.num_heads} heads)"
+             if model.info.heads else " (no Medusa heads)")
+    say(f"model: {model.info.base}{heads}; {extra['dtype']} on {extra['device']}, "
+        f"engine {run.engine.name}")
+    say(f"data: {data_info.name} ({data_info.kind}), {len(examples)} examples, "
+        f"{settings.src_lang} → {settings.tgt_lang}"
+        + ("" if data_info.has_references else " (no references: speed only)"))
+    paths = run.paths
+    if paths and len(paths) > CPU_TREE_HINT and extra["device"] == "cpu" and not settings.generator:
+        say(cpu_tree_note(len(paths), shipped_drafter(settings)))
 
-        plots = run_plots(out_dir, config_row(summary))
-        print_summary(summary)
-        if report_path is not None:
-            print_report(summary["grading"], report_path)
-        say(f"results: {out_dir / PREDICTIONS}, {out_dir / 'summary.json'}, {out_dir / SUMMARY_CSV}"
-            + "".join(f", {p}" for p in plots))
-        return summary
+
+def _record_run(run: Loaded, out_dir: Path) -> str | None:
+    """``run.json``: what the run decodes with (every process loaded the same model, heads, dtype
+    and tree), which ``--resume`` must match; returns the tree file the static tree came from."""
+    settings, model = run.settings, run.model
+    static = settings.decoding_strategy == "tree" and not settings.dynamic_tree
+    tree_used = run.decoding.tree_file if static else None
+    fingerprint = {**settings.public_dict(), "tree_used": tree_used, "engine_used": run.engine.name,
+                   "base": model.info.base, "heads": model.info.heads, **model.info.extra,
+                   "weights": {"base": weights_digest(model.base_model),
+                               "heads": weights_digest(model.heads)}}
+    check_same(fingerprint)
+    on_main(lambda: check_or_write_run(out_dir, fingerprint, settings.resume))
+    return tree_used
+
+
+def _passes(run: Loaded, out_dir: Path, process) -> tuple[list, object]:
+    """The passes to decode (single-head first where it runs beside the strategy; a graded
+    submission first, then ours), and the submission's decoder, in ``process``, when grading."""
+    from medusa.grading.report import Pass, grading_runs
+
+    settings, strategy = run.settings, run.strategy
+    runs = [Pass("main", strategy, PREDICTIONS)]
+    if settings.compare_single_head and strategy.name != "single-head":
+        runs.insert(0, Pass("baseline", make_strategy("single-head"), BASELINE))
+    if not settings.generator:
+        return runs, None
+    process.set_log(out_dir / LOG)  # the constructor's output goes with this run's rows
+    student = student_decoder(run.model, settings, run.stops, process)
+    runs = grading_runs(strategy, run.decoding, settings.compare_single_head,
+                        course=not run.model.context_drafter)  # the submission first
+    if settings.compare_single_head and strategy.name == "single-head":
+        say("note: --compare-single-head: ours is single-head already, and the grading report "
+            "compares the submission with it")
+    return runs, student
+
+
+def _decode_passes(run: Loaded, runs: list, student, examples: list[Example],
+                   out_dir: Path) -> dict[str, list[dict]]:
+    """Each pass's rows, shared out over the processes; after a submission that completed
+    nothing, no other pass."""
+    from medusa.grading.report import succeeded
+
+    rows_of: dict[str, list[dict]] = {}
+    for run_pass in runs:
+        if student is not None and run_pass.role != "main" and not succeeded(rows_of["main"]):
+            say(f"skipping the {run_pass.name or run_pass.role} pass: the submission completed "
+                "no example")
+            continue
+        rows_of[run_pass.role] = decode_shared(
+            out_dir / run_pass.file, run.settings.resume, examples,
+            lambda log, share: decode_examples(run.model, run_pass.strategy, share, run.settings,
+                                               log, run.stops, run.engine,
+                                               student if run_pass.role == "main" else None))
+    return rows_of
+
+
+def _summary(run: Loaded, rows_of: dict[str, list[dict]], data_info, tree_used: str | None,
+             launch: dict, out_dir: Path) -> dict:
+    """``summary.json``'s content: scores, speed, settings, model, data, device, libraries, and
+    single-head's numbers beside the strategy's where it ran."""
+    settings, model, rows, paths = run.settings, run.model, rows_of["main"], run.paths
+    metrics = score_rows(rows, settings.tgt_lang) if data_info.has_references else {}
+    speed = speed_stats(rows)
+    if settings.acceptance == "rescore":  # candidates are accepted whole: the rates would read 1.0
+        speed["head_acceptance"] = [None] * len(speed["head_acceptance"])
+    summary = {
+        "metrics": metrics,
+        "speed": speed,
+        "examples": len(rows),
+        "settings": settings.public_dict(),
+        "tree_used": tree_used,
+        "tree_nodes": len(paths) if paths and settings.decoding_strategy == "tree" else None,
+        "engine": run.engine.describe(run.setup_before),
+        "model": {"name": model.info.name, "base": model.info.base, "heads": model.info.heads,
+                  "head_format": model.info.head_format, "num_heads": model.num_heads,
+                  **model.info.extra},
+        "dataset": vars(data_info),
+        "device": device_description(model.device),
+        **launch,
+        "libraries": library_versions(),
+        "git_commit": git_commit(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "output_dir": str(out_dir),
+    }
+    if "baseline" in rows_of:
+        add_baseline(summary, rows, rows_of["baseline"], settings.tgt_lang)
+    return summary
+
+
+def add_baseline(summary: dict, rows: list[dict], baseline: list[dict], tgt_lang: str) -> None:
+    """Single-head's speed and scores beside the strategy's, the speedup, the identical outputs."""
+    base = speed_stats(baseline)
+    summary["baseline_single_head"] = base
+    if summary["metrics"]:  # scored as the strategy's rows, so both blocks read side by side
+        summary["baseline_metrics"] = score_rows(baseline, tgt_lang)
+    speedup = summary["speed"]["tokens_per_second"] / base["tokens_per_second"]
+    summary["speedup_vs_single_head"] = speedup
+    summary["identical_to_single_head"] = sum(a["token_ids"] == b["token_ids"]
+                                              for a, b in zip(rows, baseline))
+
+
+def _write_results(run: Loaded, summary: dict, rows_of: dict[str, list[dict]], runs: list,
+                   student, out_dir: Path) -> dict:
+    """The grading report when grading, ``summary.json``, ``summary.csv`` and the plots; the
+    summary printed."""
+    report_path = None
+    out_dir.mkdir(parents=True, exist_ok=True)  # removed during the run: made again
+    if student is not None:
+        report_path = _grade(run.settings, summary, rows_of, runs, student.eos_id, out_dir)
+    write_summary(out_dir, summary)
+    write_summary_csv(out_dir, summary)
+    from medusa.evaluation.plots import run_plots
+
+    plots = run_plots(out_dir, config_row(summary))
+    print_summary(summary)
+    if report_path is not None:
+        from medusa.grading.report import print_report
+
+        print_report(summary["grading"], report_path)
+    say(f"results: {out_dir / PREDICTIONS}, {out_dir / 'summary.json'}, {out_dir / SUMMARY_CSV}"
+        + "".join(f", {p}" for p in plots))
+    return summary
+
+
+def _grade(settings: RunSettings, summary: dict, rows_of: dict[str, list[dict]], runs: list,
+           eos_id: int, out_dir: Path) -> Path:
+    """The submission's rows against ours (scored alike), into the summary and ``grading.json``."""
+    from medusa.grading.report import compare, grading_report, succeeded, write_report
+
+    rows, metrics = rows_of["main"], summary["metrics"]
+    summary["failed_examples"] = len(rows) - len(succeeded(rows))
+    references = []
+    for run_pass in runs:
+        ref_rows = rows_of.get(run_pass.role)
+        if run_pass.role not in ("ours", "second") or ref_rows is None:
+            continue
+        # scored exactly as the submission's rows
+        ref_metrics = score_rows(ref_rows, settings.tgt_lang) if metrics else {}
+        references.append(compare(rows, ref_rows, metrics, ref_metrics, run_pass))
+    summary["grading"] = grading_report(rows, references, settings, eos_id)
+    return write_report(out_dir, summary["grading"])
 
 
 class Terminated(SystemExit):
@@ -504,13 +604,7 @@ def strategy_title(summary: dict) -> str:
     """The strategy's heading beside single-head: its name, the tree's node count and the engine."""
     settings = summary["settings"]
     parts = [settings["decoding_strategy"]]
-    if settings["decoding_strategy"] == "tree":
-        if settings.get("dynamic_tree"):
-            parts.append(f"dynamic, {settings['dynamic_tree']} nodes")
-        elif summary.get("tree_nodes"):
-            parts.append(f"{summary['tree_nodes']} nodes")
-    elif settings["decoding_strategy"] == "multi-head":
-        parts.append(f"W {settings['beam_width']}, S {settings['use_no_medusa_heads']}")
+    parts += strategy_class(parts[0]).title_details(settings, summary)
     engine = summary.get("engine")
     name = engine.get("name") if isinstance(engine, dict) else engine
     return f"{parts[0]} ({', '.join(parts[1:] + ([f'engine {name}'] if name else []))})"
@@ -566,7 +660,7 @@ def table_rows(settings: RunSettings, base_dir: Path) -> list[tuple[str, RunSett
 
     rows = []
     for strategy, width, heads in TABLE_CONFIGS:
-        name = "single-head" if strategy == "single-head" else f"w{width}-s{heads}"
+        name = strategy_class(strategy).config_name(width, heads)
         rows.append((name, replace(settings, decoding_strategy=strategy, beam_width=width or settings.beam_width,
                                    use_no_medusa_heads=heads or settings.use_no_medusa_heads,
                                    output_dir=str(base_dir / name), compare_single_head=False)))
@@ -621,7 +715,7 @@ def format_table(rows: list[dict], acceptance: str) -> str:
              "tokens/s | τ (tokens/step) | speedup vs single head |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        label = "Single head" if r["strategy"] == "single-head" else f"Beam {r['beam_width']}, Medusa heads {r['heads']}"
+        label = strategy_class(r["strategy"]).table_label(r["beam_width"], r["heads"])
         speedup = _fmt2(r.get("speedup_vs_single_head"))
         lines.append(f"| {label} | {_fmt(r.get('bleu'))} | {_fmt(r.get('rouge1'))} | {_fmt(r.get('rouge2'))} | "
                      f"{_fmt(r.get('rougeL'))} | {_fmt(r['rtf'])} | {_fmt2(r.get('chrf'))} | "

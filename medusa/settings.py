@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from medusa.decoding import DecodeSettings
+from medusa.evaluation.data_spec import DataSpec
 from medusa.model.embedded import EMBEDDED_DATASET, EMBEDDED_NAME
+from medusa.model.model_spec import ModelSpec
 
 SEED_MODEL = "FasterDecoding/medusa-v1.0-vicuna-7b-v1.5"
 SEED_DATASET = "ai4bharat/IN22-Gen"
@@ -12,6 +15,7 @@ SEED_DATASET = "ai4bharat/IN22-Gen"
 # calibration, the 3-node tree decodes faster than single-head on 2 cores and larger trees lose (docs/experiments/
 # cpu-trees.md). On CUDA the demo decodes with the shipped tree, sized for a GPU.
 CPU_DEMO_TREE_SIZE = 3
+SEED_NEW_TOKENS = 50  # the seed's --max-output-len
 
 SETUPS = {
     "seed": {"model_name": SEED_MODEL, "dataset": SEED_DATASET, "prompt_style": "seed"},
@@ -21,25 +25,19 @@ SETUPS = {
 
 
 @dataclass
-class RunSettings:
-    """Everything one evaluation run depends on; written to the summary file (the token never is)."""
+class RunSettings(ModelSpec, DataSpec):
+    """Everything one evaluation run depends on; written to the summary file (the token never
+    is). The model's and the data's fields come from their specs; the decoding fields take
+    :class:`DecodeSettings`' defaults."""
 
     setup: str = "embedded"
-    model_name: str = EMBEDDED_NAME
-    medusa_heads: str | None = None
-    adapter: str | None = None
     bare_embedded: bool = False  # the embedded base without its shipped adapter, heads and tree
-    dataset: str = EMBEDDED_DATASET
-    split: str = "test"
-    src_lang: str = "hin_Deva"
-    tgt_lang: str = "eng_Latn"
-    num_examples: int | None = 50
-    decoding_strategy: str = "single-head"
-    beam_width: int = 2
-    use_no_medusa_heads: int = 2
-    acceptance: str = "greedy"
-    posterior_threshold: float = 0.09
-    posterior_alpha: float = 0.3
+    decoding_strategy: str = DecodeSettings.strategy
+    beam_width: int = DecodeSettings.beam_width
+    use_no_medusa_heads: int = DecodeSettings.num_heads
+    acceptance: str = DecodeSettings.acceptance
+    posterior_threshold: float = DecodeSettings.posterior_threshold
+    posterior_alpha: float = DecodeSettings.posterior_alpha
     tree_file: str | None = None
     tree_size: int | None = None
     dynamic_tree: int | None = None  # -ds tree: a dynamic tree of N nodes, --use-no-medusa-heads deep
@@ -48,29 +46,18 @@ class RunSettings:
     generator: str | None = None  # a student's MedusaTextGenerator, FILE.py:Class, run instead of our decoder
     timeout: float | None = None  # --generator: seconds per example before the submission's example fails
     sandbox: bool = False  # --generator: the submission's process in namespaces (medusa/grading/sandbox.py)
-    max_input_len: int = 1000
-    max_output_len: int = 50
-    prompt_style: str = "auto"  # resolved before loading where the tokenizer config tells (medusa/evaluation/preflight.py)
-    device: str = "auto"
-    device_map: str | None = None  # "auto": one model split over the visible GPUs (medusa/model/device_map.py)
-    max_memory: str | None = None  # with device_map: per-GPU limits, e.g. "0=40GiB,1=40GiB"
-    dtype: str = "auto"
+    max_output_len: int = SEED_NEW_TOKENS
     engine: str = "auto"  # auto = graphs on CUDA, eager on CPU (medusa/decoding/engine.py)
     output_dir: str | None = None
     seed: int = 0
     warmup: bool = True
     resume: bool = False
     debug: bool = False
-    hf_token: str | None = None
     threads: int | None = None  # torch's CPU threads (--threads, else medusa/runtime/threads.py's default)
 
     def load_settings(self):
         """What :func:`medusa.model.loader.load_model` needs for this run's model."""
-        from medusa.model.loader import LoadSettings
-
-        return LoadSettings(self.model_name, self.medusa_heads, self.hf_token, self.device, self.dtype, self.adapter,
-                            embedded_extras=not self.bare_embedded, small_fp32=True, device_map=self.device_map,
-                            max_memory=self.max_memory)
+        return super().load_settings(embedded_extras=not self.bare_embedded, small_fp32=True)
 
     def public_dict(self) -> dict:
         """The settings without the token (only whether one was given)."""

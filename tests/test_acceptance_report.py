@@ -77,7 +77,8 @@ def test_path_dependent_drafters_are_replayed_drafting_each_step(tiny_model_dir,
     from medusa.decoding import DecodeSettings, generate, make_strategy
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    config = HeadConfig(3, 1, base.config.hidden_size, base.config.vocab_size, True, sequential=True)
+    config = HeadConfig(3, 1, base.config.hidden_size, base.config.vocab_size, True,
+                        drafter="sequential")
     heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
     with torch.no_grad():
         for name, p in heads.named_parameters():

@@ -15,7 +15,7 @@ from medusa.errors import MedusaError
 from medusa.model import MedusaModel
 from medusa.model.checkpoint_facts import inspect_checkpoint
 from medusa.model.checkpoints import build_heads, read_head_checkpoint, save_heads, save_medusa1
-from medusa.model.draft_layer import DraftLayer
+from medusa.drafters.autoregressive import DraftLayer
 from medusa.model.heads import HeadConfig, MedusaHeads, infer_head_config
 from medusa.training.train_heads import TrainSettings, resolve_drafter
 
@@ -23,8 +23,8 @@ from medusa.training.train_heads import TrainSettings, resolve_drafter
 def _model(seed: int, noise: float, depth: int = 4, context: bool = False) -> MedusaModel:
     """A tiny base with a drafter whose weights are moved by ``noise`` (``context``: the context drafter)."""
     base = make_model("llama", seed=seed)
-    config = HeadConfig(depth, 0, base.config.hidden_size, base.config.vocab_size, True, autoregressive=4,
-                        context=context)
+    config = HeadConfig(depth, 0, base.config.hidden_size, base.config.vocab_size, True,
+                        drafter="context" if context else "autoregressive", attention_heads=4)
     heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
     gen = torch.Generator().manual_seed(seed + (29 if context else 23))
     with torch.no_grad():

@@ -13,7 +13,8 @@ from medusa.decoding.engine import StaticEngine
 from medusa.errors import MedusaError
 from medusa.model import MedusaModel
 from medusa.model.checkpoints import build_heads, read_head_checkpoint, save_heads
-from medusa.model.context_layer import ContextDraftLayer
+from medusa.drafters import DRAFTERS
+from medusa.drafters.context import ContextDraftLayer
 from medusa.model.drafter_context import DrafterContext
 from medusa.model.heads import infer_head_config
 
@@ -187,7 +188,8 @@ def test_save_and_load(tmp_path):
     state = model.heads.head_state_dict()
     assert state["drafter.depth"].tolist() == [4, 4, 1] and "drafter.position.weight" not in state
     config = infer_head_config(state, model.hidden_size, 400)
-    assert config.drafter == "context" and config.context and config.path_dependent
+    kind = DRAFTERS[config.drafter]
+    assert config.drafter == "context" and kind.needs_context and kind.path_dependent
     save_heads(model.heads, tmp_path / "heads", "tiny")
     assert json.loads((tmp_path / "heads" / "medusa_heads.json").read_text())["context"] is True
     heads = build_heads(read_head_checkpoint(str(tmp_path / "heads")), model.base_model)

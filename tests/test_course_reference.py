@@ -64,7 +64,8 @@ def drafter_model() -> MedusaModel:
     from medusa.model.heads import HeadConfig, MedusaHeads
 
     base = make_model("llama", seed=4)
-    config = HeadConfig(5, 0, base.config.hidden_size, base.config.vocab_size, True, autoregressive=4)
+    config = HeadConfig(5, 0, base.config.hidden_size, base.config.vocab_size, True,
+                        drafter="autoregressive", attention_heads=4)
     heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
     gen = torch.Generator().manual_seed(11)
     with torch.no_grad():

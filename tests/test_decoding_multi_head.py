@@ -191,7 +191,7 @@ def test_greedy_prune_falls_back_to_the_argmax_alone():
 
 def test_cache_after_every_step_equals_a_fresh_forward(monkeypatch):
     """Spy on the loop: after each accept + cache update, the KV cache must match a plain prefill of the sequence."""
-    import medusa.decoding.loop as loop
+    import medusa.decoding.stepper as loop  # the eager step calls verify and keep_path
     from medusa.decoding.cache import new_cache
 
     model = with_heads("llama", 2, num_heads=3, noise=0.0, num_key_value_heads=1)

@@ -62,7 +62,7 @@ def test_the_split_path_changes_no_token(strategy):
     base = make_model("llama", seed=3)
     lm = base.get_output_embeddings()
     heads = MedusaHeads(HeadConfig(3, 1, lm.weight.shape[1], lm.weight.shape[0], shared_lm_head=True,
-                                   token_input=True), lm, base.get_input_embeddings())
+                                   drafter="token-input"), lm, base.get_input_embeddings())
     torch.manual_seed(0)
     with torch.no_grad():
         for block in heads.heads:

@@ -166,14 +166,15 @@ def test_head_config_to_dict():
 def test_token_input_heads_start_as_the_base_and_are_inferred_from_their_tensors():
     lm = torch.nn.Linear(8, 20, bias=False)
     emb = torch.nn.Embedding(20, 8)
-    heads = MedusaHeads(HeadConfig(2, 1, 8, 20, shared_lm_head=True, token_input=True), lm, emb)
+    config = HeadConfig(2, 1, 8, 20, shared_lm_head=True, drafter="token-input")
+    heads = MedusaHeads(config, lm, emb)
     hidden = torch.randn(5, 8)
     torch.testing.assert_close(heads(hidden, None, torch.arange(5)), torch.stack([lm(hidden)] * 2))
     with pytest.raises(ValueError):
         heads(hidden)  # the next token is required
     state = heads.head_state_dict()
     assert "token_proj.1.weight" in state
-    assert infer_head_config(state, 8, 20).token_input
+    assert infer_head_config(state, 8, 20).drafter == "token-input"
     del state["token_proj.1.weight"]
     with pytest.raises(ValueError):
         infer_head_config(state, 8, 20)
@@ -271,7 +272,8 @@ def test_faster_decoding_medusa_head_applies_the_token_input():
     from medusa.model import MedusaModel
 
     base = make_model()
-    config = HeadConfig(2, 1, base.config.hidden_size, base.config.vocab_size, True, token_input=True)
+    config = HeadConfig(2, 1, base.config.hidden_size, base.config.vocab_size, True,
+                        drafter="token-input")
     heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
     with torch.no_grad():
         for proj in heads.token_proj:

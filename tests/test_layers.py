@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent / "medusa"
 # Bottom to top. A module may import its own room, the rooms on lower lines, and the SIDEWAYS edges.
 LAYERS = [
     ["base"],  # BASE below: leaf utilities that any room may use
-    ["model"],  # the model, heads and drafters, checkpoint files, adapters, batched generation
+    ["drafters"],  # the drafter kinds and their registry: components the model composes
+    ["model"],  # the model, its drafter, checkpoint files, adapters, batched generation
     ["decoding"],  # strategies, the tree format, loops, engines
     ["evaluation", "measure", "training", "grading"],  # siblings, joined only by SIDEWAYS
     ["runtime"],  # threads and data-parallel processes

@@ -10,7 +10,7 @@ import test_sequential_heads
 
 from medusa.decoding import DecodeSettings, generate, make_strategy
 from medusa.decoding.engine import StaticEngine
-from medusa.model.draft_layer import DraftLayer
+from medusa.drafters.autoregressive import DraftLayer
 from medusa.model.level_drafter import LevelDrafter
 
 MAKERS = {"sequential": lambda: test_sequential_heads._model(3, 0.25),

@@ -18,8 +18,8 @@ STOPS = {2}
 def _medusa(seed: int, noise: float, token_input: bool = False, sequential: bool = False,
             num_heads: int = 4) -> MedusaModel:
     base = make_model("llama", seed=seed)
-    config = HeadConfig(num_heads, 1, base.config.hidden_size, base.config.vocab_size, token_input=token_input,
-                        sequential=sequential)
+    kind = "sequential" if sequential else "token-input" if token_input else "medusa"
+    config = HeadConfig(num_heads, 1, base.config.hidden_size, base.config.vocab_size, drafter=kind)
     heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
     gen = torch.Generator().manual_seed(seed + 7)
     with torch.no_grad():

@@ -26,7 +26,7 @@ def _model(seed: int, noise: float, num_heads: int = 4) -> MedusaModel:
 
 def test_fresh_sequential_heads_are_plain_heads():
     lm, emb = torch.nn.Linear(8, 20, bias=False), torch.nn.Embedding(20, 8)
-    heads = MedusaHeads(HeadConfig(3, 1, 8, 20, shared_lm_head=True, sequential=True), lm, emb)
+    heads = MedusaHeads(HeadConfig(3, 1, 8, 20, shared_lm_head=True, drafter="sequential"), lm, emb)
     hidden = torch.randn(5, 8)
     paths = torch.randint(0, 20, (5, 3))
     torch.testing.assert_close(heads.teacher_forced(hidden, paths), torch.stack([lm(hidden)] * 3))
@@ -95,10 +95,10 @@ def test_save_and_load_round_trip(tmp_path):
     model = _model(4, 0.2)
     state = model.heads.head_state_dict()
     assert "seq_proj.3.weight" in state and not any(k.startswith("token_proj") for k in state)
-    assert infer_head_config(state, model.hidden_size, 400).sequential
+    assert infer_head_config(state, model.hidden_size, 400).drafter == "sequential"
     save_heads(model.heads, tmp_path / "heads", "tiny")
     heads = build_heads(read_head_checkpoint(str(tmp_path / "heads")), model.base_model)
-    assert heads.config.sequential and heads.config.drafter == "sequential"
+    assert heads.name == "sequential" and heads.config.drafter == "sequential"
     h, paths = torch.randn(3, model.hidden_size), torch.randint(3, 400, (3, 4))
     torch.testing.assert_close(heads.teacher_forced(h, paths), model.heads.teacher_forced(h, paths))
     with pytest.raises(MedusaError, match="sequential heads have no FasterDecoding"):

@@ -120,15 +120,17 @@ def test_token_input_heads_train_save_and_reload(tiny_model_dir, tmp_path):
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     heads = build_heads(read_head_checkpoint(str(out)), base)
-    assert heads.config.token_input and heads.token_proj[0].weight.abs().sum() > 0
+    assert heads.config.drafter == "token-input" and heads.token_proj[0].weight.abs().sum() > 0
     h, tokens = torch.randn(3, base.config.hidden_size), torch.tensor([4, 9, 4])
     a, b = heads(h, None, tokens), heads(h, None, torch.tensor([5, 9, 4]))
     assert not torch.allclose(a[:, 0], b[:, 0]) and torch.allclose(a[:, 1:], b[:, 1:])  # the token matters
 
 
 @pytest.mark.parametrize("drafter,lr,trained", [
-    ("sequential", 3e-2, lambda heads: heads.config.sequential and heads.seq_proj[1].weight.abs().sum() > 0),
-    ("autoregressive", 3e-3, lambda heads: heads.config.autoregressive and heads.drafter.out.weight.abs().sum() > 0),
+    ("sequential", 3e-2, lambda heads: heads.config.drafter == "sequential"
+     and heads.seq_proj[1].weight.abs().sum() > 0),
+    ("autoregressive", 3e-3, lambda heads: heads.config.attention_heads
+     and heads.drafter.out.weight.abs().sum() > 0),
 ])
 def test_path_dependent_drafters_train_save_and_reload(tiny_model_dir, tmp_path, drafter, lr, trained):
     """Trained teacher-forced, saved in the project format only, and reloaded reading the draft token above."""
@@ -248,7 +250,8 @@ def test_teacher_forced_states_are_the_path_states_the_heads_project():
     from medusa.model.heads import HeadConfig, MedusaHeads
 
     base = _make()
-    config = HeadConfig(3, 0, base.config.hidden_size, base.config.vocab_size, True, autoregressive=2)
+    config = HeadConfig(3, 0, base.config.hidden_size, base.config.vocab_size, True,
+                        drafter="autoregressive", attention_heads=2)
     heads = MedusaHeads(config, base.get_output_embeddings(), base.get_input_embeddings())
     with torch.no_grad():
         for p in heads.drafter.parameters():
@@ -269,12 +272,12 @@ def test_the_feature_loss_targets_the_hidden_state_after_each_path_token(tiny_mo
     """Inside the training loop: the target of row b at depth j is the cached hidden state j + 1 tokens after row b's
     position in the same sequence, and rows without one are masked out."""
     import medusa.training.train_heads as th
-    from medusa.model.heads import MedusaHeads
+    from medusa.drafters import PathDrafter
     from medusa.model.loader import LoadSettings, load_model
 
     seen = {}
-    states_of = MedusaHeads.teacher_forced_states
-    monkeypatch.setattr(MedusaHeads, "teacher_forced_states",
+    states_of = PathDrafter.teacher_forced_states
+    monkeypatch.setattr(PathDrafter, "teacher_forced_states",
                         lambda self, h, p, k=None: seen.setdefault("hidden", h.detach().clone()) is None
                         or states_of(self, h, p, k))
     loss_of = th.feature_loss

@@ -127,15 +127,15 @@ def load(args):
     return model, prompts, set(), f"random {name} shape, identity heads"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", "-m", default="embedded", help="embedded, a model path, or shape:" + "|".join(SHAPES))
-    p.add_argument("--dataset", "-d", default="in22-gen-sample")
+    p.add_argument("--dataset", "-d", default="in22-gen-sample", help="rows for the embedded or a real model")
     p.add_argument("-n", type=int, default=None, help="prompts (20 for a dataset, 2 for a shape)")
     p.add_argument("--max-new-tokens", "-mol", type=int, default=None, help="128 for a dataset, 64 for a shape")
     p.add_argument("--prompt-len", type=int, default=160, help="shape models: prompt tokens")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds (the method order rotates each round)")
     p.add_argument("--methods", default="hf-dynamic,hf-static,single-head,tree,mh-w2s2,mh-w5s5",
                    help="also tree-N: the tree cut to N nodes (e.g. tree-31)")
     p.add_argument("--engines", default="eager,graphs", help="ours: any of eager, graphs, compiled, "
@@ -154,14 +154,18 @@ def main() -> None:
                    help="torch's preferred BLAS library for the whole run (an A/B for the skinny fp32 GEMMs of a "
                    "draft tree's verify; default: torch's choice)")
     p.add_argument("--out", default=None, help="JSON results file")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     shape = args.model.startswith("shape:")
     args.n = args.n or (2 if shape else 20)
     args.max_new_tokens = args.max_new_tokens or (64 if shape else 128)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     cuda = torch.cuda.is_available()
     if not cuda:
         print("no CUDA: 'graphs' runs the same static-cache step uncaptured (a check of this tool, not a timing)")
-
     if args.blas and cuda:
         torch.backends.cuda.preferred_blas_library(args.blas)
     t0 = time.perf_counter()
@@ -179,9 +183,37 @@ def main() -> None:
     floor_ms = base_bytes / bandwidth * 1e3
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s; base weights {base_bytes / 1e9:.2f} GB; "
           f"weight-read floor {floor_ms:.3f} ms/step", flush=True)
+    methods = make_methods(args, model, make_engines(model, args.engines, cuda))
+    decoder = Decoder(model, stops, args.max_new_tokens)
+    setup = warm_up(methods, decoder, prompts)
+    results, outputs = timed_rounds(methods, decoder, prompts, args.rounds)
+    summary = summarise(results, outputs, setup, floor_ms, args.project_tau)
+    step_costs, drafts = {}, {}
+    if args.step_costs and cuda:
+        step_costs, drafts = time_steps(methods, prompts[0], args.max_new_tokens, floor_ms)
+    profiles = profile_steps(methods, prompts[0], args.max_new_tokens, drafts) if args.profile and cuda else {}
+    print_table(summary, floor_ms, len(prompts))
+    print_step_costs(step_costs, profiles, floor_ms)
+    record = {
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "model": label, "dtype": model.info.extra.get("dtype"), "prompts": len(prompts),
+        "prompt_tokens": [len(x) for x in prompts], "max_new_tokens": args.max_new_tokens, "rounds": args.rounds,
+        "copy_bandwidth_bytes_per_s": bandwidth, "base_weight_bytes": base_bytes, "weight_read_floor_ms": floor_ms,
+        "methods": summary, "captured_step_ms": step_costs, "captured_step_profile": profiles,
+        "gpu": torch.cuda.get_device_name() if cuda else None, "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__, "python": platform.python_version(),
+        "git_commit": _git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+        print(f"results: {args.out}")
 
+
+def make_engines(model, names: str, cuda: bool) -> dict[str, object]:
+    """Our engines by name (``--engines``); without CUDA the captured ones run their step uncaptured."""
     engines = {}
-    for name in args.engines.split(","):
+    for name in names.split(","):
         if name == "eager":
             engines[name] = EagerEngine(model)
         elif name in ("graphs", "compiled", "graphs+compile"):  # graphs+compile: compiled's older name
@@ -194,9 +226,14 @@ def main() -> None:
             engines[name] = StaticEngine(model, capture=cuda, compile=True, compile_options=COMPILE_OPTIONS[name])
         else:
             sys.exit(f"error: unknown engine {name}")
+    return engines
+
+
+def make_methods(args: argparse.Namespace, model, engines: dict) -> dict[str, object]:
+    """``generate``'s methods by name, and ours as (strategy, engine) under ``method/engine``."""
+    shape = args.model.startswith("shape:")
     tree_file = args.tree or (model.info.extra.get("tree") if not shape else None)
     methods: dict[str, object] = {}
-    strategies = {}
     for m in args.methods.split(","):
         if m in ("hf-dynamic", "hf-static"):
             methods[m] = m
@@ -210,62 +247,77 @@ def main() -> None:
         if m == "tree" and tree_file:
             settings = DecodeSettings("tree", tree_file=tree_file)
         for e in engines:
-            strategies[f"{m}/{e}"] = make_strategy(settings)
-            methods[f"{m}/{e}"] = (strategies[f"{m}/{e}"], engines[e])
+            methods[f"{m}/{e}"] = (make_strategy(settings), engines[e])
+    return methods
 
-    gen_kwargs = dict(do_sample=False, pad_token_id=min(stops) if stops else 0,
-                      eos_token_id=sorted(stops) if stops else None)
-    if not stops:
-        gen_kwargs["min_new_tokens"] = args.max_new_tokens
 
-    def decode(method, ids: list[int]) -> tuple[list[int], int]:
+class Decoder:
+    """One prompt through one method: ``generate`` (dynamic or static cache) or one of our (strategy, engine)."""
+
+    def __init__(self, model, stops: set[int], max_new_tokens: int) -> None:
+        self.model, self.stops, self.max_new_tokens = model, stops, max_new_tokens
+        self.gen_kwargs = dict(do_sample=False, pad_token_id=min(stops) if stops else 0,
+                               eos_token_id=sorted(stops) if stops else None)
+        if not stops:
+            self.gen_kwargs["min_new_tokens"] = max_new_tokens
+
+    def __call__(self, method, ids: list[int]) -> tuple[list[int], int]:
         """(generated ids without the stop token, decoding steps)"""
         if isinstance(method, str):
             extra = {"cache_implementation": "static"} if method == "hf-static" else {}
-            out = model.base_model.generate(torch.tensor([ids], device=model.device),
-                                            max_new_tokens=args.max_new_tokens, **gen_kwargs, **extra)
+            out = self.model.base_model.generate(torch.tensor([ids], device=self.model.device),
+                                                 max_new_tokens=self.max_new_tokens, **self.gen_kwargs, **extra)
             toks = out[0, len(ids):].tolist()
-            while toks and toks[-1] in stops:
+            while toks and toks[-1] in self.stops:
                 toks.pop()
             return toks, max(len(toks), 1)
         strategy, engine = method
-        result = engine.generate(strategy, ids, args.max_new_tokens, stops)
+        result = engine.generate(strategy, ids, self.max_new_tokens, self.stops)
         return result.tokens, max(result.steps, 1)
 
+
+def warm_up(methods: dict, decode: Decoder, prompts: list[list[int]]) -> dict[str, float]:
+    """Untimed: engines capture their steps, ``generate`` static decodes every prompt (it compiles per shape)."""
     setup = {}
-    for name, method in methods.items():  # warm-up, untimed
+    for name, method in methods.items():
         start = time.perf_counter()
         if not isinstance(method, str):
-            method[1].prepare(method[0], max(map(len, prompts)), args.max_new_tokens)
-        warm = prompts if name == "hf-static" else prompts[:1]
-        for ids in warm:
+            method[1].prepare(method[0], max(map(len, prompts)), decode.max_new_tokens)
+        for ids in prompts if name == "hf-static" else prompts[:1]:
             decode(method, ids)
         sync()
         setup[name] = time.perf_counter() - start
         print(f"warm-up {name}: {setup[name]:.1f} s", flush=True)
+    return setup
 
+
+def timed_rounds(methods: dict, decode: Decoder, prompts: list[list[int]], rounds: int
+                 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[list[int]]]]:
+    """Interleaved rounds (the order rotates): per method and round tokens/s, ms per step, τ; the last outputs."""
     results = {name: {"tokens_per_s": [], "ms_per_step": [], "tau": []} for name in methods}
     outputs: dict[str, list[list[int]]] = {}
     names = list(methods)
-    for r in range(args.rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
             tokens = steps = 0
             seconds = 0.0
-            outs = []
+            outputs[name] = []
             for ids in prompts:
-                with Timer(model.device) as t:
+                with Timer(decode.model.device) as t:
                     toks, n_steps = decode(methods[name], ids)
                 seconds += t.seconds
                 tokens += len(toks)
                 steps += n_steps
-                outs.append(toks)
-            outputs[name] = outs
+                outputs[name].append(toks)
             results[name]["tokens_per_s"].append(tokens / seconds)
             results[name]["ms_per_step"].append(seconds / steps * 1e3)
             results[name]["tau"].append(tokens / steps)
-        print(f"round {r + 1}/{args.rounds} done", flush=True)
+        print(f"round {r + 1}/{rounds} done", flush=True)
+    return results, outputs
 
+
+def summarise(results: dict, outputs: dict, setup: dict, floor_ms: float, project_tau: float | None) -> dict:
+    """Medians over rounds, identity with our single-head eager output, and the speedups over each baseline."""
     reference = outputs.get("single-head/eager")
     summary = {}
     for name, res in results.items():
@@ -285,42 +337,26 @@ def main() -> None:
         same = f"single-head/{engine}"
         if engine and engine != "graphs" and same in summary and same != name:
             row["speedup_vs_single-head_same_engine"] = row["tokens_per_s"] / summary[same]["tokens_per_s"]
-        if args.project_tau and not name.startswith(("hf-", "single-head")):
-            row["projected_tokens_per_s"] = args.project_tau / row["ms_per_step"] * 1e3
+        if project_tau and not name.startswith(("hf-", "single-head")):
+            row["projected_tokens_per_s"] = project_tau / row["ms_per_step"] * 1e3
+    return summary
 
-    step_costs, drafts = {}, {}
-    if args.step_costs and cuda:
-        step_costs, drafts = time_steps(methods, prompts[0], args.max_new_tokens, floor_ms)
-    profiles = profile_steps(methods, prompts[0], args.max_new_tokens, drafts) if args.profile and cuda else {}
 
-    print_table(summary, floor_ms, len(prompts))
-    if step_costs:
-        print("\ncaptured step alone (median of 50 replays, CUDA events):")
-        for name, ms in step_costs.items():
-            extra = ""
-            if name in profiles:
-                pr = profiles[name]
-                extra = (f"; {pr['kernels_per_step']:.0f} kernels, busy {pr['kernel_ms_per_step']:.3f} ms, "
-                         f"gaps {ms - pr['kernel_ms_per_step']:.3f} ms")
-            if name.endswith(" draft"):
-                whole = step_costs[name[: -len(" draft")]]
-                print(f"  {name:28s} {ms:8.3f} ms  ({ms / whole:.0%} of the step{extra})")
-                continue
-            print(f"  {name:28s} {ms:8.3f} ms  ({ms / floor_ms:.2f}x floor{extra})")
-    record = {
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
-        "model": label, "dtype": model.info.extra.get("dtype"), "prompts": len(prompts),
-        "prompt_tokens": [len(x) for x in prompts], "max_new_tokens": args.max_new_tokens, "rounds": args.rounds,
-        "copy_bandwidth_bytes_per_s": bandwidth, "base_weight_bytes": base_bytes, "weight_read_floor_ms": floor_ms,
-        "methods": summary, "captured_step_ms": step_costs, "captured_step_profile": profiles,
-        "gpu": torch.cuda.get_device_name() if cuda else None, "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__, "python": platform.python_version(),
-        "git_commit": _git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-        print(f"results: {args.out}")
+def print_step_costs(step_costs: dict[str, float], profiles: dict, floor_ms: float) -> None:
+    if not step_costs:
+        return
+    print("\ncaptured step alone (median of 50 replays, CUDA events):")
+    for name, ms in step_costs.items():
+        extra = ""
+        if name in profiles:
+            pr = profiles[name]
+            extra = (f"; {pr['kernels_per_step']:.0f} kernels, busy {pr['kernel_ms_per_step']:.3f} ms, "
+                     f"gaps {ms - pr['kernel_ms_per_step']:.3f} ms")
+        if name.endswith(" draft"):
+            whole = step_costs[name[: -len(" draft")]]
+            print(f"  {name:28s} {ms:8.3f} ms  ({ms / whole:.0%} of the step{extra})")
+            continue
+        print(f"  {name:28s} {ms:8.3f} ms  ({ms / floor_ms:.2f}x floor{extra})")
 
 
 def _replay_ms(replay, reset=lambda: None, times: int = 60) -> float:

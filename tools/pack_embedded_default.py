@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from medusa.evaluation.results import read_predictions  # noqa: E402
 from medusa.model.draft_vocab import frequent_tokens  # noqa: E402
 from medusa.model.embedded import EMBEDDED_NAME, EMBEDDED_REPO  # noqa: E402
-from medusa.model.heads import DRAFT_VOCAB  # noqa: E402
+from medusa.drafters import DRAFT_VOCAB, drafter_class, infer_head_config  # noqa: E402
 from medusa.model.int8_weights import dequantize_tensors, save_quantized  # noqa: E402
 from medusa.model.loader import EMBEDDED_DEFAULT_DIR, TREE_FILE  # noqa: E402
 
@@ -61,9 +61,10 @@ def pack(heads_dir: Path, tree: Path, command: str, target: Path, draft_vocab: i
                for k, v in saved.items()}  # int8 codes from the saved floats
     training = dict(meta.get("training", {}))
     if draft_vocab:
-        if not (meta.get("autoregressive") or meta.get("sequential")):
-            sys.exit(f"error: --draft-vocab is for sequential heads and the autoregressive drafter; {heads_dir} holds "
-                     "neither")
+        config = infer_head_config(saved, meta["hidden_size"], meta["vocab_size"])
+        if not drafter_class(config.drafter).path_dependent:
+            sys.exit(f"error: --draft-vocab is for path-dependent drafters (sequential, "
+                     f"autoregressive, context); {heads_dir} holds {config.drafter} heads")
         rows = read_predictions(vocab_text)
         weights[DRAFT_VOCAB] = frequent_tokens(rows, draft_vocab, meta["vocab_size"])
         training["draft_vocab"] = draft_vocab

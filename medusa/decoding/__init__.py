@@ -5,19 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from medusa.errors import MedusaError
-from medusa.decoding.accept import ACCEPTANCE_RULES, make_acceptance
+from medusa.decoding.accept import ACCEPTANCE_RULES, TYPICAL_ALPHA, TYPICAL_THRESHOLD, make_acceptance
 from medusa.decoding.adaptive import Adaptive
 from medusa.decoding.base import GenerationResult, Strategy, Tree
 from medusa.decoding.loop import generate
-from medusa.decoding.multi_head import MultiHead, course_reference
+from medusa.decoding.multi_head import MultiHead
 from medusa.decoding.single_head import SingleHead
-from medusa.decoding.dynamic_tree import DynamicTree
 from medusa.decoding.static_tree import StaticTree
-from medusa.decoding.trees import builtin_tree, load_tree, resized_tree
+from medusa.decoding.trees import MAX_TREE_DEPTH
 
-MAX_TREE_DEPTH = 64
-
-STRATEGIES = ("single-head", "multi-head", "tree")
 ENGINES = ("auto", "eager", "graphs", "compiled")  # medusa/decoding/engine.py (kept here: --help stays light)
 
 
@@ -29,8 +25,8 @@ class DecodeSettings:
     num_heads: int = 2
     beam_width: int = 2
     acceptance: str = "greedy"
-    posterior_threshold: float = 0.09
-    posterior_alpha: float = 0.3
+    posterior_threshold: float = TYPICAL_THRESHOLD
+    posterior_alpha: float = TYPICAL_ALPHA
     tree_file: str | None = None  # tree strategy: a JSON tree; None = the built-in tree for num_heads
     tree_size: int | None = None  # tree strategy: rebuild the tree with this many nodes from its calibration
     dynamic_tree: int | None = None  # tree strategy: a dynamic tree of this many nodes, num_heads deep (dynamic_tree.py)
@@ -38,33 +34,28 @@ class DecodeSettings:
     course_reference: bool = False  # multi-head + rescore: the course's algorithm exactly (multi_head.course_reference)
 
 
+STRATEGY_CLASSES: dict[str, type[Strategy]] = {  # --decoding-strategy NAME → its class (one line per strategy)
+    "single-head": SingleHead,
+    "multi-head": MultiHead,
+    "tree": StaticTree,
+}
+STRATEGIES = tuple(STRATEGY_CLASSES)
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The class registered as ``name``; an unknown name is a one-line error listing the known ones."""
+    if name not in STRATEGY_CLASSES:
+        raise MedusaError(f"unknown decoding strategy '{name}'; use one of: {', '.join(STRATEGIES)}")
+    return STRATEGY_CLASSES[name]
+
+
 def make_strategy(settings: DecodeSettings | str) -> Strategy:
     """The strategy object for these settings (a bare name means that strategy with default settings)."""
     if isinstance(settings, str):
         settings = DecodeSettings(strategy=settings)
-    if settings.strategy == "single-head":
-        return SingleHead()
-    acceptance = make_acceptance(settings.acceptance, settings.posterior_threshold, settings.posterior_alpha)
-    if settings.strategy == "multi-head" and settings.course_reference:
-        if settings.acceptance != "rescore":
-            raise MedusaError("the course reference accepts by rescoring: it needs --acceptance rescore")
-        strategy: Strategy = course_reference(settings.num_heads, settings.beam_width)
-    elif settings.strategy == "multi-head":
-        strategy = MultiHead(settings.num_heads, settings.beam_width, acceptance)
-    elif settings.strategy == "tree" and settings.dynamic_tree:
-        strategy = DynamicTree(settings.dynamic_tree, settings.num_heads, acceptance)
-    elif settings.strategy == "tree":
-        if settings.tree_size is not None:
-            paths = resized_tree(settings.tree_file, settings.num_heads, settings.tree_size)
-        elif settings.tree_file:
-            paths = load_tree(settings.tree_file, MAX_TREE_DEPTH)
-        else:
-            paths = builtin_tree(settings.num_heads)
-        strategy = StaticTree(paths, acceptance)
-    else:
-        raise MedusaError(f"unknown decoding strategy '{settings.strategy}'; use one of: {', '.join(STRATEGIES)}")
+    strategy = strategy_class(settings.strategy).from_settings(settings)
     return Adaptive(strategy) if settings.adaptive else strategy
 
 
-__all__ = ["ACCEPTANCE_RULES", "DecodeSettings", "ENGINES", "GenerationResult", "Strategy", "Tree", "generate",
-           "make_strategy", "STRATEGIES"]
+__all__ = ["ACCEPTANCE_RULES", "DecodeSettings", "ENGINES", "GenerationResult", "MAX_TREE_DEPTH", "STRATEGIES",
+           "STRATEGY_CLASSES", "Strategy", "Tree", "generate", "make_strategy", "strategy_class"]

@@ -15,6 +15,10 @@ from medusa.decoding.base import DecodeState, Tree, Verified
 from medusa.decoding.fixed_tree import FixedTree
 
 ACCEPTANCE_RULES = ("greedy", "typical", "rescore")
+# typical acceptance (Medusa's): a draft token is kept when its base probability is above
+# min(TYPICAL_THRESHOLD, TYPICAL_ALPHA * exp(-entropy)); every command's default
+TYPICAL_THRESHOLD = 0.09
+TYPICAL_ALPHA = 0.3
 
 
 def parent_logits(state: DecodeState, tree: Tree, verified: Verified) -> torch.Tensor:
@@ -112,7 +116,7 @@ class Typical(Acceptance):
 
     name = "typical"
 
-    def __init__(self, threshold: float = 0.09, alpha: float = 0.3) -> None:
+    def __init__(self, threshold: float = TYPICAL_THRESHOLD, alpha: float = TYPICAL_ALPHA) -> None:
         if not (0 < threshold <= 1 and 0 < alpha <= 1):
             raise MedusaError("--posterior-threshold and --posterior-alpha must be in (0, 1]")
         self.threshold, self.alpha = threshold, alpha
@@ -162,7 +166,8 @@ class Rescore(Acceptance):
         return tree.best_of(eligible, tree.path_scores(tok_lp))
 
 
-def make_acceptance(name: str, threshold: float = 0.09, alpha: float = 0.3) -> Acceptance:
+def make_acceptance(name: str, threshold: float = TYPICAL_THRESHOLD, alpha: float = TYPICAL_ALPHA
+                    ) -> Acceptance:
     if name == "greedy":
         return Greedy()
     if name == "typical":

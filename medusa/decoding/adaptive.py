@@ -38,7 +38,8 @@ class Adaptive(Strategy):
         return self.inner.first_token(state)
 
     def depth_limit(self) -> int:
-        """The heads this step drafts with (counted for the report); both engines ask once per step."""
+        """The heads this step drafts with (counted for the report): asked once per step, by :meth:`draft` in the
+        eager step and by the fast engine's stepper, whose draft runs on the device."""
         self._depth = self.heads_to_use()
         self.depth_counts[self._depth] += 1
         return self._depth

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from medusa.decoding.fixed_tree import DevicePlan
+
+if TYPE_CHECKING:
+    from medusa.decoding import DecodeSettings
 
 
 @dataclass
@@ -103,10 +106,18 @@ class GenerationResult:
 
 
 class Strategy(ABC):
-    """Drafting + acceptance rule. ``num_heads`` is how many head distributions the loop must compute."""
+    """Drafting + acceptance rule. ``num_heads`` is how many head distributions the loop must compute.
+
+    A strategy is one class registered by name in :data:`medusa.decoding.STRATEGY_CLASSES`; the class methods
+    below let the commands build it from settings and name it in tables and reports, so nothing dispatches on
+    its name."""
 
     name: str = ""
     num_heads: int = 0
+    uses_heads = True  # it drafts with the heads: -nmh and the acceptance rule apply
+    uses_beams = False  # it drafts beams: --beam-width applies
+    replayable = False  # measure/replay.py can replay it under greedy acceptance (its draft reads only the state)
+    max_rank = 0  # the deepest rank of a head's ranked list its drafts read (replay measures at least that many)
     # path-dependent drafters (sequential heads, the autoregressive drafter): draft depth by depth, each path below
     # its own tokens. False: read each head's logits along the drafter's own greedy path, the one distribution per
     # head that FasterDecoding's API (``medusa_head[k](hidden)``, ``medusa_forward``) exposes (the course reference)
@@ -118,6 +129,32 @@ class Strategy(ABC):
         output is cut there (other rules draft no deeper than the tokens still allowed)."""
         acceptance = getattr(self, "acceptance", None)
         return bool(acceptance is not None and acceptance.whole_candidates)
+
+    @classmethod
+    def from_settings(cls, settings: "DecodeSettings") -> "Strategy":
+        """The strategy these settings describe (``settings.strategy`` names this class)."""
+        return cls()
+
+    @classmethod
+    def config_name(cls, beam_width: int | None, heads: int | None) -> str:
+        """A configuration's short name, as results tables and their sub-folders call it."""
+        return cls.name
+
+    @classmethod
+    def table_label(cls, beam_width: int | None, heads: int | None) -> str:
+        """The configuration as the course's results table writes it."""
+        return cls.config_name(beam_width, heads)
+
+    @classmethod
+    def title_details(cls, settings: dict, summary: dict) -> list[str]:
+        """What a report's heading says of this configuration besides its name (from ``summary.json``)."""
+        return []
+
+    def draft_from_ranks(self, root: int, base: tuple[torch.Tensor, torch.Tensor],
+                         heads: tuple[torch.Tensor, torch.Tensor], budget: int) -> Tree:
+        """The draft from ranked lists: the base's (log-probs, ids) [R] and the heads' [K, R] at one position,
+        ``root`` the base's argmax there (replay's lookup, for strategies that are :attr:`replayable`)."""
+        raise NotImplementedError(f"{self.name} drafts cannot be looked up in ranked lists")
 
     def first_token(self, state: DecodeState) -> int | None:
         """The token this rule will surely accept first, if it is decided before verification (greedy)."""

@@ -22,7 +22,8 @@ BRANCH = 8  # frontier width and children per expanded node (EAGLE-2 uses 10 for
 class DynamicTree(Strategy):
     """``size`` drafted nodes below the root, at most ``depth`` deep; eager loop only (its shape changes each step)."""
 
-    name = "tree"
+    name = "tree"  # built by StaticTree.from_settings when --dynamic-tree is given
+    replayable = True
 
     def __init__(self, size: int, depth: int, acceptance: Acceptance, branch: int = BRANCH) -> None:
         if size < 1 or depth < 1 or branch < 1:

@@ -104,7 +104,8 @@ class StaticEngine(Engine):
         key = id(strategy)
         if key not in self._prepared:
             device = self.model.device
-            per_path = self.model.path_dependent_heads and strategy.by_path
+            drafter = self.model.heads
+            per_path = drafter is not None and drafter.path_dependent and strategy.by_path
             plan = strategy.device_plan(device, sequential=True) if per_path else strategy.device_plan(device)
             self._prepared[key] = (strategy, _Prepared(plan, per_path=per_path))
         return self._prepared[key][1]

@@ -1,8 +1,8 @@
 """The fast engine's pipeline: prefill, then one fixed-shape step (draft → verify → accept → update cache) that reads
 and writes only device buffers, so a CUDA graph can replay it; the host reads one small tensor per step.
 
-Same contract as :func:`medusa.decoding.loop.generate` (tokens, per-step counts, stop rules); the differences are
-where the work happens. The committed length lives in a device tensor, the cache never changes shape, drafting and
+The host loop is :func:`medusa.decoding.loop.decode`, the same as the eager engine's (tokens, per-step counts, stop
+rules); the differences are where the work happens. The committed length lives in a device tensor, the cache never changes shape, drafting and
 acceptance are the strategy's :class:`~medusa.decoding.fixed_tree.DevicePlan`, and a draft deeper than the
 remaining budget is verified whole and cut by a device-side depth limit instead of being rebuilt smaller.
 """
@@ -16,6 +16,7 @@ import torch
 from medusa.model import MedusaModel
 from medusa.decoding.base import DecodeState, GenerationResult, Strategy
 from medusa.decoding.fixed_tree import DevicePlan, causal_prefill_mask
+from medusa.decoding.loop import decode
 from medusa.decoding.static_cache import StaticKVCache
 from medusa.model.drafter_context import ContextView
 
@@ -52,7 +53,9 @@ class FastDecoder:
         """``per_path``: the plan drafts a path-dependent drafter depth by depth (default: whenever the model's
         drafter is path-dependent); False reads its heads along its own greedy path (the course reference)."""
         self.model, self.plan, self.cache = model, plan, cache
-        self.per_path = model.path_dependent_heads if per_path is None else per_path
+        drafter = model.heads
+        path_dependent = drafter is not None and drafter.path_dependent
+        self.per_path = path_dependent if per_path is None else per_path
         device, tree = model.device, plan.tree
         self.dtype = model.dtype
         self.width = tree.max_depth + 1
@@ -67,13 +70,9 @@ class FastDecoder:
         self.out = torch.zeros(2 + self.width, dtype=torch.long, device=device)
         self.prompt = torch.zeros(cache.capacity, dtype=torch.long, device=device)  # staged for a padded prefill
         self.prompt_len = torch.zeros((), dtype=torch.long, device=device)
-        self.context = bool(plan.num_heads) and model.context_drafter and self.per_path
-        if self.context:  # the context drafter's keys/values per position: written as tokens are committed
-            drafter = model.heads.drafter
-            weight = drafter.fc.weight
-            shape = (drafter.num_attention_heads, cache.capacity, weight.shape[0] // drafter.num_attention_heads)
-            self.context_keys = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
-            self.context_values = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+        self.context = bool(plan.num_heads) and drafter.needs_context and self.per_path
+        if self.context:  # the drafter's keys/values per position: written as tokens are committed
+            self.context_keys, self.context_values = drafter.new_context(cache.capacity)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, last_only: bool = False):
         hidden = self.model._run_decoder(ids, self.cache, positions, mask).last_hidden_state[0]
@@ -199,49 +198,44 @@ class FastDecoder:
             self.depth_limit_host = limit
 
 
-@torch.inference_mode()
-def generate_fast(decoder: FastDecoder, strategy: Strategy, prompt_ids: list[int], max_new_tokens: int,
-                  stop_ids: set[int], run_step: Callable[[], None] | None = None,
-                  run_prefill: Callable[[list[int]], None] | None = None) -> GenerationResult:
-    """The host side of the fast loop; ``run_step`` replays the captured step and ``run_prefill`` the captured
-    prefill (defaults: run them eagerly, the prompt at its own length).
+class FastStepper:
+    """:class:`FastDecoder` as a :class:`~medusa.decoding.stepper.Stepper`: ``run_step`` replays the captured step
+    and ``run_prefill`` the captured prefill (defaults: run them eagerly, the prompt at its own length). The host
+    reads one small tensor per step (:meth:`FastDecoder.read`)."""
 
-    Stop and length rules, and the statistics, follow :func:`medusa.decoding.loop.generate` line for line.
-    """
-    run_step = run_step or decoder.step
-    (run_prefill or decoder.prefill)(prompt_ids)
-    out = decoder.read()
-    deepest = decoder.plan.tree.max_depth
-    generated: list[int] = []
-    accepted: list[int] = []
-    drafted: list[int] = []
-    while True:
-        budget = max_new_tokens - len(generated)
-        if budget <= 0:
-            return GenerationResult(generated, accepted, "length", drafted)
-        state = DecodeState(decoder.last_logits, None, generated, _argmax=out[1])
-        first = strategy.first_token(state)
-        if first is not None and (first in stop_ids or budget == 1):  # decided without another forward
-            if first in stop_ids:
-                return GenerationResult(generated, accepted, "eos", drafted)
-            generated.append(first)
-            accepted.append(1)
-            drafted.append(1)
-            return GenerationResult(generated, accepted, "length", drafted)
-        limit = deepest if strategy.whole_candidates else min(deepest, budget - 1)
+    def __init__(self, decoder: FastDecoder, run_step: Callable[[], None] | None = None,
+                 run_prefill: Callable[[list[int]], None] | None = None) -> None:
+        self.decoder = decoder
+        self.run_step = run_step or decoder.step
+        self.run_prefill = run_prefill or decoder.prefill
+
+    def prefill(self, strategy: Strategy, prompt_ids: list[int], generated: list[int]) -> DecodeState:
+        self.run_prefill(prompt_ids)
+        self.out = self.decoder.read()
+        return self.advance(DecodeState(self.decoder.last_logits, None, generated))
+
+    def step(self, strategy: Strategy, state: DecodeState, reach: int) -> tuple[list[int], int]:
+        """A draft deeper than ``reach`` (or than the strategy's adaptive depth) is verified whole; a device-side
+        depth limit keeps its deeper nodes from acceptance. The strategy observes what the device accepted, as its
+        host-side ``accept`` does in the eager step."""
+        decoder = self.decoder
+        limit = min(decoder.plan.tree.max_depth, reach - 1)
         wanted = strategy.depth_limit()
         if wanted is not None:
             limit = min(limit, wanted)
         decoder.set_depth_limit(limit)
-        drafted.append(limit + 1)
-        run_step()
-        out = decoder.read()
+        self.run_step()
+        self.out = out = decoder.read()
         strategy.observe(out[0])
-        tokens = out[2 : 2 + out[0]][:budget]
-        for j, t in enumerate(tokens):
-            if t in stop_ids:  # the stop counts as accepted; drafted tokens past it were never output
-                accepted.append(j + 1)
-                return GenerationResult(generated, accepted, "eos", drafted)
-            generated.append(t)
-        accepted.append(len(tokens))
         decoder.cache.length_hint += out[0]
+        return out[2 : 2 + out[0]], limit + 1
+
+    def advance(self, state: DecodeState) -> DecodeState:
+        return DecodeState(self.decoder.last_logits, None, state.generated, _argmax=self.out[1])
+
+
+def generate_fast(decoder: FastDecoder, strategy: Strategy, prompt_ids: list[int], max_new_tokens: int,
+                  stop_ids: set[int], run_step: Callable[[], None] | None = None,
+                  run_prefill: Callable[[list[int]], None] | None = None) -> GenerationResult:
+    """:func:`~medusa.decoding.loop.decode` with the fast step (see :class:`FastStepper` for the two runners)."""
+    return decode(FastStepper(decoder, run_step, run_prefill), strategy, prompt_ids, max_new_tokens, stop_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from medusa.errors import MedusaError
-from medusa.decoding.accept import Acceptance
+from medusa.decoding.accept import Acceptance, make_acceptance
 from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
 from medusa.decoding.draft import (beam_candidates, beam_candidates_ranked, beam_search, beam_search_by_level,
                     beam_states_by_level, trie_from_candidates)
@@ -16,6 +16,29 @@ class MultiHead(Strategy):
     """``by_path=False`` with rescore acceptance is the course reference (:func:`course_reference`)."""
 
     name = "multi-head"
+    uses_beams = True
+    replayable = True
+
+    @classmethod
+    def from_settings(cls, settings) -> "MultiHead":
+        acceptance = make_acceptance(settings.acceptance, settings.posterior_threshold, settings.posterior_alpha)
+        if not settings.course_reference:
+            return cls(settings.num_heads, settings.beam_width, acceptance)
+        if settings.acceptance != "rescore":
+            raise MedusaError("the course reference accepts by rescoring: it needs --acceptance rescore")
+        return course_reference(settings.num_heads, settings.beam_width)
+
+    @classmethod
+    def config_name(cls, beam_width: int | None, heads: int | None) -> str:
+        return f"w{beam_width}-s{heads}"
+
+    @classmethod
+    def table_label(cls, beam_width: int | None, heads: int | None) -> str:
+        return f"Beam {beam_width}, Medusa heads {heads}"
+
+    @classmethod
+    def title_details(cls, settings: dict, summary: dict) -> list[str]:
+        return [f"W {settings['beam_width']}, S {settings['use_no_medusa_heads']}"]
 
     def __init__(self, num_heads: int, beam_width: int, acceptance: Acceptance, by_path: bool = True) -> None:
         if num_heads < 1 or beam_width < 1:
@@ -44,6 +67,10 @@ class MultiHead(Strategy):
         """The same trie from precomputed (log-probs, ids) per level: base first, then the heads (for replay)."""
         candidates, _ = beam_candidates_ranked(levels[: min(self.num_heads, budget - 1) + 1], self.beam_width)
         return trie_from_candidates(candidates)
+
+    def draft_from_ranks(self, root, base, heads, budget):
+        levels = [base] + [(heads[0][k], heads[1][k]) for k in range(self.num_heads)]
+        return self.draft_ranked(levels, budget)
 
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         return self.acceptance.accept(state, tree, verified)

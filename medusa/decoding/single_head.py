@@ -12,6 +12,11 @@ class SingleHead(Strategy):
     """Drafts one node, the base model's argmax, which is accepted by definition."""
 
     name = "single-head"
+    uses_heads = False
+
+    @classmethod
+    def table_label(cls, beam_width: int | None, heads: int | None) -> str:
+        return "Single head"
 
     def first_token(self, state: DecodeState) -> int:
         return state.argmax()

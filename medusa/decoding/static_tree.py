@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from medusa.decoding.trees import TreePath, tree_nodes
-from medusa.decoding.accept import Acceptance
+from medusa.decoding.trees import MAX_TREE_DEPTH, TreePath, builtin_tree, load_tree, resized_tree, tree_nodes
+from medusa.decoding.accept import Acceptance, make_acceptance
+from medusa.decoding.dynamic_tree import DynamicTree
 from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
 from medusa.decoding.fixed_tree import DevicePlan, FixedTree
 
@@ -14,6 +15,28 @@ class StaticTree(Strategy):
     """Drafts the same tree shape every step (so its attention mask is built once); only the tokens change."""
 
     name = "tree"
+    replayable = True
+
+    @classmethod
+    def from_settings(cls, settings) -> Strategy:
+        """A dynamic tree when the settings ask for one (--dynamic-tree), else the tree file, the tree rebuilt at
+        --tree-size from its calibration, or the built-in tree for the heads."""
+        acceptance = make_acceptance(settings.acceptance, settings.posterior_threshold, settings.posterior_alpha)
+        if settings.dynamic_tree:
+            return DynamicTree(settings.dynamic_tree, settings.num_heads, acceptance)
+        if settings.tree_size is not None:
+            paths = resized_tree(settings.tree_file, settings.num_heads, settings.tree_size)
+        elif settings.tree_file:
+            paths = load_tree(settings.tree_file, MAX_TREE_DEPTH)
+        else:
+            paths = builtin_tree(settings.num_heads)
+        return cls(paths, acceptance)
+
+    @classmethod
+    def title_details(cls, settings: dict, summary: dict) -> list[str]:
+        if settings.get("dynamic_tree"):
+            return [f"dynamic, {settings['dynamic_tree']} nodes"]
+        return [f"{summary['tree_nodes']} nodes"] if summary.get("tree_nodes") else []
 
     def __init__(self, paths: list[TreePath], acceptance: Acceptance) -> None:
         parents, heads, ranks = tree_nodes(paths)
@@ -65,6 +88,9 @@ class StaticTree(Strategy):
         tokens = [root] + [top[self._heads[i - 1]][self._ranks[i - 1]] for i in keep[1:]]
         parents = [-1] + [index[self._parents[i]] for i in keep[1:]]
         return Tree(tokens, parents)
+
+    def draft_from_ranks(self, root, base, heads, budget):
+        return self.draft_ranked(root, heads[1][: self.num_heads].tolist(), budget)
 
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         return self.acceptance.accept(state, tree, verified)

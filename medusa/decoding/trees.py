@@ -25,6 +25,7 @@ DEFAULT_TOP1: tuple[float, ...] = (0.56, 0.32, 0.20, 0.15, 0.12)
 # correct token shrinks geometrically, acc[h][k] = top1[h] * RANK_DECAY ** k. With RANK_DECAY = 0.3 the top-10
 # cumulative accuracy is top1 * (1 - 0.3**10) / 0.7 ~= 1.43 * top1, i.e. 0.80 for the best head: always < 1.
 # (A steeper decay favours deeper trees: with 0.3 the 63-node 5-head tree reaches depth 5; with 0.4 it does not.)
+MAX_TREE_DEPTH = 64  # the deepest tree file a tree strategy loads
 RANK_DECAY = 0.3
 DEFAULT_RANKS = 10
 DEFAULT_ACCURACIES: list[list[float]] = [

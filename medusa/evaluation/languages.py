@@ -37,6 +37,10 @@ LANGUAGES: dict[str, str] = {
     "urd_Arab": "Urdu",
 }
 
+# The seed's pair, every command's default: Hindi sources translated into English.
+SOURCE_LANG = "hin_Deva"
+TARGET_LANG = "eng_Latn"
+
 CODE_PATTERN = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 """Shape of a FLORES-style code: ISO 639-3 language + ISO 15924 script."""
 

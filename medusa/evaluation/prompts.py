@@ -11,7 +11,7 @@ from typing import Any
 
 from medusa.console import say
 from medusa.errors import MedusaError
-from medusa.evaluation.languages import language_name
+from medusa.evaluation.languages import SOURCE_LANG, TARGET_LANG, language_name
 
 SEED_PREFIX = (
     "You are an AI assistant whose purpose is to perform translation. "
@@ -32,7 +32,7 @@ def instruction(src_lang: str, tgt_lang: str) -> str:
     )
 
 
-def seed_prompt(source: str, src_lang: str = "hin_Deva", tgt_lang: str = "eng_Latn") -> str:
+def seed_prompt(source: str, src_lang: str = SOURCE_LANG, tgt_lang: str = TARGET_LANG) -> str:
     """The plain-text completion prompt of the seed script."""
     return f"{instruction(src_lang, tgt_lang)}:\n\n{source}\n\ncompletion:"
 

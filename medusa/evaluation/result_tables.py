@@ -11,6 +11,8 @@ import math
 import os
 from pathlib import Path
 
+from medusa.decoding import strategy_class
+
 SUMMARY_CSV = "summary.csv"
 TABLE_CSV = "table.csv"
 QUALITY = ("bleu", "rouge1", "rouge2", "rougeL", "sacrebleu", "chrf")
@@ -20,25 +22,23 @@ FIELDS = ("config", "strategy", "beam_width", "heads", "acceptance", "examples",
 
 
 def config_name(strategy: str, beam_width: int | None, heads: int | None) -> str:
-    """The short name of a configuration, as the table's sub-folders are named (``single-head``, ``w2-s5``, …)."""
-    if strategy == "single-head":
-        return "single-head"
-    if strategy == "multi-head":
-        return f"w{beam_width}-s{heads}"
-    return strategy
+    """The short name of a configuration, as the table's sub-folders are named (``single-head``, ``w2-s5``, …):
+    the strategy's class says it."""
+    return strategy_class(strategy).config_name(beam_width, heads)
 
 
 def config_row(summary: dict, name: str | None = None) -> dict:
     """One flat row from a run's summary: configuration, quality, speed, per-head acceptance (``head_1`` …)."""
     settings, speed = summary["settings"], summary["speed"]
     strategy = settings["decoding_strategy"]
-    multi = strategy != "single-head"
+    kind = strategy_class(strategy)
+    multi = kind.uses_heads
     # a tree file sets its own depth; -nmh counts only for multi-head and the built-in tree
     heads = settings["use_no_medusa_heads"] if multi and not summary.get("tree_used") else None
     row = {
         "config": name or config_name(strategy, settings["beam_width"], settings["use_no_medusa_heads"]),
         "strategy": strategy,
-        "beam_width": settings["beam_width"] if strategy == "multi-head" else None,
+        "beam_width": settings["beam_width"] if kind.uses_beams else None,
         "heads": heads,
         "acceptance": settings["acceptance"] if multi else None,
         "examples": summary["examples"],

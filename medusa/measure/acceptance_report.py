@@ -24,6 +24,7 @@ from medusa.output_dir import claimed_folder
 from medusa.evaluation.prompts import encode_prompts
 from medusa.measure.calibrate import measure_head_accuracy
 from medusa.arg_types import COUNT
+from medusa.evaluation.data_spec import DataSpec
 from medusa.measure.measured_model import MeasuredModelSettings, add_model_arguments, load_measured_model
 from medusa.measure.replay import drafted_replay, head_topk_hits, ranked_positions, replay_steps
 
@@ -32,13 +33,17 @@ DEFAULT_GRID = ("2:2", "2:5", "5:2", "5:5", "10:2", "10:5")  # the assignment's 
 
 @dataclass
 class AcceptanceSettings(MeasuredModelSettings):
-    datasets: list[str] = field(default_factory=lambda: [EMBEDDED_DATASET])  # the main run's default data
-    num_examples: int | None = None
+    dataset: list[str] = field(default_factory=lambda: [EMBEDDED_DATASET])  # as the main run
+    num_examples: int | None = None  # every row
     max_output_len: int = 128
     multi_head: list[str] = field(default_factory=lambda: list(DEFAULT_GRID))
     trees: list[str] = field(default_factory=list)  # tree JSONs or "builtin"; none: the heads' own tree, else built-in
     batch_size: int = 32
     output_dir: str = "acceptance"
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(self.dataset)
 
 
 def parse_grid(items: list[str], num_heads: int) -> list[tuple[int, int]]:
@@ -97,7 +102,7 @@ def measure(s: AcceptanceSettings) -> dict:
         extra: dict = {}
         if model.path_dependent_heads:  # drafts that depend on the tokens above them: drafted at every step
             say(f"{name}: replaying {len(strategies)} strategies on {len(examples)} rows, drafting each step with "
-                f"the {model.heads.config.drafter} drafter")
+                f"the {model.heads.name} drafter")
             hits, positions = _teacher_forced_hits(model, prompts, gens)
             per_row = drafted_replay(model, strategies, list(zip(prompts, gens)), s.max_output_len, stops,
                                      s.batch_size, progress=f"drafted replay of {name}")
@@ -174,10 +179,11 @@ def _write_report(report: dict, out: Path) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = AcceptanceSettings()
     add_model_arguments(p, d)
-    p.add_argument("--dataset", "-d", dest="datasets", action="append", default=None,
-                   help=f"data whose prompts are measured: hub id, local file/folder or a shipped sample "
-                   f"(repeatable; default {d.datasets[0]}, as the main run)")
-    p.add_argument("--num-examples", "-n", type=COUNT, default=None, help="first N rows of each dataset (all)")
+    DataSpec.add_arguments(p, d, {
+        "dataset": "data whose prompts are measured: hub id, local file/folder or a shipped sample "
+        f"(repeatable; default {d.dataset[0]}, as the main run)",
+        "num_examples": "first N rows of each dataset (all)"},
+        only=("dataset", "num_examples"), many=True)
     p.add_argument("--max-output-len", "-mol", type=COUNT, default=d.max_output_len,
                    help=f"greedy tokens generated per prompt, then replayed ({d.max_output_len})")
     p.add_argument("--multi-head", action="append", default=None, metavar="W:S",
@@ -193,7 +199,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def settings_from(args: dict) -> AcceptanceSettings:
     d = AcceptanceSettings()
     args = dict(args)
-    args["datasets"] = args["datasets"] or d.datasets
+    args["dataset"] = args["dataset"] or d.dataset
     args["multi_head"] = args["multi_head"] or d.multi_head
     args["trees"] = args["trees"] or []
     return AcceptanceSettings(**args)

@@ -72,15 +72,16 @@ def measure_head_accuracy(
                 continue
             positions = torch.arange(start, stop)
             seq_t = torch.tensor(seq)
-            if getattr(model, "context_drafter", False):  # the same, over the whole sequence as its context
+            heads = model.heads
+            if heads.needs_context:  # the same, over the whole sequence as its context
                 from medusa.training.context_training import teacher_forced_head_logits
 
                 head_logits = teacher_forced_head_logits(model, seq, prompt_len, num_heads).float()
-            elif getattr(model, "path_dependent_heads", False):  # each head below the true tokens above it
+            elif heads.path_dependent:  # each head below the true tokens above it
                 out = model.step(torch.tensor([seq], device=model.device), None)
                 paths = torch.stack([seq_t[positions + j + 1] for j in range(num_heads)], dim=-1)
-                head_logits = model.heads.teacher_forced(out.hidden[0, start:stop], paths.to(model.device),
-                                                         num_heads).float()
+                head_logits = heads.teacher_forced(out.hidden[0, start:stop],
+                                                   paths.to(model.device), num_heads).float()
             else:
                 out = model.step(torch.tensor([seq], device=model.device), None, num_heads=num_heads)
                 head_logits = out.head_logits[:, 0, start:stop].float()  # [K, P, V]

@@ -14,14 +14,13 @@ from medusa.errors import MedusaError
 from medusa.model import stop_token_ids
 from medusa.output_dir import check_output_file
 from medusa.evaluation.prompts import encode_prompts
+from medusa.evaluation.data_spec import DataSpec
 from medusa.measure.measured_model import MeasuredModelSettings, add_model_arguments, load_measured_model
 from medusa.decoding.trees import MAX_TREE_NODES, save_tree
 
 
 @dataclass
 class CalibrationSettings(MeasuredModelSettings):
-    dataset: str = "flores200-sample"
-    num_examples: int | None = 50
     max_output_len: int = 50
     heads: int | None = None
     tree_size: int = 63
@@ -30,19 +29,27 @@ class CalibrationSettings(MeasuredModelSettings):
     output: str = "tree.json"
 
 
+HELPS = {"dataset": "calibrate on data you will NOT evaluate on",
+         "num_examples": "first N rows of the dataset ({default})"}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = CalibrationSettings()
     add_model_arguments(p, d)
-    p.add_argument("--dataset", "-d", default=d.dataset, help="calibrate on data you will NOT evaluate on")
-    p.add_argument("--num-examples", "-n", type=int, default=d.num_examples,
-                   help=f"first N rows of the dataset ({d.num_examples})")
+    DataSpec.add_arguments(p, d, HELPS, only=("dataset", "num_examples"))
     p.add_argument("--max-output-len", "-mol", type=int, default=d.max_output_len,
-                   help=f"greedy tokens generated per prompt, on which the heads are measured ({d.max_output_len})")
-    p.add_argument("--heads", type=int, default=None, help="heads to measure (default: all the model has)")
-    p.add_argument("--tree-size", type=int, default=d.tree_size, help="nodes in the tree (63)")
-    p.add_argument("--max-rank", type=int, default=d.max_rank, help="ranks measured per head (10)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts generated at once (32)")
-    p.add_argument("--output", "-o", default=d.output, help="where the tree JSON goes (tree.json)")
+                   help="greedy tokens generated per prompt, on which the heads are measured "
+                   f"({d.max_output_len})")
+    p.add_argument("--heads", type=int, default=None,
+                   help="heads to measure (default: all the model has)")
+    p.add_argument("--tree-size", type=int, default=d.tree_size,
+                   help=f"nodes in the tree ({d.tree_size})")
+    p.add_argument("--max-rank", type=int, default=d.max_rank,
+                   help=f"ranks measured per head ({d.max_rank})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"prompts generated at once ({d.batch_size})")
+    p.add_argument("--output", "-o", default=d.output,
+                   help=f"where the tree JSON goes ({d.output})")
 
 
 def check_max_rank(max_rank: int, vocab_size: int) -> None:

@@ -21,9 +21,6 @@ import torch
 
 from medusa.model.batch_generate import batched_hidden_states
 from medusa.decoding.base import DecodeState, Strategy, Tree
-from medusa.decoding.dynamic_tree import DynamicTree
-from medusa.decoding.multi_head import MultiHead
-from medusa.decoding.static_tree import StaticTree
 from medusa.errors import MedusaError
 from medusa.model import MedusaModel
 from medusa.model.drafter_context import DrafterContext
@@ -45,8 +42,8 @@ def ranked_positions(model: MedusaModel, rows: list[tuple[list[int], list[int]]]
     """Teacher-forced top-``max_rank`` lists for each (prompt ids, generated ids) row, in right-padded batches."""
     if num_heads > model.num_heads:
         raise MedusaError(f"replay asked for {num_heads} heads, the model has {model.num_heads}")
-    if model.path_dependent_heads:  # their drafts depend on the tokens above each node: one ranked list cannot say
-        raise MedusaError(f"{model.heads.config.drafter} drafters cannot be replayed from one ranked list per head "
+    if model.heads.path_dependent:  # their drafts depend on the tokens above each node: one ranked list cannot say
+        raise MedusaError(f"{model.heads.name} drafters cannot be replayed from one ranked list per head "
                           "(each draft depends on the tokens above it): use drafted_replay")
     out: list[RankedPositions | None] = [None] * len(rows)
     for i, h in _teacher_forced(model, rows, batch_size):
@@ -78,13 +75,11 @@ def _teacher_forced_whole(model: MedusaModel, rows: list[tuple[list[int], list[i
 
 
 def _draft(strategy: Strategy, ranked: RankedPositions, p: int, root: int, budget: int) -> Tree:
-    if isinstance(strategy, MultiHead):
-        levels = [(ranked.base_lp[p], ranked.base_ids[p])]
-        levels += [(ranked.head_lp[k, p], ranked.head_ids[k, p]) for k in range(strategy.num_heads)]
-        return strategy.draft_ranked(levels, budget)
-    if isinstance(strategy, StaticTree):
-        return strategy.draft_ranked(root, ranked.head_ids[: strategy.num_heads, p].tolist(), budget)
-    raise MedusaError(f"replay measures the multi-head and tree strategies, not {strategy.name}")
+    try:
+        return strategy.draft_from_ranks(root, (ranked.base_lp[p], ranked.base_ids[p]),
+                                         (ranked.head_lp[:, p], ranked.head_ids[:, p]), budget)
+    except NotImplementedError:
+        raise MedusaError(f"replay measures the multi-head and tree strategies, not {strategy.name}") from None
 
 
 def _matched_depth(tree: Tree, target: list[int]) -> int:
@@ -107,7 +102,7 @@ def replay_steps(strategy: Strategy, generated: list[int], ranked: RankedPositio
     """
     if ranked.base_ids.shape[0] != len(generated) + 1:
         raise MedusaError("replay rows do not match their ranked positions")
-    if isinstance(strategy, StaticTree) and strategy.max_rank > ranked.head_ids.shape[-1]:
+    if strategy.max_rank > ranked.head_ids.shape[-1]:
         raise MedusaError(f"the tree uses rank {strategy.max_rank}; measure at least that many ranks")
     return _accepted_steps(lambda p, root, budget: _draft(strategy, ranked, p, root, budget), generated,
                            int(ranked.base_ids[len(generated), 0]), max_new_tokens, stop_ids)
@@ -122,7 +117,7 @@ def drafted_replay(model: MedusaModel, strategies: dict[str, Strategy], rows: li
     drafters) at the positions it visits, from the hidden state there."""
     for key, strategy in strategies.items():
         greedy = getattr(getattr(strategy, "acceptance", None), "name", None) == "greedy"
-        if not isinstance(strategy, (MultiHead, StaticTree, DynamicTree)) or not greedy:
+        if not strategy.replayable or not greedy:
             raise MedusaError(f"replay measures greedy multi-head and tree strategies, not {key}")
     steps: dict[str, list[list[int]]] = {key: [[] for _ in rows] for key in strategies}
     from tqdm.auto import tqdm
@@ -133,7 +128,7 @@ def drafted_replay(model: MedusaModel, strategies: dict[str, Strategy], rows: li
             h = whole[len(prompt) - 1:]
             # the context drafter's cache over the whole row; a draft after p generated tokens sees its first
             # len(prompt) - 1 + p positions, as the decode loop's cache holds then
-            context = DrafterContext.of_sequence(model.heads, whole, prompt + gen) if model.context_drafter else None
+            context = DrafterContext.of_sequence(model.heads, whole, prompt + gen) if model.heads.needs_context else None
             after = int(model.lm_head(h[-1]).argmax())
             for key, strategy in strategies.items():
                 steps[key][i] = _accepted_steps(_drafting_at(model, strategy, h, context, len(prompt) - 1), gen,
@@ -146,7 +141,7 @@ def _drafting_at(model: MedusaModel, strategy: Strategy, hidden: torch.Tensor, c
                  offset: int = 0) -> Callable[[int, int, int], Tree]:
     """The strategy's own draft at position p, from the teacher-forced hidden state there (and the context
     drafter's cache below it: ``offset`` + p positions)."""
-    path_dependent = model.path_dependent_heads
+    path_dependent = model.heads.path_dependent
 
     def draft(p: int, root: int, budget: int) -> Tree:
         logits = model.lm_head(hidden[p])

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medusa.drafters import stored_heads
 from medusa.errors import MedusaError
 from medusa.model.checkpoints import HEADS_CONFIG, HEADS_WEIGHTS, MEDUSA1_WEIGHTS, MEDUSA2_PREFIX, inside_folder
 from medusa.model.embedded import EMBEDDED_NAME
@@ -72,14 +73,11 @@ def count_heads(keys, prefix: str = "") -> int:
 
 
 def _stored_heads(keys: list[str] | None, declared: dict) -> int | None:
-    """Heads in a heads-only weights file: counted from the keys, or, for the autoregressive drafter (one layer, no
-    per-head tensors), its declared depth."""
+    """Heads in a heads-only weights file, as the drafter kind whose tensors these are counts them
+    (from the keys; a drafter layer without per-head tensors: its declared depth)."""
     if not keys:
         return None
-    if any(key.startswith("drafter.") for key in keys):
-        num = declared.get("num_heads")
-        return num if isinstance(num, int) else None
-    return count_heads(keys)
+    return stored_heads(keys, declared)
 
 
 def weight_keys(path: Path) -> list[str] | None:

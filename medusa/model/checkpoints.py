@@ -4,7 +4,8 @@
 - Medusa-1 (FasterDecoding "v0.1"): ``medusa_lm_head.pt`` + ``config.json`` with ``medusa_num_heads``,
   ``medusa_num_layers``, ``base_model_name_or_path``;
 - Medusa-2 (FasterDecoding "v1.0"): ``medusa_head.{k}...`` tensors inside the full model's own weight files.
-All use FasterDecoding's key layout (``{k}.{j}.linear.weight``, ``{k}.{L}.weight``).
+All use FasterDecoding's key layout (``{k}.{j}.linear.weight``, ``{k}.{L}.weight``); the project
+format adds the prefixed tensors of the other drafter kinds (:mod:`medusa.drafters`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import torch
 
+from medusa.drafters import Drafter, build_drafter, drafter_prefixes, infer_head_config
 from medusa.errors import MedusaError
 from medusa.model.finite import refuse_non_finite
-from medusa.model.heads import HeadConfig, MedusaHeads, infer_head_config
 from medusa.model.hub import fetch, is_local
 from medusa.model.int8_weights import Int8FormatError, dequantize_tensors, is_quantized
 
@@ -29,7 +30,6 @@ MEDUSA2_PREFIX = "medusa_head."
 FORMAT_NAME = "medusa-heads"
 FOLDER_FILES = {"tree": "tree.json", "adapter": "adapter"}  # files heads metadata names beside the heads (defaults)
 TEXT_FIELDS = ("base_model", "base_model_name_or_path", *FOLDER_FILES)
-HEAD_PREFIXES = ("token_proj.", "seq_proj.", "drafter.")
 EXPECTED_NAMES = ("0.0.linear.weight (head 0, residual block 0), 0.1.weight (head 0's projection), "
                   "token_proj.0.weight, seq_proj.0.weight or drafter.*")
 NON_FINITE_ADVICE = ("the file is damaged or the training that wrote it diverged: restore it, or train the heads "
@@ -47,7 +47,8 @@ class HeadCheckpoint:
     declared: dict = field(default_factory=dict)
 
 
-def save_heads(heads: MedusaHeads, folder: str | Path, base_model: str, extra: dict | None = None) -> Path:
+def save_heads(heads: Drafter, folder: str | Path, base_model: str, extra: dict | None = None
+               ) -> Path:
     """Write the project format: small (a shared projection is not stored) and safe to load (safetensors)."""
     from safetensors.torch import save_file
 
@@ -60,10 +61,10 @@ def save_heads(heads: MedusaHeads, folder: str | Path, base_model: str, extra: d
     return folder
 
 
-def save_medusa1(heads: MedusaHeads, folder: str | Path, base_model: str) -> Path:
+def save_medusa1(heads: Drafter, folder: str | Path, base_model: str) -> Path:
     """Write FasterDecoding's Medusa-1 layout so their tools load our heads (projection always materialised)."""
-    if heads.config.drafter != "medusa":
-        raise MedusaError(f"{heads.config.drafter} heads have no FasterDecoding Medusa-1 equivalent; "
+    if not heads.medusa1_layout:
+        raise MedusaError(f"{heads.name} heads have no FasterDecoding Medusa-1 equivalent; "
                           "use the project format")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -157,7 +158,7 @@ def checked_declared(declared: dict, config: Path | str) -> dict:
 
 def _is_head_tensor(name: str) -> bool:
     first, _, rest = name.partition(".")
-    return (first.isdigit() and bool(rest)) or name.startswith(HEAD_PREFIXES)
+    return (first.isdigit() and bool(rest)) or name.startswith(drafter_prefixes())
 
 
 def _head_tensors(state: dict[str, torch.Tensor], path: Path | str) -> dict[str, torch.Tensor]:
@@ -245,15 +246,15 @@ def read_medusa2_heads(location: str, token: str | None = None) -> HeadCheckpoin
     return HeadCheckpoint(state, "medusa-2", location, location if not is_local(location) else None, declared)
 
 
-def build_heads(ckpt: HeadCheckpoint, base_model) -> MedusaHeads:
+def build_heads(ckpt: HeadCheckpoint, base_model) -> Drafter:
     """Match head tensors to a loaded base model: shape checks, then a tensor-for-tensor load."""
     lm_head = base_model.get_output_embeddings()
     hidden, vocab = lm_head.weight.shape[1], lm_head.weight.shape[0]
     try:
-        config: HeadConfig = infer_head_config(ckpt.state, hidden, vocab)
+        config = infer_head_config(ckpt.state, hidden, vocab)
     except ValueError as exc:
         raise MedusaError(f"heads at {ckpt.source} do not fit this base model: {exc}") from None
-    heads = MedusaHeads(config, lm_head, base_model.get_input_embeddings())
+    heads = build_drafter(config, lm_head, base_model.get_input_embeddings())
     try:
         heads.load_head_state_dict(ckpt.state)
     except ValueError as exc:  # e.g. a draft vocabulary on heads that cannot take one, or out of range

@@ -29,18 +29,15 @@ class ContextView:
 
 
 class DrafterContext:
-    """Grows by :meth:`append` as a sequence is committed; ``heads`` is a context drafter's MedusaHeads. The rows
-    live in buffers that double when full, so a decode copies its context O(log n) times, not once per step."""
+    """Grows by :meth:`append` as a sequence is committed; ``heads`` is a drafter that
+    :attr:`~medusa.drafters.Drafter.needs_context`. The rows live in buffers that double when
+    full, so a decode copies its context O(log n) times, not once per step."""
 
     def __init__(self, heads, capacity: int = 256) -> None:
-        if not heads.config.context:
-            raise ValueError(f"{heads.config.drafter} heads keep no context")
+        if not heads.needs_context:
+            raise ValueError(f"{heads.name} heads keep no context")
         self.heads = heads
-        drafter = heads.drafter
-        weight = drafter.fc.weight
-        shape = (drafter.num_attention_heads, capacity, weight.shape[0] // drafter.num_attention_heads)
-        self._keys = torch.empty(shape, device=weight.device, dtype=weight.dtype)
-        self._values = torch.empty(shape, device=weight.device, dtype=weight.dtype)
+        self._keys, self._values = heads.new_context(capacity)
         self.length = 0
 
     def append(self, hidden: torch.Tensor, tokens: torch.Tensor | list[int], start: int) -> None:

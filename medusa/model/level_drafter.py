@@ -6,8 +6,8 @@ head recomputes ``h + Σ V_j·embed(t_j)`` along the whole path, and the autoreg
 the whole path (1 + 2 + … + D positions for a depth-D draft, plus a token's worth of attention each). A
 :class:`LevelDrafter` lives for one draft and keeps each row's state from the last level (the running sum; the
 drafter's prediction and its attention keys/values), finds each new path's parent row by comparing token prefixes
-on the device, and computes the one new position: one layer pass per level (MedusaHeads.path_advance, the step that
-teacher forcing and greedy chains take too).
+on the device, and computes the one new position: one layer pass per level
+(PathDrafter.path_advance, the step that teacher forcing and greedy chains take too).
 
 Every caller here asks level after level (the tests check that no call falls back). A call that does not extend the
 last one (its depth, or a prefix not among the last level's paths) starts over from the hidden state, which gives
@@ -23,8 +23,9 @@ import torch
 
 class LevelDrafter:
     """``drafter(paths [N, d+1]) → [N, V]``: head d's logits below each path (t_0 = the next token) at ``hidden``
-    [H], for one draft of ``heads`` (:class:`~medusa.model.heads.MedusaHeads`). ``hidden`` sits with the heads;
-    ``out_device`` (a model split over GPUs: the caller's device) is where logits and ids are returned."""
+    [H], for one draft of ``heads`` (a :class:`~medusa.drafters.Drafter`). ``hidden`` sits with
+    the heads; ``out_device`` (a model split over GPUs: the caller's device) is where logits and ids
+    are returned."""
 
     def __init__(self, heads, hidden: torch.Tensor, context=None, out_device: torch.device | None = None) -> None:
         self.heads, self.hidden, self.context = heads, hidden, context  # context: the context drafter's view
@@ -35,16 +36,17 @@ class LevelDrafter:
 
     def __call__(self, paths: torch.Tensor) -> torch.Tensor:
         paths = paths.to(self.hidden.device)
-        if not self.heads.config.path_dependent:
+        if not self.heads.path_dependent:
             return self._out(self.heads.level_logits(self.hidden, paths))
         return self._out(self.heads.draft_logits(self._advance(paths), paths.shape[1] - 1))
 
     def top(self, paths: torch.Tensor, k: int, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """The ``k`` best token ids [N, k] below each path, best first: ``topk(self(paths), k)``, which with a draft
-        vocabulary (MedusaHeads.set_draft_vocab) needs logits for its tokens only. ``rows``: each path's parent row
-        among the last level's paths, where the caller knows them (a static tree: no prefix comparison)."""
+        """The ``k`` best token ids [N, k] below each path, best first: ``topk(self(paths), k)``,
+        which with a draft vocabulary (Drafter.set_draft_vocab) needs logits for its tokens only.
+        ``rows``: each path's parent row among the last level's paths, where the caller knows them
+        (a static tree: no prefix comparison)."""
         paths = paths.to(self.hidden.device)
-        if not self.heads.config.path_dependent:
+        if not self.heads.path_dependent:
             return torch.topk(self(paths), k, dim=-1).indices
         rows = None if rows is None else rows.to(self.hidden.device)
         return self._out(self.heads.draft_top(self._advance(paths, rows), paths.shape[1] - 1, k))

@@ -16,7 +16,7 @@ from medusa.model.embedded import (EMBEDDED_NAME, EMBEDDED_REPO, FAITHFUL_NAME, 
 from medusa.errors import MedusaError
 from medusa.model.finite import refuse_non_finite
 from medusa.model.hub import fetch, is_local, looks_like_path
-from medusa.model.heads import HeadConfig, MedusaHeads
+from medusa.drafters import HeadConfig, build_drafter
 from medusa.model import MedusaModel, ModelInfo
 
 EMBEDDED_UNTRAINED_HEADS = 5
@@ -302,7 +302,8 @@ def load_model(settings: LoadSettings) -> MedusaModel:
     if untrained:
         lm_head = base.get_output_embeddings()
         config = HeadConfig(EMBEDDED_UNTRAINED_HEADS, 1, lm_head.weight.shape[1], lm_head.weight.shape[0], True)
-        heads = MedusaHeads(config, lm_head).to(device=lm_head.weight.device, dtype=lm_head.weight.dtype)
+        heads = build_drafter(config, lm_head)
+        heads = heads.to(device=lm_head.weight.device, dtype=lm_head.weight.dtype)
     info = ModelInfo(
         name=settings.model_name,
         base=base_label,

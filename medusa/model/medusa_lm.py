@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from medusa.model.heads import MedusaHeads
+from medusa.drafters import Drafter
 
 
 @dataclass
@@ -42,7 +42,8 @@ class MedusaModel(nn.Module):
     course submissions run on it unchanged.
     """
 
-    def __init__(self, base: nn.Module, tokenizer, heads: MedusaHeads | None = None, info: ModelInfo | None = None):
+    def __init__(self, base: nn.Module, tokenizer, heads: Drafter | None = None,
+                 info: ModelInfo | None = None):
         super().__init__()
         self.base_model = base
         self.tokenizer = tokenizer
@@ -107,11 +108,10 @@ class MedusaModel(nn.Module):
 
     def project_heads(self, hidden: torch.Tensor, logits: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
         """Head logits [K, ..., V] at these hidden states; ``logits`` (the base's, same positions) supply the next
-        token that token-input heads condition on."""
+        token that drafters reading it condition on."""
         if self.heads is None:
             raise ValueError("this model has no Medusa heads")
-        config = self.heads.config
-        next_tokens = logits.argmax(-1) if config.token_input or config.path_dependent else None
+        next_tokens = logits.argmax(-1) if self.heads.reads_next_token else None
         if not self.split:
             return self.heads(hidden, num_heads, next_tokens)
         at = self.lm_head.weight.device  # the heads sit with lm_head
@@ -122,7 +122,7 @@ class MedusaModel(nn.Module):
     def path_dependent_heads(self) -> bool:
         """Drafters whose drafts depend on the tokens above them (sequential heads, the autoregressive drafter):
         trees and beams are drafted depth by depth."""
-        return self.heads is not None and self.heads.config.path_dependent
+        return self.heads is not None and self.heads.path_dependent
 
     def level_logits(self, hidden: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
         """Head d's logits [N, V] below each draft path ``paths`` [N, d+1] (t_0 = the next token) at ``hidden``."""
@@ -135,7 +135,7 @@ class MedusaModel(nn.Module):
     def context_drafter(self) -> bool:
         """The drafter attends over the whole context: decoding keeps a
         :class:`~medusa.model.drafter_context.DrafterContext` beside the base model's cache."""
-        return self.heads is not None and self.heads.config.context
+        return self.heads is not None and self.heads.needs_context
 
     def drafter_context(self):
         """An empty context for one sequence of the context drafter."""

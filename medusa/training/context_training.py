@@ -1,9 +1,10 @@
 """Training the context drafter over whole sequences: its layer attends over every earlier position, so positions
 cannot be shuffled one by one as the other drafters' cached hidden states are (train_heads.py). Each step runs the
 frozen base over a batch of self-distilled sequences (no cache: a prompt's hidden states are most of a sequence),
-then the drafter's rollout (:meth:`~medusa.model.context_layer.ContextDraftLayer.rollout`) drafts K tokens ahead
-from every reply position at once, each depth fed its own predicted hidden state and the text's token, as a
-decode's draft is; head k's loss is on the token k + 2 ahead, weighted like the other drafters'.
+then the drafter's rollout (:meth:`~medusa.drafters.context.ContextDraftLayer.rollout`) drafts K
+tokens ahead from every reply position at once, each depth fed its own predicted hidden state and
+the text's token, as a decode's draft is; head k's loss is on the token k + 2 ahead, weighted like
+the other drafters'.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import random
 import torch
 from torch.nn import functional as F
 
+from medusa.drafters import ContextDrafter
 from medusa.model.batch_generate import batched_hidden_states
 
 MAX_BATCH_TOKENS = 65536  # padded tokens per step: bounds the base's activations and the rollout's L×L attention
@@ -40,7 +42,7 @@ def sequence_batches(rows: list[dict], positions: int, max_tokens: int = MAX_BAT
 class ContextTrainer:
     """Batches, loss and held-out accuracy of a context drafter (``heads``) on ``model``'s self-distilled rows."""
 
-    heads = None  # the MedusaHeads being trained, set once built
+    heads: ContextDrafter | None = None  # the drafter being trained, set once built
 
     def __init__(self, model, train: list[dict], held: list[dict], num_heads: int, positions: int,
                  weights: torch.Tensor, relabel: bool = False, feature_weight: float = 0.0, seed: int = 0) -> None:
@@ -107,7 +109,7 @@ class ContextTrainer:
         ids, valid, starts = ids.to(device), valid.to(device), starts.to(device)
         labels = self._greedy_labels(hidden, valid, starts) if relabel else ids
         padded = torch.cat([hidden, hidden.new_zeros(b, self.num_heads + 1, hidden.shape[-1])], dim=1)
-        emb = heads._embed(ids, hidden)  # [B, L + K + 1, H]
+        emb = heads.embed(ids, hidden)  # [B, L + K + 1, H]
         drafter = heads.drafter
         first = drafter.inputs(hidden[:, :-1], emb[:, 1:length])  # position i: f_i and t_{i+1}
 

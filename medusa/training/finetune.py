@@ -21,27 +21,28 @@ import torch
 from medusa.model.batch_generate import batched_greedy
 from medusa.console import say
 from medusa.evaluation.data import load_examples
+from medusa.evaluation.data_spec import PromptSpec
 from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
 from medusa.arg_types import COUNT, FRACTION, POSITIVE, SEED
 from medusa.model.adapters import ADAPTER_WEIGHTS
-from medusa.model.loader import SHIPPED_FOLDERS, LoadSettings, load_model
+from medusa.model.loader import SHIPPED_FOLDERS, load_model
+from medusa.model.model_spec import BaseModelSpec
 from medusa.evaluation.metrics import bleu1, sacrebleu_scores
 from medusa.model import MedusaModel, stop_token_ids
-from medusa.evaluation.prompts import PROMPT_STYLES, encode_prompt
+from medusa.evaluation.prompts import encode_prompt
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass
-class FinetuneSettings:
-    model_name: str = EMBEDDED_NAME
+class FinetuneSettings(BaseModelSpec, PromptSpec):
+    """The base, the pairs, the LoRA's shape and its optimisation; languages and prompt as
+    evaluation builds them."""
+
     train_data: list[str] = field(default_factory=list)
     eval_data: str | None = None
-    src_lang: str = "hin_Deva"
-    tgt_lang: str = "eng_Latn"
     prompt_style: str = "chat"
-    max_input_len: int = 1000  # as the CLI: at 256, 11 % of FLORES-200 and 1,259 training sources were cut
     max_target_len: int = 128
     eval_examples: int | None = 200
     rank: int = 16
@@ -52,9 +53,6 @@ class FinetuneSettings:
     lr: float = 5e-4
     output_dir: str = "adapter"
     seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    hf_token: str | None = None
     score_before: bool = True  # off when the base model's score is already known: saves a full eval pass
     save_dtype: str = "float16"  # the adapter file's dtype: half the bytes of fp32, the format the package ships
 
@@ -184,23 +182,31 @@ def reply_loss(model, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
     return torch.nn.functional.cross_entropy(logits, targets[keep])
 
 
-def finetune(s: FinetuneSettings) -> dict:
-    """Train a LoRA adapter on the pairs, score before/after on ``eval_data``, save the adapter (safetensors)."""
-    from peft import LoraConfig, get_peft_model
-
+def check_settings(s: FinetuneSettings) -> None:
+    """Settings that would fail after the model loaded, refused before it does."""
     if s.rank < 1 or s.epochs < 1 or s.batch_size < 1:
         raise MedusaError("need --rank ≥ 1, --epochs ≥ 1 and --batch-size ≥ 1")
     if s.save_dtype not in SAVE_DTYPES:
-        raise MedusaError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)} (got {s.save_dtype!r})")
-    overlap = {Path(d).name for d in s.train_data} & ({Path(s.eval_data).name} if s.eval_data else set())
+        raise MedusaError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)} "
+                          f"(got {s.save_dtype!r})")
+    held = {Path(s.eval_data).name} if s.eval_data else set()
+    overlap = {Path(d).name for d in s.train_data} & held
     if overlap:
-        raise MedusaError(f"{', '.join(overlap)} is both trained and evaluated on: hold the evaluation set out")
+        raise MedusaError(f"{', '.join(overlap)} is both trained and evaluated on: hold the "
+                          "evaluation set out")
     if s.model_name in SHIPPED_FOLDERS:
-        raise MedusaError(f"finetune trains a translator on a base model, and {s.model_name} is one already: use "
-                          f"--model-name {EMBEDDED_NAME}")
+        raise MedusaError(f"finetune trains a translator on a base model, and {s.model_name} is "
+                          f"one already: use --model-name {EMBEDDED_NAME}")
+
+
+def finetune(s: FinetuneSettings) -> dict:
+    """Train a LoRA adapter on the pairs, score before/after on ``eval_data``, save the adapter
+    (safetensors)."""
+    from peft import LoraConfig, get_peft_model
+
+    check_settings(s)
     torch.manual_seed(s.seed)
-    wrapped: MedusaModel = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype,
-                                                      embedded_extras=False))
+    wrapped: MedusaModel = load_model(s.load_settings(embedded_extras=False))
     base, tokenizer = wrapped.base_model, wrapped.tokenizer
     eos_id = end_of_turn_id(tokenizer, base)
     eos_ids = sorted(stop_token_ids(tokenizer, base) | {eos_id})
@@ -212,16 +218,35 @@ def finetune(s: FinetuneSettings) -> dict:
         say(f"before: sacreBLEU {before['sacrebleu']:.2f}, chrF {before['chrf']:.2f}")
     base.float()  # LoRA weights and optimiser in fp32; bf16 autocast on CUDA keeps it fast
     model = get_peft_model(base, LoraConfig(r=s.rank, lora_alpha=s.alpha, lora_dropout=s.dropout,
-                                            target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM"))
+                                            target_modules=list(LORA_TARGETS),
+                                            task_type="CAUSAL_LM"))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    losses = train_lora(model, pairs, s, pad)
+    save_adapter(model, out, s.save_dtype)
+    after = score(model, tokenizer, s, eos_ids, out / "eval_predictions.jsonl")
+    if after:
+        say(f"after: sacreBLEU {after['sacrebleu']:.2f}, chrF {after['chrf']:.2f}")
+    report = {"settings": {k: v for k, v in asdict(s).items() if k != "hf_token"},
+              "pairs": len(pairs), "loss_first": losses[0], "loss_last": losses[-1],
+              "before": before, "after": after}
+    (out / "finetune_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False)
+                                              + "\n")
+    say(f"saved adapter to {out}")
+    return report
+
+
+def train_lora(model, pairs, s: FinetuneSettings, pad: int) -> list[float]:
+    """AdamW with a 5 % warm-up and a cosine decay over ``s.epochs`` passes; each step's loss.
+    The model is left in eval mode."""
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=s.lr)
     total = math.ceil(len(pairs) / s.batch_size) * s.epochs
+    warmup = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda t: min(1.0, (t + 1) / max(1, total // 20)) * 0.5 * (1 + math.cos(math.pi * t / total)))
+        optim, lambda t: min(1.0, (t + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * t / total)))
     device = next(model.parameters()).device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
-        "cpu", enabled=False)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
     from tqdm.auto import tqdm
 
     losses = []
@@ -241,30 +266,37 @@ def finetune(s: FinetuneSettings) -> dict:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     model.eval()
-    save_adapter(model, out, s.save_dtype)
-    after = score(model, tokenizer, s, eos_ids, out / "eval_predictions.jsonl")
-    if after:
-        say(f"after: sacreBLEU {after['sacrebleu']:.2f}, chrF {after['chrf']:.2f}")
-    report = {"settings": {k: v for k, v in asdict(s).items() if k != "hf_token"}, "pairs": len(pairs),
-              "loss_first": losses[0], "loss_last": losses[-1], "before": before, "after": after}
-    (out / "finetune_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    say(f"saved adapter to {out}")
-    return report
+    return losses
+
+
+HELPS = {"model_name": "the base model to fine-tune: a local folder, a hub id or a .gguf file "
+         "({default})"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Every value is refused before loading when it is out of range."""
     d = FinetuneSettings()
-    p.add_argument("--model-name", "-m", default=d.model_name)
+    BaseModelSpec.add_arguments(p, d, HELPS, only=("model_name",))
     p.add_argument("--train-data", action="append", default=[], required=True,
-                   help="a dataset to train on (repeatable): local file/folder set or hub id with both languages")
-    p.add_argument("--eval-data", default=None, help="held-out set scored before and after (sacreBLEU, chrF)")
-    for name, kind in (("src-lang", str), ("tgt-lang", str), ("prompt-style", str), ("max-input-len", COUNT),
-                       ("max-target-len", COUNT), ("eval-examples", COUNT), ("rank", COUNT), ("alpha", COUNT),
-                       ("dropout", FRACTION), ("epochs", COUNT), ("batch-size", COUNT), ("lr", POSITIVE),
-                       ("output-dir", str), ("seed", SEED), ("device", str), ("dtype", str), ("hf-token", str),
-                       ("save-dtype", str)):
-        choices = {"prompt-style": PROMPT_STYLES, "save-dtype": list(SAVE_DTYPES)}.get(name)
-        p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")),
-                       choices=choices)  # refused before loading
+                   help="a dataset to train on (repeatable): local file/folder set or hub id with "
+                   "both languages")
+    p.add_argument("--eval-data", default=None,
+                   help="held-out set scored before and after (sacreBLEU, chrF)")
+    PromptSpec.add_arguments(p, d, auto_style=False)
+    for name, kind, text in (
+            ("max-target-len", COUNT, "reference tokens trained on per pair, and new tokens when "
+             "scoring"),
+            ("eval-examples", COUNT, "first N rows of --eval-data scored"),
+            ("rank", COUNT, "LoRA rank"),
+            ("alpha", COUNT, "LoRA alpha: the update scaled by alpha/rank"),
+            ("dropout", FRACTION, "LoRA dropout"), ("epochs", COUNT, "passes over the pairs"),
+            ("batch-size", COUNT, "pairs per step"),
+            ("lr", POSITIVE, "peak learning rate, warm-up then cosine"),
+            ("output-dir", str, "where the adapter goes"), ("seed", SEED, "random seed")):
+        default = getattr(d, name.replace("-", "_"))
+        p.add_argument(f"--{name}", type=kind, default=default, help=f"{text} ({default})")
+    BaseModelSpec.add_arguments(p, d, only=("device", "dtype", "hf_token"))
+    p.add_argument("--save-dtype", choices=list(SAVE_DTYPES), default=d.save_dtype,
+                   help=f"the adapter file's type ({d.save_dtype})")
     p.add_argument("--no-score-before", dest="score_before", action="store_false",
                    help="skip scoring the model before training (when that score is already known)")

@@ -23,15 +23,16 @@ from medusa.console import say
 from medusa.evaluation.data import load_examples
 from medusa.model.batch_generate import batched_generate, batched_hidden_states
 from medusa.training.context_training import ContextTrainer
-from medusa.model.embedded import EMBEDDED_NAME
 from medusa.errors import MedusaError
 from medusa.arg_types import COUNT, FRACTION, NON_NEGATIVE, NON_NEGATIVE_COUNT, POSITIVE, SEED
 from medusa.model.draft_vocab import coverage, frequent_tokens
-from medusa.model.heads import HeadConfig, MedusaHeads
-from medusa.model.device_map import add_device_map_arguments, check_device_map
+from medusa.drafters import Drafter, build_drafter, drafter_class, drafter_names
+from medusa.evaluation.data_spec import DataSpec
+from medusa.model.device_map import check_device_map
+from medusa.model.model_spec import ServedBaseSpec
 from medusa.model.loader import LoadSettings, load_model, shipped_folder, training_base
 from medusa.model import MedusaModel, stop_token_ids
-from medusa.evaluation.prompts import PROMPT_STYLES, encode_prompt
+from medusa.evaluation.prompts import encode_prompt
 from medusa.evaluation.results import read_predictions
 
 SEQUENCES = "sequences.jsonl"
@@ -40,17 +41,14 @@ CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
-class TrainSettings:
-    """Head shape, data and optimisation; ``head_decay`` weights head k's loss by decay**k (far heads count less)."""
+class TrainSettings(ServedBaseSpec, DataSpec):
+    """Head shape, data and optimisation; ``head_decay`` weights head k's loss by decay**k (far
+    heads count less). The base (with its adapter: heads must learn the model they will serve)
+    and the rows come from their specs."""
 
-    model_name: str = EMBEDDED_NAME
     dataset: str | list[str] = "in22-gen-sample"  # one dataset, or several whose sources are pooled
-    split: str = "test"
-    src_lang: str = "hin_Deva"
-    tgt_lang: str = "eng_Latn"
-    num_examples: int | None = None
+    num_examples: int | None = None  # every row
     prompt_style: str = "chat"
-    max_input_len: int = 1000
     max_new_tokens: int = 64
     generation_batch_size: int = 32
     samples_per_source: int = 0  # continuations sampled per source beside the greedy one: more text to learn from
@@ -77,12 +75,6 @@ class TrainSettings:
     head_loss_weight: float = 0.2
     resume: bool = False
     seed: int = 0
-    device: str = "auto"
-    device_map: str | None = None  # --device-map auto: the frozen base split over the GPUs (not with --joint-lora)
-    max_memory: str | None = None
-    dtype: str = "auto"
-    hf_token: str | None = None
-    adapter: str | None = None  # a LoRA merged into the base first: heads must learn the model they will serve
     init_from: str | None = None  # heads whose tensors of the same names and shapes start these (a warm start)
 
     @property
@@ -105,7 +97,7 @@ SEQUENCE_KEYS = ("model_name", "adapter", "src_lang", "tgt_lang", "prompt_style"
                  "sample_temperature")
 # Settings that change the heads' shapes or meaning: a checkpoint made with other values cannot be resumed.
 RESUME_KEYS = ("model_name", "adapter", "num_heads", "num_layers", "shared_lm_head", "token_input", "drafter")
-DRAFTERS = ("medusa", "token-input", "sequential", "autoregressive", "context")
+DRAFTERS = drafter_names()
 
 
 def _differences(saved: dict, s: TrainSettings, keys: tuple[str, ...]) -> list[str]:
@@ -260,7 +252,7 @@ class PositionTrainer:
     """Batches of shuffled positions from cached hidden states (every drafter but the context drafter, whose layer
     reads whole sequences: context_training.py)."""
 
-    heads: MedusaHeads  # set once built, after the cache
+    heads: Drafter  # set once built, after the cache
 
     def __init__(self, model: MedusaModel, train: list[dict], held: list[dict], s: TrainSettings,
                  weights: torch.Tensor) -> None:
@@ -314,7 +306,7 @@ def head_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
 
 
 @torch.no_grad()
-def evaluate_heads(heads: MedusaHeads, hidden: torch.Tensor, paths: torch.Tensor, targets: torch.Tensor,
+def evaluate_heads(heads: Drafter, hidden: torch.Tensor, paths: torch.Tensor, targets: torch.Tensor,
                    batch: int = 1024) -> dict:
     """Top-1 and top-5 accuracy of each head on held-out positions."""
     k = heads.config.num_heads
@@ -334,135 +326,203 @@ def evaluate_heads(heads: MedusaHeads, hidden: torch.Tensor, paths: torch.Tensor
 
 
 def train_heads(s: TrainSettings) -> dict:
-    """Self-distil, cache hidden states, train the heads, evaluate on held-out prompts, save both formats."""
-    if s.num_heads < 1 or s.num_layers < 0 or s.epochs < 1 or s.batch_size < 1 or not 0 <= s.heldout_fraction < 1:
+    """Self-distil, cache hidden states, train the heads, evaluate on held-out prompts, save both
+    formats."""
+    s = checked_settings(s)
+    out = Path(s.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / CHECKPOINT).exists() and not s.resume:
+        raise MedusaError(f"{out / CHECKPOINT} exists: pass --resume to continue it or choose "
+                          "another --output-dir")
+    random.seed(s.seed)
+    torch.manual_seed(s.seed)
+    model, start = frozen_base(s, out)
+    rows = self_distilled_sequences(model, s, out / SEQUENCES)
+    train, held = split_by_source(rows, s)
+    trainer = make_trainer(model, train, held, s)
+    heads = training_heads(model, s, start)
+    trainer.heads = heads
+    run = TrainingRun(s, heads, model.lm_head, trainer.steps_per_epoch, out / CHECKPOINT)
+    run.train(trainer, bool(held))
+    final = trainer.evaluate() if held else {}
+    vocab_facts = choose_draft_vocab(heads, s, train, held)
+    save_trained(heads, model, s, out, rows, final, run.step, vocab_facts)
+    return {"history": run.history, "heldout": final}
+
+
+def checked_settings(s: TrainSettings) -> TrainSettings:
+    """The settings with ``--drafter`` resolved, once sure they fit together (one line saying what
+    does not)."""
+    if (s.num_heads < 1 or s.num_layers < 0 or s.epochs < 1 or s.batch_size < 1
+            or not 0 <= s.heldout_fraction < 1):
         raise MedusaError("need --num-heads ≥ 1, --num-layers ≥ 0, --epochs ≥ 1, --batch-size ≥ 1, "
                           "0 ≤ --heldout-fraction < 1")
     check_sampling(s)
     s = resolve_drafter(s)
-    if s.feature_loss_weight < 0 or (s.feature_loss_weight and s.drafter not in ("autoregressive", "context")):
-        raise MedusaError("--feature-loss-weight is for --drafter autoregressive or context (their predicted hidden "
-                          "states), ≥ 0")
-    if s.draft_vocab < 0 or (s.draft_vocab and s.drafter not in ("sequential", "autoregressive", "context")) or \
-            (s.draft_vocab and not s.shared_lm_head):
-        raise MedusaError("--draft-vocab N (N > 0) is for --drafter sequential, autoregressive or context, which "
-                          "project with the shared lm_head")
-    out = Path(s.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists() and not s.resume:
-        raise MedusaError(f"{ckpt_path} exists: pass --resume to continue it or choose another --output-dir")
-    random.seed(s.seed)
-    torch.manual_seed(s.seed)
+    kind = drafter_class(s.drafter)
+    if s.feature_loss_weight < 0 or (s.feature_loss_weight and not kind.predicts_hidden):
+        raise MedusaError("--feature-loss-weight is for --drafter autoregressive or context (their "
+                          "predicted hidden states), ≥ 0")
+    if s.draft_vocab < 0 or (s.draft_vocab and not (kind.path_dependent and s.shared_lm_head)):
+        raise MedusaError("--draft-vocab N (N > 0) is for --drafter sequential, autoregressive or "
+                          "context, which project with the shared lm_head")
+    return s
+
+
+def frozen_base(s: TrainSettings, out: Path) -> tuple[MedusaModel, dict[str, torch.Tensor] | None]:
+    """The base model (adapter merged) with its weights frozen, and the ``--init-from`` tensors if
+    given; a copy of the adapter goes beside the heads first, since they only fit the adapted
+    model."""
     check_device_map(s)
-    s.model_name, s.adapter = training_base(s.model_name, s.adapter)  # embedded:faithful = embedded + its adapter
-    model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype, adapter=s.adapter,
-                                    embedded_extras=False, device_map=s.device_map, max_memory=s.max_memory))
+    # embedded:faithful = embedded + its adapter
+    s.model_name, s.adapter = training_base(s.model_name, s.adapter)
+    model = load_model(LoadSettings(s.model_name, None, s.hf_token, s.device, s.dtype,
+                                    adapter=s.adapter, embedded_extras=False,
+                                    device_map=s.device_map, max_memory=s.max_memory))
     for p in model.base_model.parameters():
         p.requires_grad_(False)
-    if s.adapter:  # the heads only fit the adapted model: keep a copy beside them (checked before any training)
+    if s.adapter:  # checked before any training
         copy_adapter(s.adapter, out / ADAPTER_DIR)
-    start = read_init_heads(s.init_from, s.hf_token) if s.init_from else None  # a bad path fails before the work
-    rows = self_distilled_sequences(model, s, out / SEQUENCES)
-    train, held = split_by_source(rows, s)
-    weights = torch.tensor([s.head_decay ** k for k in range(s.num_heads)])
-    if s.drafter == "context":  # whole sequences through the base at every step (the drafter attends over them)
-        say(f"training on {len(train)} sequences, {len(held)} held out")
-        trainer = ContextTrainer(model, train, held, s.num_heads, s.batch_size, weights, s.relabel_greedy,
-                                 s.feature_loss_weight, s.seed)
-    else:  # (before the shared projection turns fp32 below: the cache runs the base in its own dtype)
-        say(f"caching hidden states: {len(train)} training and {len(held)} held-out sequences")
-        trainer = PositionTrainer(model, train, held, s, weights)
+    # a bad path fails before the work
+    start = read_init_heads(s.init_from, s.hf_token) if s.init_from else None
+    return model, start
 
+
+def make_trainer(model: MedusaModel, train: list[dict], held: list[dict], s: TrainSettings):
+    """Whole sequences through the base at every step for a drafter that reads the context; cached
+    hidden states of shuffled positions for the others."""
+    weights = torch.tensor([s.head_decay ** k for k in range(s.num_heads)])
+    if drafter_class(s.drafter).needs_context:
+        say(f"training on {len(train)} sequences, {len(held)} held out")
+        return ContextTrainer(model, train, held, s.num_heads, s.batch_size, weights,
+                              s.relabel_greedy, s.feature_loss_weight, s.seed)
+    # (before the shared projection turns fp32: the cache runs the base in its own dtype)
+    say(f"caching hidden states: {len(train)} training and {len(held)} held-out sequences")
+    return PositionTrainer(model, train, held, s, weights)
+
+
+def training_heads(model: MedusaModel, s: TrainSettings, start: dict[str, torch.Tensor] | None
+                   ) -> Drafter:
+    """A fresh drafter of ``--drafter``'s kind in float32 (warm-started from ``start``); what it
+    reads of the frozen base (the shared projection, the input embedding) turns float32 too."""
     lm_head = model.lm_head
     hidden_size, vocab = lm_head.weight.shape[1], lm_head.weight.shape[0]
-    if s.drafter in ("autoregressive", "context"):  # one decoder layer projected by the shared lm_head
-        config = HeadConfig(s.num_heads, 0, hidden_size, vocab, True,
-                            autoregressive=attention_heads_for(model.base_model.config, hidden_size),
-                            context=s.drafter == "context")
-    else:
-        config = HeadConfig(s.num_heads, s.num_layers, hidden_size, vocab, s.shared_lm_head, s.token_input,
-                            sequential=s.drafter == "sequential")
+    config = drafter_class(s.drafter).training_config(
+        s.num_heads, s.num_layers, hidden_size, vocab, s.shared_lm_head,
+        attention_heads_for(model.base_model.config, hidden_size))
     embedding = model.base_model.get_input_embeddings()
-    heads = MedusaHeads(config, lm_head, embedding).to(device=lm_head.weight.device, dtype=torch.float32)
-    trainer.heads = heads
+    heads = build_drafter(config, lm_head, embedding)
+    heads = heads.to(device=lm_head.weight.device, dtype=torch.float32)
     if start is not None:
         copied = init_heads_from(heads, start, s.init_from)
         say(f"started from {s.init_from}: {len(copied)} tensors ({', '.join(copied[:6])}"
             f"{', …' if len(copied) > 6 else ''})")
-    params = [p for p in heads.parameters() if p.requires_grad and p is not lm_head.weight]
     if config.shared_lm_head:
         lm_head.float()  # heads train in fp32; the shared projection stays frozen
-    if config.token_input or config.path_dependent:
+    if heads.reads_next_token:
         embedding.float()  # (tied to the projection in many models; frozen either way)
-    optim = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    steps_per_epoch = trainer.steps_per_epoch
-    total_steps = steps_per_epoch * s.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda t: min(1.0, (t + 1) / max(1, total_steps // 20))
-                                              * 0.5 * (1 + math.cos(math.pi * min(t, total_steps) / total_steps)))
-    step, history = 0, []
-    if s.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        changed = _differences(state.get("settings", {}), s, RESUME_KEYS)
+    return heads
+
+
+class TrainingRun:
+    """The optimiser, its schedule and the step count of one training, checkpointed to
+    ``ckpt_path`` (and resumed from it with ``--resume``)."""
+
+    def __init__(self, s: TrainSettings, heads: Drafter, lm_head: torch.nn.Module,
+                 steps_per_epoch: int, ckpt_path: Path) -> None:
+        self.s, self.heads, self.ckpt_path = s, heads, ckpt_path
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = total = steps_per_epoch * s.epochs
+        params = [p for p in heads.parameters() if p.requires_grad and p is not lm_head.weight]
+        self.optim = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.optim, lambda t: min(1.0, (t + 1) / max(1, total // 20))
+            * 0.5 * (1 + math.cos(math.pi * min(t, total) / total)))
+        self.step, self.history = 0, []
+        self.device = lm_head.weight.device
+        if s.resume and ckpt_path.exists():
+            self.resume()
+
+    def resume(self) -> None:
+        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        changed = _differences(state.get("settings", {}), self.s, RESUME_KEYS)
         if changed:
-            raise MedusaError(f"cannot resume {ckpt_path}: it was trained with {'; '.join(changed)}; "
-                              "resume with the same settings or choose another --output-dir")
-        heads.load_head_state_dict(state["heads"])
-        optim.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step, history = state["step"], state["history"]
-        say(f"resumed at step {step}/{total_steps}")
+            raise MedusaError(f"cannot resume {self.ckpt_path}: it was trained with "
+                              f"{'; '.join(changed)}; resume with the same settings or choose "
+                              "another --output-dir")
+        self.heads.load_head_state_dict(state["heads"])
+        self.optim.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.step, self.history = state["step"], state["history"]
+        say(f"resumed at step {self.step}/{self.total_steps}")
 
-    def save_checkpoint() -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"heads": heads.head_state_dict(), "optimizer": optim.state_dict(),
-                    "scheduler": sched.state_dict(), "step": step, "history": history,
-                    "settings": {k: v for k, v in asdict(s).items() if k != "hf_token"}}, tmp)
-        tmp.replace(ckpt_path)
+    def save_checkpoint(self) -> None:
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save({"heads": self.heads.head_state_dict(), "optimizer": self.optim.state_dict(),
+                    "scheduler": self.sched.state_dict(), "step": self.step,
+                    "history": self.history,
+                    "settings": {k: v for k, v in asdict(self.s).items() if k != "hf_token"}}, tmp)
+        tmp.replace(self.ckpt_path)
 
-    from tqdm.auto import tqdm
+    def train(self, trainer, held: bool) -> None:
+        """Steps to the end, with a held-out evaluation and a checkpoint every ``--eval-every``."""
+        from tqdm.auto import tqdm
 
-    device = lm_head.weight.device
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # the heads train in fp32; TF32 matmuls are ~8x faster
-    bar = tqdm(total=total_steps, initial=step, desc="train heads", unit="step", dynamic_ncols=True)
-    while step < total_steps:
-        loss = trainer.loss(*divmod(step, steps_per_epoch))
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        sched.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step % s.eval_every == 0 or step == total_steps:
-            entry = {"step": step, "loss": loss.item()}
-            if held:
-                entry.update(trainer.evaluate())
-            history.append(entry)
-            save_checkpoint()
-    bar.close()
-    final = trainer.evaluate() if held else {}
-    vocab_facts = {}
-    if s.draft_vocab:  # chosen from the training text; its coverage of the held-out text says what it costs
-        ids = frequent_tokens(train, min(s.draft_vocab, vocab), vocab)
-        heads.set_draft_vocab(ids)
-        vocab_facts = {"draft_vocab": len(ids), "draft_vocab_heldout_coverage": round(coverage(held, ids), 5)}
-        say(f"draft vocabulary: the {len(ids)} most frequent tokens of the training text, "
-            f"{vocab_facts['draft_vocab_heldout_coverage']:.2%} of the held-out text's tokens")
-    base_name = model.info.base_id or model.info.base  # heads name a base that loads again, adapter apart
-    meta = {"trained_on": s.datasets, "examples": len(rows), "sources": len({r.get("source", r["index"]) for r in rows}),
-            "samples_per_source": s.samples_per_source, "feature_loss_weight": s.feature_loss_weight,
-            "relabel_greedy": s.relabel_greedy,
-            "heldout": final, "steps": step,
-            "num_layers": s.num_layers, "epochs": s.epochs, "token_input": s.token_input, "drafter": s.drafter,
-            **vocab_facts}
+        if self.device.type == "cuda":  # the heads train in fp32; TF32 matmuls are ~8x faster
+            torch.backends.cuda.matmul.allow_tf32 = True
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train heads", unit="step",
+                   dynamic_ncols=True)
+        while self.step < self.total_steps:
+            loss = trainer.loss(*divmod(self.step, self.steps_per_epoch))
+            self.optim.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optim.step()
+            self.sched.step()
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if self.step % self.s.eval_every == 0 or self.step == self.total_steps:
+                entry = {"step": self.step, "loss": loss.item()}
+                if held:
+                    entry.update(trainer.evaluate())
+                self.history.append(entry)
+                self.save_checkpoint()
+        bar.close()
+
+
+def choose_draft_vocab(heads: Drafter, s: TrainSettings, train: list[dict], held: list[dict]
+                       ) -> dict:
+    """With ``--draft-vocab``, set it from the training text; its coverage of the held-out text
+    says what it costs. Returns the facts for the heads' metadata."""
+    if not s.draft_vocab:
+        return {}
+    vocab = heads.config.vocab_size
+    ids = frequent_tokens(train, min(s.draft_vocab, vocab), vocab)
+    heads.set_draft_vocab(ids)
+    facts = {"draft_vocab": len(ids), "draft_vocab_heldout_coverage": round(coverage(held, ids), 5)}
+    say(f"draft vocabulary: the {len(ids)} most frequent tokens of the training text, "
+        f"{facts['draft_vocab_heldout_coverage']:.2%} of the held-out text's tokens")
+    return facts
+
+
+def save_trained(heads: Drafter, model: MedusaModel, s: TrainSettings, out: Path,
+                 rows: list[dict], final: dict, steps: int, vocab_facts: dict) -> None:
+    """The project format with the training record (and FasterDecoding's Medusa-1 layout where it
+    holds the kind); the held-out accuracy printed."""
+    base_name = model.info.base_id or model.info.base  # a base that loads again, adapter apart
+    meta = {"trained_on": s.datasets, "examples": len(rows),
+            "sources": len({r.get("source", r["index"]) for r in rows}),
+            "samples_per_source": s.samples_per_source,
+            "feature_loss_weight": s.feature_loss_weight,
+            "relabel_greedy": s.relabel_greedy, "heldout": final, "steps": steps,
+            "num_layers": s.num_layers, "epochs": s.epochs, "token_input": s.token_input,
+            "drafter": s.drafter, **vocab_facts}
     extra: dict = {"training": meta}
     if s.adapter:  # copied beside the heads at the start; merged whenever they load
         extra["adapter"] = ADAPTER_DIR
         meta["adapter"] = s.adapter
     save_heads(heads, out, base_name, extra=extra)
-    medusa1 = s.drafter == "medusa"  # FasterDecoding's layout holds plain heads only
+    medusa1 = heads.medusa1_layout
     if medusa1:
         save_medusa1(heads, out / "medusa1", base_name)
     if final:
@@ -470,7 +530,6 @@ def train_heads(s: TrainSettings) -> dict:
         print("held-out top-5: " + ", ".join(f"{a:.3f}" for a in final["top5"]))
     say(f"saved heads to {out} (project format)"
         + (f" and {out / 'medusa1'} (FasterDecoding Medusa-1 format)" if medusa1 else ""))
-    return {"history": history, "heldout": final}
 
 
 def read_init_heads(location: str, token: str | None = None) -> dict[str, torch.Tensor]:
@@ -484,7 +543,7 @@ def read_init_heads(location: str, token: str | None = None) -> dict[str, torch.
     return ckpt.state
 
 
-def init_heads_from(heads: MedusaHeads, state: dict[str, torch.Tensor], location: str) -> list[str]:
+def init_heads_from(heads: Drafter, state: dict[str, torch.Tensor], location: str) -> list[str]:
     """Copy into ``heads`` every tensor of ``state`` with the same name and shape (e.g. a trained autoregressive
     drafter's layer into a context drafter, whose layer has the same weights but no learned position table);
     returns their names. Nothing in common is a one-line error."""
@@ -520,51 +579,99 @@ def resolve_drafter(s: TrainSettings) -> TrainSettings:
         raise MedusaError(f"--drafter {s.drafter}: use one of {', '.join(DRAFTERS)}")
     if s.token_input and s.drafter not in ("medusa", "token-input"):
         raise MedusaError(f"--token-input and --drafter {s.drafter} contradict each other; pass one of them")
-    if s.drafter in ("sequential", "autoregressive", "context") and s.joint_lora:
-        raise MedusaError(f"--joint-lora trains medusa or token-input heads; {s.drafter} drafters train on a frozen "
-                          "base")
+    if s.joint_lora and not drafter_class(s.drafter).joint_training:
+        joint = " or ".join(name for name in DRAFTERS if drafter_class(name).joint_training)
+        raise MedusaError(f"--joint-lora trains {joint} heads; {s.drafter} drafters train on a "
+                          "frozen base")
     drafter = "token-input" if s.token_input else s.drafter
     return replace(s, drafter=drafter, token_input=drafter == "token-input")
 
 
+HELPS = {
+    "model_name": "the base model the heads learn: a local folder, a hub id or a .gguf file "
+    "({default})",
+    "adapter": "LoRA adapter merged into the base before training",
+    "num_examples": "first N rows of each dataset (all)",
+}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainSettings()
-    p.add_argument("--dataset", action="append", default=None,
-                   help=f"prompts to self-distil (repeatable: sources are pooled; default {d.dataset})")
-    p.add_argument("--adapter", default=None, help="LoRA adapter merged into the base before training")
+    DataSpec.add_arguments(p, d, {"dataset": "prompts to self-distil (repeatable: sources are "
+                                  f"pooled; default {d.dataset})"}, only=("dataset",), many=True)
+    ServedBaseSpec.add_arguments(p, d, HELPS, only=("adapter",))
     p.add_argument("--init-from", default=None, metavar="HEADS",
-                   help="start from these trained heads' tensors where names and shapes match (e.g. a context "
-                   "drafter from a trained autoregressive drafter); the rest starts fresh")
-    for name, kind in (("model-name", str), ("split", str), ("src-lang", str),
-                       ("tgt-lang", str), ("num-examples", COUNT), ("prompt-style", str), ("max-input-len", COUNT),
-                       ("max-new-tokens", COUNT), ("generation-batch-size", COUNT),
-                       ("samples-per-source", NON_NEGATIVE_COUNT), ("sample-temperature", POSITIVE),
-                       ("num-heads", COUNT), ("num-layers", NON_NEGATIVE_COUNT), ("epochs", COUNT),
-                       ("batch-size", COUNT), ("lr", POSITIVE), ("weight-decay", NON_NEGATIVE),
-                       ("head-decay", POSITIVE), ("feature-loss-weight", NON_NEGATIVE),
-                       ("draft-vocab", NON_NEGATIVE_COUNT), ("heldout-fraction", FRACTION), ("eval-every", COUNT),
-                       ("output-dir", str), ("seed", SEED), ("rank", COUNT), ("alpha", COUNT),
-                       ("head-loss-weight", POSITIVE), ("device", str), ("dtype", str), ("hf-token", str)):
-        p.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")),
-                       choices=PROMPT_STYLES if name == "prompt-style" else None)  # refused before loading
-    add_device_map_arguments(p)
-    p.add_argument("--own-lm-head", action="store_true", help="give every head its own vocabulary projection")
+                   help="start from these trained heads' tensors where names and shapes match "
+                   "(e.g. a context drafter from a trained autoregressive drafter); the rest "
+                   "starts fresh")
+    ServedBaseSpec.add_arguments(p, d, HELPS, only=("model_name",))
+    DataSpec.add_arguments(p, d, HELPS, auto_style=False, only=(
+        "split", "src_lang", "tgt_lang", "num_examples", "prompt_style", "max_input_len"))
+    add_training_flags(p, d)
+    ServedBaseSpec.add_arguments(p, d, only=("device", "dtype", "hf_token", "device_map"))
+    add_drafter_flags(p, d)
+
+
+TRAINING_FLAGS = (  # flag, type, help (the default is added)
+    ("max-new-tokens", COUNT, "greedy tokens generated per prompt: the text the heads learn"),
+    ("generation-batch-size", COUNT, "prompts generated at once"),
+    ("samples-per-source", NON_NEGATIVE_COUNT, "continuations sampled per source beside the greedy "
+     "one"),
+    ("sample-temperature", POSITIVE, "temperature of those sampled continuations"),
+    ("num-heads", COUNT, "heads to train"),
+    ("num-layers", NON_NEGATIVE_COUNT, "residual blocks per head"),
+    ("epochs", COUNT, "passes over the training positions"),
+    ("batch-size", COUNT, "positions per step"),
+    ("lr", POSITIVE, "learning rate"),
+    ("weight-decay", NON_NEGATIVE, "AdamW weight decay"),
+    ("head-decay", POSITIVE, "head k's loss is weighted by this to the power k: far heads count "
+     "less"),
+    ("feature-loss-weight", NON_NEGATIVE, "autoregressive drafter: weight of fitting its predicted "
+     "hidden states (EAGLE)"),
+    ("draft-vocab", NON_NEGATIVE_COUNT, "path-dependent drafters: draft from the N tokens their "
+     "training text uses most; 0: the whole vocabulary"),
+    ("heldout-fraction", FRACTION, "share of the sources held out to measure the heads"),
+    ("eval-every", COUNT, "steps between held-out measurements"),
+    ("output-dir", str, "where the heads, their checkpoint and the generated text go"),
+    ("seed", SEED, "random seed"),
+    ("rank", COUNT, "--joint-lora: the LoRA's rank"),
+    ("alpha", COUNT, "--joint-lora: the LoRA's alpha"),
+    ("head-loss-weight", POSITIVE, "--joint-lora: weight of the heads' loss beside the base's"),
+)
+
+
+def add_training_flags(p: argparse.ArgumentParser, d: TrainSettings) -> None:
+    """The self-distilled text, the heads' shape, optimisation, held-out checks, --joint-lora."""
+    for name, kind, text in TRAINING_FLAGS:
+        default = getattr(d, name.replace("-", "_"))
+        p.add_argument(f"--{name}", type=kind, default=default, help=f"{text} ({default})")
+
+
+def add_drafter_flags(p: argparse.ArgumentParser, d: TrainSettings) -> None:
+    """The drafter's kind and projection, its targets, resuming and Medusa-2."""
+    p.add_argument("--own-lm-head", action="store_true",
+                   help="give every head its own vocabulary projection")
     p.add_argument("--drafter", default=d.drafter, choices=DRAFTERS,
-                   help="medusa: plain heads on the last hidden state; token-input: heads also see the base model's "
-                   "next token; sequential: head k also sees the draft tokens above it (Hydra-style, drafted depth "
-                   "by depth); autoregressive: one EAGLE-style decoder layer predicting the next hidden state from the "
-                   "current one and the token, projected by the base lm_head; context: the same layer attending "
-                   "over the whole context through a cache of its own (EAGLE's drafter; decoded by the eager loop). "
-                   "Only medusa heads are also exported in FasterDecoding's Medusa-1 layout")
+                   help="medusa: plain heads on the last hidden state; token-input: heads also see "
+                   "the base model's next token; sequential: head k also sees the draft tokens "
+                   "above it (Hydra-style, drafted depth by depth); autoregressive: one "
+                   "EAGLE-style decoder layer predicting the next hidden state from the current "
+                   "one and the token, projected by the base lm_head; context: the same layer "
+                   "attending over the whole context through a cache of its own (EAGLE's drafter; "
+                   "decoded by the eager loop). Only medusa heads are also exported in "
+                   "FasterDecoding's Medusa-1 layout")
     p.add_argument("--token-input", action="store_true", help="the same as --drafter token-input")
     p.add_argument("--relabel-greedy", action="store_true",
-                   help="train on the base model's own greedy choice after each path (teacher-forced) instead of the "
-                   "text's next token: the same on greedy text; on --samples-per-source text, the token greedy "
-                   "verification accepts below each sampled path (for path-dependent drafters)")
-    p.add_argument("--resume", action="store_true", help="continue a frozen-base run from its checkpoint")
+                   help="train on the base model's own greedy choice after each path "
+                   "(teacher-forced) instead of the text's next token: the same on greedy text; on "
+                   "--samples-per-source text, the token greedy verification accepts below each "
+                   "sampled path (for path-dependent drafters)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a frozen-base run from its checkpoint")
     p.add_argument("--joint-lora", action="store_true",
-                   help="Medusa-2: also train a LoRA on the base (--rank, --alpha), keeping its next-token "
-                   "distribution close to the original by a KL term; heads loss × --head-loss-weight")
+                   help="Medusa-2: also train a LoRA on the base (--rank, --alpha), keeping its "
+                   "next-token distribution close to the original by a KL term; heads loss × "
+                   "--head-loss-weight")
 
 
 def settings_from(args: argparse.Namespace) -> TrainSettings:

@@ -19,10 +19,12 @@ from torch.nn import functional as F
 from medusa.model.checkpoints import save_heads
 from medusa.console import say
 from medusa.errors import MedusaError
-from medusa.model.heads import HeadConfig, MedusaHeads
+from medusa.drafters import Drafter, build_drafter, drafter_class
 from medusa.model.loader import LoadSettings, load_model, training_base
 from medusa.model import MedusaModel
-from medusa.training.train_heads import SEQUENCES, TrainSettings, evaluate_heads, head_loss, hidden_and_targets, self_distilled_sequences, split_by_source
+from medusa.training.train_heads import (SEQUENCES, TrainSettings, evaluate_heads, head_loss,
+                                         hidden_and_targets, resolve_drafter,
+                                         self_distilled_sequences, split_by_source)
 
 ADAPTER_DIR = "adapter"
 
@@ -41,7 +43,7 @@ def pad_batch(rows: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
     return ids, mask, gen
 
 
-def joint_step(model: MedusaModel, peft_model, heads: MedusaHeads, rows: list[dict], pad_id: int,
+def joint_step(model: MedusaModel, peft_model, heads: Drafter, rows: list[dict], pad_id: int,
                weights: torch.Tensor, head_weight: float) -> tuple[torch.Tensor, float]:
     """KL(original ‖ adapted) on generated positions + head_weight × Σ_k w_k CE(head k)."""
     device = model.device
@@ -58,7 +60,8 @@ def joint_step(model: MedusaModel, peft_model, heads: MedusaHeads, rows: list[di
         if ids.shape[1] > shift:
             future = torch.where(mask[:, shift:].bool(), ids[:, shift:], torch.full_like(ids[:, shift:], -100))
             targets[:, :-shift, h] = future
-    next_ids = torch.roll(ids, -1, dims=1)[gen]  # the token after each position: what token-input heads see
+    # the token after each position: what drafters that read the next token see
+    next_ids = torch.roll(ids, -1, dims=1)[gen]
     head_logits = heads(out.hidden[gen].float(), None, next_ids)
     loss = kl + head_weight * head_loss(head_logits, targets[gen], weights)
     return loss, kl.item()
@@ -75,6 +78,10 @@ def train_joint(s: TrainSettings) -> dict:
                           "first (or train frozen-base heads without --joint-lora)")
     if s.num_heads < 1 or s.epochs < 1 or s.batch_size < 1 or s.rank < 1:
         raise MedusaError("need --num-heads ≥ 1, --epochs ≥ 1, --batch-size ≥ 1 and --rank ≥ 1")
+    kind = drafter_class(resolve_drafter(s).drafter)  # (--token-input is --drafter token-input)
+    if not kind.joint_training:
+        raise MedusaError(f"--joint-lora trains the heads with the base; {kind.name} drafters "
+                          "train on a frozen base")
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     random.seed(s.seed)
@@ -90,10 +97,10 @@ def train_joint(s: TrainSettings) -> dict:
     peft_model = get_peft_model(base, LoraConfig(r=s.rank, lora_alpha=s.alpha, lora_dropout=0.0,
                                                  target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM"))
     lm_head = model.lm_head
-    config = HeadConfig(s.num_heads, s.num_layers, lm_head.weight.shape[1], lm_head.weight.shape[0], s.shared_lm_head,
-                        s.token_input)
-    heads = MedusaHeads(config, lm_head, base.get_input_embeddings()).to(device=lm_head.weight.device,
-                                                                          dtype=torch.float32)
+    config = kind.training_config(s.num_heads, s.num_layers, lm_head.weight.shape[1],
+                                  lm_head.weight.shape[0], s.shared_lm_head, 0)
+    heads = build_drafter(config, lm_head, base.get_input_embeddings())
+    heads = heads.to(device=lm_head.weight.device, dtype=torch.float32)
     model.heads = heads
     params = [p for p in peft_model.parameters() if p.requires_grad]
     params += [p for p in heads.parameters() if p.requires_grad and p is not lm_head.weight]
