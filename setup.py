@@ -1,18 +1,28 @@
-"""Install with ``pip install -e .`` (tests: ``pip install -e ".[test]"``); see README for torch and the embedded model."""
+"""Install with ``pip install -e .`` (tests: ``pip install -e ".[test]"``); see README for torch and
+the embedded model."""
 
 from setuptools import find_packages, setup
 
 setup(
     name="medusa",
     version="0.1.0",
-    description="Medusa multi-head parallel decoding for causal LMs, evaluated on IN22 Indic translation",
+    description=(
+        "Medusa multi-head parallel decoding for causal LMs, evaluated on IN22 Indic translation"
+    ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["medusa", "medusa.*"]),
-    package_data={"medusa": ["samples/*", "embedded_default/*", "embedded_default/adapter/*", "embedded_default/faithful/*",
-                            "embedded_default/faithful/adapter/*"]},
+    package_data={
+        "medusa": [
+            "samples/*",
+            "embedded_default/*",
+            "embedded_default/adapter/*",
+            "embedded_default/faithful/*",
+            "embedded_default/faithful/adapter/*",
+        ]
+    },
     py_modules=[],
     install_requires=[
         "torch>=2.4",
@@ -26,7 +36,8 @@ setup(
         "accelerate>=1.0",
         "gguf>=0.10",
         "peft>=0.13",
-        "jaxtyping>=0.2",  # imported by the course's starter code: submissions graded with --generator
+        # imported by the course's starter code: submissions graded with --generator
+        "jaxtyping>=0.2",
         "matplotlib>=3.7",
     ],
     extras_require={"test": ["pytest>=8"]},

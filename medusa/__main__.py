@@ -1,4 +1,5 @@
-"""``python -m medusa`` (and ``accelerate launch -m medusa``): the same command line as ``python medusa.py``."""
+"""``python -m medusa`` (and ``accelerate launch -m medusa``): the same command line as ``python
+medusa.py``."""
 
 import sys
 

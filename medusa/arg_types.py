@@ -1,4 +1,5 @@
-"""argparse types: numbers checked where they are parsed, so a bad value is a one-line usage error."""
+"""argparse types: numbers checked where they are parsed, so a bad value is a one-line usage error.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import math
 from collections.abc import Callable
 
 
-def checked_number(text: str, cast: Callable[[str], float], expected: str, valid: Callable[[float], bool],
-                   rule: str) -> float:
-    """``cast(text)``, or an argparse error saying what was expected; ``rule`` (with ``{value}``/``{text}``) says
-    what a parsed value that fails ``valid`` must be."""
+def checked_number(
+    text: str,
+    cast: Callable[[str], float],
+    expected: str,
+    valid: Callable[[float], bool],
+    rule: str,
+) -> float:
+    """``cast(text)``, or an argparse error saying what was expected; ``rule`` (with
+    ``{value}``/``{text}``) says what a parsed value that fails ``valid`` must be."""
     try:
         value = cast(text)
     except ValueError:
@@ -21,19 +27,25 @@ def checked_number(text: str, cast: Callable[[str], float], expected: str, valid
 
 
 def positive_int(text: str) -> int:
-    return checked_number(text, int, "a whole number", lambda v: v >= 1, "must be at least 1, got {value}")
+    return checked_number(
+        text, int, "a whole number", lambda v: v >= 1, "must be at least 1, got {value}"
+    )
 
 
 def probability(text: str) -> float:
-    return checked_number(text, float, "a number", lambda v: 0 < v <= 1, "must be in (0, 1], got {value}")
+    return checked_number(
+        text, float, "a number", lambda v: 0 < v <= 1, "must be in (0, 1], got {value}"
+    )
 
 
-# every seeded library takes a seed this size, and batch generation's seed * 1_000_003 + offset stays in 64 bits
+# every seeded library takes a seed this size, and batch generation's seed * 1_000_003 + offset
+# stays in 64 bits
 MAX_SEED = 2**32 - 1
 
 
 def range_text(low: float, high: float, low_open: bool, high_open: bool) -> str:
-    """``above 0``, ``at least 1``, ``from 0 to 4294967295`` or ``in [0, 1)``: the rule a flag's value breaks."""
+    """``above 0``, ``at least 1``, ``from 0 to 4294967295`` or ``in [0, 1)``: the rule a flag's
+    value breaks."""
     if high == math.inf:
         return f"{'above' if low_open else 'at least'} {low:g}"
     if not (low_open or high_open):
@@ -42,28 +54,42 @@ def range_text(low: float, high: float, low_open: bool, high_open: bool) -> str:
     return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
 
-def number_flag(cast: Callable[[str], float], low: float, high: float = math.inf, *, low_open: bool = False,
-                high_open: bool = False) -> Callable[[str], float]:
-    """An argparse ``type=`` for a finite number in a range: nan, inf, 0 or a negative value where none makes sense
-    is then a one-line usage error at parsing, not a crash (or a silent nan loss) after the model loaded."""
+def number_flag(
+    cast: Callable[[str], float],
+    low: float,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> Callable[[str], float]:
+    """An argparse ``type=`` for a finite number in a range: nan, inf, 0 or a negative value where
+    none makes sense is then a one-line usage error at parsing, not a crash (or a silent nan loss)
+    after the model loaded."""
     kind = "a whole number" if cast is int else "a finite number"
     rule = f"must be {kind} {range_text(low, high, low_open, high_open)}, got {{text}}"
 
     def valid(v: float) -> bool:
-        return math.isfinite(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        return (
+            math.isfinite(v)
+            and (v > low if low_open else v >= low)
+            and (v < high if high_open else v <= high)
+        )
 
     def parse(text: str) -> float:
         return checked_number(text, cast, kind.replace("finite ", ""), valid, rule)
 
-    parse.__name__ = "whole number" if cast is int else "number"  # argparse's name for the value on odd errors
+    # argparse's name for the value on odd errors
+    parse.__name__ = "whole number" if cast is int else "number"
     return parse
 
 
-POSITIVE = number_flag(float, 0, low_open=True)  # learning rates, temperatures, loss weights that must act
+# learning rates, temperatures, loss weights that must act
+POSITIVE = number_flag(float, 0, low_open=True)
 NON_NEGATIVE = number_flag(float, 0)  # weights and decays where 0 switches the term off
 FRACTION = number_flag(float, 0, 1, high_open=True)  # a held-out share, a dropout rate
 COUNT = number_flag(int, 1)  # examples, tokens, heads, epochs, batch sizes
-NON_NEGATIVE_COUNT = number_flag(int, 0)  # counts where 0 means none (extra samples, layers, a vocabulary cut)
+# counts where 0 means none (extra samples, layers, a vocabulary cut)
+NON_NEGATIVE_COUNT = number_flag(int, 0)
 SEED = number_flag(int, 0, MAX_SEED)
 
 

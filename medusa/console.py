@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 
-_quiet: str | None = None  # set for a data-parallel run's other processes (medusa/runtime/distributed.py): their name
+# set for a data-parallel run's other processes (medusa/runtime/distributed.py): their name
+_quiet: str | None = None
 
 
 def quiet(name: str | None = None) -> bool:
-    """Whether messages are dropped; ``name`` (e.g. ``process 1``) drops them from now on, except errors, which
-    are said with that name in front (an error of this process alone must not be lost)."""
+    """Whether messages are dropped; ``name`` (e.g. ``process 1``) drops them from now on, except
+    errors, which are said with that name in front (an error of this process alone must not be
+    lost)."""
     global _quiet
     if name is not None:
         _quiet = name

@@ -1,7 +1,9 @@
-"""Advisory file locks, so two processes never write one result folder or one cache entry at the same time.
+"""Advisory file locks, so two processes never write one result folder or one cache entry at the
+same time.
 
-The lock is ``flock`` on a small file that is removed on release (a folder left behind by a refused or failed run
-stays empty). The kernel drops the lock when its holder dies, so a killed run never leaves a stale lock behind.
+The lock is ``flock`` on a small file that is removed on release (a folder left behind by a refused
+or failed run stays empty). The kernel drops the lock when its holder dies, so a killed run never
+leaves a stale lock behind.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ except ImportError:  # not POSIX (Windows): runs are not locked there
 
 
 class LockBusy(Exception):
-    """Another process holds the lock (raised only for non-blocking locks); ``pid`` is that process, if known."""
+    """Another process holds the lock (raised only for non-blocking locks); ``pid`` is that process,
+    if known."""
 
     def __init__(self, path: Path, pid: int | None) -> None:
         super().__init__(str(path))
@@ -27,9 +30,11 @@ class LockBusy(Exception):
 
 @contextmanager
 def file_lock(path: Path, blocking: bool = False) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if needed) for the ``with`` block; removed afterwards.
+    """Hold an exclusive lock on ``path`` (created if needed) for the ``with`` block; removed
+    afterwards.
 
-    Non-blocking locks raise :class:`LockBusy` at once when another process holds it; blocking ones wait.
+    Non-blocking locks raise :class:`LockBusy` at once when another process holds it; blocking ones
+    wait.
     """
     if fcntl is None:
         yield
@@ -39,7 +44,8 @@ def file_lock(path: Path, blocking: bool = False) -> Iterator[None]:
         yield
     finally:
         try:
-            os.unlink(path)  # while still holding it: a waiter then sees a new file and locks that one
+            # while still holding it: a waiter then sees a new file and locks that one
+            os.unlink(path)
         except OSError:
             pass
         os.close(fd)
@@ -57,7 +63,9 @@ def _acquire(path: Path, blocking: bool) -> int:
         except BaseException:
             os.close(fd)
             raise
-        try:  # the holder before us may have removed the file after we opened it: lock the current one instead
+        # the holder before us may have removed the file after we opened it: lock the current one
+        # instead
+        try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 os.ftruncate(fd, 0)
                 os.write(fd, f"{os.getpid()}\n".encode())

@@ -18,24 +18,55 @@ from medusa.evaluation.data import Example, load_examples
 from medusa.decoding import DecodeSettings, Strategy, make_strategy, strategy_class
 from medusa.decoding.engine import Engine, make_engine, resolve_engine
 from medusa.model.device_map import check_device_map, engine_for, model_devices
-from medusa.runtime.distributed import (check_enough_examples, check_same, claimed_by_main, decode_shared, launch_record,
-                          on_main, processes, refuse_started)
+from medusa.runtime.distributed import (
+    check_enough_examples,
+    check_same,
+    claimed_by_main,
+    decode_shared,
+    launch_record,
+    on_main,
+    processes,
+    refuse_started,
+)
 from medusa.model.embedded import is_embedded
 from medusa.errors import MedusaError
 from medusa.model.loader import LoadSettings, load_model, resolve_device
 from medusa.evaluation.metrics import SpeedStats, compute_all
 from medusa.model import MedusaModel, stop_token_ids
 from medusa.output_dir import claimed_folder
-from medusa.evaluation.preflight import check_head_count, check_table_heads, inspect_run, prompt_note, settle_prompt_style
+from medusa.evaluation.preflight import (
+    check_head_count,
+    check_table_heads,
+    inspect_run,
+    prompt_note,
+    settle_prompt_style,
+)
 from medusa.evaluation.prompts import encode_prompt, encode_prompts, process_reference
-from medusa.evaluation.results import (BASELINE, PREDICTIONS, PredictionLog, check_or_write_run, check_resume_before_loading,
-                                       check_same_rows, device_description, git_commit, library_versions,
-                                       weights_digest, write_summary)
-from medusa.evaluation.result_tables import SUMMARY_CSV, add_speedups, config_row, write_summary_csv, write_table_csv
+from medusa.evaluation.results import (
+    BASELINE,
+    PREDICTIONS,
+    PredictionLog,
+    check_or_write_run,
+    check_resume_before_loading,
+    check_same_rows,
+    device_description,
+    git_commit,
+    library_versions,
+    weights_digest,
+    write_summary,
+)
+from medusa.evaluation.result_tables import (
+    SUMMARY_CSV,
+    add_speedups,
+    config_row,
+    write_summary_csv,
+    write_table_csv,
+)
 from medusa.arg_types import settings_from_namespace
 from medusa.settings import CPU_DEMO_TREE_SIZE, RunSettings
 
-WARMUP_SOURCE = "यह वाक्य केवल तैयारी के लिए है।"  # a submission's warm-up prompt ("this sentence is only a warm-up")
+# a submission's warm-up prompt ("this sentence is only a warm-up")
+WARMUP_SOURCE = "यह वाक्य केवल तैयारी के लिए है।"
 LOG = "submission.log"  # a graded submission's own output (medusa/grading/isolation.py)
 
 
@@ -64,45 +95,68 @@ def check_heads(model: MedusaModel, settings: RunSettings, strategy: Strategy) -
     vocab = model.lm_head.weight.shape[0]
     inner = getattr(strategy, "inner", strategy)
     if getattr(inner, "beam_width", 0) > vocab:
-        raise MedusaError(f"--beam-width {inner.beam_width} is larger than the vocabulary ({vocab} tokens); "
-                          f"use at most {vocab}")
+        raise MedusaError(
+            f"--beam-width {inner.beam_width} is larger than the vocabulary ({vocab} tokens); "
+            f"use at most {vocab}"
+        )
     if getattr(inner, "is_course_reference", False) and model.context_drafter:
-        raise MedusaError("grading multi-head compares with the course reference, which reads each head as "
-                          "medusa_head[k](hidden) returns it, and a context drafter has no answer without its "
-                          "context: grade with --acceptance greedy (our lossless multi-head)")
+        raise MedusaError(
+            "grading multi-head compares with the course reference, which reads each head as "
+            "medusa_head[k](hidden) returns it, and a context drafter has no answer without its "
+            "context: grade with --acceptance greedy (our lossless multi-head)"
+        )
     if getattr(inner, "max_rank", 0) > vocab:
-        raise MedusaError(f"the tree asks for rank {inner.max_rank} of a {vocab}-token vocabulary; use another --tree")
+        raise MedusaError(
+            f"the tree asks for rank {inner.max_rank} of a {vocab}-token vocabulary; use another"
+            " --tree"
+        )
 
 
 def default_output_dir(settings: RunSettings) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    own = settings.setup == "embedded" and not is_embedded(settings.model_name)  # a user's model is not "embedded"
-    return Path("results") / f"{'own' if own else settings.setup}-{settings.decoding_strategy}-{stamp}"
+    # a user's model is not "embedded"
+    own = settings.setup == "embedded" and not is_embedded(settings.model_name)
+    return (
+        Path("results") / f"{'own' if own else settings.setup}-{settings.decoding_strategy}-{stamp}"
+    )
 
 
-CPU_TREE_HINT = 7  # trees above this size get a --tree-size hint on a CPU (docs/experiments/cpu-trees.md)
-BUILTIN_TREE = "builtin"  # --tree value that asks for the built-in tree even when the model ships one
+# trees above this size get a --tree-size hint on a CPU (docs/experiments/cpu-trees.md)
+CPU_TREE_HINT = 7
+# --tree value that asks for the built-in tree even when the model ships one
+BUILTIN_TREE = "builtin"
 
 
 def shipped_drafter(settings: RunSettings) -> bool:
-    """The model decodes with a drafter that ships with this package (the embedded default's or faithful's)."""
-    return is_embedded(settings.model_name) and not settings.bare_embedded and settings.medusa_heads is None \
+    """The model decodes with a drafter that ships with this package (the embedded default's or
+    faithful's)."""
+    return (
+        is_embedded(settings.model_name)
+        and not settings.bare_embedded
+        and settings.medusa_heads is None
         and settings.adapter is None
+    )
 
 
 def cpu_tree_note(nodes: int, shipped: bool) -> str:
     if shipped:
-        return (f"note: the tree has {nodes} nodes and a CPU pays for each; --tree-size {CPU_DEMO_TREE_SIZE} decodes "
-                "faster here (with the shipped drafter about 1.1x single-head on 2 cores; larger trees lose to single-head)")
-    return (f"note: the tree has {nodes} nodes and a CPU pays for each; a small --tree-size (3 to 15) may decode "
-            "faster here")
+        return (
+            f"note: the tree has {nodes} nodes and a CPU pays for each; --tree-size"
+            f" {CPU_DEMO_TREE_SIZE} decodes faster here (with the shipped drafter about 1.1x"
+            " single-head on 2 cores; larger trees lose to single-head)"
+        )
+    return (
+        f"note: the tree has {nodes} nodes and a CPU pays for each; a small --tree-size (3 to 15)"
+        " may decode faster here"
+    )
 
 
 def decode_settings(settings: RunSettings, model: MedusaModel | None = None,
                     shipped_tree: str | None = None) -> DecodeSettings:
-    """``--tree`` unset means the tree calibrated for the model's heads where one ships with them (the embedded
-    default), else the built-in tree for ``--use-no-medusa-heads``; ``--tree builtin`` forces the latter.
-    ``shipped_tree`` is that tree as found before loading (:mod:`medusa.model.checkpoint_facts`)."""
+    """``--tree`` unset means the tree calibrated for the model's heads where one ships with them
+    (the embedded default), else the built-in tree for ``--use-no-medusa-heads``; ``--tree builtin``
+    forces the latter. ``shipped_tree`` is that tree as found before loading
+    (:mod:`medusa.model.checkpoint_facts`)."""
     tree = settings.tree_file
     if tree == BUILTIN_TREE:
         tree = None
@@ -120,44 +174,79 @@ def load_settings(settings: RunSettings) -> LoadSettings:
     return settings.load_settings()
 
 
-def decode_examples(model: MedusaModel, strategy: Strategy, examples: list[Example], settings: RunSettings,
-                    log: PredictionLog, stops: set[int], engine: Engine, student=None) -> list[dict]:
-    """Decode every example not yet in ``log`` (timed, one synced JSON line each); all rows in dataset order.
+def decode_examples(
+    model: MedusaModel,
+    strategy: Strategy,
+    examples: list[Example],
+    settings: RunSettings,
+    log: PredictionLog,
+    stops: set[int],
+    engine: Engine,
+    student=None,
+) -> list[dict]:
+    """Decode every example not yet in ``log`` (timed, one synced JSON line each); all rows in
+    dataset order.
 
-    ``student`` (a :class:`~medusa.grading.student.StudentDecoder`) replaces our loop when grading a submission. The
-    ``engine`` is prepared (CUDA graphs captured) for the longest prompt before the warm-up: never timed.
+    ``student`` (a :class:`~medusa.grading.student.StudentDecoder`) replaces our loop when grading a
+    submission. The ``engine`` is prepared (CUDA graphs captured) for the longest prompt before the
+    warm-up: never timed.
     """
     tokenizer = model.tokenizer
     check_same_rows(log, examples)
     todo = [ex for ex in examples if ex.index not in log.done]
-    prompts = dict(zip([ex.index for ex in todo], encode_prompts(
-        tokenizer, [ex.source for ex in todo], settings.src_lang, settings.tgt_lang, settings.prompt_style,
-        settings.max_input_len)))
+    prompts = dict(
+        zip(
+            [ex.index for ex in todo],
+            encode_prompts(
+                tokenizer,
+                [ex.source for ex in todo],
+                settings.src_lang,
+                settings.tgt_lang,
+                settings.prompt_style,
+                settings.max_input_len,
+            ),
+        )
+    )
     if student is None and todo:
         engine.prepare(strategy, max(len(ids) for ids in prompts.values()), settings.max_output_len)
     if student is not None:
         student.process.set_log(log.path.parent / LOG)
         warn_eos_in_prompt(tokenizer, prompts.values(), student.eos_id, settings.prompt_style)
         try:
-            return _decode_rows(model, strategy, examples, todo, prompts, settings, log, stops, engine, student)
+            return _decode_rows(
+                model, strategy, examples, todo, prompts, settings, log, stops, engine, student
+            )
         finally:
             student.stop()  # the submission's processes end before any file is written again
-    return _decode_rows(model, strategy, examples, todo, prompts, settings, log, stops, engine, student)
+    return _decode_rows(
+        model, strategy, examples, todo, prompts, settings, log, stops, engine, student
+    )
 
 
 def warn_eos_in_prompt(tokenizer, prompts, eos_id: int, style: str) -> None:
-    """Say once when the prompt holds the EOS id a submission is given: code that looks for EOS anywhere in its
-    sequence stops at once here, where the course's plain-text prompt has none."""
+    """Say once when the prompt holds the EOS id a submission is given: code that looks for EOS
+    anywhere in its sequence stops at once here, where the course's plain-text prompt has none."""
     if any(eos_id in ids for ids in prompts):
         token = tokenizer.convert_ids_to_tokens(eos_id)
-        say(f"warning: the {style} prompt holds the EOS id {eos_id} ({token}) handed to the submission; code that "
-            "searches its whole sequence for EOS stops early on it (the course's prompt has none): grade course "
-            "submissions with --prompt-style seed")
+        say(
+            f"warning: the {style} prompt holds the EOS id {eos_id} ({token}) handed to the"
+            " submission; code that searches its whole sequence for EOS stops early on it (the"
+            " course's prompt has none): grade course submissions with --prompt-style seed"
+        )
 
 
-def _decode_rows(model: MedusaModel, strategy: Strategy, examples: list[Example], todo: list[Example],
-                 prompts: dict[int, list[int]], settings: RunSettings, log: PredictionLog, stops: set[int],
-                 engine: Engine, student=None) -> list[dict]:
+def _decode_rows(
+    model: MedusaModel,
+    strategy: Strategy,
+    examples: list[Example],
+    todo: list[Example],
+    prompts: dict[int, list[int]],
+    settings: RunSettings,
+    log: PredictionLog,
+    stops: set[int],
+    engine: Engine,
+    student=None,
+) -> list[dict]:
     tokenizer = model.tokenizer
 
     def decode(ids: list[int], max_len: int):
@@ -166,29 +255,49 @@ def _decode_rows(model: MedusaModel, strategy: Strategy, examples: list[Example]
         return engine.generate(strategy, ids, max_len, stops)
 
     def prompt_of(source: str) -> list[int]:
-        return encode_prompt(tokenizer, source, settings.src_lang, settings.tgt_lang, settings.prompt_style,
-                             settings.max_input_len)
+        return encode_prompt(
+            tokenizer,
+            source,
+            settings.src_lang,
+            settings.tgt_lang,
+            settings.prompt_style,
+            settings.max_input_len,
+        )
 
     if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
         first = prompts[todo[0].index] if todo else prompt_of(examples[0].source)
-        if student is not None:  # never a timed prompt: a submission that memoises its answers gains nothing
+        # never a timed prompt: a submission that memoises its answers gains nothing
+        if student is not None:
             first = prompt_of(WARMUP_SOURCE)
         warm = decode(first, min(8, settings.max_output_len))
-        if getattr(warm, "error", None):  # a submission's failure here is reported again on its example
-            say(f"warm-up: the submission failed ({warm.error}" + (f", {warm.error_at}" if warm.error_at else "")
-                + "); going on")
+        # a submission's failure here is reported again on its example
+        if getattr(warm, "error", None):
+            say(
+                f"warm-up: the submission failed ({warm.error}"
+                + (f", {warm.error_at}" if warm.error_at else "")
+                + "); going on"
+            )
     if len(todo) < len(examples):
         say(f"resuming: {len(examples) - len(todo)} examples already in {log.path}")
     from tqdm.auto import tqdm
 
-    bar = tqdm(todo, desc="submission" if student is not None else strategy.name, unit="ex", dynamic_ncols=True,
-               disable=quiet())
+    bar = tqdm(
+        todo,
+        desc="submission" if student is not None else strategy.name,
+        unit="ex",
+        dynamic_ncols=True,
+        disable=quiet(),
+    )
     for ex in bar:
         ids = prompts[ex.index]
         with Timer(model.device) as timer:
             result = decode(ids, settings.max_output_len)
         prediction = tokenizer.decode(result.tokens, skip_special_tokens=True)
-        reference = process_reference(tokenizer, ex.target, settings.max_output_len) if ex.target is not None else None
+        reference = (
+            process_reference(tokenizer, ex.target, settings.max_output_len)
+            if ex.target is not None
+            else None
+        )
         log.write({
             "index": ex.index,
             "source": ex.source,
@@ -209,14 +318,18 @@ def _decode_rows(model: MedusaModel, strategy: Strategy, examples: list[Example]
             beside_bar(bar, f"[{ex.index}] failed: {result.error}"
                        + (f" ({result.error_at})" if result.error_at else ""))
         elif settings.debug:
-            beside_bar(bar, f"[{ex.index}] {prediction!r}  (ref: {reference!r}, {len(result.tokens)} tokens, "
-                       f"{result.steps} steps, {timer.seconds:.3f} s)")
+            beside_bar(
+                bar,
+                f"[{ex.index}] {prediction!r}  (ref: {reference!r}, {len(result.tokens)} tokens, "
+                f"{result.steps} steps, {timer.seconds:.3f} s)",
+            )
     return [log.done[ex.index] for ex in examples]
 
 
 def beside_bar(bar, message: str) -> None:
-    """A message on a line of its own while a progress bar runs: on a terminal tqdm moves the bar below it; in a
-    file (stderr redirected) the bar's line is ended first, since the bar redraws with carriage returns only."""
+    """A message on a line of its own while a progress bar runs: on a terminal tqdm moves the bar
+    below it; in a file (stderr redirected) the bar's line is ended first, since the bar redraws
+    with carriage returns only."""
     if quiet():
         return
     if bar.disable or sys.stderr.isatty():
@@ -232,13 +345,22 @@ def student_decoder(model: MedusaModel, settings: RunSettings, stops: set[int], 
 
     eos = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else min(stops)
     name = settings.generator.rsplit(":", 1)[-1]
-    return StudentDecoder(process, name, settings.decoding_strategy, eos, settings.use_no_medusa_heads,
-                          settings.beam_width, settings.max_output_len, model.vocab_size, settings.timeout)
+    return StudentDecoder(
+        process,
+        name,
+        settings.decoding_strategy,
+        eos,
+        settings.use_no_medusa_heads,
+        settings.beam_width,
+        settings.max_output_len,
+        model.vocab_size,
+        settings.timeout,
+    )
 
 
 def score_rows(rows: list[dict], tgt_lang: str) -> dict:
-    """Every metric of a pass's rows: BLEU-1/ROUGE on the seed's processed references, sacreBLEU/chrF on the raw
-    text, so any two passes of one run are scored alike."""
+    """Every metric of a pass's rows: BLEU-1/ROUGE on the seed's processed references,
+    sacreBLEU/chrF on the raw text, so any two passes of one run are scored alike."""
     return compute_all([r["prediction"] for r in rows], [r["reference"] for r in rows], tgt_lang,
                        raw_references=[r["target"] for r in rows])
 
@@ -246,14 +368,17 @@ def score_rows(rows: list[dict], tgt_lang: str) -> dict:
 def speed_stats(rows: list[dict]) -> dict:
     """RTF, tokens/s, τ (mean tokens accepted per decoding step) and each head's acceptance rate.
 
-    Examples a submission failed (``error`` set) are left out: their time is not generation time; so are those
-    whose generated ids cannot be told (an output that starts with part of the prompt). A submission's tokens are
-    the ids it generated (returned ids minus an echoed prompt), not the scored ones.
+    Examples a submission failed (``error`` set) are left out: their time is not generation time; so
+    are those whose generated ids cannot be told (an output that starts with part of the prompt). A
+    submission's tokens are the ids it generated (returned ids minus an echoed prompt), not the
+    scored ones.
     """
     from medusa.grading.report import generated, timed_rows
 
     rows = timed_rows(rows)
-    speed = SpeedStats(seconds=sum(r["seconds"] for r in rows), tokens=sum(generated(r) for r in rows))
+    speed = SpeedStats(
+        seconds=sum(r["seconds"] for r in rows), tokens=sum(generated(r) for r in rows)
+    )
     steps = sum(r["steps"] for r in rows)
     accepted = [a for r in rows for a in r.get("accepted_per_step", [])]
     drafted = [d for r in rows for d in r.get("drafted_depth_per_step", [])]
@@ -277,28 +402,39 @@ def speed_stats(rows: list[dict]) -> dict:
 
 def run(settings: RunSettings, model: MedusaModel | None = None, engine: Engine | None = None,
         generator=None) -> dict:
-    """Evaluate one strategy (and optionally single-head beside it) on one dataset; writes and returns the summary.
+    """Evaluate one strategy (and optionally single-head beside it) on one dataset; writes and
+    returns the summary.
 
-    ``model`` and ``engine`` let several runs share one loaded model and its captured graphs (the assignment table),
-    ``generator`` the submission's process their preflight started (:mod:`medusa.grading.isolation`).
-    The output folder is checked and locked before any work (:mod:`medusa.output_dir`).
+    ``model`` and ``engine`` let several runs share one loaded model and its captured graphs (the
+    assignment table), ``generator`` the submission's process their preflight started
+    (:mod:`medusa.grading.isolation`). The output folder is checked and locked before any work
+    (:mod:`medusa.output_dir`).
     """
     if settings.resume and not settings.output_dir:
         raise MedusaError("--resume needs the --output-dir of the run to continue")
     from dataclasses import replace
 
-    group = processes()  # a data-parallel launch: one folder (the main process's name) and its lock for all
-    settings = replace(settings, output_dir=settings.output_dir or group.broadcast(str(default_output_dir(settings))))
+    # a data-parallel launch: one folder (the main process's name) and its lock for all
+    group = processes()
+    settings = replace(
+        settings,
+        output_dir=settings.output_dir or group.broadcast(str(default_output_dir(settings))),
+    )
     with claimed_by_main(Path(settings.output_dir), claimed_folder):
         if not settings.resume:
             on_main(lambda: refuse_started(Path(settings.output_dir) / PREDICTIONS))
         else:
-            on_main(lambda: check_resume_before_loading(Path(settings.output_dir), settings.public_dict()))
+            on_main(
+                lambda: check_resume_before_loading(
+                    Path(settings.output_dir), settings.public_dict()
+                )
+            )
         return _run(settings, model, engine, generator)
 
 
 def start_generator(settings: RunSettings, facts):
-    """The ``--generator`` submission's process, for the preflight (:mod:`medusa.grading.launch`)."""
+    """The ``--generator`` submission's process, for the preflight (:mod:`medusa.grading.launch`).
+    """
     from medusa.grading.launch import start_submission
 
     return start_submission(settings, facts)
@@ -546,7 +682,8 @@ def _grade(settings: RunSettings, summary: dict, rows_of: dict[str, list[dict]],
 
 
 class Terminated(SystemExit):
-    """SIGTERM or SIGHUP while a submission's process runs: unwound like an error, so it is killed first."""
+    """SIGTERM or SIGHUP while a submission's process runs: unwound like an error, so it is killed
+    first."""
 
 
 def _terminated(signum: int, frame) -> None:
@@ -555,8 +692,9 @@ def _terminated(signum: int, frame) -> None:
 
 @contextmanager
 def closing(process) -> Iterator[None]:
-    """A submission's process started by this run's preflight ends with the run, however it ends: errors, Ctrl-C,
-    and SIGTERM / SIGHUP (turned into an exit that runs this cleanup; SIGKILL is left to the child's death signal)."""
+    """A submission's process started by this run's preflight ends with the run, however it ends:
+    errors, Ctrl-C, and SIGTERM / SIGHUP (turned into an exit that runs this cleanup; SIGKILL is
+    left to the child's death signal)."""
     import signal
     import threading
 
@@ -568,8 +706,10 @@ def closing(process) -> Iterator[None]:
     try:
         yield
     except Terminated as exc:
-        say(f"stopped by signal {exc.code - 128}: finished examples are saved; rerun with --resume and the same "
-            "--output-dir to continue")
+        say(
+            f"stopped by signal {exc.code - 128}: finished examples are saved; rerun with --resume"
+            " and the same --output-dir to continue"
+        )
         raise
     finally:
         if process is not None:
@@ -583,20 +723,25 @@ def _fmt(x) -> str:
 
 
 def print_summary(summary: dict) -> None:
-    """The seed's lines first (BLEU, ROUGE-1/2/LCS, RTF), then the standard scores and speed; with single-head run
-    beside the strategy, its block comes first under its own heading, and the comparison last."""
+    """The seed's lines first (BLEU, ROUGE-1/2/LCS, RTF), then the standard scores and speed; with
+    single-head run beside the strategy, its block comes first under its own heading, and the
+    comparison last."""
     base = summary.get("baseline_single_head")
     if base is not None:
         print("single-head:")
-        print_block(summary.get("baseline_metrics", {}), base, summary["examples"], summary["settings"])
+        print_block(
+            summary.get("baseline_metrics", {}), base, summary["examples"], summary["settings"]
+        )
         print(f"{strategy_title(summary)}:")
     print_block(summary["metrics"], summary["speed"], summary["examples"], summary["settings"],
                 summary.get("failed_examples"))
     if "speedup_vs_single_head" in summary:
         s = summary["speed"]
-        print(f"speedup vs single-head: {summary['speedup_vs_single_head']:.3f}x "
-              f"({s['tokens_per_second']:.2f} vs {base['tokens_per_second']:.2f} tokens/s); identical outputs: "
-              f"{summary['identical_to_single_head']}/{summary['examples']}")
+        print(
+            f"speedup vs single-head: {summary['speedup_vs_single_head']:.3f}x"
+            f" ({s['tokens_per_second']:.2f} vs {base['tokens_per_second']:.2f} tokens/s);"
+            f" identical outputs: {summary['identical_to_single_head']}/{summary['examples']}"
+        )
     sys.stdout.flush()
 
 
@@ -620,33 +765,52 @@ def print_block(m: dict, s: dict, examples: int, settings: dict, failed: int | N
     if m:
         print(f"sacreBLEU: {m['sacrebleu']:.2f} ({m['sacrebleu_signature']})")
         print(f"chrF: {m['chrf']:.2f} ({m['chrf_signature']})")
-    print(f"tokens/s: {_fmt2(s['tokens_per_second'])} ({s['generated_tokens']} tokens in {s['generation_seconds']:.2f} s, "
-          f"{examples} examples)")
+    print(
+        f"tokens/s: {_fmt2(s['tokens_per_second'])} ({s['generated_tokens']} tokens in"
+        f" {s['generation_seconds']:.2f} s, {examples} examples)"
+    )
     if failed:
-        print(f"failed examples: {failed}/{examples} (empty predictions in the scores; left out of the speed)")
+        print(
+            f"failed examples: {failed}/{examples} (empty predictions in the scores; left out of"
+            " the speed)"
+        )
     if s["decoding_steps"]:
         print(f"tokens/step (tau): {s['tokens_per_step']:.3f} over {s['decoding_steps']} steps")
     else:  # a submission reports no steps
         print("tokens/step (tau): n/a")
     if s["head_acceptance"] and settings.get("acceptance") == "rescore":
-        print("head acceptance: n/a (rescore accepts whole candidates; `measure-acceptance` measures the heads)")
+        print(
+            "head acceptance: n/a (rescore accepts whole candidates; `measure-acceptance` measures"
+            " the heads)"
+        )
     elif s["head_acceptance"]:
-        print("head acceptance: " + ", ".join(f"h{h + 1} {_fmt(r)}" for h, r in enumerate(s["head_acceptance"])))
+        print(
+            "head acceptance: "
+            + ", ".join(f"h{h + 1} {_fmt(r)}" for h, r in enumerate(s["head_acceptance"]))
+        )
     if s["head_acceptance"]:
-        print("heads used per step: " + ", ".join(f"{k}: {v}" for k, v in s["heads_used_histogram"].items()))
+        print(
+            "heads used per step: "
+            + ", ".join(f"{k}: {v}" for k, v in s["heads_used_histogram"].items())
+        )
 
 
-TABLE_CONFIGS = [("single-head", None, None)] + [("multi-head", w, s) for w in (2, 5, 10) for s in (2, 5)]
+TABLE_CONFIGS = [("single-head", None, None)] + [
+    ("multi-head", w, s) for w in (2, 5, 10) for s in (2, 5)
+]
 
 
 def run_table(settings: RunSettings) -> list[dict]:
-    """The course's results table: single-head, then multi-head for W ∈ {2, 5, 10} × S ∈ {2, 5}, one model load.
+    """The course's results table: single-head, then multi-head for W ∈ {2, 5, 10} × S ∈ {2, 5}, one
+    model load.
 
-    Every row uses the chosen ``--acceptance`` rule (the course's own step 3 is ``--acceptance rescore``).
+    Every row uses the chosen ``--acceptance`` rule (the course's own step 3 is ``--acceptance
+    rescore``).
     """
     base_dir = Path(settings.output_dir or processes().broadcast(str(default_output_dir(settings))))
     with claimed_by_main(base_dir, claimed_folder):
-        for name, row in table_rows(settings, base_dir):  # each row's run checks too, but after the model loads
+        # each row's run checks too, but after the model loads
+        for name, row in table_rows(settings, base_dir):
             if settings.resume:
                 on_main(lambda: check_resume_before_loading(base_dir / name, row.public_dict()))
             else:
@@ -655,15 +819,26 @@ def run_table(settings: RunSettings) -> list[dict]:
 
 
 def table_rows(settings: RunSettings, base_dir: Path) -> list[tuple[str, RunSettings]]:
-    """Each table row's name (``single-head``, then ``wW-sS``) and settings, writing to its own sub-folder."""
+    """Each table row's name (``single-head``, then ``wW-sS``) and settings, writing to its own
+    sub-folder."""
     from dataclasses import replace
 
     rows = []
     for strategy, width, heads in TABLE_CONFIGS:
         name = strategy_class(strategy).config_name(width, heads)
-        rows.append((name, replace(settings, decoding_strategy=strategy, beam_width=width or settings.beam_width,
-                                   use_no_medusa_heads=heads or settings.use_no_medusa_heads,
-                                   output_dir=str(base_dir / name), compare_single_head=False)))
+        rows.append(
+            (
+                name,
+                replace(
+                    settings,
+                    decoding_strategy=strategy,
+                    beam_width=width or settings.beam_width,
+                    use_no_medusa_heads=heads or settings.use_no_medusa_heads,
+                    output_dir=str(base_dir / name),
+                    compare_single_head=False,
+                ),
+            )
+        )
     return rows
 
 
@@ -672,13 +847,16 @@ def _run_table(settings: RunSettings, base_dir: Path) -> list[dict]:
     asked_prompt = settings.prompt_style
     from dataclasses import replace
 
-    # before loading: prompt style, the submission, the head count (a sandbox hides the whole table's folder)
+    # before loading: prompt style, the submission, the head count (a sandbox hides the whole
+    # table's folder)
     checked = inspect_run(replace(settings, output_dir=str(base_dir)), start_generator)
     with closing(checked.generator):
         return _table_with(settings, base_dir, checked, asked_prompt, needed)
 
 
-def _table_with(settings: RunSettings, base_dir: Path, checked, asked_prompt: str, needed: int) -> list[dict]:
+def _table_with(
+    settings: RunSettings, base_dir: Path, checked, asked_prompt: str, needed: int
+) -> list[dict]:
     settings = checked.settings
     if checked.facts.num_heads is not None:
         check_table_heads(checked.facts.num_heads, needed, settings.model_name)
@@ -687,8 +865,10 @@ def _table_with(settings: RunSettings, base_dir: Path, checked, asked_prompt: st
     model = load_model(load_settings(settings))
     settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
     say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
-    engine = make_engine(model, engine_for(model, settings.engine))  # shared by the rows: each strategy is captured once
-    check_table_heads(model.num_heads, needed, model.info.name)  # refuse before spending time on the first rows
+    # shared by the rows: each strategy is captured once
+    engine = make_engine(model, engine_for(model, settings.engine))
+    # refuse before spending time on the first rows
+    check_table_heads(model.num_heads, needed, model.info.name)
     rows = []
     for name, row_settings in table_rows(settings, base_dir):
         say(f"— table row: {name}")
@@ -705,22 +885,32 @@ def _table_with(settings: RunSettings, base_dir: Path, checked, asked_prompt: st
 
     plots = table_plots(base_dir, rows)
     print(table)
-    say(f"table: {base_dir / 'table.md'}, {base_dir / 'table.csv'}" + "".join(f", {p}" for p in plots))
+    say(
+        f"table: {base_dir / 'table.md'}, {base_dir / 'table.csv'}"
+        + "".join(f", {p}" for p in plots)
+    )
     return rows
 
 
 def format_table(rows: list[dict], acceptance: str) -> str:
-    """The course's columns, then chrF (raw references), tokens/s, τ and speedup over the single-head row."""
-    lines = [f"| Decoding strategy ({acceptance} acceptance) | BLEU | ROUGE-1 | ROUGE-2 | ROUGE-L | RTF | chrF | "
-             "tokens/s | τ (tokens/step) | speedup vs single head |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """The course's columns, then chrF (raw references), tokens/s, τ and speedup over the
+    single-head row."""
+    lines = [
+        (
+            f"| Decoding strategy ({acceptance} acceptance) | BLEU | ROUGE-1 | ROUGE-2 | ROUGE-L |"
+            " RTF | chrF | tokens/s | τ (tokens/step) | speedup vs single head |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         label = strategy_class(r["strategy"]).table_label(r["beam_width"], r["heads"])
         speedup = _fmt2(r.get("speedup_vs_single_head"))
-        lines.append(f"| {label} | {_fmt(r.get('bleu'))} | {_fmt(r.get('rouge1'))} | {_fmt(r.get('rouge2'))} | "
-                     f"{_fmt(r.get('rougeL'))} | {_fmt(r['rtf'])} | {_fmt2(r.get('chrf'))} | "
-                     f"{_fmt2(r['tokens_per_second'])} | {_fmt2(r['tokens_per_step'])} | "
-                     f"{speedup}{'' if speedup == 'n/a' else '×'} |")
+        lines.append(
+            f"| {label} | {_fmt(r.get('bleu'))} | {_fmt(r.get('rouge1'))} | {_fmt(r.get('rouge2'))}"
+            f" | {_fmt(r.get('rougeL'))} | {_fmt(r['rtf'])} | {_fmt2(r.get('chrf'))} |"
+            f" {_fmt2(r['tokens_per_second'])} | {_fmt2(r['tokens_per_step'])} |"
+            f" {speedup}{'' if speedup == 'n/a' else '×'} |"
+        )
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""Run settings as one dataclass, and the two ready-made setups (offline embedded default, seed protocol)."""
+"""Run settings as one dataclass, and the two ready-made setups (offline embedded default, seed
+protocol)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ from medusa.model.model_spec import ModelSpec
 
 SEED_MODEL = "FasterDecoding/medusa-v1.0-vicuna-7b-v1.5"
 SEED_DATASET = "ai4bharat/IN22-Gen"
-# The demo's tree on a CPU, where every node costs a full row of the verify pass: rebuilt from the shipped drafter's
-# calibration, the 3-node tree decodes faster than single-head on 2 cores and larger trees lose (docs/experiments/
+# The demo's tree on a CPU, where every node costs a full row of the verify pass: rebuilt from the
+# shipped drafter's
+# calibration, the 3-node tree decodes faster than single-head on 2 cores and larger trees lose
+# (docs/experiments/
 # cpu-trees.md). On CUDA the demo decodes with the shipped tree, sized for a GPU.
 CPU_DEMO_TREE_SIZE = 3
 SEED_NEW_TOKENS = 50  # the seed's --max-output-len
 
 SETUPS = {
     "seed": {"model_name": SEED_MODEL, "dataset": SEED_DATASET, "prompt_style": "seed"},
-    # auto: chat where the tokenizer has a chat template (the embedded one does), else the seed prompt
+    # auto: chat where the tokenizer has a chat template (the embedded one does), else the seed
+    # prompt
     "embedded": {"model_name": EMBEDDED_NAME, "dataset": EMBEDDED_DATASET, "prompt_style": "auto"},
 }
 
@@ -40,12 +44,16 @@ class RunSettings(ModelSpec, DataSpec):
     posterior_alpha: float = DecodeSettings.posterior_alpha
     tree_file: str | None = None
     tree_size: int | None = None
-    dynamic_tree: int | None = None  # -ds tree: a dynamic tree of N nodes, --use-no-medusa-heads deep
+    # -ds tree: a dynamic tree of N nodes, --use-no-medusa-heads deep
+    dynamic_tree: int | None = None
     adaptive: bool = False
     compare_single_head: bool = False
-    generator: str | None = None  # a student's MedusaTextGenerator, FILE.py:Class, run instead of our decoder
-    timeout: float | None = None  # --generator: seconds per example before the submission's example fails
-    sandbox: bool = False  # --generator: the submission's process in namespaces (medusa/grading/sandbox.py)
+    # a student's MedusaTextGenerator, FILE.py:Class, run instead of our decoder
+    generator: str | None = None
+    # --generator: seconds per example before the submission's example fails
+    timeout: float | None = None
+    # --generator: the submission's process in namespaces (medusa/grading/sandbox.py)
+    sandbox: bool = False
     max_output_len: int = SEED_NEW_TOKENS
     engine: str = "auto"  # auto = graphs on CUDA, eager on CPU (medusa/decoding/engine.py)
     output_dir: str | None = None
@@ -53,7 +61,8 @@ class RunSettings(ModelSpec, DataSpec):
     warmup: bool = True
     resume: bool = False
     debug: bool = False
-    threads: int | None = None  # torch's CPU threads (--threads, else medusa/runtime/threads.py's default)
+    # torch's CPU threads (--threads, else medusa/runtime/threads.py's default)
+    threads: int | None = None
 
     def load_settings(self):
         """What :func:`medusa.model.loader.load_model` needs for this run's model."""

@@ -1,4 +1,5 @@
-"""GPU checks (skipped without CUDA): the same decoding contract on the device, timings synchronised."""
+"""GPU checks (skipped without CUDA): the same decoding contract on the device, timings
+synchronised."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def test_single_head_on_cuda_equals_generate_fp32():
 
 def test_single_head_on_cuda_bf16_runs_and_respects_length():
     model = make_model("llama", seed=22).to("cuda", torch.bfloat16)
-    result = generate(MedusaModel(model, tokenizer=None), make_strategy("single-head"), [5, 6, 7], 16, set())
+    result = generate(
+        MedusaModel(model, tokenizer=None), make_strategy("single-head"), [5, 6, 7], 16, set()
+    )
     assert len(result.tokens) == 16
 
 
@@ -49,7 +52,11 @@ def test_multi_head_and_tree_greedy_equal_single_head_fp32_on_cuda():
     model = _cuda_heads_model(torch.float32)
     for prompt in ([5, 17, 33, 48, 60], [9, 8, 7]):
         ref = generate(model, make_strategy("single-head"), prompt, 40, set()).tokens
-        for s in (DecodeSettings("multi-head", 3, 2), DecodeSettings("tree", 4), DecodeSettings("tree", 3, adaptive=True)):
+        for s in (
+            DecodeSettings("multi-head", 3, 2),
+            DecodeSettings("tree", 4),
+            DecodeSettings("tree", 3, adaptive=True),
+        ):
             assert generate(model, make_strategy(s), prompt, 40, set()).tokens == ref
 
 
@@ -64,7 +71,10 @@ def test_token_input_heads_greedy_and_replay_on_cuda_fp32():
     prompt = [5, 17, 33, 48, 60]
     ref = generate(model, make_strategy("single-head"), prompt, 40, {2}).tokens
     rk = ranked_positions(model, [(prompt, ref)], num_heads=4)[0]
-    for s in (DecodeSettings(strategy="multi-head", num_heads=3, beam_width=2), DecodeSettings(strategy="tree", num_heads=4)):
+    for s in (
+        DecodeSettings(strategy="multi-head", num_heads=3, beam_width=2),
+        DecodeSettings(strategy="tree", num_heads=4),
+    ):
         strategy = make_strategy(s)
         got = generate(model, strategy, prompt, 40, {2})
         assert got.tokens == ref
@@ -76,11 +86,19 @@ def test_token_input_heads_greedy_and_replay_on_cuda_fp32():
 def _graphs_cases():
     from medusa.decoding import DecodeSettings
 
-    return [DecodeSettings("single-head"), DecodeSettings("tree", 4), DecodeSettings("tree", 3, adaptive=True),
-            DecodeSettings("multi-head", 2, 2), DecodeSettings("multi-head", 3, 4), DecodeSettings("multi-head", 5, 5)]
+    return [
+        DecodeSettings("single-head"),
+        DecodeSettings("tree", 4),
+        DecodeSettings("tree", 3, adaptive=True),
+        DecodeSettings("multi-head", 2, 2),
+        DecodeSettings("multi-head", 3, 4),
+        DecodeSettings("multi-head", 5, 5),
+    ]
 
 
-@pytest.mark.parametrize("kind,overrides", [("llama", {}), ("llama", {"num_key_value_heads": 1}), ("qwen2", {})])
+@pytest.mark.parametrize(
+    "kind,overrides", [("llama", {}), ("llama", {"num_key_value_heads": 1}), ("qwen2", {})]
+)
 def test_graphs_engine_equals_eager_single_head_fp32(kind, overrides):
     from test_decoding_multi_head import with_heads
 
@@ -106,9 +124,15 @@ def test_graphs_replay_equals_the_uncaptured_step_for_every_rule():
     from medusa.decoding.engine import StaticEngine
 
     model = with_heads("llama", 2, num_heads=4, noise=0.3).to("cuda")
-    captured, plain = StaticEngine(model, capture=True, quiet=True), StaticEngine(model, capture=False)
-    for settings in (DecodeSettings("tree", 4, acceptance="typical"), DecodeSettings("multi-head", 3, 3, "typical"),
-                     DecodeSettings("multi-head", 2, 3, "rescore"), DecodeSettings("tree", 4, adaptive=True)):
+    captured, plain = StaticEngine(model, capture=True, quiet=True), StaticEngine(
+        model, capture=False
+    )
+    for settings in (
+        DecodeSettings("tree", 4, acceptance="typical"),
+        DecodeSettings("multi-head", 3, 3, "typical"),
+        DecodeSettings("multi-head", 2, 3, "rescore"),
+        DecodeSettings("tree", 4, adaptive=True),
+    ):
         for prompt in ([5, 17, 33, 48, 60], [9] * 50):
             a = plain.generate(make_strategy(settings), prompt, 40, {7})
             b = captured.generate(make_strategy(settings), prompt, 40, {7})
@@ -134,8 +158,8 @@ def test_graphs_engine_token_input_heads_and_capture_once():
 
 
 def test_graphs_engine_captures_the_prefill_per_bucket():
-    """prepare() captures every prefill bucket up to the longest prompt; prompts of changing lengths (old padding
-    left behind) then decode exactly the eager tokens without another capture."""
+    """prepare() captures every prefill bucket up to the longest prompt; prompts of changing lengths
+    (old padding left behind) then decode exactly the eager tokens without another capture."""
     from test_decoding_multi_head import with_heads
 
     from medusa.decoding import DecodeSettings
@@ -145,7 +169,11 @@ def test_graphs_engine_captures_the_prefill_per_bucket():
     engine = StaticEngine(model, capture=True, quiet=True)
     g = torch.Generator().manual_seed(3)
     lengths = (150, 3, 150, 40, 97, 1)
-    for settings in (DecodeSettings("single-head"), DecodeSettings("tree", 4), DecodeSettings("multi-head", 2, 3)):
+    for settings in (
+        DecodeSettings("single-head"),
+        DecodeSettings("tree", 4),
+        DecodeSettings("multi-head", 2, 3),
+    ):
         strategy = make_strategy(settings)
         engine.prepare(strategy, max(lengths), 30)
         setup = engine.setup_seconds
@@ -180,7 +208,11 @@ def test_compiled_engine_gives_the_eager_tokens_fp32():
     model = with_heads("llama", 1, num_heads=4, noise=0.3).to("cuda")
     engine = make_engine(model, "compiled")
     assert engine.name == "compiled"
-    for settings in ("single-head", DecodeSettings("tree", 3), DecodeSettings("multi-head", 2, 2, "typical")):
+    for settings in (
+        "single-head",
+        DecodeSettings("tree", 3),
+        DecodeSettings("multi-head", 2, 2, "typical"),
+    ):
         strategy = make_strategy(settings)
         for prompt in ([5, 17, 33, 48, 60], [9] * 40):
             ref = generate(model, make_strategy(settings), prompt, 30, {7})
@@ -188,8 +220,8 @@ def test_compiled_engine_gives_the_eager_tokens_fp32():
 
 
 def test_capture_warm_up_stays_inside_a_small_cache():
-    """Deep drafts, a one-token prompt and one new token: the smallest cache; the warm-up before capture must not
-    write past it (rescore accepts whole candidates, the deepest paths)."""
+    """Deep drafts, a one-token prompt and one new token: the smallest cache; the warm-up before
+    capture must not write past it (rescore accepts whole candidates, the deepest paths)."""
     from test_decoding_multi_head import with_heads
 
     from medusa.decoding import DecodeSettings
@@ -205,9 +237,9 @@ def test_capture_warm_up_stays_inside_a_small_cache():
 
 @pytest.mark.parametrize("drafter", ["sequential", "autoregressive", "context"])
 def test_graphs_engine_path_dependent_drafters_fp32(drafter):
-    """Sequential heads and the (context) autoregressive drafter, drafted depth by depth inside the captured step
-    (the context drafter's cache written in place there, and by the captured prefill): exactly the eager tokens and
-    statistics."""
+    """Sequential heads and the (context) autoregressive drafter, drafted depth by depth inside the
+    captured step (the context drafter's cache written in place there, and by the captured prefill):
+    exactly the eager tokens and statistics."""
     import test_autoregressive_drafter
     import test_context_drafter
     import test_sequential_heads
@@ -215,10 +247,15 @@ def test_graphs_engine_path_dependent_drafters_fp32(drafter):
     from medusa.decoding import DecodeSettings
     from medusa.decoding.engine import StaticEngine
 
-    make = {"sequential": test_sequential_heads._model, "autoregressive": test_autoregressive_drafter._model,
-            "context": test_context_drafter._model}[drafter]
+    make = {
+        "sequential": test_sequential_heads._model,
+        "autoregressive": test_autoregressive_drafter._model,
+        "context": test_context_drafter._model,
+    }[drafter]
     model = make(2, 0.25 if drafter == "sequential" else 0.15).to("cuda")
-    captured, plain = StaticEngine(model, capture=True, quiet=True), StaticEngine(model, capture=False)
+    captured, plain = StaticEngine(model, capture=True, quiet=True), StaticEngine(
+        model, capture=False
+    )
     for settings in (DecodeSettings("tree", 4), DecodeSettings("multi-head", 3, 3),
                      DecodeSettings("tree", 3, adaptive=True)):
         for prompt in ([5, 17, 33, 48, 60], [9] * 40):
@@ -226,12 +263,16 @@ def test_graphs_engine_path_dependent_drafters_fp32(drafter):
             a = plain.generate(make_strategy(settings), prompt, 40, {2})
             b = captured.generate(make_strategy(settings), prompt, 40, {2})
             assert b.tokens == a.tokens == ref, settings
-            assert (b.accepted_per_step, b.drafted_depth_per_step) == (a.accepted_per_step, a.drafted_depth_per_step)
+            assert (b.accepted_per_step, b.drafted_depth_per_step) == (
+                a.accepted_per_step,
+                a.drafted_depth_per_step,
+            )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_grouped_attention_on_cuda_equals_sdpa(dtype):
-    """The captured steps' attention against transformers' sdpa on the device, at the shapes the engine uses."""
+    """The captured steps' attention against transformers' sdpa on the device, at the shapes the
+    engine uses."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from medusa.decoding.attention import grouped_attention
@@ -244,7 +285,9 @@ def test_grouped_attention_on_cuda_equals_sdpa(dtype):
         k, v = (torch.randn(1, 3, 384, 64, device="cuda", dtype=dtype) for _ in range(2))
         allowed = torch.rand(1, 1, queries, 384, device="cuda") < 0.5
         allowed[..., 0] = True
-        mask = torch.zeros(allowed.shape, device="cuda", dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+        mask = torch.zeros(allowed.shape, device="cuda", dtype=dtype).masked_fill_(
+            ~allowed, torch.finfo(dtype).min
+        )
         ours, _ = grouped_attention(Module(), q, k, v, mask, scaling=0.125)
         theirs, _ = sdpa_attention_forward(Module(), q, k, v, mask, scaling=0.125)
         tol = 1e-5 if dtype == torch.float32 else 2e-2
@@ -258,18 +301,24 @@ def test_graphs_engine_with_either_attention_gives_the_eager_tokens_fp32():
     from medusa.decoding.engine import StaticEngine
 
     model = with_heads("llama", 4, num_heads=4, noise=0.3).to("cuda")
-    engines = [StaticEngine(model, capture=True, quiet=True, attention=a) for a in ("grouped", "model")]
+    engines = [
+        StaticEngine(model, capture=True, quiet=True, attention=a) for a in ("grouped", "model")
+    ]
     for prompt in ([5, 17, 33, 48, 60], [9] * 70):
         ref = generate(model, make_strategy("single-head"), prompt, 40, {2})
-        for settings in ("single-head", DecodeSettings("tree", 4), DecodeSettings("multi-head", 3, 3)):
+        for settings in (
+            "single-head",
+            DecodeSettings("tree", 4),
+            DecodeSettings("multi-head", 3, 3),
+        ):
             for engine in engines:
                 got = engine.generate(make_strategy(settings), prompt, 40, {2})
                 assert got.tokens == ref.tokens, (settings, engine.attention)
 
 
 def test_replayed_decodes_leave_the_attention_switch_alone(monkeypatch):
-    """Captured steps and prefills hold the grouped attention from their capture: a decode that only replays them
-    neither switches the model's implementation nor runs the Python attention."""
+    """Captured steps and prefills hold the grouped attention from their capture: a decode that only
+    replays them neither switches the model's implementation nor runs the Python attention."""
     from test_decoding_multi_head import with_heads
 
     import medusa.decoding.attention as attention
@@ -300,8 +349,9 @@ def test_replayed_decodes_leave_the_attention_switch_alone(monkeypatch):
 
 @pytest.mark.parametrize("drafter", ["medusa", "autoregressive"])
 def test_graphs_engine_course_reference_equals_the_course_solution_fp32(drafter):
-    """The course reference inside the captured step (rescore, whole candidates cut at the limit, heads along the
-    drafter's greedy path): the tokens of the course solution of tests/submissions, and of the eager loop."""
+    """The course reference inside the captured step (rescore, whole candidates cut at the limit,
+    heads along the drafter's greedy path): the tokens of the course solution of tests/submissions,
+    and of the eager loop."""
     import sys
     from pathlib import Path
 
@@ -321,20 +371,30 @@ def test_graphs_engine_course_reference_equals_the_course_solution_fp32(drafter)
         model = test_autoregressive_drafter._model(2, 0.15).to("cuda")
     captured = StaticEngine(model, capture=True, quiet=True)
     for width, heads in ((2, 2), (5, 3)):
-        strategy = make_strategy(DecodeSettings("multi-head", heads, width, "rescore", course_reference=True))
+        strategy = make_strategy(
+            DecodeSettings("multi-head", heads, width, "rescore", course_reference=True)
+        )
         for prompt, mol in (([5, 17, 33, 48, 60], 30), ([9] * 40, 50)):
             solution = CachedMedusaTextGenerator(model, "multi-head", 2, heads, width, mol)
             with torch.no_grad():
                 expected = solution(torch.tensor([prompt], device="cuda")).tolist()
-            expected = expected[: next((i for i, t in enumerate(expected) if t == 2), len(expected))]
+            expected = expected[
+                : next((i for i, t in enumerate(expected) if t == 2), len(expected))
+            ]
             assert generate(model, strategy, prompt, mol, {2}).tokens == expected
-            assert captured.generate(strategy, prompt, mol, {2}).tokens == expected, (drafter, width, heads)
+            assert captured.generate(strategy, prompt, mol, {2}).tokens == expected, (
+                drafter,
+                width,
+                heads,
+            )
 
 
 @pytest.mark.parametrize("sandbox", [False, True])
-def test_grading_on_cuda_runs_the_submission_in_its_own_process(student_heads_dir, tmp_path, capsys, sandbox):
-    """The submission's process loads its own copy on the GPU (in the sandbox too, where user namespaces are
-    allowed); ours decodes under the graphs engine."""
+def test_grading_on_cuda_runs_the_submission_in_its_own_process(
+    student_heads_dir, tmp_path, capsys, sandbox
+):
+    """The submission's process loads its own copy on the GPU (in the sandbox too, where user
+    namespaces are allowed); ours decodes under the graphs engine."""
     if sandbox:
         from test_grading_isolation import sandbox_works
 
@@ -347,13 +407,40 @@ def test_grading_on_cuda_runs_the_submission_in_its_own_process(student_heads_di
 
     solution = Path(__file__).parent / "submissions" / "course_step3.py"
     out_dir = tmp_path / "g"
-    code = main(["-m", str(student_heads_dir), "-n", "3", "-mol", "30", "--prompt-style", "seed", "-o", str(out_dir),
-                 "--generator", f"{solution}:CachedMedusaTextGenerator", "-ds", "multi-head", "-w", "2", "-nmh", "3",
-                 "--device", "cuda", "--engine", "graphs", "--timeout", "120", *(["--sandbox"] if sandbox else [])])
+    code = main(
+        [
+            "-m",
+            str(student_heads_dir),
+            "-n",
+            "3",
+            "-mol",
+            "30",
+            "--prompt-style",
+            "seed",
+            "-o",
+            str(out_dir),
+            "--generator",
+            f"{solution}:CachedMedusaTextGenerator",
+            "-ds",
+            "multi-head",
+            "-w",
+            "2",
+            "-nmh",
+            "3",
+            "--device",
+            "cuda",
+            "--engine",
+            "graphs",
+            "--timeout",
+            "120",
+            *(["--sandbox"] if sandbox else []),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     rep = json.loads((out_dir / "grading.json").read_text())
     assert rep["reference"]["agreement"]["identical"] == 3, rep["reference"]
     assert json.loads((out_dir / "summary.json").read_text())["engine"]["name"] == "graphs"
     assert rep["sandbox"] == sandbox
-    assert "on cuda" in (out_dir / "submission.log").read_text()  # the submission's own load, on the GPU
+    # the submission's own load, on the GPU
+    assert "on cuda" in (out_dir / "submission.log").read_text()

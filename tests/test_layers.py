@@ -1,7 +1,7 @@
-"""The package's rooms import only downwards: every import of every module of medusa/ (at the top of the file or
-inside a function, absolute or relative) points to its own room, a room on a lower line of LAYERS, or along one of
-the SIDEWAYS edges, and no imports form a circle between rooms. docs/architecture.md ("The rooms") holds the same
-table."""
+"""The package's rooms import only downwards: every import of every module of medusa/ (at the top of
+the file or inside a function, absolute or relative) points to its own room, a room on a lower line
+of LAYERS, or along one of the SIDEWAYS edges, and no imports form a circle between rooms.
+docs/architecture.md ("The rooms") holds the same table."""
 
 from __future__ import annotations
 
@@ -20,7 +20,14 @@ LAYERS = [
     ["runtime"],  # threads and data-parallel processes
     ["top"],  # TOP below: the commands
 ]
-BASE = {"medusa", "medusa.errors", "medusa.console", "medusa.arg_types", "medusa.locking", "medusa.output_dir"}
+BASE = {
+    "medusa",
+    "medusa.errors",
+    "medusa.console",
+    "medusa.arg_types",
+    "medusa.locking",
+    "medusa.output_dir",
+}
 TOP = {"medusa.settings", "medusa.runner", "medusa.cli", "medusa.__main__"}
 # importer -> imported, between siblings of one line; they form no circle
 SIDEWAYS = {
@@ -55,7 +62,8 @@ def _is_module(name: str, root: Path) -> bool:
 
 
 def imports_of(path: Path, root: Path) -> list[tuple[int, str]]:
-    """(line, imported module of the package) for every import in ``path``, however deep in a function."""
+    """(line, imported module of the package) for every import in ``path``, however deep in a
+    function."""
     module = module_name(path, root)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: list[tuple[int, str]] = []
@@ -71,11 +79,16 @@ def imports_of(path: Path, root: Path) -> list[tuple[int, str]]:
             for alias in node.names:  # `from medusa import errors` imports the module medusa.errors
                 name = f"{source}.{alias.name}"
                 found.append((node.lineno, name if _is_module(name, root) else source))
-    return [(line, name) for line, name in found if name == root.name or name.startswith(root.name + ".")]
+    return [
+        (line, name)
+        for line, name in found
+        if name == root.name or name.startswith(root.name + ".")
+    ]
 
 
 def room_edges(root: Path = ROOT) -> tuple[list[str], list[tuple[str, str, str]]]:
-    """(modules no room holds, [(importer room, imported room, "file:line")]) for the package at ``root``."""
+    """(modules no room holds, [(importer room, imported room, "file:line")]) for the package at
+    ``root``."""
     unplaced, edges = [], []
     for path in sorted(root.rglob("*.py")):
         where = path.relative_to(root.parent).as_posix()
@@ -94,8 +107,12 @@ def room_edges(root: Path = ROOT) -> tuple[list[str], list[tuple[str, str, str]]
 
 def back_edges(edges: list[tuple[str, str, str]]) -> list[str]:
     """Every import that points up the order, or sideways along no SIDEWAYS edge."""
-    return [f"{at}: {source} imports {target}" for source, target, at in edges
-            if LEVEL[target] > LEVEL[source] or (LEVEL[target] == LEVEL[source] and (source, target) not in SIDEWAYS)]
+    return [
+        f"{at}: {source} imports {target}"
+        for source, target, at in edges
+        if LEVEL[target] > LEVEL[source]
+        or (LEVEL[target] == LEVEL[source] and (source, target) not in SIDEWAYS)
+    ]
 
 
 def circles(edges: list[tuple[str, str, str]]) -> list[str]:
@@ -115,13 +132,18 @@ def circles(edges: list[tuple[str, str, str]]) -> list[str]:
                 todo += graph.get(room, ())
         return False
 
-    return [f"{at}: {source} imports {target}, and {target} reaches {source} back" for source, target, at in edges
-            if reaches(target, source)]
+    return [
+        f"{at}: {source} imports {target}, and {target} reaches {source} back"
+        for source, target, at in edges
+        if reaches(target, source)
+    ]
 
 
 def test_every_module_has_a_room():
     unplaced, _ = room_edges()
-    assert not unplaced, "modules no room of LAYERS holds (add them to the table): " + ", ".join(unplaced)
+    assert not unplaced, "modules no room of LAYERS holds (add them to the table): " + ", ".join(
+        unplaced
+    )
 
 
 def test_imports_point_down_and_form_no_circle():
@@ -148,13 +170,20 @@ def _plant(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_checker_catches_a_planted_back_edge(tmp_path):
-    package = _plant(tmp_path, {
-        "errors.py": "",
-        "decoding/trees.py": "from medusa.errors import MedusaError\n",
-        "model/loader.py": "import os\n\n\ndef load():\n    from ..decoding import trees\n    return trees\n",
-        "model/heads.py": "from . import loader\nfrom medusa.runtime.threads import apply_threads\n",
-        "runtime/threads.py": "def apply_threads():\n    pass\n",
-    })
+    package = _plant(
+        tmp_path,
+        {
+            "errors.py": "",
+            "decoding/trees.py": "from medusa.errors import MedusaError\n",
+            "model/loader.py": (
+                "import os\n\n\ndef load():\n    from ..decoding import trees\n    return trees\n"
+            ),
+            "model/heads.py": (
+                "from . import loader\nfrom medusa.runtime.threads import apply_threads\n"
+            ),
+            "runtime/threads.py": "def apply_threads():\n    pass\n",
+        },
+    )
     unplaced, edges = room_edges(package)
     assert not unplaced
     assert ("decoding", "base", "medusa/decoding/trees.py:1") in edges
@@ -175,6 +204,12 @@ def test_the_checker_catches_a_circle_and_a_sideways_edge_not_allowed(tmp_path):
     assert back_edges(edges) == ["medusa/evaluation/metrics.py:2: evaluation imports grading",
                                  "medusa/evaluation/preflight.py:1: evaluation imports top"]
     assert circles(edges) == [
-        "medusa/evaluation/metrics.py:2: evaluation imports grading, and grading reaches evaluation back",
-        "medusa/grading/launch.py:1: grading imports evaluation, and evaluation reaches grading back",
+        (
+            "medusa/evaluation/metrics.py:2: evaluation imports grading, and grading reaches"
+            " evaluation back"
+        ),
+        (
+            "medusa/grading/launch.py:1: grading imports evaluation, and evaluation reaches grading"
+            " back"
+        ),
     ]

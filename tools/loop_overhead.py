@@ -1,7 +1,7 @@
-"""Per-token cost of our eager single-head loop against transformers ``generate`` on a random-weight model with
-SmolLM2-135M's shape (30 layers, hidden 576, vocabulary 49152): no download, and the launch-bound regime of small
-models. Prints ms per token of each (median of 3 runs of ``--tokens`` tokens), their ratio and the device;
-``--profile`` adds where the host time goes in each (cProfile).
+"""Per-token cost of our eager single-head loop against transformers ``generate`` on a random-weight
+model with SmolLM2-135M's shape (30 layers, hidden 576, vocabulary 49152): no download, and the
+launch-bound regime of small models. Prints ms per token of each (median of 3 runs of ``--tokens``
+tokens), their ratio and the device; ``--profile`` adds where the host time goes in each (cProfile).
 
     python tools/loop_overhead.py [--device cuda] [--dtype bfloat16] [--tokens 100] [--profile]
 """
@@ -31,9 +31,18 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=100)
     p.add_argument("--profile", action="store_true")
     a = p.parse_args()
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                      num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True,
-                      max_position_embeddings=8192, bos_token_id=1, eos_token_id=2)
+    cfg = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+        max_position_embeddings=8192,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).to(a.device, getattr(torch, a.dtype)).eval()
     wrapped = MedusaModel(model, tokenizer=None)

@@ -1,8 +1,9 @@
-"""Speed of our eager single-head loop against transformers' greedy ``generate`` in one process, on the same prompts
-(interleaved per prompt, one warm-up each): prints tokens/s of each, their ratio, how many outputs differ (none in
-fp32), the model, dtype and device.
+"""Speed of our eager single-head loop against transformers' greedy ``generate`` in one process, on
+the same prompts (interleaved per prompt, one warm-up each): prints tokens/s of each, their ratio,
+how many outputs differ (none in fp32), the model, dtype and device.
 
-    python tools/single_head_vs_generate.py [--model-name embedded] [--dataset in22-gen-sample] [-n 20] [-mol 50]
+    python tools/single_head_vs_generate.py [--model-name embedded] [--dataset in22-gen-sample] [-n
+    20] [-mol 50]
 """
 
 from __future__ import annotations
@@ -35,18 +36,28 @@ def main() -> None:
     p.add_argument("--dtype", default="auto")
     a = p.parse_args()
     quiet_libraries(False)
-    model = load_model(LoadSettings(a.model_name, device=a.device, dtype=a.dtype, embedded_extras=False))
+    model = load_model(
+        LoadSettings(a.model_name, device=a.device, dtype=a.dtype, embedded_extras=False)
+    )
     examples, _ = load_examples(a.dataset, "hin_Deva", "eng_Latn", a.n)
     stops = stop_token_ids(model.tokenizer, model.base_model)
-    prompts = [encode_prompt(model.tokenizer, ex.source, "hin_Deva", "eng_Latn", a.prompt_style, 1000) for ex in examples]
+    prompts = [
+        encode_prompt(model.tokenizer, ex.source, "hin_Deva", "eng_Latn", a.prompt_style, 1000)
+        for ex in examples
+    ]
     strategy = make_strategy("single-head")
 
     def ours(ids):
         return generate(model, strategy, ids, a.max_output_len, stops).tokens
 
     def theirs(ids):
-        out = model.base_model.generate(torch.tensor([ids], device=model.device), max_new_tokens=a.max_output_len,
-                                        do_sample=False, eos_token_id=sorted(stops), pad_token_id=min(stops))
+        out = model.base_model.generate(
+            torch.tensor([ids], device=model.device),
+            max_new_tokens=a.max_output_len,
+            do_sample=False,
+            eos_token_id=sorted(stops),
+            pad_token_id=min(stops),
+        )
         toks = out[0, len(ids):].tolist()
         while toks and toks[-1] in stops:
             toks.pop()
@@ -70,7 +81,10 @@ def main() -> None:
         print(f"{name:24s} {tokens:6d} tokens {seconds:8.2f} s {tokens / seconds:8.2f} tok/s")
     (t1, s1), (t2, s2) = totals.values()
     differ = sum(x != y for x, y in zip(*outputs.values()))
-    print(f"ratio (ours / generate, tok/s): {(t1 / s1) / (t2 / s2):.3f}; outputs differing: {differ}/{len(prompts)}")
+    print(
+        f"ratio (ours / generate, tok/s): {(t1 / s1) / (t2 / s2):.3f}; outputs differing:"
+        f" {differ}/{len(prompts)}"
+    )
     print(f"model {model.info.base}, {model.info.extra['dtype']} on {model.info.extra['device']}, "
           f"device {torch.cuda.get_device_name() if model.device.type == 'cuda' else 'cpu'}")
 

@@ -1,11 +1,17 @@
-"""Decoding strategies behind one interface (:class:`~medusa.decoding.base.Strategy`), the tree format and one loop."""
+"""Decoding strategies behind one interface (:class:`~medusa.decoding.base.Strategy`), the tree
+format and one loop."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from medusa.errors import MedusaError
-from medusa.decoding.accept import ACCEPTANCE_RULES, TYPICAL_ALPHA, TYPICAL_THRESHOLD, make_acceptance
+from medusa.decoding.accept import (
+    ACCEPTANCE_RULES,
+    TYPICAL_ALPHA,
+    TYPICAL_THRESHOLD,
+    make_acceptance,
+)
 from medusa.decoding.adaptive import Adaptive
 from medusa.decoding.base import GenerationResult, Strategy, Tree
 from medusa.decoding.loop import generate
@@ -14,7 +20,8 @@ from medusa.decoding.single_head import SingleHead
 from medusa.decoding.static_tree import StaticTree
 from medusa.decoding.trees import MAX_TREE_DEPTH
 
-ENGINES = ("auto", "eager", "graphs", "compiled")  # medusa/decoding/engine.py (kept here: --help stays light)
+# medusa/decoding/engine.py (kept here: --help stays light)
+ENGINES = ("auto", "eager", "graphs", "compiled")
 
 
 @dataclass
@@ -27,14 +34,19 @@ class DecodeSettings:
     acceptance: str = "greedy"
     posterior_threshold: float = TYPICAL_THRESHOLD
     posterior_alpha: float = TYPICAL_ALPHA
-    tree_file: str | None = None  # tree strategy: a JSON tree; None = the built-in tree for num_heads
-    tree_size: int | None = None  # tree strategy: rebuild the tree with this many nodes from its calibration
-    dynamic_tree: int | None = None  # tree strategy: a dynamic tree of this many nodes, num_heads deep (dynamic_tree.py)
+    # tree strategy: a JSON tree; None = the built-in tree for num_heads
+    tree_file: str | None = None
+    # tree strategy: rebuild the tree with this many nodes from its calibration
+    tree_size: int | None = None
+    # tree strategy: a dynamic tree of this many nodes, num_heads deep (dynamic_tree.py)
+    dynamic_tree: int | None = None
     adaptive: bool = False
-    course_reference: bool = False  # multi-head + rescore: the course's algorithm exactly (multi_head.course_reference)
+    # multi-head + rescore: the course's algorithm exactly (multi_head.course_reference)
+    course_reference: bool = False
 
 
-STRATEGY_CLASSES: dict[str, type[Strategy]] = {  # --decoding-strategy NAME → its class (one line per strategy)
+# --decoding-strategy NAME → its class (one line per strategy)
+STRATEGY_CLASSES: dict[str, type[Strategy]] = {
     "single-head": SingleHead,
     "multi-head": MultiHead,
     "tree": StaticTree,
@@ -43,19 +55,35 @@ STRATEGIES = tuple(STRATEGY_CLASSES)
 
 
 def strategy_class(name: str) -> type[Strategy]:
-    """The class registered as ``name``; an unknown name is a one-line error listing the known ones."""
+    """The class registered as ``name``; an unknown name is a one-line error listing the known ones.
+    """
     if name not in STRATEGY_CLASSES:
-        raise MedusaError(f"unknown decoding strategy '{name}'; use one of: {', '.join(STRATEGIES)}")
+        raise MedusaError(
+            f"unknown decoding strategy '{name}'; use one of: {', '.join(STRATEGIES)}"
+        )
     return STRATEGY_CLASSES[name]
 
 
 def make_strategy(settings: DecodeSettings | str) -> Strategy:
-    """The strategy object for these settings (a bare name means that strategy with default settings)."""
+    """The strategy object for these settings (a bare name means that strategy with default
+    settings)."""
     if isinstance(settings, str):
         settings = DecodeSettings(strategy=settings)
     strategy = strategy_class(settings.strategy).from_settings(settings)
     return Adaptive(strategy) if settings.adaptive else strategy
 
 
-__all__ = ["ACCEPTANCE_RULES", "DecodeSettings", "ENGINES", "GenerationResult", "MAX_TREE_DEPTH", "STRATEGIES",
-           "STRATEGY_CLASSES", "Strategy", "Tree", "generate", "make_strategy", "strategy_class"]
+__all__ = [
+    "ACCEPTANCE_RULES",
+    "DecodeSettings",
+    "ENGINES",
+    "GenerationResult",
+    "MAX_TREE_DEPTH",
+    "STRATEGIES",
+    "STRATEGY_CLASSES",
+    "Strategy",
+    "Tree",
+    "generate",
+    "make_strategy",
+    "strategy_class",
+]

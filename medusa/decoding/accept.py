@@ -1,7 +1,7 @@
 """Acceptance rules: which path of the verified draft tree becomes output.
 
-Every rule sees, for each node, the base model's distribution at its parent (the committed sequence's last logits
-for first-level nodes, the verify pass's logits for the others).
+Every rule sees, for each node, the base model's distribution at its parent (the committed
+sequence's last logits for first-level nodes, the verify pass's logits for the others).
 """
 
 from __future__ import annotations
@@ -43,7 +43,11 @@ def deepest_valid_path(tree: Tree, ok: list[bool], scores: list[float]) -> list[
         if not good[i]:
             continue
         total[i] = scores[i] + (total[p] if p >= 0 else 0.0)
-        if best < 0 or depths[i] > depths[best] or (depths[i] == depths[best] and total[i] > total[best]):
+        if (
+            best < 0
+            or depths[i] > depths[best]
+            or (depths[i] == depths[best] and total[i] > total[best])
+        ):
             best = i
     return tree.path_to(best) if best >= 0 else []
 
@@ -66,11 +70,13 @@ class Acceptance(ABC):
     @abstractmethod
     def select_on_device(self, tree: FixedTree, last_logits: torch.Tensor, logits: torch.Tensor,
                          tokens: torch.Tensor, max_depth: torch.Tensor) -> torch.Tensor:
-        """The same rule as tensor ops on a fixed layout: the accepted path's last node (no host sync)."""
+        """The same rule as tensor ops on a fixed layout: the accepted path's last node (no host
+        sync)."""
 
 
 class Greedy(Acceptance):
-    """Accept while each draft token is the base model's argmax: output identical to single-head greedy."""
+    """Accept while each draft token is the base model's argmax: output identical to single-head
+    greedy."""
 
     name = "greedy"
 
@@ -78,7 +84,8 @@ class Greedy(Acceptance):
         return state.argmax()
 
     def prune(self, state: DecodeState, tree: Tree) -> Tree:
-        """Only the subtree under the argmax first token can be accepted; the other beams are not verified."""
+        """Only the subtree under the argmax first token can be accepted; the other beams are not
+        verified."""
         first = self.first_token(state)
         keep = [i for i, p in enumerate(tree.parents) if p < 0 and tree.tokens[i] == first]
         if len(keep) == sum(p < 0 for p in tree.parents):
@@ -90,9 +97,14 @@ class Greedy(Acceptance):
                 index[i] = len(tokens)
                 tokens.append(tree.tokens[i])
                 parents.append(-1 if p < 0 else index[p])
-        if not tokens:  # bf16 ties can push the argmax out of the beams: verify it alone, stay lossless
+        # bf16 ties can push the argmax out of the beams: verify it alone, stay lossless
+        if not tokens:
             return Tree([first], [-1], [0])
-        leaves = [index[leaf] for leaf in tree.leaves if leaf in index] if tree.leaves is not None else None
+        leaves = (
+            [index[leaf] for leaf in tree.leaves if leaf in index]
+            if tree.leaves is not None
+            else None
+        )
         return Tree(tokens, parents, leaves)
 
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
@@ -100,18 +112,23 @@ class Greedy(Acceptance):
         ok = (logits.argmax(-1) == verified.tokens).tolist()
         path = deepest_valid_path(tree, ok, [0.0] * len(tree))
         if not path:
-            raise RuntimeError("greedy acceptance needs the base model's argmax among the first-level draft nodes")
+            raise RuntimeError(
+                "greedy acceptance needs the base model's argmax among the first-level draft nodes"
+            )
         return path
 
     def select_on_device(self, tree, last_logits, logits, tokens, max_depth):
-        predicted = torch.cat([last_logits.argmax()[None], logits.argmax(-1)]).index_select(0, tree.parent_row)
+        predicted = torch.cat([last_logits.argmax()[None], logits.argmax(-1)]).index_select(
+            0, tree.parent_row
+        )
         return tree.deepest(tree.valid(tokens == predicted, max_depth))
 
 
 class Typical(Acceptance):
     """The confidence threshold: accept a token if p_base(token) > min(ε, α·exp(−H(p_base))).
 
-    Since max p ≥ exp(−H) for every distribution, the argmax always passes when α ≤ 1, so a step never stalls.
+    Since max p ≥ exp(−H) for every distribution, the argmax always passes when α ≤ 1, so a step
+    never stalls.
     """
 
     name = "typical"
@@ -121,18 +138,25 @@ class Typical(Acceptance):
             raise MedusaError("--posterior-threshold and --posterior-alpha must be in (0, 1]")
         self.threshold, self.alpha = threshold, alpha
 
-    def passes(self, logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per node: whether its token passes the threshold under its parent's ``logits`` [N, V], and its log-prob."""
+    def passes(
+        self, logits: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per node: whether its token passes the threshold under its parent's ``logits`` [N, V],
+        and its log-prob."""
         logp = logits.log_softmax(-1)
         entropy = -(logp.exp() * logp).sum(-1)
-        limit = torch.minimum(torch.full_like(entropy, self.threshold), self.alpha * torch.exp(-entropy))
+        limit = torch.minimum(
+            torch.full_like(entropy, self.threshold), self.alpha * torch.exp(-entropy)
+        )
         tok_lp = logp.gather(1, tokens[:, None])[:, 0]
         return tok_lp.exp() > limit, tok_lp
 
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         ok, tok_lp = self.passes(parent_logits(state, tree, verified), verified.tokens)
         path = deepest_valid_path(tree, ok.tolist(), tok_lp.tolist())
-        if not path:  # only possible through rounding at a near-uniform distribution: fall back to the best first token
+        # only possible through rounding at a near-uniform distribution: fall back to the best first
+        # token
+        if not path:
             firsts = [i for i, p in enumerate(tree.parents) if p < 0]
             lps = tok_lp.tolist()
             path = [max(firsts, key=lambda i: lps[i])]
@@ -146,7 +170,8 @@ class Typical(Acceptance):
 
 
 class Rescore(Acceptance):
-    """The assignment's step 3: append the whole candidate with the highest summed base log-probability (lossy)."""
+    """The assignment's step 3: append the whole candidate with the highest summed base
+    log-probability (lossy)."""
 
     name = "rescore"
     whole_candidates = True
@@ -174,4 +199,6 @@ def make_acceptance(name: str, threshold: float = TYPICAL_THRESHOLD, alpha: floa
         return Typical(threshold, alpha)
     if name == "rescore":
         return Rescore()
-    raise MedusaError(f"unknown acceptance rule '{name}'; use one of: {', '.join(ACCEPTANCE_RULES)}")
+    raise MedusaError(
+        f"unknown acceptance rule '{name}'; use one of: {', '.join(ACCEPTANCE_RULES)}"
+    )

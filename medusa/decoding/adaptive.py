@@ -1,8 +1,10 @@
-"""Adaptive control (the seed's "dynamic head selection"): draft as deep as recent steps have been accepting.
+"""Adaptive control (the seed's "dynamic head selection"): draft as deep as recent steps have been
+accepting.
 
-Wraps any drafting strategy and clamps the draft depth it may use each step to ``ceil(EMA of accepted tokens)``
-heads, between 1 and the strategy's own maximum. Deep drafts that keep failing cost verify width (compute on a
-CPU, memory traffic for the heads) for nothing; when acceptance rises, the depth follows.
+Wraps any drafting strategy and clamps the draft depth it may use each step to ``ceil(EMA of
+accepted tokens)`` heads, between 1 and the strategy's own maximum. Deep drafts that keep failing
+cost verify width (compute on a CPU, memory traffic for the heads) for nothing; when acceptance
+rises, the depth follows.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ class Adaptive(Strategy):
         return self.inner.first_token(state)
 
     def depth_limit(self) -> int:
-        """The heads this step drafts with (counted for the report): asked once per step, by :meth:`draft` in the
-        eager step and by the fast engine's stepper, whose draft runs on the device."""
+        """The heads this step drafts with (counted for the report): asked once per step, by
+        :meth:`draft` in the eager step and by the fast engine's stepper, whose draft runs on the
+        device."""
         self._depth = self.heads_to_use()
         self.depth_counts[self._depth] += 1
         return self._depth

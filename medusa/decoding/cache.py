@@ -1,4 +1,5 @@
-"""KV-cache bookkeeping: after verification keep only the accepted path's entries, moved into place."""
+"""KV-cache bookkeeping: after verification keep only the accepted path's entries, moved into place.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ def new_cache(model):
 
 
 def keep_path(cache, prefix_len: int, path: list[int]) -> None:
-    """Drop rejected draft nodes: entries ``prefix_len + path`` move to ``prefix_len ..`` and the rest is cut."""
+    """Drop rejected draft nodes: entries ``prefix_len + path`` move to ``prefix_len ..`` and the
+    rest is cut."""
     if path != list(range(len(path))):  # a chain prefix is already in place
         src = torch.tensor([prefix_len + i for i in path])
         for layer in cache.layers:

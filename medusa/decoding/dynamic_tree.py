@@ -1,11 +1,12 @@
-"""Dynamic trees (EAGLE-2 style): the draft tree's shape follows the drafter's own confidence each step.
+"""Dynamic trees (EAGLE-2 style): the draft tree's shape follows the drafter's own confidence each
+step.
 
-Depth by depth, the ``branch`` frontier nodes with the highest cumulative draft log-probability are expanded by their
-``branch`` best next tokens; after the last depth, the ``size`` nodes with the highest cumulative log-probability
-are kept. A path's cumulative log-probability never rises along it, so the kept set holds every kept node's
-ancestors (ties are broken towards earlier, shallower nodes). Any drafter works: path-dependent ones (sequential
-heads, the autoregressive drafter) score each node below its own path; independent heads score every node of a
-depth alike.
+Depth by depth, the ``branch`` frontier nodes with the highest cumulative draft log-probability are
+expanded by their ``branch`` best next tokens; after the last depth, the ``size`` nodes with the
+highest cumulative log-probability are kept. A path's cumulative log-probability never rises along
+it, so the kept set holds every kept node's ancestors (ties are broken towards earlier, shallower
+nodes). Any drafter works: path-dependent ones (sequential heads, the autoregressive drafter) score
+each node below its own path; independent heads score every node of a depth alike.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ BRANCH = 8  # frontier width and children per expanded node (EAGLE-2 uses 10 for
 
 
 class DynamicTree(Strategy):
-    """``size`` drafted nodes below the root, at most ``depth`` deep; eager loop only (its shape changes each step)."""
+    """``size`` drafted nodes below the root, at most ``depth`` deep; eager loop only (its shape
+    changes each step)."""
 
     name = "tree"  # built by StaticTree.from_settings when --dynamic-tree is given
     replayable = True
@@ -35,7 +37,9 @@ class DynamicTree(Strategy):
 
     def draft(self, state: DecodeState, budget: int) -> Tree:
         root = state.argmax()
-        levels = state.level_logits or (lambda paths: state.head_logits[paths.shape[1] - 1].expand(len(paths), -1))
+        levels = state.level_logits or (
+            lambda paths: state.head_logits[paths.shape[1] - 1].expand(len(paths), -1)
+        )
         tokens, parents, scores, paths = [root], [-1], [0.0], [[root]]
         frontier = [0]
         for _ in range(min(self.num_heads, budget - 1)):
@@ -43,7 +47,8 @@ class DynamicTree(Strategy):
             top = lp.topk(min(self.branch, lp.shape[-1]), dim=-1)
             new = []
             for parent, values, ids in zip(frontier, top.values.tolist(), top.indices.tolist()):
-                for value, token in zip(values, ids):  # every child joins the tree; the best become the frontier
+                # every child joins the tree; the best become the frontier
+                for value, token in zip(values, ids):
                     tokens.append(token)
                     parents.append(parent)
                     scores.append(scores[parent] + value)

@@ -1,9 +1,11 @@
-"""Engines: who runs the decode loop. ``eager`` is the reference loop (dynamic cache, Python per step); ``graphs``
-runs the fast loop on a static cache with each strategy's step captured once as a CUDA graph and replayed;
-``compiled`` passes that step through ``torch.compile`` first, which fuses the model's elementwise kernels.
+"""Engines: who runs the decode loop. ``eager`` is the reference loop (dynamic cache, Python per
+step); ``graphs`` runs the fast loop on a static cache with each strategy's step captured once as a
+CUDA graph and replayed; ``compiled`` passes that step through ``torch.compile`` first, which fuses
+the model's elementwise kernels.
 
-Capturing costs a fraction of a second per strategy and cache size, compiling 20–60 s; :meth:`Engine.prepare` does
-it before any timed decode and reports the seconds, which never count towards RTF or tokens/s.
+Capturing costs a fraction of a second per strategy and cache size, compiling 20–60 s;
+:meth:`Engine.prepare` does it before any timed decode and reports the seconds, which never count
+towards RTF or tokens/s.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from medusa.decoding.fixed_tree import DevicePlan
 from medusa.decoding.loop import generate
 from medusa.decoding.static_cache import StaticKVCache
 
-CAPACITY_STEP = 128  # static caches come in multiples of this, so runs with similar prompts share graphs
+# static caches come in multiples of this, so runs with similar prompts share graphs
+CAPACITY_STEP = 128
 
 
 class Engine(ABC):
@@ -43,7 +46,8 @@ class Engine(ABC):
         """Generated ids only (no prompt, no stop token), at most ``max_new_tokens`` of them."""
 
     def describe(self, setup_before: float = 0.0) -> dict:
-        """Name and the setup seconds spent since ``setup_before`` (one run of several sharing the engine)."""
+        """Name and the setup seconds spent since ``setup_before`` (one run of several sharing the
+        engine)."""
         return {"name": self.name, "setup_seconds": round(self.setup_seconds - setup_before, 3)}
 
 
@@ -61,39 +65,70 @@ class EagerEngine(Engine):
 
 @dataclass
 class _Prepared:
-    plan: DevicePlan | None  # None: the strategy runs in the reference loop (no device tensors, or capture failed)
-    decoders: list[tuple[FastDecoder, Callable[[], None]]] = field(default_factory=list)  # by capacity
-    per_path: bool = False  # the plan drafts a path-dependent drafter depth by depth (Strategy.by_path)
+    # None: the strategy runs in the reference loop (no device tensors, or capture failed)
+    plan: DevicePlan | None
+    # by capacity
+    decoders: list[tuple[FastDecoder, Callable[[], None]]] = field(default_factory=list)
+    # the plan drafts a path-dependent drafter depth by depth (Strategy.by_path)
+    per_path: bool = False
 
 
 class StaticEngine(Engine):
-    """The fast loop on static caches; ``capture`` replays each step as a CUDA graph (``graphs``), without it the
-    step runs eagerly (``static``: the same arithmetic on any device, which is how the CPU tests check it).
-    ``compile`` passes the step through ``torch.compile`` before capture (fuses elementwise kernels; slow to build).
-    ``attention``: ``grouped`` (:mod:`medusa.decoding.attention`), ``model`` (the base's own) or ``auto`` (grouped in
-    float32 only, where it measured faster); it is in force only while this engine builds or runs a step or prefill.
-    A model whose forward cannot be captured (it synchronises with the host, e.g. a dynamic RoPE that checks the
-    sequence length) is a one-line error, or with ``fallback`` (``--engine auto``) a printed note and the eager loop.
+    """The fast loop on static caches; ``capture`` replays each step as a CUDA graph (``graphs``),
+    without it the step runs eagerly (``static``: the same arithmetic on any device, which is how
+    the CPU tests check it). ``compile`` passes the step through ``torch.compile`` before capture
+    (fuses elementwise kernels; slow to build). ``attention``: ``grouped``
+    (:mod:`medusa.decoding.attention`), ``model`` (the base's own) or ``auto`` (grouped in float32
+    only, where it measured faster); it is in force only while this engine builds or runs a step or
+    prefill. A model whose forward cannot be captured (it synchronises with the host, e.g. a dynamic
+    RoPE that checks the sequence length) is a one-line error, or with ``fallback`` (``--engine
+    auto``) a printed note and the eager loop.
     """
 
-    def __init__(self, model: MedusaModel, capture: bool = True, compile: bool = False, quiet: bool = False,
-                 fallback: bool = False, capture_prefill: bool = True, attention: str = "auto",
-                 compile_options: dict | None = None) -> None:
+    def __init__(
+        self,
+        model: MedusaModel,
+        capture: bool = True,
+        compile: bool = False,
+        quiet: bool = False,
+        fallback: bool = False,
+        capture_prefill: bool = True,
+        attention: str = "auto",
+        compile_options: dict | None = None,
+    ) -> None:
         if attention not in ATTENTIONS:
-            raise MedusaError(f"unknown attention '{attention}'; use one of: {', '.join(ATTENTIONS)}")
+            raise MedusaError(
+                f"unknown attention '{attention}'; use one of: {', '.join(ATTENTIONS)}"
+            )
         if capture and model.device.type != "cuda":
-            raise MedusaError(f"--engine {'compiled' if compile else 'graphs'} needs CUDA (the model is on the CPU); "
-                              "use --engine eager or auto")
-        self.model, self.capture, self.compile, self.quiet, self.fallback = model, capture, compile, quiet, fallback
-        self.compile_options = dict(compile_options or {})  # inductor options, e.g. coordinate_descent_tuning
-        self.capture_prefill = capture_prefill  # False: the prompt runs eagerly at its own length (bench_decode's A/B)
+            raise MedusaError(
+                f"--engine {'compiled' if compile else 'graphs'} needs CUDA (the model is on the"
+                " CPU); use --engine eager or auto"
+            )
+        self.model, self.capture, self.compile, self.quiet, self.fallback = (
+            model,
+            capture,
+            compile,
+            quiet,
+            fallback,
+        )
+        # inductor options, e.g. coordinate_descent_tuning
+        self.compile_options = dict(compile_options or {})
+        # False: the prompt runs eagerly at its own length (bench_decode's A/B)
+        self.capture_prefill = capture_prefill
         self.attention = resolve_attention(attention, model.dtype)
-        self.name = ("compiled" if compile else "graphs") if capture else "static" + ("+compile" if compile else "")
-        self.fell_back: list[str] = []  # strategies decoded by the reference loop because their step failed to build
+        self.name = (
+            ("compiled" if compile else "graphs")
+            if capture
+            else "static" + ("+compile" if compile else "")
+        )
+        # strategies decoded by the reference loop because their step failed to build
+        self.fell_back: list[str] = []
         self._caches: dict[int, StaticKVCache] = {}
         self._prefills: dict[int, Prefill] = {}  # by id of the decoder
         self._prepared: dict[int, tuple[Strategy, _Prepared]] = {}
-        if compile:  # every decoder compiles the same FastDecoder.step code object: allow one entry per decoder
+        # every decoder compiles the same FastDecoder.step code object: allow one entry per decoder
+        if compile:
             config = torch._dynamo.config
             for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
                          "accumulated_cache_size_limit"):
@@ -106,7 +141,11 @@ class StaticEngine(Engine):
             device = self.model.device
             drafter = self.model.heads
             per_path = drafter is not None and drafter.path_dependent and strategy.by_path
-            plan = strategy.device_plan(device, sequential=True) if per_path else strategy.device_plan(device)
+            plan = (
+                strategy.device_plan(device, sequential=True)
+                if per_path
+                else strategy.device_plan(device)
+            )
             self._prepared[key] = (strategy, _Prepared(plan, per_path=per_path))
         return self._prepared[key][1]
 
@@ -116,7 +155,8 @@ class StaticEngine(Engine):
                 **({"fell_back_to_eager": self.fell_back} if self.fell_back else {})}
 
     def capacity_for(self, plan: DevicePlan, total_len: int) -> int:
-        """Prompt + new tokens + one draft (and at least the capture's 4-token prefix + one draft), rounded up."""
+        """Prompt + new tokens + one draft (and at least the capture's 4-token prefix + one draft),
+        rounded up."""
         need = max(total_len, 4) + plan.tree.size + 8
         return -(-need // CAPACITY_STEP) * CAPACITY_STEP
 
@@ -130,19 +170,25 @@ class StaticEngine(Engine):
         with torch.inference_mode():
             cache = self._caches.get(capacity)
             if cache is None:
-                cache = self._caches[capacity] = StaticKVCache(self.model.config, capacity, self.model.device,
-                                                               self.model.dtype)
+                cache = self._caches[capacity] = StaticKVCache(
+                    self.model.config, capacity, self.model.device, self.model.dtype
+                )
             decoder = FastDecoder(self.model, prepared.plan, cache, per_path=prepared.per_path)
             try:
                 with use_attention(self.model, self.attention):
                     run = self._build(decoder)
-            except RuntimeError as exc:  # capture/compile refused the model's forward (torch and CUDA errors)
+            # capture/compile refused the model's forward (torch and CUDA errors)
+            except RuntimeError as exc:
                 reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
                 if not self.fallback:
-                    raise MedusaError(f"the {strategy.name} step of this model cannot run under --engine {self.name} "
-                                      f"({reason}); use --engine eager") from None
-                say(f"note: the {strategy.name} step of this model cannot be captured ({reason}); decoding it with "
-                    "the eager loop")
+                    raise MedusaError(
+                        f"the {strategy.name} step of this model cannot run under --engine"
+                        f" {self.name} ({reason}); use --engine eager"
+                    ) from None
+                say(
+                    f"note: the {strategy.name} step of this model cannot be captured ({reason});"
+                    " decoding it with the eager loop"
+                )
                 self.fell_back.append(strategy.name)
                 prepared.plan = None
                 return None, None
@@ -152,8 +198,10 @@ class StaticEngine(Engine):
         prepared.decoders.sort(key=lambda item: item[0].cache.capacity)
         if self.capture and not self.quiet:
             built = "compiled and captured" if self.compile else "captured"
-            say(f"engine {self.name}: {built} the {strategy.name} step ({prepared.plan.tree.size} draft nodes, "
-                f"{capacity}-slot cache) in {seconds:.2f} s (not timed)")
+            say(
+                f"engine {self.name}: {built} the {strategy.name} step ({prepared.plan.tree.size}"
+                f" draft nodes, {capacity}-slot cache) in {seconds:.2f} s (not timed)"
+            )
         return decoder, run
 
     def _build(self, decoder: FastDecoder) -> Callable[[], None]:
@@ -163,7 +211,8 @@ class StaticEngine(Engine):
         return capture_graph(decoder, step)
 
     def compiled(self, fn: Callable) -> Callable:
-        """``fn`` through ``torch.compile`` with this engine's inductor options, or ``fn`` itself without compile."""
+        """``fn`` through ``torch.compile`` with this engine's inductor options, or ``fn`` itself
+        without compile."""
         if not self.compile:
             return fn
         return torch.compile(fn, dynamic=False, options=self.compile_options or None)
@@ -196,23 +245,29 @@ class StaticEngine(Engine):
             decoder, run = self._decoder(strategy, prepared, len(prompt_ids) + max_new_tokens)
         if decoder is None:  # no device tensors for this strategy, or its step could not be built
             return generate(self.model, strategy, prompt_ids, max_new_tokens, stop_ids)
-        if not self.capture_prefill:  # the prompt runs eagerly (and so do the steps without capture)
+        # the prompt runs eagerly (and so do the steps without capture)
+        if not self.capture_prefill:
             with use_attention(self.model, self.attention):
                 return generate_fast(decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run)
         prefill = self.prefill_for(decoder)
         before = prefill.setup_seconds
-        # replayed graphs hold their attention already: the switch (two module walks) is kept off the timed path
+        # replayed graphs hold their attention already: the switch (two module walks) is kept off
+        # the timed path
         with use_attention(self.model, self.attention) if not self.capture else nullcontext():
-            result = generate_fast(decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run, prefill)
-        self.setup_seconds += prefill.setup_seconds - before  # a bucket captured on first use (not prepared)
+            result = generate_fast(
+                decoder, strategy, prompt_ids, max_new_tokens, stop_ids, run, prefill
+            )
+        # a bucket captured on first use (not prepared)
+        self.setup_seconds += prefill.setup_seconds - before
         return result
 
 
 class Prefill:
-    """The prompt's forward padded to a few fixed lengths (:func:`~medusa.decoding.fast_loop.prefill_bucket`),
-    each captured once as a CUDA graph when ``capture`` (else run eagerly at the padded length: the same arithmetic,
-    which the CPU tests check). Uncaptured, a prefill launches every kernel of the model from Python, which cost
-    about a quarter of a short decode on the embedded model."""
+    """The prompt's forward padded to a few fixed lengths
+    (:func:`~medusa.decoding.fast_loop.prefill_bucket`), each captured once as a CUDA graph when
+    ``capture`` (else run eagerly at the padded length: the same arithmetic, which the CPU tests
+    check). Uncaptured, a prefill launches every kernel of the model from Python, which cost about a
+    quarter of a short decode on the embedded model."""
 
     def __init__(self, decoder: FastDecoder, capture: bool, attention: str = "model") -> None:
         self.decoder, self.capture, self.attention = decoder, capture, attention
@@ -220,14 +275,16 @@ class Prefill:
         self.setup_seconds = 0.0
 
     def capture_upto(self, max_prompt_len: int) -> list[int]:
-        """Capture every bucket a prompt of up to ``max_prompt_len`` tokens needs; returns the buckets."""
+        """Capture every bucket a prompt of up to ``max_prompt_len`` tokens needs; returns the
+        buckets."""
         buckets = prefill_buckets(max_prompt_len, self.decoder.cache.capacity)
         for bucket in buckets:
             self._graph(bucket)
         return [b for b in buckets if b in self.graphs]
 
     def _graph(self, bucket: int) -> None:
-        """Capture ``bucket`` once; a refused capture (the step was captured, so rare) leaves prefills eager."""
+        """Capture ``bucket`` once; a refused capture (the step was captured, so rare) leaves
+        prefills eager."""
         if bucket in self.graphs or not self.capture:
             return
         start = time.perf_counter()
@@ -235,7 +292,9 @@ class Prefill:
         decoder.stage([0])  # the graph reads the whole bucket; what it holds does not matter here
         try:
             with use_attention(decoder.model, self.attention):
-                self.graphs[bucket] = capture_run(lambda: decoder.prefill_padded(bucket), decoder.committed.device)
+                self.graphs[bucket] = capture_run(
+                    lambda: decoder.prefill_padded(bucket), decoder.committed.device
+                )
         except RuntimeError as exc:
             self.capture = False
             say(f"note: the prefill cannot be captured ({type(exc).__name__}: "
@@ -258,8 +317,9 @@ class Prefill:
 
 def capture_run(run: Callable[[], None], device: torch.device, warmup: int = 3,
              reset: Callable[[], None] = lambda: None) -> Callable[[], None]:
-    """Record ``run`` as a CUDA graph after a few eager runs on a side stream (library handles, autotuning and
-    compilation happen there, not inside the capture); ``reset`` restores the state each run starts from."""
+    """Record ``run`` as a CUDA graph after a few eager runs on a side stream (library handles,
+    autotuning and compilation happen there, not inside the capture); ``reset`` restores the state
+    each run starts from."""
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):
@@ -275,10 +335,13 @@ def capture_run(run: Callable[[], None], device: torch.device, warmup: int = 3,
     return graph.replay
 
 
-def capture_graph(decoder: FastDecoder, step: Callable[[], None], warmup: int = 3) -> Callable[[], None]:
-    """Record ``step`` as a CUDA graph after a few eager runs on a side stream (library handles, autotuning and
-    compilation happen there, not inside the capture). Each run starts from the same 4-token prefix, so none
-    writes past the cache; the state they leave is replaced by the next prefill."""
+def capture_graph(
+    decoder: FastDecoder, step: Callable[[], None], warmup: int = 3
+) -> Callable[[], None]:
+    """Record ``step`` as a CUDA graph after a few eager runs on a side stream (library handles,
+    autotuning and compilation happen there, not inside the capture). Each run starts from the same
+    4-token prefix, so none writes past the cache; the state they leave is replaced by the next
+    prefill."""
     decoder.prefill([0] * 4)
     return capture_run(step, decoder.committed.device, warmup, lambda: decoder.committed.fill_(4))
 
@@ -290,13 +353,19 @@ def resolve_engine(name: str, device: torch.device) -> str:
     if name == "auto":
         return "graphs" if device.type == "cuda" else "eager"
     if name in ("graphs", "compiled") and device.type != "cuda":
-        raise MedusaError(f"--engine {name} needs CUDA, and this run decodes on the CPU; use --engine eager or auto")
+        raise MedusaError(
+            f"--engine {name} needs CUDA, and this run decodes on the CPU; use --engine eager or"
+            " auto"
+        )
     return name
 
 
 def make_engine(model: MedusaModel, name: str = "auto") -> Engine:
-    """``auto`` falls back to the eager loop, with a note, for a strategy whose step cannot be captured."""
+    """``auto`` falls back to the eager loop, with a note, for a strategy whose step cannot be
+    captured."""
     resolved = resolve_engine(name, model.device)
     if resolved == "eager":
         return EagerEngine(model)
-    return StaticEngine(model, capture=True, compile=resolved == "compiled", fallback=name == "auto")
+    return StaticEngine(
+        model, capture=True, compile=resolved == "compiled", fallback=name == "auto"
+    )

@@ -1,10 +1,12 @@
-"""The fast engine's pipeline: prefill, then one fixed-shape step (draft → verify → accept → update cache) that reads
-and writes only device buffers, so a CUDA graph can replay it; the host reads one small tensor per step.
+"""The fast engine's pipeline: prefill, then one fixed-shape step (draft → verify → accept → update
+cache) that reads and writes only device buffers, so a CUDA graph can replay it; the host reads one
+small tensor per step.
 
-The host loop is :func:`medusa.decoding.loop.decode`, the same as the eager engine's (tokens, per-step counts, stop
-rules); the differences are where the work happens. The committed length lives in a device tensor, the cache never changes shape, drafting and
-acceptance are the strategy's :class:`~medusa.decoding.fixed_tree.DevicePlan`, and a draft deeper than the
-remaining budget is verified whole and cut by a device-side depth limit instead of being rebuilt smaller.
+The host loop is :func:`medusa.decoding.loop.decode`, the same as the eager engine's (tokens,
+per-step counts, stop rules); the differences are where the work happens. The committed length lives
+in a device tensor, the cache never changes shape, drafting and acceptance are the strategy's
+:class:`~medusa.decoding.fixed_tree.DevicePlan`, and a draft deeper than the remaining budget is
+verified whole and cut by a device-side depth limit instead of being rebuilt smaller.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from medusa.model.drafter_context import ContextView
 
 
 def prefill_bucket(length: int, capacity: int) -> int:
-    """The padded length a ``length``-token prompt is prefilled at: a multiple of 32 below 256 tokens, then of an
-    eighth of the prompt's power of two (under 25 % padding), never past the cache. Few lengths, so few captures."""
+    """The padded length a ``length``-token prompt is prefilled at: a multiple of 32 below 256
+    tokens, then of an eighth of the prompt's power of two (under 25 % padding), never past the
+    cache. Few lengths, so few captures."""
     step = max(32, 1 << max(0, length.bit_length() - 3))
     return min(-(-length // step) * step, capacity)
 
@@ -39,19 +42,27 @@ def prefill_buckets(max_length: int, capacity: int) -> list[int]:
 
 
 def _row(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``t[index]`` for a 0-d device index without turning it into a Python int (which would sync)."""
+    """``t[index]`` for a 0-d device index without turning it into a Python int (which would sync).
+    """
     return t.index_select(0, index.view(1))[0]
 
 
 class FastDecoder:
-    """One strategy's step on one static cache. Buffers: the ``committed`` length, the ``max_depth`` the next
-    draft may reach, the base logits and last hidden state after the last committed token (``last_logits``,
-    ``last_hidden``: what the next draft starts from) and ``out``: [accepted length, next argmax, accepted tokens…]."""
+    """One strategy's step on one static cache. Buffers: the ``committed`` length, the ``max_depth``
+    the next draft may reach, the base logits and last hidden state after the last committed token
+    (``last_logits``, ``last_hidden``: what the next draft starts from) and ``out``: [accepted
+    length, next argmax, accepted tokens…]."""
 
-    def __init__(self, model: MedusaModel, plan: DevicePlan, cache: StaticKVCache, per_path: bool | None = None
-                 ) -> None:
-        """``per_path``: the plan drafts a path-dependent drafter depth by depth (default: whenever the model's
-        drafter is path-dependent); False reads its heads along its own greedy path (the course reference)."""
+    def __init__(
+        self,
+        model: MedusaModel,
+        plan: DevicePlan,
+        cache: StaticKVCache,
+        per_path: bool | None = None,
+    ) -> None:
+        """``per_path``: the plan drafts a path-dependent drafter depth by depth (default: whenever
+        the model's drafter is path-dependent); False reads its heads along its own greedy path (the
+        course reference)."""
         self.model, self.plan, self.cache = model, plan, cache
         drafter = model.heads
         path_dependent = drafter is not None and drafter.path_dependent
@@ -68,13 +79,20 @@ class FastDecoder:
         self.last_logits = torch.zeros(vocab, dtype=self.dtype, device=device)
         self.last_hidden = torch.zeros(hidden, dtype=self.dtype, device=device)
         self.out = torch.zeros(2 + self.width, dtype=torch.long, device=device)
-        self.prompt = torch.zeros(cache.capacity, dtype=torch.long, device=device)  # staged for a padded prefill
+        # staged for a padded prefill
+        self.prompt = torch.zeros(cache.capacity, dtype=torch.long, device=device)
         self.prompt_len = torch.zeros((), dtype=torch.long, device=device)
         self.context = bool(plan.num_heads) and drafter.needs_context and self.per_path
         if self.context:  # the drafter's keys/values per position: written as tokens are committed
             self.context_keys, self.context_values = drafter.new_context(cache.capacity)
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, last_only: bool = False):
+    def _forward(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        last_only: bool = False,
+    ):
         hidden = self.model._run_decoder(ids, self.cache, positions, mask).last_hidden_state[0]
         if last_only:
             hidden = hidden[-1]
@@ -86,9 +104,12 @@ class FastDecoder:
         self.last_logits.copy_(logits)
         self.out[1].copy_(logits.argmax())
 
-    def _write_context(self, hidden: torch.Tensor, tokens: torch.Tensor, start: int | torch.Tensor) -> None:
-        """The context drafter's entries for positions start.. (hidden state there, token after it), in place.
-        Entries past the committed length may be stale: drafts mask them, and later commits overwrite them."""
+    def _write_context(
+        self, hidden: torch.Tensor, tokens: torch.Tensor, start: int | torch.Tensor
+    ) -> None:
+        """The context drafter's entries for positions start.. (hidden state there, token after it),
+        in place. Entries past the committed length may be stale: drafts mask them, and later
+        commits overwrite them."""
         slots = torch.as_tensor(start, device=self.committed.device) + torch.arange(
             hidden.shape[0], device=self.committed.device)
         k, v = self.model.heads.context_entries(hidden, tokens, slots)
@@ -97,7 +118,9 @@ class FastDecoder:
 
     def _check_fits(self, n: int) -> None:
         if n + self.plan.tree.size > self.cache.capacity:
-            raise ValueError(f"a {n}-token prompt does not fit a static cache of {self.cache.capacity} slots")
+            raise ValueError(
+                f"a {n}-token prompt does not fit a static cache of {self.cache.capacity} slots"
+            )
 
     def prefill(self, prompt_ids: list[int]) -> None:
         """Run the prompt at its own length (uncapturable: the shapes vary with the prompt)."""
@@ -110,7 +133,9 @@ class FastDecoder:
         mask = causal_prefill_mask(n, self.columns, self.dtype)
         ids = torch.tensor([prompt_ids], device=device)
         if self.context:  # every prompt position's hidden state feeds the drafter's context
-            hidden = self.model._run_decoder(ids, self.cache, positions[None], mask).last_hidden_state[0]
+            hidden = self.model._run_decoder(
+                ids, self.cache, positions[None], mask
+            ).last_hidden_state[0]
             if n > 1:
                 self._write_context(hidden[:-1], ids[0, 1:], 0)
             hidden = hidden[-1]
@@ -123,7 +148,8 @@ class FastDecoder:
         self.cache.length_hint = n
 
     def stage(self, prompt_ids: list[int]) -> int:
-        """Copy the prompt into the device buffer that :meth:`prefill_padded` reads; returns its length."""
+        """Copy the prompt into the device buffer that :meth:`prefill_padded` reads; returns its
+        length."""
         n = len(prompt_ids)
         self._check_fits(n)
         self.prompt[:n].copy_(torch.tensor(prompt_ids, dtype=torch.long))
@@ -132,32 +158,41 @@ class FastDecoder:
         return n
 
     def prefill_padded(self, bucket: int) -> None:
-        """Prefill the staged prompt as ``bucket`` tokens (whatever follows the prompt in the buffer is padding).
+        """Prefill the staged prompt as ``bucket`` tokens (whatever follows the prompt in the buffer
+        is padding).
 
-        Causal attention keeps every prompt token blind to the padding after it; the padding's K/V rows land past
-        the committed length, where masks hide them and the next step overwrites them. Only device tensors are
-        touched, so one CUDA graph per bucket serves every prompt length in it.
+        Causal attention keeps every prompt token blind to the padding after it; the padding's K/V
+        rows land past the committed length, where masks hide them and the next step overwrites
+        them. Only device tensors are touched, so one CUDA graph per bucket serves every prompt
+        length in it.
         """
         positions = self.columns[:bucket]
         self.cache.write_slots = positions
         mask = causal_prefill_mask(bucket, self.columns, self.dtype)
-        hidden = self.model._run_decoder(self.prompt[:bucket][None], self.cache, positions[None], mask)
+        hidden = self.model._run_decoder(
+            self.prompt[:bucket][None], self.cache, positions[None], mask
+        )
         last = _row(hidden.last_hidden_state[0], self.prompt_len - 1)
-        if self.context and bucket > 1:  # (the rows past the prompt are padding: masked until overwritten)
+        # (the rows past the prompt are padding: masked until overwritten)
+        if self.context and bucket > 1:
             self._write_context(hidden.last_hidden_state[0, :bucket - 1], self.prompt[1:bucket], 0)
         self.committed.copy_(self.prompt_len)
         self.out.zero_()
         self._commit(last, self.model.lm_head(last))
 
     def draft(self) -> torch.Tensor:
-        """The next verify's [N] tokens, from the heads (or drafter) at the last committed state; device-only, so
-        tools/bench_decode.py can capture and time it alone (the drafting share of a step)."""
+        """The next verify's [N] tokens, from the heads (or drafter) at the last committed state;
+        device-only, so tools/bench_decode.py can capture and time it alone (the drafting share of a
+        step)."""
         plan = self.plan
         if not plan.num_heads:
             heads = None
-        elif self.context:  # below the committed positions' entries (the draft starts at the last one)
-            heads = self.model.level_drafter(self.last_hidden, ContextView(self.context_keys, self.context_values,
-                                                                           self.committed - 1))
+        # below the committed positions' entries (the draft starts at the last one)
+        elif self.context:
+            heads = self.model.level_drafter(
+                self.last_hidden,
+                ContextView(self.context_keys, self.context_values, self.committed - 1),
+            )
         elif self.per_path:  # drafted depth by depth: the plan asks for each path's logits
             heads = self.model.level_drafter(self.last_hidden)
         else:
@@ -165,22 +200,26 @@ class FastDecoder:
         return plan.draft(self.last_logits, heads, self.max_depth)
 
     def step(self) -> None:
-        """Draft, verify the draft in one forward, accept on the device, move the accepted K/V rows into place.
+        """Draft, verify the draft in one forward, accept on the device, move the accepted K/V rows
+        into place.
 
-        Only device tensors are read and written (no ``.item()``, no host tensors), which is what lets
-        :class:`~medusa.decoding.engine.StaticEngine` capture it once and replay it every step.
+        Only device tensors are read and written (no ``.item()``, no host tensors), which is what
+        lets :class:`~medusa.decoding.engine.StaticEngine` capture it once and replay it every step.
         """
         tree, committed, plan = self.plan.tree, self.committed, self.plan
         tokens = self.draft()
         self.cache.write_slots = committed + self.node_offsets
         positions = (committed + tree.depth)[None]
-        hidden, logits = self._forward(tokens[None], positions, tree.mask(committed, self.columns, self.dtype))
+        hidden, logits = self._forward(
+            tokens[None], positions, tree.mask(committed, self.columns, self.dtype)
+        )
         best = plan.select(tree, self.last_logits, logits, tokens, self.max_depth)
         path = _row(tree.path, best)
         length = _row(tree.depth, best) + 1
         if self.width > 1:
             self.cache.compact(committed, path)
-        if self.context:  # positions committed-1 ..: the last start, then the accepted path (its tail is stale)
+        # positions committed-1 ..: the last start, then the accepted path (its tail is stale)
+        if self.context:
             below = torch.cat([self.last_hidden[None], hidden.index_select(0, path[:-1])])
             self._write_context(below, tokens.index_select(0, path), committed - 1)
         committed.add_(length)
@@ -199,9 +238,9 @@ class FastDecoder:
 
 
 class FastStepper:
-    """:class:`FastDecoder` as a :class:`~medusa.decoding.stepper.Stepper`: ``run_step`` replays the captured step
-    and ``run_prefill`` the captured prefill (defaults: run them eagerly, the prompt at its own length). The host
-    reads one small tensor per step (:meth:`FastDecoder.read`)."""
+    """:class:`FastDecoder` as a :class:`~medusa.decoding.stepper.Stepper`: ``run_step`` replays the
+    captured step and ``run_prefill`` the captured prefill (defaults: run them eagerly, the prompt
+    at its own length). The host reads one small tensor per step (:meth:`FastDecoder.read`)."""
 
     def __init__(self, decoder: FastDecoder, run_step: Callable[[], None] | None = None,
                  run_prefill: Callable[[list[int]], None] | None = None) -> None:
@@ -209,15 +248,17 @@ class FastStepper:
         self.run_step = run_step or decoder.step
         self.run_prefill = run_prefill or decoder.prefill
 
-    def prefill(self, strategy: Strategy, prompt_ids: list[int], generated: list[int]) -> DecodeState:
+    def prefill(
+        self, strategy: Strategy, prompt_ids: list[int], generated: list[int]
+    ) -> DecodeState:
         self.run_prefill(prompt_ids)
         self.out = self.decoder.read()
         return self.advance(DecodeState(self.decoder.last_logits, None, generated))
 
     def step(self, strategy: Strategy, state: DecodeState, reach: int) -> tuple[list[int], int]:
-        """A draft deeper than ``reach`` (or than the strategy's adaptive depth) is verified whole; a device-side
-        depth limit keeps its deeper nodes from acceptance. The strategy observes what the device accepted, as its
-        host-side ``accept`` does in the eager step."""
+        """A draft deeper than ``reach`` (or than the strategy's adaptive depth) is verified whole;
+        a device-side depth limit keeps its deeper nodes from acceptance. The strategy observes what
+        the device accepted, as its host-side ``accept`` does in the eager step."""
         decoder = self.decoder
         limit = min(decoder.plan.tree.max_depth, reach - 1)
         wanted = strategy.depth_limit()
@@ -234,8 +275,17 @@ class FastStepper:
         return DecodeState(self.decoder.last_logits, None, state.generated, _argmax=self.out[1])
 
 
-def generate_fast(decoder: FastDecoder, strategy: Strategy, prompt_ids: list[int], max_new_tokens: int,
-                  stop_ids: set[int], run_step: Callable[[], None] | None = None,
-                  run_prefill: Callable[[list[int]], None] | None = None) -> GenerationResult:
-    """:func:`~medusa.decoding.loop.decode` with the fast step (see :class:`FastStepper` for the two runners)."""
-    return decode(FastStepper(decoder, run_step, run_prefill), strategy, prompt_ids, max_new_tokens, stop_ids)
+def generate_fast(
+    decoder: FastDecoder,
+    strategy: Strategy,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    stop_ids: set[int],
+    run_step: Callable[[], None] | None = None,
+    run_prefill: Callable[[list[int]], None] | None = None,
+) -> GenerationResult:
+    """:func:`~medusa.decoding.loop.decode` with the fast step (see :class:`FastStepper` for the two
+    runners)."""
+    return decode(
+        FastStepper(decoder, run_step, run_prefill), strategy, prompt_ids, max_new_tokens, stop_ids
+    )

@@ -1,4 +1,5 @@
-"""The assignment's multi-head strategy: beam search of width W over the LM head and S heads, verified as a trie."""
+"""The assignment's multi-head strategy: beam search of width W over the LM head and S heads,
+verified as a trie."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import torch
 from medusa.errors import MedusaError
 from medusa.decoding.accept import Acceptance, make_acceptance
 from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
-from medusa.decoding.draft import (beam_candidates, beam_candidates_ranked, beam_search, beam_search_by_level,
-                    beam_states_by_level, trie_from_candidates)
+from medusa.decoding.draft import (
+    beam_candidates,
+    beam_candidates_ranked,
+    beam_search,
+    beam_search_by_level,
+    beam_states_by_level,
+    trie_from_candidates,
+)
 from medusa.decoding.fixed_tree import DevicePlan, FixedTree
 
 
 class MultiHead(Strategy):
-    """``by_path=False`` with rescore acceptance is the course reference (:func:`course_reference`)."""
+    """``by_path=False`` with rescore acceptance is the course reference (:func:`course_reference`).
+    """
 
     name = "multi-head"
     uses_beams = True
@@ -21,11 +29,15 @@ class MultiHead(Strategy):
 
     @classmethod
     def from_settings(cls, settings) -> "MultiHead":
-        acceptance = make_acceptance(settings.acceptance, settings.posterior_threshold, settings.posterior_alpha)
+        acceptance = make_acceptance(
+            settings.acceptance, settings.posterior_threshold, settings.posterior_alpha
+        )
         if not settings.course_reference:
             return cls(settings.num_heads, settings.beam_width, acceptance)
         if settings.acceptance != "rescore":
-            raise MedusaError("the course reference accepts by rescoring: it needs --acceptance rescore")
+            raise MedusaError(
+                "the course reference accepts by rescoring: it needs --acceptance rescore"
+            )
         return course_reference(settings.num_heads, settings.beam_width)
 
     @classmethod
@@ -40,10 +52,17 @@ class MultiHead(Strategy):
     def title_details(cls, settings: dict, summary: dict) -> list[str]:
         return [f"W {settings['beam_width']}, S {settings['use_no_medusa_heads']}"]
 
-    def __init__(self, num_heads: int, beam_width: int, acceptance: Acceptance, by_path: bool = True) -> None:
+    def __init__(
+        self, num_heads: int, beam_width: int, acceptance: Acceptance, by_path: bool = True
+    ) -> None:
         if num_heads < 1 or beam_width < 1:
             raise MedusaError("--use-no-medusa-heads and --beam-width must be at least 1")
-        self.num_heads, self.beam_width, self.acceptance, self.by_path = num_heads, beam_width, acceptance, by_path
+        self.num_heads, self.beam_width, self.acceptance, self.by_path = (
+            num_heads,
+            beam_width,
+            acceptance,
+            by_path,
+        )
 
     @property
     def is_course_reference(self) -> bool:
@@ -54,18 +73,30 @@ class MultiHead(Strategy):
 
     def draft(self, state: DecodeState, budget: int) -> Tree:
         heads = min(self.num_heads, budget - 1)
-        if state.level_logits is not None:  # sequential heads: each beam's next level depends on its own tokens
-            root = state.argmax() if self.acceptance.name == "greedy" else None  # other roots are never accepted
-            candidates, _ = beam_search_by_level(state.logits.float().log_softmax(-1), state.level_logits, heads,
-                                                 self.beam_width, root)
+        # sequential heads: each beam's next level depends on its own tokens
+        if state.level_logits is not None:
+            # other roots are never accepted
+            root = state.argmax() if self.acceptance.name == "greedy" else None
+            candidates, _ = beam_search_by_level(
+                state.logits.float().log_softmax(-1),
+                state.level_logits,
+                heads,
+                self.beam_width,
+                root,
+            )
             return self.acceptance.prune(state, trie_from_candidates(candidates))
         levels = [state.logits] + [state.head_logits[h] for h in range(heads)]
-        candidates, _ = beam_candidates([lv.float().log_softmax(-1) for lv in levels], self.beam_width)
+        candidates, _ = beam_candidates(
+            [lv.float().log_softmax(-1) for lv in levels], self.beam_width
+        )
         return self.acceptance.prune(state, trie_from_candidates(candidates))
 
     def draft_ranked(self, levels: list[tuple[torch.Tensor, torch.Tensor]], budget: int) -> Tree:
-        """The same trie from precomputed (log-probs, ids) per level: base first, then the heads (for replay)."""
-        candidates, _ = beam_candidates_ranked(levels[: min(self.num_heads, budget - 1) + 1], self.beam_width)
+        """The same trie from precomputed (log-probs, ids) per level: base first, then the heads
+        (for replay)."""
+        candidates, _ = beam_candidates_ranked(
+            levels[: min(self.num_heads, budget - 1) + 1], self.beam_width
+        )
         return trie_from_candidates(candidates)
 
     def draft_from_ranks(self, root, base, heads, budget):
@@ -76,30 +107,42 @@ class MultiHead(Strategy):
         return self.acceptance.accept(state, tree, verified)
 
     def device_plan(self, device: torch.device, sequential: bool = False) -> DevicePlan:
-        """The W beams as W unmerged chains of S+1 nodes, so the node count is fixed; under greedy acceptance beams
-        that do not start with the argmax are verified but never accepted (the host loop prunes them instead).
-        Sequential heads under greedy acceptance search from the argmax alone (W beams below it), on both loops:
-        their later levels depend on the root, so a beam with another root could only waste the draft.
+        """The W beams as W unmerged chains of S+1 nodes, so the node count is fixed; under greedy
+        acceptance beams that do not start with the argmax are verified but never accepted (the host
+        loop prunes them instead). Sequential heads under greedy acceptance search from the argmax
+        alone (W beams below it), on both loops: their later levels depend on the root, so a beam
+        with another root could only waste the draft.
 
-        A depth limit d (adaptive control, the length limit) must give what the host loop drafts then: the beam
-        search over d+1 levels. That is the search's own state after level d, so every level's beams are kept
-        (padded to S+1) and the limit picks one.
+        A depth limit d (adaptive control, the length limit) must give what the host loop drafts
+        then: the beam search over d+1 levels. That is the search's own state after level d, so
+        every level's beams are kept (padded to S+1) and the limit picks one.
         """
         s, w = self.num_heads, self.beam_width
         parents = [-1 if d == 0 else b * (s + 1) + d - 1 for b in range(w) for d in range(s + 1)]
         greedy = self.acceptance.name == "greedy"
 
         def draft(logits: torch.Tensor, head_logits, max_depth: torch.Tensor) -> torch.Tensor:
-            if sequential:  # head_logits is the per-path function: each beam extended below its own tokens
-                root = logits.argmax() if greedy else None  # as the host search: greedy keeps argmax roots only
-                states = beam_states_by_level(logits.float().log_softmax(-1), head_logits, s, w, root)
-                states = [seqs.expand(w, -1) if seqs.shape[0] == 1 else seqs for seqs in states]  # the root alone
+            # head_logits is the per-path function: each beam extended below its own tokens
+            if sequential:
+                # as the host search: greedy keeps argmax roots only
+                root = logits.argmax() if greedy else None
+                states = beam_states_by_level(
+                    logits.float().log_softmax(-1), head_logits, s, w, root
+                )
+                # the root alone
+                states = [seqs.expand(w, -1) if seqs.shape[0] == 1 else seqs for seqs in states]
             else:
                 levels = [logits] + [head_logits[h] for h in range(s)]
-                states = beam_search([lv.float().log_softmax(-1).topk(w) for lv in levels], w, keep_levels=True)
-            padded = torch.stack([torch.nn.functional.pad(seqs, (0, s + 1 - seqs.shape[1])) for seqs in states])
+                states = beam_search(
+                    [lv.float().log_softmax(-1).topk(w) for lv in levels], w, keep_levels=True
+                )
+            padded = torch.stack(
+                [torch.nn.functional.pad(seqs, (0, s + 1 - seqs.shape[1])) for seqs in states]
+            )
             seqs = padded.index_select(0, max_depth.view(1))[0]
-            if greedy:  # the best beam starts with the argmax; on exact ties make sure it is that token (lossless)
+            # the best beam starts with the argmax; on exact ties make sure it is that token
+            # (lossless)
+            if greedy:
                 seqs[0, 0] = logits.argmax()
             return seqs.reshape(-1)
 
@@ -107,10 +150,11 @@ class MultiHead(Strategy):
 
 
 def course_reference(num_heads: int, beam_width: int) -> MultiHead:
-    """The course's multi-head algorithm exactly, as a submission written against FasterDecoding's API computes it:
-    S + 1 distributions per step (the base model's and each head's as ``medusa_head[k](hidden)`` returns it, which
-    for a path-dependent drafter is its own greedy path), a beam search of width W over them, every candidate scored
-    by the base model in one pass, the best appended whole and the output cut at ``max_output_len``."""
+    """The course's multi-head algorithm exactly, as a submission written against FasterDecoding's
+    API computes it: S + 1 distributions per step (the base model's and each head's as
+    ``medusa_head[k](hidden)`` returns it, which for a path-dependent drafter is its own greedy
+    path), a beam search of width W over them, every candidate scored by the base model in one pass,
+    the best appended whole and the output cut at ``max_output_len``."""
     from medusa.decoding.accept import Rescore
 
     return MultiHead(num_heads, beam_width, Rescore(), by_path=False)

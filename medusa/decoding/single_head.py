@@ -1,4 +1,5 @@
-"""Greedy decoding with the base LM head alone: the reference every other strategy is checked against."""
+"""Greedy decoding with the base LM head alone: the reference every other strategy is checked
+against."""
 
 from __future__ import annotations
 
@@ -29,5 +30,9 @@ class SingleHead(Strategy):
 
     def device_plan(self, device: torch.device, sequential: bool = False) -> DevicePlan:
         root = torch.zeros((), dtype=torch.long, device=device)
-        return DevicePlan(FixedTree([-1], device), 0, draft=lambda logits, heads, max_depth: logits.argmax()[None],
-                          select=lambda tree, last, logits, tokens, max_depth: root)
+        return DevicePlan(
+            FixedTree([-1], device),
+            0,
+            draft=lambda logits, heads, max_depth: logits.argmax()[None],
+            select=lambda tree, last, logits, tokens, max_depth: root,
+        )

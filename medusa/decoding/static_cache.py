@@ -1,11 +1,13 @@
-"""A preallocated KV cache for the fast engine: one buffer for every layer, written at device-side slots.
+"""A preallocated KV cache for the fast engine: one buffer for every layer, written at device-side
+slots.
 
-The model sees an ordinary transformers :class:`~transformers.Cache` (its public ``update`` contract: store the new
-keys/values, return the whole layer), so no modeling code is patched. Unlike ``DynamicCache`` nothing is ever
-concatenated, cropped or reallocated: a forward writes its tokens at ``write_slots`` (a device tensor the engine
-sets), attention reads all ``capacity`` slots under a 4D mask, and after acceptance :meth:`StaticKVCache.compact`
-moves the accepted path's rows into place with one gather and one scatter over all layers. Every address stays
-fixed, which is what lets a CUDA graph replay the step.
+The model sees an ordinary transformers :class:`~transformers.Cache` (its public ``update``
+contract: store the new keys/values, return the whole layer), so no modeling code is patched. Unlike
+``DynamicCache`` nothing is ever concatenated, cropped or reallocated: a forward writes its tokens
+at ``write_slots`` (a device tensor the engine sets), attention reads all ``capacity`` slots under a
+4D mask, and after acceptance :meth:`StaticKVCache.compact` moves the accepted path's rows into
+place with one gather and one scatter over all layers. Every address stays fixed, which is what lets
+a CUDA graph replay the step.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-KV_DIM = 4  # the slot dimension of the buffer [layers, 2 (keys, values), batch, kv heads, capacity, head dim]
+# the slot dimension of the buffer [layers, 2 (keys, values), batch, kv heads, capacity, head dim]
+KV_DIM = 4
 
 
 class _StaticLayer(CacheLayerMixin):
@@ -54,8 +57,9 @@ class _StaticLayer(CacheLayerMixin):
 class StaticKVCache(Cache):
     """KV storage for ``capacity`` positions of one sequence.
 
-    ``length_hint`` is the host's idea of the committed length, for callers that ask the cache; the fast engine
-    keeps the true committed length in a device tensor and passes positions and masks explicitly.
+    ``length_hint`` is the host's idea of the committed length, for callers that ask the cache; the
+    fast engine keeps the true committed length in a device tensor and passes positions and masks
+    explicitly.
     """
 
     def __init__(self, config, capacity: int, device: torch.device, dtype: torch.dtype) -> None:
@@ -65,7 +69,9 @@ class StaticKVCache(Cache):
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
         self.capacity = capacity
         self.length_hint = 0
-        self.kv = torch.zeros(text.num_hidden_layers, 2, 1, kv_heads, capacity, head_dim, device=device, dtype=dtype)
+        self.kv = torch.zeros(
+            text.num_hidden_layers, 2, 1, kv_heads, capacity, head_dim, device=device, dtype=dtype
+        )
         self.write_slots = torch.zeros(0, dtype=torch.long, device=device)
         super().__init__(layers=[_StaticLayer(self, i) for i in range(text.num_hidden_layers)])
 
@@ -74,10 +80,11 @@ class StaticKVCache(Cache):
         return self.kv.numel() * self.kv.element_size()
 
     def compact(self, committed: torch.Tensor, path: torch.Tensor) -> None:
-        """Move rows ``committed + path[j]`` to ``committed + j`` in every layer (keys and values at once).
+        """Move rows ``committed + path[j]`` to ``committed + j`` in every layer (keys and values at
+        once).
 
-        ``path`` may be padded past the accepted length: those rows land beyond the committed length, where the
-        mask hides them and the next forward overwrites them.
+        ``path`` may be padded past the accepted length: those rows land beyond the committed
+        length, where the mask hides them and the next forward overwrites them.
         """
         dst = committed + torch.arange(path.numel(), device=path.device)
         moved = self.kv.index_select(KV_DIM, committed + path)

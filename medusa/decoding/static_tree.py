@@ -1,10 +1,18 @@
-"""Static sparse trees: the base model's next token as root, then fixed top-k choices of each head below it."""
+"""Static sparse trees: the base model's next token as root, then fixed top-k choices of each head
+below it."""
 
 from __future__ import annotations
 
 import torch
 
-from medusa.decoding.trees import MAX_TREE_DEPTH, TreePath, builtin_tree, load_tree, resized_tree, tree_nodes
+from medusa.decoding.trees import (
+    MAX_TREE_DEPTH,
+    TreePath,
+    builtin_tree,
+    load_tree,
+    resized_tree,
+    tree_nodes,
+)
 from medusa.decoding.accept import Acceptance, make_acceptance
 from medusa.decoding.dynamic_tree import DynamicTree
 from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
@@ -12,16 +20,19 @@ from medusa.decoding.fixed_tree import DevicePlan, FixedTree
 
 
 class StaticTree(Strategy):
-    """Drafts the same tree shape every step (so its attention mask is built once); only the tokens change."""
+    """Drafts the same tree shape every step (so its attention mask is built once); only the tokens
+    change."""
 
     name = "tree"
     replayable = True
 
     @classmethod
     def from_settings(cls, settings) -> Strategy:
-        """A dynamic tree when the settings ask for one (--dynamic-tree), else the tree file, the tree rebuilt at
-        --tree-size from its calibration, or the built-in tree for the heads."""
-        acceptance = make_acceptance(settings.acceptance, settings.posterior_threshold, settings.posterior_alpha)
+        """A dynamic tree when the settings ask for one (--dynamic-tree), else the tree file, the
+        tree rebuilt at --tree-size from its calibration, or the built-in tree for the heads."""
+        acceptance = make_acceptance(
+            settings.acceptance, settings.posterior_threshold, settings.posterior_alpha
+        )
         if settings.dynamic_tree:
             return DynamicTree(settings.dynamic_tree, settings.num_heads, acceptance)
         if settings.tree_size is not None:
@@ -47,7 +58,8 @@ class StaticTree(Strategy):
         # node 0 is the root; path i becomes node i + 1
         self._parents = [-1] + [p + 1 if p >= 0 else 0 for p in parents]
         self._heads, self._ranks = heads, ranks
-        self._depths = [0] + [h + 1 for h in heads]  # canonical order, as parents (head d - 1 drafts depth d)
+        # canonical order, as parents (head d - 1 drafts depth d)
+        self._depths = [0] + [h + 1 for h in heads]
 
     def first_token(self, state: DecodeState) -> int | None:
         return self.acceptance.first_token(state)
@@ -62,15 +74,18 @@ class StaticTree(Strategy):
         return self.draft_ranked(state.argmax(), self.ranked(state.head_logits).tolist(), budget)
 
     def draft_by_depth(self, root: int, level_logits, budget: int) -> Tree:
-        """Sequential heads: depth d's nodes are the ranked tokens of head d−1 below *their own parent's path*,
-        one batched head call per depth (the same tree shape; only the tokens depend on the path)."""
+        """Sequential heads: depth d's nodes are the ranked tokens of head d−1 below *their own
+        parent's path*, one batched head call per depth (the same tree shape; only the tokens depend
+        on the path)."""
         keep = [i for i, d in enumerate(self._depths) if d < budget]
         tokens = {0: root}
         paths = {0: [root]}
         for depth in range(1, max(self._depths[i] for i in keep) + 1):
             nodes = [i for i in keep if self._depths[i] == depth]
             parents = sorted({self._parents[i] for i in nodes})
-            top = level_top(level_logits, torch.tensor([paths[p] for p in parents]), self.max_rank).tolist()
+            top = level_top(
+                level_logits, torch.tensor([paths[p] for p in parents]), self.max_rank
+            ).tolist()
             row = {p: r for r, p in enumerate(parents)}
             for i in nodes:
                 tokens[i] = top[row[self._parents[i]]][self._ranks[i - 1]]
@@ -80,7 +95,8 @@ class StaticTree(Strategy):
 
     def draft_ranked(self, root: int, top: list[list[int]], budget: int) -> Tree:
         """The tree from the root token and each head's ranked token ids (``top[head][rank]``)."""
-        keep = [i for i, d in enumerate(self._depths) if d < budget]  # depth-limited subtrees stay closed
+        # depth-limited subtrees stay closed
+        keep = [i for i, d in enumerate(self._depths) if d < budget]
         if len(keep) == len(self._depths):
             tokens = [root] + [top[h][r] for h, r in zip(self._heads, self._ranks)]
             return Tree(tokens, self._parents)
@@ -96,20 +112,25 @@ class StaticTree(Strategy):
         return self.acceptance.accept(state, tree, verified)
 
     def device_plan(self, device: torch.device, sequential: bool = False) -> DevicePlan:
-        """The root is the base argmax; node i + 1 is rank ``ranks[i]`` of head ``heads[i]``, gathered by index.
-        Sequential heads fill the layout depth by depth: each depth's parents' paths (gathered from the tokens
-        drafted so far), one head call for all of them, each child the right rank below its own parent."""
+        """The root is the base argmax; node i + 1 is rank ``ranks[i]`` of head ``heads[i]``,
+        gathered by index. Sequential heads fill the layout depth by depth: each depth's parents'
+        paths (gathered from the tokens drafted so far), one head call for all of them, each child
+        the right rank below its own parent."""
         tree = FixedTree(self._parents, device)
         heads = torch.tensor(self._heads, device=device)
         ranks = torch.tensor(self._ranks, device=device)
 
-        def draft(logits: torch.Tensor, head_logits: torch.Tensor, max_depth: torch.Tensor) -> torch.Tensor:
+        def draft(
+            logits: torch.Tensor, head_logits: torch.Tensor, max_depth: torch.Tensor
+        ) -> torch.Tensor:
             return torch.cat([logits.argmax()[None], self.ranked(head_logits)[heads, ranks]])
 
         if not sequential:
             return DevicePlan(tree, self.num_heads, draft, self.acceptance.select_on_device)
-        levels = []  # per depth: parent nodes' path columns, each parent's row in the level above, each child's
-        last_row: dict[int, int] = {}  # node → its row among the last level's parents      parent row and rank
+        # per depth: parent nodes' path columns, each parent's row in the level above, each child's
+        levels = []
+        # node → its row among the last level's parents      parent row and rank
+        last_row: dict[int, int] = {}
         for depth in range(1, max(self._depths) + 1):
             nodes = [i for i, d in enumerate(self._depths) if d == depth]
             parents = sorted({self._parents[i] for i in nodes})
@@ -121,7 +142,9 @@ class StaticTree(Strategy):
                            torch.tensor([self._ranks[i - 1] for i in nodes], device=device)))
             last_row = row
 
-        def draft_by_depth(logits: torch.Tensor, level_logits, max_depth: torch.Tensor) -> torch.Tensor:
+        def draft_by_depth(
+            logits: torch.Tensor, level_logits, max_depth: torch.Tensor
+        ) -> torch.Tensor:
             tokens = torch.zeros(tree.size, dtype=torch.long, device=logits.device)
             tokens[0] = logits.argmax()
             for nodes, path_columns, above, rows, node_ranks in levels:
@@ -132,9 +155,16 @@ class StaticTree(Strategy):
         return DevicePlan(tree, self.num_heads, draft_by_depth, self.acceptance.select_on_device)
 
 
-def level_top(level_logits, paths: torch.Tensor, k: int, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """The ``k`` best ids [N, k] below each path: the drafter's own ``top`` where it has one (a level drafter with a
-    draft vocabulary computes logits for that vocabulary alone; ``rows``, each path's parent among the last level's
-    paths, spare it the prefix comparison), else the top-k of its logits."""
+def level_top(
+    level_logits, paths: torch.Tensor, k: int, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The ``k`` best ids [N, k] below each path: the drafter's own ``top`` where it has one (a
+    level drafter with a draft vocabulary computes logits for that vocabulary alone; ``rows``, each
+    path's parent among the last level's paths, spare it the prefix comparison), else the top-k of
+    its logits."""
     top = getattr(level_logits, "top", None)
-    return top(paths, k, rows) if top is not None else torch.topk(level_logits(paths), k, dim=-1).indices
+    return (
+        top(paths, k, rows)
+        if top is not None
+        else torch.topk(level_logits(paths), k, dim=-1).indices
+    )

@@ -1,9 +1,10 @@
-"""What the host loop drives: a stepper runs one draft → verify → accept → update-cache step at a time.
+"""What the host loop drives: a stepper runs one draft → verify → accept → update-cache step at a
+time.
 
-:func:`medusa.decoding.loop.decode` owns the budget, the stop rules and the statistics; a stepper owns where the
-work happens. :class:`EagerStepper` here is the reference: a dynamic cache and the strategy's host-side ``draft``
-and ``accept``. The fast engine's stepper (:class:`~medusa.decoding.fast_loop.FastStepper`) runs the same step as
-fixed-shape device work.
+:func:`medusa.decoding.loop.decode` owns the budget, the stop rules and the statistics; a stepper
+owns where the work happens. :class:`EagerStepper` here is the reference: a dynamic cache and the
+strategy's host-side ``draft`` and ``accept``. The fast engine's stepper
+(:class:`~medusa.decoding.fast_loop.FastStepper`) runs the same step as fixed-shape device work.
 """
 
 from __future__ import annotations
@@ -21,25 +22,32 @@ from medusa.decoding.verify import verify
 class Stepper(Protocol):
     """One decode at a time: ``prefill``, then ``step`` (and ``advance`` while the loop goes on)."""
 
-    def prefill(self, strategy: Strategy, prompt_ids: list[int], generated: list[int]) -> DecodeState:
-        """Run the prompt; the state after it. ``generated`` is the loop's output list (the state shares it)."""
+    def prefill(
+        self, strategy: Strategy, prompt_ids: list[int], generated: list[int]
+    ) -> DecodeState:
+        """Run the prompt; the state after it. ``generated`` is the loop's output list (the state
+        shares it)."""
 
     def step(self, strategy: Strategy, state: DecodeState, reach: int) -> tuple[list[int], int]:
-        """Draft at most ``reach`` tokens deep along any path, verify, accept, keep the accepted path's cache.
-        Returns the accepted path's tokens (the loop cuts them to its budget) and the drafted depth."""
+        """Draft at most ``reach`` tokens deep along any path, verify, accept, keep the accepted
+        path's cache. Returns the accepted path's tokens (the loop cuts them to its budget) and the
+        drafted depth."""
 
     def advance(self, state: DecodeState) -> DecodeState:
         """The state after the last step's accepted path."""
 
 
 class EagerStepper:
-    """The reference step on any device. After each accepted path the drafter is asked for the next head logits
-    (path-dependent drafters: a function drafting depth by depth, reading the drafter's context if it keeps one)."""
+    """The reference step on any device. After each accepted path the drafter is asked for the next
+    head logits (path-dependent drafters: a function drafting depth by depth, reading the drafter's
+    context if it keeps one)."""
 
     def __init__(self, model: MedusaModel) -> None:
         self.model = model
 
-    def prefill(self, strategy: Strategy, prompt_ids: list[int], generated: list[int]) -> DecodeState:
+    def prefill(
+        self, strategy: Strategy, prompt_ids: list[int], generated: list[int]
+    ) -> DecodeState:
         model = self.model
         self.num_heads = strategy.num_heads
         drafter = model.heads  # asked what it needs: drafts by path, a context beside the cache
@@ -68,7 +76,8 @@ class EagerStepper:
     def advance(self, state: DecodeState) -> DecodeState:
         tree, verified, path = self._last
         last = path[-1]
-        if self.context is not None:  # the committed positions below the next draft: the last start, the path
+        # the committed positions below the next draft: the last start, the path
+        if self.context is not None:
             below = torch.tensor(path[:-1], dtype=torch.long, device=verified.hidden.device)
             self.context.append(torch.cat([self.last_hidden[None], verified.hidden[below]]),
                                 [tree.tokens[i] for i in path], self.prefix_len - len(path) - 1)
@@ -79,8 +88,11 @@ class EagerStepper:
         return state
 
     def _levels(self):
-        """Per-path head logits at the last hidden state for path-dependent drafters (drafted depth by depth:
-        their per-head logits along one greedy chain would be computed for nothing); None for the others."""
+        """Per-path head logits at the last hidden state for path-dependent drafters (drafted depth
+        by depth: their per-head logits along one greedy chain would be computed for nothing); None
+        for the others."""
         if not self.per_path:
             return None
-        return self.model.level_drafter(self.last_hidden, None if self.context is None else self.context.view())
+        return self.model.level_drafter(
+            self.last_hidden, None if self.context is None else self.context.view()
+        )

@@ -1,7 +1,9 @@
-"""One forward pass of the base model over every draft node, with tree attention through public inputs.
+"""One forward pass of the base model over every draft node, with tree attention through public
+inputs.
 
-Each node attends to the committed prefix and to its own ancestors; its position id is prefix length + depth.
-This uses only the model's documented inputs (4D float mask, ``position_ids``, cache), no patched modeling code.
+Each node attends to the committed prefix and to its own ancestors; its position id is prefix length
++ depth. This uses only the model's documented inputs (4D float mask, ``position_ids``, cache), no
+patched modeling code.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from medusa.decoding.base import Tree, Verified
 
 @lru_cache(maxsize=64)
 def _tree_block(parents: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The [N, N] node-to-node part of the mask; static trees repeat it every step, so it is built once."""
+    """The [N, N] node-to-node part of the mask; static trees repeat it every step, so it is built
+    once."""
     n = len(parents)
     allowed = torch.zeros(n, n, dtype=torch.bool)
     for i, p in enumerate(parents):
@@ -28,15 +31,19 @@ def _tree_block(parents: tuple[int, ...], dtype: torch.dtype, device: torch.devi
     return block.to(device)
 
 
-def tree_attention_mask(tree: Tree, prefix_len: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """[1, 1, N, prefix+N] additive mask: 0 where a node may look (prefix, ancestors, itself), dtype-min elsewhere."""
+def tree_attention_mask(
+    tree: Tree, prefix_len: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """[1, 1, N, prefix+N] additive mask: 0 where a node may look (prefix, ancestors, itself),
+    dtype-min elsewhere."""
     block = _tree_block(tuple(tree.parents), dtype, device)
     prefix = torch.zeros(len(tree), prefix_len, dtype=dtype, device=device)
     return torch.cat([prefix, block], dim=1)[None, None]
 
 
 def verify(model: MedusaModel, cache, prefix_len: int, tree: Tree) -> Verified:
-    """Score all draft nodes at once; afterwards the cache holds prefix + all N nodes (see cache.keep_path)."""
+    """Score all draft nodes at once; afterwards the cache holds prefix + all N nodes (see
+    cache.keep_path)."""
     device = model.device
     ids = torch.tensor([tree.tokens], device=device)
     positions = torch.tensor([[prefix_len + d for d in tree.depths]], device=device)

@@ -83,7 +83,12 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-_NETWORK_ERRORS = (ConnectionError, OfflineModeIsEnabled, LocalEntryNotFoundError, *_transport_errors())
+_NETWORK_ERRORS = (
+    ConnectionError,
+    OfflineModeIsEnabled,
+    LocalEntryNotFoundError,
+    *_transport_errors(),
+)
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,9 @@ def load_examples(
     src = check_language_code(src_lang)
     tgt = check_language_code(tgt_lang)
     if src == tgt:
-        raise MedusaError(f"source and target language are both {src}; pick two different languages")
+        raise MedusaError(
+            f"source and target language are both {src}; pick two different languages"
+        )
     if num_examples is not None and (isinstance(num_examples, bool) or num_examples < 1):
         raise MedusaError(f"--num-examples must be a positive integer (got {num_examples})")
     if not isinstance(dataset, str) or not dataset.strip():
@@ -145,7 +152,8 @@ def _select(
         if table.text_files and table.kind == "local":
             hint = f"; to run without references (speed only) pass the file {table.where(src)}"
         raise MedusaError(
-            f"dataset {dataset!r} has no {tgt} column for the references; {_available(table.columns)}{hint}"
+            f"dataset {dataset!r} has no {tgt} column for the references;"
+            f" {_available(table.columns)}{hint}"
         )
     sources = table.read(src)
     targets = table.read(tgt) if has_refs else None
@@ -156,10 +164,16 @@ def _select(
         )
     total = len(sources)
     if total == 0:
-        raise MedusaError(f"dataset {dataset!r} has no rows in {table.where(src)}; pass a non-empty dataset")
+        raise MedusaError(
+            f"dataset {dataset!r} has no rows in {table.where(src)}; pass a non-empty dataset"
+        )
     count = total if num_examples is None else min(num_examples, total)
-    if num_examples is not None and num_examples > total:  # said, not silent: the summary would show fewer rows
-        say(f"note: --num-examples {num_examples} is more than {dataset!r} has ({total} rows); using all {total}")
+    # said, not silent: the summary would show fewer rows
+    if num_examples is not None and num_examples > total:
+        say(
+            f"note: --num-examples {num_examples} is more than {dataset!r} has ({total} rows);"
+            f" using all {total}"
+        )
     examples = [
         Example(
             index=i,
@@ -170,23 +184,30 @@ def _select(
     ]
     empty = [ex.index for ex in examples if blank(ex.source)]
     if empty:  # a translation of nothing would be scored as if it were one
-        raise MedusaError(f"{table.where(src)} has empty {src} text in row(s) {_rows(empty)} (counting from 0); "
-                          "remove those rows or fill them in")
+        raise MedusaError(
+            f"{table.where(src)} has empty {src} text in row(s) {_rows(empty)} (counting from 0); "
+            "remove those rows or fill them in"
+        )
     unreferenced = [ex.index for ex in examples if ex.target is not None and blank(ex.target)]
     if unreferenced:  # scored, an empty reference reads as a real zero
-        raise MedusaError(f"{table.where(tgt)} has empty {tgt} references in row(s) {_rows(unreferenced)} "
-                          f"(counting from 0); remove those rows, fill them in, or pass {table.where(src)} alone "
-                          "to run without references (speed only)")
+        raise MedusaError(
+            f"{table.where(tgt)} has empty {tgt} references in row(s) {_rows(unreferenced)} "
+            f"(counting from 0); remove those rows, fill them in, or pass {table.where(src)} alone "
+            "to run without references (speed only)"
+        )
     return examples, has_refs, total
 
 
 def blank(text: str) -> bool:
-    """Nothing a reader can see: spaces, control and format characters (zero-width spaces and joiners, BOMs)."""
+    """Nothing a reader can see: spaces, control and format characters (zero-width spaces and
+    joiners, BOMs)."""
     return all(unicodedata.category(c)[0] in "CZ" for c in text)
 
 
 def _rows(indices: list[int]) -> str:
-    return ", ".join(map(str, indices[:5])) + (f" and {len(indices) - 5} more" if len(indices) > 5 else "")
+    return ", ".join(map(str, indices[:5])) + (
+        f" and {len(indices) - 5} more" if len(indices) > 5 else ""
+    )
 
 
 def _available(columns: Iterable[str]) -> str:
@@ -244,7 +265,8 @@ def _resolve(dataset: str, token: str | None, split: str) -> _Table:
         found = sorted(_lang_files(parent.iterdir())) if parent.is_dir() else []
         hint = f" (datasets in {parent}: {', '.join(found)})" if found else ""
         raise MedusaError(
-            f"dataset path {dataset!r} does not exist{hint}; pass an existing file, folder or folder/NAME"
+            f"dataset path {dataset!r} does not exist{hint}; pass an existing file, folder or"
+            " folder/NAME"
         )
     if _HUB_ID.match(dataset):
         return _hub_table(dataset, token, split)
@@ -294,7 +316,8 @@ def _pick_folder_set(folder: Path) -> dict[str, Traversable]:
     if len(sets) > 1:
         names = ", ".join(sorted(sets))
         raise MedusaError(
-            f"folder {folder} holds several datasets ({names}); pass --dataset {folder}/NAME to pick one"
+            f"folder {folder} holds several datasets ({names}); pass --dataset {folder}/NAME to"
+            " pick one"
         )
     return next(iter(sets.values()))
 
@@ -312,10 +335,14 @@ def _text_table(files: dict[str, Traversable], kind: str, one_file: bool = False
         try:
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            raise MedusaError(f"{file} is not UTF-8 text ({exc.reason}); convert it to UTF-8") from exc
+            raise MedusaError(
+                f"{file} is not UTF-8 text ({exc.reason}); convert it to UTF-8"
+            ) from exc
         except OSError as exc:
             why = exc.strerror or exc
-            raise MedusaError(f"cannot read {file} ({why}); check the path and permissions") from exc
+            raise MedusaError(
+                f"cannot read {file} ({why}); check the path and permissions"
+            ) from exc
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()  # the final newline ends the last line, it does not start a new one
@@ -328,7 +355,8 @@ def _text_table(files: dict[str, Traversable], kind: str, one_file: bool = False
 
 
 def _check_text_file(path: Path) -> None:
-    """Text formats must be UTF-8 and not empty: `datasets` reports either only deep inside pyarrow, or not at all."""
+    """Text formats must be UTF-8 and not empty: `datasets` reports either only deep inside pyarrow,
+    or not at all."""
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -340,15 +368,21 @@ def _check_text_file(path: Path) -> None:
                     text = decoder.decode(chunk)
                 except UnicodeDecodeError as exc:
                     line += chunk[: exc.start].count(b"\n")
-                    raise MedusaError(f"{path} is not UTF-8 text (line {line}: {exc.reason}); convert it to UTF-8, "
-                                      f"e.g. iconv -f LATIN1 -t UTF-8") from None
+                    raise MedusaError(
+                        f"{path} is not UTF-8 text (line {line}: {exc.reason}); convert it to"
+                        " UTF-8, e.g. iconv -f LATIN1 -t UTF-8"
+                    ) from None
                 line += chunk.count(b"\n")
                 seen_text = seen_text or bool(text.strip())
             decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise MedusaError(f"{path} is not UTF-8 text (it ends inside a character); convert it to UTF-8") from None
+        raise MedusaError(
+            f"{path} is not UTF-8 text (it ends inside a character); convert it to UTF-8"
+        ) from None
     except OSError as exc:
-        raise MedusaError(f"cannot read {path} ({exc.strerror or exc}); check the path and permissions") from None
+        raise MedusaError(
+            f"cannot read {path} ({exc.strerror or exc}); check the path and permissions"
+        ) from None
     if not seen_text:
         raise MedusaError(f"{path} is empty: pass a file with one row per example")
 
@@ -364,7 +398,9 @@ def _tabular_table(path: Path, builder: str) -> _Table:
         while isinstance(cause.__cause__, Exception) and "generating the dataset" in str(cause):
             cause = cause.__cause__  # datasets' wrapper says nothing; its cause names the problem
         kind = path.suffix.lstrip(".")
-        raise MedusaError(f"cannot read {path} as {kind} ({_first_line(cause)}); fix or replace the file") from exc
+        raise MedusaError(
+            f"cannot read {path} as {kind} ({_first_line(cause)}); fix or replace the file"
+        ) from exc
     return _dataset_table(ds, "local", None, str(path))
 
 
@@ -386,7 +422,9 @@ def _hub_table(dataset: str, token: str | None, split: str) -> _Table:
     except Exception as exc:  # every failure becomes one actionable line without the token
         raise _hub_error(exc, dataset, token, split) from exc
     if not isinstance(ds, datasets.Dataset):
-        raise MedusaError(f"dataset {dataset} split {split!r} is not a plain table; pass another --split")
+        raise MedusaError(
+            f"dataset {dataset} split {split!r} is not a plain table; pass another --split"
+        )
     return _dataset_table(ds, "hub", split, dataset)
 
 
@@ -407,15 +445,20 @@ def _hub_error(exc: Exception, dataset: str, token: str | None, split: str) -> M
     if isinstance(exc, HfHubHTTPError) and status in (401, 403):
         return MedusaError(f"access to dataset {dataset} was refused (HTTP {status}); {access}")
     if isinstance(exc, _NETWORK_ERRORS):
-        why = "offline mode is on (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE)" if _offline() and not network_down() \
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE)"
+            if _offline() and not network_down()
             else "no connection"
+        )
         return MedusaError(
-            f"the Hugging Face hub is unreachable ({why}) and {dataset} is not cached; "
-            "use --dataset flores200-sample or a local path instead (--setup embedded runs the whole offline "
-            "default: model and data)"
+            f"the Hugging Face hub is unreachable ({why}) and {dataset} is not cached; use"
+            " --dataset flores200-sample or a local path instead (--setup embedded runs the whole"
+            " offline default: model and data)"
         )
     if isinstance(exc, ValueError) and "split" in reason.lower():
-        return MedusaError(f"dataset {dataset} has no split {split!r} ({reason}); pass another --split")
+        return MedusaError(
+            f"dataset {dataset} has no split {split!r} ({reason}); pass another --split"
+        )
     return MedusaError(
         f"cannot load dataset {dataset} from the hub ({type(exc).__name__}: {reason}); "
         "check --dataset and --split, or use --dataset flores200-sample"

@@ -100,7 +100,8 @@ def rouge(predictions: list[str], references: list[str], target_lang: str) -> di
     ``eng_Latn`` or ``hin_Deva``) picks the tokenizer. Empty input gives 0.0.
     """
     _check_lengths(predictions, references)
-    from rouge_score import rouge_scorer  # imports nltk and scipy (~1 s): only when scoring, not for a bad flag
+    # imports nltk and scipy (~1 s): only when scoring, not for a bad flag
+    from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(
         list(_ROUGE_TYPES), use_stemmer=False, tokenizer=_rouge_tokenizer(target_lang)
@@ -159,12 +160,16 @@ class SpeedStats:
 
 
 def compute_all(
-    predictions: list[str], references: list[str], target_lang: str, raw_references: list[str] | None = None
+    predictions: list[str],
+    references: list[str],
+    target_lang: str,
+    raw_references: list[str] | None = None,
 ) -> dict[str, object]:
     """Every quality metric in one flat dict, ready for a results row.
 
-    ``references`` are the seed's processed ones (BLEU-1 and ROUGE); ``raw_references`` the dataset's own text, which
-    standard sacreBLEU and chrF need to be comparable with published numbers (None: the same as ``references``).
+    ``references`` are the seed's processed ones (BLEU-1 and ROUGE); ``raw_references`` the
+    dataset's own text, which standard sacreBLEU and chrF need to be comparable with published
+    numbers (None: the same as ``references``).
     """
     _check_lengths(predictions, references)
     raw = references if raw_references is None else raw_references

@@ -1,7 +1,8 @@
-"""PNG plots of results rows (see :mod:`medusa.evaluation.result_tables`): quality against speed, τ, and per-head acceptance.
+"""PNG plots of results rows (see :mod:`medusa.evaluation.result_tables`): quality against speed, τ,
+and per-head acceptance.
 
-Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch), so a run
-on a headless server or inside a test never opens a window.
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no display, no global backend
+switch), so a run on a headless server or inside a test never opens a window.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ QUALITY_PANELS = [("bleu", "BLEU-1 (seed references)"), ("chrf", "chrF (raw refe
 
 
 def _same(values: list[float]) -> bool:
-    """One quality for every configuration (greedy verification is lossless, so a greedy table has one)."""
+    """One quality for every configuration (greedy verification is lossless, so a greedy table has
+    one)."""
     known = [v for v in values if not math.isnan(v)]
     return bool(known) and max(known) - min(known) <= 1e-9 * max(1.0, abs(max(known)))
 
@@ -47,10 +49,13 @@ def _same(values: list[float]) -> bool:
 def quality_vs_rtf(rows: list[dict], path: Path) -> Path | None:
     """Quality against RTF, a point per configuration: up and left is better.
 
-    When every configuration scores the same (a greedy, lossless table) a scatter would be a flat line in a
-    meaningless band, so the plot is RTF per configuration instead, with the one shared quality in its title."""
+    When every configuration scores the same (a greedy, lossless table) a scatter would be a flat
+    line in a meaningless band, so the plot is RTF per configuration instead, with the one shared
+    quality in its title."""
     rtf = [_number(r.get("rtf")) for r in rows]
-    if all(math.isnan(x) for x in rtf) or all(r.get(k) is None for r in rows for k, _ in QUALITY_PANELS):
+    if all(math.isnan(x) for x in rtf) or all(
+        r.get(k) is None for r in rows for k, _ in QUALITY_PANELS
+    ):
         return None  # no references (speed-only data) or nothing generated: nothing to draw
     qualities = {key: [_number(r.get(key)) for r in rows] for key, _ in QUALITY_PANELS}
     if all(_same(v) or all(math.isnan(x) for x in v) for v in qualities.values()):
@@ -60,8 +65,11 @@ def quality_vs_rtf(rows: list[dict], path: Path) -> Path | None:
     for ax, (key, label) in zip(axes, QUALITY_PANELS):
         values = qualities[key]
         for i, (x, y, r) in enumerate(zip(rtf, values, rows)):
-            # a marker per configuration and one legend for both panels: text beside close points overprints
-            ax.scatter([x], [y], marker=MARKERS[i % len(MARKERS)], s=60, alpha=0.8, label=r["config"])
+            # a marker per configuration and one legend for both panels: text beside close points
+            # overprints
+            ax.scatter(
+                [x], [y], marker=MARKERS[i % len(MARKERS)], s=60, alpha=0.8, label=r["config"]
+            )
         _pad_limits(ax, values)
         ax.set_xlabel("RTF (seconds per generated token)")
         ax.set_ylabel(label)
@@ -82,19 +90,25 @@ def _pad_limits(ax, values: list[float]) -> None:
     ax.set_ylim(low - pad, high + pad)
 
 
-def _rtf_bars(rows: list[dict], rtf: list[float], qualities: dict[str, list[float]], path: Path) -> Path:
+def _rtf_bars(
+    rows: list[dict], rtf: list[float], qualities: dict[str, list[float]], path: Path
+) -> Path:
     """RTF per configuration (shorter is faster), titled with the quality they all share."""
     fig = _figure(max(6.0, 0.9 * len(rows) + 3), 4.0)
     ax = fig.subplots()
     names = [r["config"] for r in rows]
     bars = ax.barh(names, [0.0 if math.isnan(x) else x for x in rtf])
-    ax.bar_label(bars, labels=["n/a" if math.isnan(x) else f"{x:.4f}" for x in rtf], fontsize=8, padding=2)
+    ax.bar_label(
+        bars, labels=["n/a" if math.isnan(x) else f"{x:.4f}" for x in rtf], fontsize=8, padding=2
+    )
     ax.invert_yaxis()  # the table's order, top to bottom
     ax.set_xlabel("RTF (seconds per generated token; shorter is faster)")
     ax.grid(axis="x", alpha=0.3)
     shared = [f"{label.split(' (')[0]} {next(v for v in qualities[key] if not math.isnan(v)):.4g}"
               for key, label in QUALITY_PANELS if not all(math.isnan(v) for v in qualities[key])]
-    ax.set_title(f"Every configuration scores {' and '.join(shared)}: they differ only in speed", fontsize=10)
+    ax.set_title(
+        f"Every configuration scores {' and '.join(shared)}: they differ only in speed", fontsize=10
+    )
     return _save(fig, path)
 
 
@@ -118,7 +132,10 @@ def head_acceptance(rows: list[dict], path: Path) -> Path | None:
     """Acceptance rate of head 1, 2, … (a line per configuration that drafted with heads)."""
     series = []
     for r in rows:
-        rates = [_number(r[k]) for k in sorted((k for k in r if k.startswith("head_")), key=lambda k: int(k[5:]))]
+        rates = [
+            _number(r[k])
+            for k in sorted((k for k in r if k.startswith("head_")), key=lambda k: int(k[5:]))
+        ]
         if any(not math.isnan(x) for x in rates):
             series.append((r["config"], rates))
     if not series:
@@ -146,6 +163,7 @@ def table_plots(folder: Path, rows: list[dict]) -> list[Path]:
 
 
 def run_plots(folder: Path, row: dict) -> list[Path]:
-    """A single run: its per-head acceptance, where it drafted with heads (other plots compare configurations)."""
+    """A single run: its per-head acceptance, where it drafted with heads (other plots compare
+    configurations)."""
     made = head_acceptance([row], folder / HEADS_PLOT)
     return [made] if made is not None else []

@@ -56,24 +56,30 @@ def encode_prompt(
 
 def encode_prompts(tokenizer: Any, sources: Sequence[str], src_lang: str, tgt_lang: str, style: str,
                    max_input_len: int) -> list[list[int]]:
-    """:func:`encode_prompt` for every source, saying once (with a count) how many had to be cut to fit."""
-    fitted = [fit_prompt(tokenizer, text, src_lang, tgt_lang, style, max_input_len) for text in sources]
+    """:func:`encode_prompt` for every source, saying once (with a count) how many had to be cut to
+    fit."""
+    fitted = [
+        fit_prompt(tokenizer, text, src_lang, tgt_lang, style, max_input_len) for text in sources
+    ]
     cut = sum(was_cut for _, was_cut in fitted)
     if cut:
         how = ("their source text was cut to fit, the chat template kept" if style == "chat" else
                "they were cut from the right as the seed protocol does, losing the prompt's end")
-        say(f"note: {cut} of {len(sources)} prompts were longer than --max-input-len {max_input_len}: {how}; "
-            "raise --max-input-len to keep them whole")
+        say(
+            f"note: {cut} of {len(sources)} prompts were longer than --max-input-len"
+            f" {max_input_len}: {how}; raise --max-input-len to keep them whole"
+        )
     return [ids for ids, _ in fitted]
 
 
 def fit_prompt(tokenizer: Any, source: str, src_lang: str, tgt_lang: str, style: str,
                max_input_len: int) -> tuple[list[int], bool]:
-    """The prompt's ids and whether `source` had to be cut for the prompt to fit in `max_input_len` tokens.
+    """The prompt's ids and whether `source` had to be cut for the prompt to fit in `max_input_len`
+    tokens.
 
-    "chat" cuts the source, never the template: cutting the encoded prompt from the right would drop the
-    assistant turn, and the model would continue the user's text instead of answering. "seed" keeps the
-    seed script's own right-side cut, for comparability with it.
+    "chat" cuts the source, never the template: cutting the encoded prompt from the right would drop
+    the assistant turn, and the model would continue the user's text instead of answering. "seed"
+    keeps the seed script's own right-side cut, for comparability with it.
     """
     if isinstance(max_input_len, bool) or not isinstance(max_input_len, int) or max_input_len < 1:
         raise MedusaError(f"--max-input-len must be a positive integer (got {max_input_len!r})")
@@ -98,13 +104,17 @@ def _chat_ids(tokenizer: Any, source: str, src_lang: str, tgt_lang: str) -> list
     return _ids(tokenizer.apply_chat_template([message], tokenize=True, add_generation_prompt=True))
 
 
-def _cut_chat_source(tokenizer: Any, source: str, src_lang: str, tgt_lang: str, max_input_len: int) -> list[int]:
-    """The chat prompt of the longest start of `source` that fits (re-encoding can merge tokens at the cut, so
-    the fit is checked on the whole prompt)."""
+def _cut_chat_source(
+    tokenizer: Any, source: str, src_lang: str, tgt_lang: str, max_input_len: int
+) -> list[int]:
+    """The chat prompt of the longest start of `source` that fits (re-encoding can merge tokens at
+    the cut, so the fit is checked on the whole prompt)."""
     overhead = len(_chat_ids(tokenizer, "", src_lang, tgt_lang))
     if overhead >= max_input_len:
-        raise MedusaError(f"--max-input-len {max_input_len} leaves no room for the source: the chat template and "
-                          f"instruction alone take {overhead} tokens; raise it")
+        raise MedusaError(
+            f"--max-input-len {max_input_len} leaves no room for the source: the chat template and "
+            f"instruction alone take {overhead} tokens; raise it"
+        )
     source_ids = tokenizer.encode(source, add_special_tokens=False)
     keep = min(len(source_ids), max_input_len - overhead)
     while keep > 0:
@@ -139,7 +149,11 @@ def process_reference(tokenizer: Any, target: str, max_output_len: int) -> str:
     Truncating references to the generation budget keeps scores about the same span the
     model was allowed to produce.
     """
-    if isinstance(max_output_len, bool) or not isinstance(max_output_len, int) or max_output_len < 1:
+    if (
+        isinstance(max_output_len, bool)
+        or not isinstance(max_output_len, int)
+        or max_output_len < 1
+    ):
         raise MedusaError(f"--max-output-len must be a positive integer (got {max_output_len!r})")
     ids = tokenizer.encode(target, add_special_tokens=False)[:max_output_len]
     return clean_reference(tokenizer.decode(ids, skip_special_tokens=True))

@@ -1,7 +1,9 @@
-"""Flat rows of a run's results for spreadsheets: ``summary.csv`` for every run, ``table.csv`` for the course table.
+"""Flat rows of a run's results for spreadsheets: ``summary.csv`` for every run, ``table.csv`` for
+the course table.
 
-``summary.json`` is nested (metrics, speed, settings, …); a CSV row holds the numbers a results table compares, one
-configuration per row, so several runs can be pasted together or plotted without parsing JSON.
+``summary.json`` is nested (metrics, speed, settings, …); a CSV row holds the numbers a results
+table compares, one configuration per row, so several runs can be pasted together or plotted without
+parsing JSON.
 """
 
 from __future__ import annotations
@@ -16,19 +18,27 @@ from medusa.decoding import strategy_class
 SUMMARY_CSV = "summary.csv"
 TABLE_CSV = "table.csv"
 QUALITY = ("bleu", "rouge1", "rouge2", "rougeL", "sacrebleu", "chrf")
-SPEED = ("rtf", "tokens_per_second", "tokens_per_step", "generated_tokens", "generation_seconds", "decoding_steps")
+SPEED = (
+    "rtf",
+    "tokens_per_second",
+    "tokens_per_step",
+    "generated_tokens",
+    "generation_seconds",
+    "decoding_steps",
+)
 FIELDS = ("config", "strategy", "beam_width", "heads", "acceptance", "examples", *QUALITY, *SPEED,
           "speedup_vs_single_head", "identical_to_single_head", "processes", "gpus")
 
 
 def config_name(strategy: str, beam_width: int | None, heads: int | None) -> str:
-    """The short name of a configuration, as the table's sub-folders are named (``single-head``, ``w2-s5``, …):
-    the strategy's class says it."""
+    """The short name of a configuration, as the table's sub-folders are named (``single-head``,
+    ``w2-s5``, …): the strategy's class says it."""
     return strategy_class(strategy).config_name(beam_width, heads)
 
 
 def config_row(summary: dict, name: str | None = None) -> dict:
-    """One flat row from a run's summary: configuration, quality, speed, per-head acceptance (``head_1`` …)."""
+    """One flat row from a run's summary: configuration, quality, speed, per-head acceptance
+    (``head_1`` …)."""
     settings, speed = summary["settings"], summary["speed"]
     strategy = settings["decoding_strategy"]
     kind = strategy_class(strategy)
@@ -36,7 +46,9 @@ def config_row(summary: dict, name: str | None = None) -> dict:
     # a tree file sets its own depth; -nmh counts only for multi-head and the built-in tree
     heads = settings["use_no_medusa_heads"] if multi and not summary.get("tree_used") else None
     row = {
-        "config": name or config_name(strategy, settings["beam_width"], settings["use_no_medusa_heads"]),
+        "config": (
+            name or config_name(strategy, settings["beam_width"], settings["use_no_medusa_heads"])
+        ),
         "strategy": strategy,
         "beam_width": settings["beam_width"] if kind.uses_beams else None,
         "heads": heads,
@@ -46,9 +58,11 @@ def config_row(summary: dict, name: str | None = None) -> dict:
         **{k: speed.get(k) for k in SPEED},
         "speedup_vs_single_head": summary.get("speedup_vs_single_head"),
         "identical_to_single_head": summary.get("identical_to_single_head"),
-        "processes": summary.get("processes"),  # a data-parallel launch's processes, and the GPUs they used
+        # a data-parallel launch's processes, and the GPUs they used
+        "processes": summary.get("processes"),
         "gpus": summary.get("gpus"),
-        "failed_examples": summary.get("failed_examples", 0),  # a graded submission's (not a CSV column)
+        # a graded submission's (not a CSV column)
+        "failed_examples": summary.get("failed_examples", 0),
     }
     for h, rate in enumerate(speed.get("head_acceptance") or []):
         row[f"head_{h + 1}"] = rate
@@ -56,7 +70,8 @@ def config_row(summary: dict, name: str | None = None) -> dict:
 
 
 def add_speedups(rows: list[dict]) -> None:
-    """Tokens/s of each row over the single-head row's (the table's baseline); nothing when there is none."""
+    """Tokens/s of each row over the single-head row's (the table's baseline); nothing when there is
+    none."""
     base = next((r for r in rows if r["strategy"] == "single-head"), None)
     base_rate = base["tokens_per_second"] if base else None
     for r in rows:
@@ -72,7 +87,8 @@ def _cell(value) -> object:
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:
-    """Rows with every column any row has (per-head columns vary); written to a temp file, then renamed."""
+    """Rows with every column any row has (per-head columns vary); written to a temp file, then
+    renamed."""
     heads = max((int(k.split("_")[1]) for r in rows for k in r if k.startswith("head_")), default=0)
     fields = [*FIELDS, *(f"head_{h}" for h in range(1, heads + 1))]
     tmp = path.with_suffix(".tmp")

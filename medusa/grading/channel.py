@@ -1,7 +1,9 @@
-"""JSON lines between the grader and the submission's process: the only thing that crosses is plain data.
+"""JSON lines between the grader and the submission's process: the only thing that crosses is plain
+data.
 
-The grader reads with a deadline (``selectors``: poll or epoll, so any descriptor number works), so a submission that never answers costs at most its timeout, and
-a reply is capped in size, so one that floods the pipe cannot exhaust the grader's memory.
+The grader reads with a deadline (``selectors``: poll or epoll, so any descriptor number works), so
+a submission that never answers costs at most its timeout, and a reply is capped in size, so one
+that floods the pipe cannot exhaust the grader's memory.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import os
 import selectors
 import time
 
-MAX_MESSAGE = 16 << 20  # bytes: far more than the ids of any output, far less than a grader's memory
+# bytes: far more than the ids of any output, far less than a grader's memory
+MAX_MESSAGE = 16 << 20
 
 
 class ChannelClosed(Exception):

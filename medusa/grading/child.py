@@ -1,16 +1,18 @@
 """The submission's own process: ``python -m medusa.grading.child IN_FD OUT_FD``, started by
 :mod:`medusa.grading.isolation` with a scrubbed environment, a fresh working folder and home.
 
-It imports the submission, loads its own copy of the model when the grader says so (after the grader's load, so
-every file is cached), builds the generator and answers one request per example over the pipe. Nothing the
-submission does here (hooks on the model, patched functions, its own ``atexit`` handlers) can reach the grader's
-model, clock, metrics or files: the grader only ever reads token ids from this process.
+It imports the submission, loads its own copy of the model when the grader says so (after the
+grader's load, so every file is cached), builds the generator and answers one request per example
+over the pipe. Nothing the submission does here (hooks on the model, patched functions, its own
+``atexit`` handlers) can reach the grader's model, clock, metrics or files: the grader only ever
+reads token ids from this process.
 
-Requests: ``load``, ``construct`` (the course's constructor arguments), ``call`` (a prompt's ids) and ``where``
-(answered at once, from a second thread, with the submission's file:line the main thread is at: what a timed-out
-example is blamed on). Replies: ``imported``, ``loaded``, ``ready``, ``result``, ``where`` and ``fatal`` (a one-line
-error; before the first example it stops the grading run, during one only its ``needs-cuda`` code does, since the
-submission's own code could send any text).
+Requests: ``load``, ``construct`` (the course's constructor arguments), ``call`` (a prompt's ids)
+and ``where`` (answered at once, from a second thread, with the submission's file:line the main
+thread is at: what a timed-out example is blamed on). Replies: ``imported``, ``loaded``, ``ready``,
+``result``, ``where`` and ``fatal`` (a one-line error; before the first example it stops the grading
+run, during one only its ``needs-cuda`` code does, since the submission's own code could send any
+text).
 """
 
 from __future__ import annotations
@@ -68,7 +70,11 @@ def main(argv: list[str]) -> int:
     except MedusaError as exc:
         send(event="fatal", message=str(exc))
         return 0
-    source = sys.modules[cls.__module__].__dict__.get("__file__") if cls.__module__ in sys.modules else None
+    source = (
+        sys.modules[cls.__module__].__dict__.get("__file__")
+        if cls.__module__ in sys.modules
+        else None
+    )
     files = {str(Path(source).resolve())} if source else set()
     send(event="imported")
 
@@ -101,7 +107,8 @@ def main(argv: list[str]) -> int:
                 send(event="ready")
             elif op == "call":
                 send(event="result", **submission(message["prompt"]))
-        except NeedsCuda as exc:  # the grader words it itself: only the code and the site cross the pipe
+        # the grader words it itself: only the code and the site cross the pipe
+        except NeedsCuda as exc:
             send(event="fatal", code="needs-cuda", at=exc.where, message=str(exc))
         except MedusaError as exc:
             send(event="fatal", message=str(exc))

@@ -1,26 +1,33 @@
-"""The submission's process, seen from the grader: started, timed, killed and cleaned up from outside.
+"""The submission's process, seen from the grader: started, timed, killed and cleaned up from
+outside.
 
-A submission runs in a child process (:mod:`medusa.grading.child`) with its own model load, in a fresh temporary
-working folder and home, with an environment that keeps only what Python, torch and CUDA need (no access token, no
-``HF_*`` secrets, no grader arguments) and with the hub switched to offline mode. Only JSON lines of token ids cross
-the pipe (:mod:`medusa.grading.channel`). The grader:
+A submission runs in a child process (:mod:`medusa.grading.child`) with its own model load, in a
+fresh temporary working folder and home, with an environment that keeps only what Python, torch and
+CUDA need (no access token, no ``HF_*`` secrets, no grader arguments) and with the hub switched to
+offline mode. Only JSON lines of token ids cross the pipe (:mod:`medusa.grading.channel`). The
+grader:
 
-- waits for each reply with a deadline (``--timeout`` per example; fixed, generous ones for the import, the model
-  load and the constructor), then kills the child's whole process group and starts a new child for the next
-  example, so no signal handler or loop inside the submission can hold it;
-- treats a child that ends or sends garbage as that example's failure and goes on with a new child (before the
+- waits for each reply with a deadline (``--timeout`` per example; fixed, generous ones for the
+import, the model
+  load and the constructor), then kills the child's whole process group and starts a new child for
+  the next example, so no signal handler or loop inside the submission can hold it;
+- treats a child that ends or sends garbage as that example's failure and goes on with a new child
+(before the
   first example, a child that ends stops the run with one line, its last line of output included);
-- is the only writer of every output file (the child's output goes to ``submission.log`` through the grader);
-- freezes the child (SIGSTOP) while it decodes its own passes and writes its files, and kills it at the end of the
-  run; on Linux it becomes a subreaper and, at each freeze and kill, kills every process the submission started
-  that left the child's process group, so nothing of the submission runs while the grader writes; and marks itself non-dumpable while a
-  submission runs, so that (for a grader that is not root) the submission cannot read the grader's environment or
-  memory through ``/proc``;
-- has the child killed by the kernel if the grader itself dies (``PR_SET_PDEATHSIG``; with ``--sandbox`` that ends
+- is the only writer of every output file (the child's output goes to ``submission.log`` through the
+grader);
+- freezes the child (SIGSTOP) while it decodes its own passes and writes its files, and kills it at
+the end of the
+  run; on Linux it becomes a subreaper and, at each freeze and kill, kills every process the
+  submission started that left the child's process group, so nothing of the submission runs while
+  the grader writes; and marks itself non-dumpable while a submission runs, so that (for a grader
+  that is not root) the submission cannot read the grader's environment or memory through ``/proc``;
+- has the child killed by the kernel if the grader itself dies (``PR_SET_PDEATHSIG``; with
+``--sandbox`` that ends
   every process of the submission's namespace).
 
-``--sandbox`` (:mod:`medusa.grading.sandbox`) also hides the network and every file but the submission's folder,
-the Python installation and the model's files.
+``--sandbox`` (:mod:`medusa.grading.sandbox`) also hides the network and every file but the
+submission's folder, the Python installation and the model's files.
 """
 
 from __future__ import annotations
@@ -48,8 +55,18 @@ CONSTRUCT_SECONDS = 600.0  # the submission's constructor, where --timeout is no
 TAIL_CHARS = 300  # of the child's last output line, quoted when it ends before the first example
 LOG_LIMIT = 10 << 20  # bytes of the submission's own output kept in submission.log
 LOG = "submission.log"
-# environment variables the child keeps (values, not secrets: the rest, tokens included, are dropped)
-KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH", "SYSTEMROOT", "MEDUSA_EMBEDDED_GGUF")
+# environment variables the child keeps (values, not secrets: the rest, tokens included, are
+# dropped)
+KEEP = (
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TERM",
+    "LD_LIBRARY_PATH",
+    "SYSTEMROOT",
+    "MEDUSA_EMBEDDED_GGUF",
+)
 KEEP_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_", "PYTORCH_")
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
 
@@ -73,8 +90,8 @@ def _prctl(option: int, value: int) -> None:
 
 
 def _die_with_parent():
-    """For the child, between fork and exec: the kernel kills it when the grader ends, however the grader ends
-    (the function is looked up before the fork, so the child calls no loader)."""
+    """For the child, between fork and exec: the kernel kills it when the grader ends, however the
+    grader ends (the function is looked up before the fork, so the child calls no loader)."""
     if not sys.platform.startswith("linux"):
         return None
     prctl = ctypes.CDLL(None).prctl
@@ -82,7 +99,8 @@ def _die_with_parent():
 
 
 def _process_table() -> dict[int, tuple[int, int, int]]:
-    """pid → (parent pid, process group, session) of every process this user can see (Linux ``/proc``)."""
+    """pid → (parent pid, process group, session) of every process this user can see (Linux
+    ``/proc``)."""
     table = {}
     if not os.path.isdir("/proc"):
         return table
@@ -99,12 +117,17 @@ def _process_table() -> dict[int, tuple[int, int, int]]:
 
 
 def stray_processes(child: int | None = None, frozen_group: int | None = None) -> list[int]:
-    """What a submission started that is not frozen with its process group: the descendants of ``child`` outside
-    ``frozen_group``, and our own direct children outside our session (a submission's processes reparented to us,
-    a subreaper, after their parent died; the grader's own helpers share its session)."""
+    """What a submission started that is not frozen with its process group: the descendants of
+    ``child`` outside ``frozen_group``, and our own direct children outside our session (a
+    submission's processes reparented to us, a subreaper, after their parent died; the grader's own
+    helpers share its session)."""
     table = _process_table()
     me, session = os.getpid(), os.getsid(0)
-    found = {pid for pid, (ppid, _, sid) in table.items() if ppid == me and sid != session and pid != child}
+    found = {
+        pid
+        for pid, (ppid, _, sid) in table.items()
+        if ppid == me and sid != session and pid != child
+    }
     if child is not None:
         below, frontier = set(), {child}
         while frontier:
@@ -114,8 +137,11 @@ def stray_processes(child: int | None = None, frozen_group: int | None = None) -
     return sorted(found)
 
 
-def kill_strays(child: int | None = None, frozen_group: int | None = None, rounds: int = 50) -> None:
-    """Kill (and reap) :func:`stray_processes`; repeated, since a dying process may leave orphans of its own."""
+def kill_strays(
+    child: int | None = None, frozen_group: int | None = None, rounds: int = 50
+) -> None:
+    """Kill (and reap) :func:`stray_processes`; repeated, since a dying process may leave orphans of
+    its own."""
     for _ in range(rounds):
         pids = stray_processes(child, frozen_group)
         if not pids:
@@ -139,19 +165,23 @@ def kill_strays(child: int | None = None, frozen_group: int | None = None, round
 
 
 def scrub_command_line(secret: str) -> bool:
-    """Overwrite ``secret`` (an ``--hf-token``) in this process's own command line, which any process of the same
-    user reads from ``/proc/PID/cmdline``; ``sys.argv`` (a copy) keeps it. False where that cannot be done."""
+    """Overwrite ``secret`` (an ``--hf-token``) in this process's own command line, which any
+    process of the same user reads from ``/proc/PID/cmdline``; ``sys.argv`` (a copy) keeps it. False
+    where that cannot be done."""
     if not secret or not sys.platform.startswith("linux"):
         return False
     try:
         with open("/proc/self/stat", encoding="utf-8", errors="replace") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49 of stat
+        # arg_start, arg_end: fields 48 and 49 of stat
+        start, end = int(fields[45]), int(fields[46])
         with open("/proc/self/mem", "r+b", buffering=0) as mem:
             mem.seek(start)
             text = mem.read(end - start)
             if secret.encode() not in text:
-                return secret not in open("/proc/self/cmdline", "rb").read().decode("utf-8", "replace")
+                return secret not in open("/proc/self/cmdline", "rb").read().decode(
+                    "utf-8", "replace"
+                )
             mem.seek(start)
             mem.write(text.replace(secret.encode(), b"*" * len(secret.encode())))
         return True
@@ -166,27 +196,41 @@ def hub_cache() -> str:
 
 
 def child_environment(home: Path, tmp: Path) -> dict[str, str]:
-    """The child's whole environment: what runs Python, torch and CUDA, the caches the model loads from, offline."""
+    """The child's whole environment: what runs Python, torch and CUDA, the caches the model loads
+    from, offline."""
     import medusa
     from medusa.model.embedded import cache_root
 
     env = {k: v for k, v in os.environ.items() if k in KEEP or k.startswith(KEEP_PREFIXES)}
-    env.update({
-        "HOME": str(home), "TMPDIR": str(tmp), "XDG_CACHE_HOME": str(home / ".cache"), "HF_HOME": str(home / "hf"),
-        "HF_HUB_CACHE": hub_cache(), "MEDUSA_CACHE": str(cache_root()), "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": os.pathsep.join([str(Path(medusa.__file__).resolve().parents[1]),
-                                       *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "HOME": str(home),
+            "TMPDIR": str(tmp),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "HF_HOME": str(home / "hf"),
+            "HF_HUB_CACHE": hub_cache(),
+            "MEDUSA_CACHE": str(cache_root()),
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": os.pathsep.join(
+                [
+                    str(Path(medusa.__file__).resolve().parents[1]),
+                    *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+                ]
+            ),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
 @dataclass
 class ChildConfig:
-    """What the child needs: the submission, how to load the model (no token), threads, seed; ``sandbox``: the
-    files to share with it (None: no sandbox)."""
+    """What the child needs: the submission, how to load the model (no token), threads, seed;
+    ``sandbox``: the files to share with it (None: no sandbox)."""
 
     generator: str
     load: dict
@@ -213,11 +257,13 @@ class SubmissionProcess:
         self.loaded = False
         self.paused = False
 
-    # ---- starting ---------------------------------------------------------------------------------------
+    # ---- starting --------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the child and wait until it imported the submission (its errors are one line, exit 2)."""
+        """Start the child and wait until it imported the submission (its errors are one line, exit
+        2)."""
         _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of the submission become ours, to be killed
-        _prctl(PR_SET_DUMPABLE, 0)  # our /proc entries (environment, memory) closed to the submission
+        # our /proc entries (environment, memory) closed to the submission
+        _prctl(PR_SET_DUMPABLE, 0)
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         log_r, log_w = os.pipe()
@@ -229,21 +275,38 @@ class SubmissionProcess:
         if self.config.sandbox is not None:
             from medusa.grading.sandbox import sandboxed
 
-            command, env, work = sandboxed(self.config.sandbox, command, env, self.folder, (to_child_r, from_child_w))
+            command, env, work = sandboxed(
+                self.config.sandbox, command, env, self.folder, (to_child_r, from_child_w)
+            )
         try:
-            self.proc = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=log_w,
-                                         stderr=subprocess.STDOUT, pass_fds=(to_child_r, from_child_w),
-                                         start_new_session=True, preexec_fn=_die_with_parent())
+            self.proc = subprocess.Popen(
+                command,
+                cwd=work,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_w,
+                stderr=subprocess.STDOUT,
+                pass_fds=(to_child_r, from_child_w),
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+            )
         except OSError as exc:
-            raise MedusaError(f"--generator: cannot start the submission's process ({exc})") from None
+            raise MedusaError(
+                f"--generator: cannot start the submission's process ({exc})"
+            ) from None
         finally:
             for fd in (to_child_r, from_child_w, log_w):
                 os.close(fd)
         self.channel = Channel(from_child_r, to_child_w)
         self._drain = threading.Thread(target=self._drain_output, args=(log_r,), daemon=True)
         self._drain.start()
-        first = {"generator": self.config.generator, "load": self.config.load, "threads": self.config.threads,
-                 "seed": self.config.seed, "sys_path": self.config.sys_path}
+        first = {
+            "generator": self.config.generator,
+            "load": self.config.load,
+            "threads": self.config.threads,
+            "seed": self.config.seed,
+            "sys_path": self.config.sys_path,
+        }
         self._setup(first, "imported", IMPORT_SECONDS, "importing the submission")
 
     def load(self) -> None:
@@ -256,20 +319,26 @@ class SubmissionProcess:
         self._setup({"op": "construct", "args": args}, "ready", timeout or CONSTRUCT_SECONDS,
                     f"constructing {class_name}", "the --timeout of " if timeout else "")
 
-    def _setup(self, message: dict, event: str, timeout: float, doing: str, limit: str = "") -> None:
-        """One step before the examples; no example can go on without it, so its failure stops the run."""
+    def _setup(
+        self, message: dict, event: str, timeout: float, doing: str, limit: str = ""
+    ) -> None:
+        """One step before the examples; no example can go on without it, so its failure stops the
+        run."""
         try:
             self._send(message, doing)
             self._expect(event, timeout, doing)
         except SubmissionTimedOut as exc:
             at = f" ({exc.where})" if exc.where else ""
-            raise MedusaError(f"--generator: {doing} failed: ran longer than {limit}{timeout:g} s{at}") from None
+            raise MedusaError(
+                f"--generator: {doing} failed: ran longer than {limit}{timeout:g} s{at}"
+            ) from None
         except SubmissionGone as exc:
             self.stop()
             raise MedusaError(f"--generator: {exc}{self._last_output()}") from None
 
     def ready(self, args: dict, timeout: float | None, class_name: str) -> None:
-        """Started, loaded and constructed with ``args`` (a restart after a failure goes through here)."""
+        """Started, loaded and constructed with ``args`` (a restart after a failure goes through
+        here)."""
         if self.proc is None:
             self.start()
         self._resume()
@@ -279,10 +348,10 @@ class SubmissionProcess:
         if self.construct_args != args:
             self.construct(args, timeout, class_name)
 
-    # ---- one example ------------------------------------------------------------------------------------
+    # ---- one example -----------------------------------------------------------------------------
     def call(self, prompt_ids: list[int], timeout: float | None) -> dict:
-        """The child's reply for one prompt; SubmissionTimedOut / SubmissionGone when there is none (the child
-        is stopped then: the next call needs :meth:`ready` again)."""
+        """The child's reply for one prompt; SubmissionTimedOut / SubmissionGone when there is none
+        (the child is stopped then: the next call needs :meth:`ready` again)."""
         try:
             self._send({"op": "call", "prompt": prompt_ids}, "running the submission")
             return self._expect("result", timeout, "running the submission")
@@ -290,7 +359,7 @@ class SubmissionProcess:
             self.stop()
             raise
 
-    # ---- waiting ----------------------------------------------------------------------------------------
+    # ---- waiting ---------------------------------------------------------------------------------
     def _send(self, message: dict, doing: str) -> None:
         try:
             self.channel.send(message)
@@ -313,7 +382,9 @@ class SubmissionProcess:
                 raise SubmissionGone(reason) from None
             except ChannelError as exc:
                 self.stop()
-                raise SubmissionGone(f"the submission's process broke the grading protocol ({exc})") from None
+                raise SubmissionGone(
+                    f"the submission's process broke the grading protocol ({exc})"
+                ) from None
             if message.get("event") == "fatal":
                 self.stop()
                 self._fatal(message, event)
@@ -322,9 +393,12 @@ class SubmissionProcess:
 
     @staticmethod
     def _fatal(message: dict, event: str) -> None:
-        """A ``fatal`` reply. During an example the submission's own code could have sent it, so only the
-        needs-CUDA code stops the run there, in the grader's own words; any other fails that example."""
-        text = " ".join(str(message.get("message", "the submission's process failed")).split())[:1000]
+        """A ``fatal`` reply. During an example the submission's own code could have sent it, so
+        only the needs-CUDA code stops the run there, in the grader's own words; any other fails
+        that example."""
+        text = " ".join(str(message.get("message", "the submission's process failed")).split())[
+            :1000
+        ]
         if event == "result":
             if message.get("code") == "needs-cuda":
                 from medusa.grading.submission import cuda_error
@@ -335,7 +409,8 @@ class SubmissionProcess:
         raise MedusaError(text if text.startswith("--generator: ") else f"--generator: {text}")
 
     def _last_output(self) -> str:
-        """The child's last line of output (a traceback's last line says why it died), for the one-line error."""
+        """The child's last line of output (a traceback's last line says why it died), for the
+        one-line error."""
         with self._log_lock:
             data = b"".join(self._pending)
             if not data and self.log_path is not None:
@@ -345,14 +420,19 @@ class SubmissionProcess:
                         data = f.read()
                 except OSError:
                     data = b""
-        lines = [line.strip() for line in data[-4096:].decode("utf-8", "replace").splitlines() if line.strip()]
+        lines = [
+            line.strip()
+            for line in data[-4096:].decode("utf-8", "replace").splitlines()
+            if line.strip()
+        ]
         if not lines:
             return ""
         line = lines[-1] if len(lines[-1]) <= TAIL_CHARS else lines[-1][:TAIL_CHARS - 3] + "..."
         return f"; its last output: {line}"
 
     def _where(self) -> str | None:
-        """Ask a timed-out child where it is; a child that does not answer at once is not waited for."""
+        """Ask a timed-out child where it is; a child that does not answer at once is not waited
+        for."""
         try:
             self.channel.send({"op": "where"})
             deadline = time.monotonic() + WHERE_SECONDS
@@ -376,16 +456,20 @@ class SubmissionProcess:
         if code is None:
             how = "stopped answering"
         elif code < 0:
-            how = f"was killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else \
-                f"was killed by signal {-code}"
+            how = (
+                f"was killed by {signal.Signals(-code).name}"
+                if -code in signal.valid_signals()
+                else f"was killed by signal {-code}"
+            )
         else:
             how = f"exited with code {code}"
         return f"the submission's process {how} while {doing}"
 
-    # ---- pausing and stopping ---------------------------------------------------------------------------
+    # ---- pausing and stopping --------------------------------------------------------------------
     def pause(self) -> None:
-        """Freeze the child's process group (SIGSTOP) and kill whatever left it, while the grader decodes its own
-        passes and writes its files; :meth:`ready` thaws it (the next table row keeps its model load)."""
+        """Freeze the child's process group (SIGSTOP) and kill whatever left it, while the grader
+        decodes its own passes and writes its files; :meth:`ready` thaws it (the next table row
+        keeps its model load)."""
         if self.proc is None or self.paused:
             return
         try:
@@ -411,7 +495,8 @@ class SubmissionProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except OSError:
             pass
-        kill_strays(self.proc.pid)  # its descendants first (they are not reparented while it lives), then orphans
+        # its descendants first (they are not reparented while it lives), then orphans
+        kill_strays(self.proc.pid)
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -429,7 +514,7 @@ class SubmissionProcess:
         _prctl(PR_SET_CHILD_SUBREAPER, 0)
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    # ---- the child's output -----------------------------------------------------------------------------
+    # ---- the child's output ----------------------------------------------------------------------
     def set_log(self, path: Path) -> None:
         """Where the child's output goes from now on (what came before is written there first)."""
         with self._log_lock:

@@ -1,5 +1,5 @@
-"""Starting a submission's process for a run's settings: what it loads (no token), where its files are, and,
-with ``--sandbox``, which of the grader's files it may see."""
+"""Starting a submission's process for a run's settings: what it loads (no token), where its files
+are, and, with ``--sandbox``, which of the grader's files it may see."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from medusa.model.hub import is_local
 
 
 def submission_folder(where: str) -> Path:
-    """The folder a ``FILE.py`` or ``module`` submission lives in, found without running any of its code."""
+    """The folder a ``FILE.py`` or ``module`` submission lives in, found without running any of its
+    code."""
     if where.endswith(".py"):
         return Path(where).resolve().parent
     top = where.split(".")[0]
@@ -32,13 +33,15 @@ def submission_folder(where: str) -> Path:
 
 
 def _absolute(name: str | None) -> str | None:
-    """Local paths made absolute (the child works in another folder); hub ids and built-in names unchanged."""
+    """Local paths made absolute (the child works in another folder); hub ids and built-in names
+    unchanged."""
     return str(Path(name).resolve()) if name and is_local(name) else name
 
 
 def model_paths(names: list[str | None]) -> list[str]:
-    """The files a sandboxed child must see to load the model: local folders (a file's folder), the hub cache's
-    folder of each hub repository (made now if the grader's load has yet to fill it), the GGUF conversions."""
+    """The files a sandboxed child must see to load the model: local folders (a file's folder), the
+    hub cache's folder of each hub repository (made now if the grader's load has yet to fill it),
+    the GGUF conversions."""
     paths: list[str] = []
     for name in names:
         if not name:
@@ -57,9 +60,9 @@ def model_paths(names: list[str | None]) -> list[str]:
 
 
 def private_paths(settings) -> list[str]:
-    """What a sandboxed submission must not see even beside its own file: the output folder and the local data
-    (a pair prefix's files one by one, ``NAME.hin_Deva``, ``NAME.eng_Latn``…: the folder around them may be the
-    submission's own)."""
+    """What a sandboxed submission must not see even beside its own file: the output folder and the
+    local data (a pair prefix's files one by one, ``NAME.hin_Deva``, ``NAME.eng_Latn``…: the folder
+    around them may be the submission's own)."""
     paths = []
     if settings.output_dir:
         Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
@@ -68,33 +71,58 @@ def private_paths(settings) -> list[str]:
     if data.exists():
         paths.append(str(data.resolve()))
     elif data.parent.is_dir():
-        paths.extend(str(p.resolve()) for p in sorted(data.parent.glob(glob.escape(data.name) + ".*")))
+        paths.extend(
+            str(p.resolve()) for p in sorted(data.parent.glob(glob.escape(data.name) + ".*"))
+        )
     return paths
 
 
 def start_submission(settings, facts) -> SubmissionProcess:
     """The submission's process, started and past its import (one-line errors otherwise)."""
     if os.name != "posix":
-        raise MedusaError("--generator needs Linux or macOS (the submission's process is started with POSIX pipes "
-                          "and process groups); grade on one of those")
+        raise MedusaError(
+            "--generator needs Linux or macOS (the submission's process is started with POSIX pipes"
+            " and process groups); grade on one of those"
+        )
     where, name = split_spec(settings.generator)
     folder = submission_folder(where)
     spec = f"{Path(where).resolve()}:{name}" if where.endswith(".py") else settings.generator
     load = settings.load_settings()
     load.token = None  # the child loads from the cache, offline
-    if load.device in ("auto", "cuda") and torch.cuda.is_available():  # this process's GPU (one per launched rank)
+    # this process's GPU (one per launched rank)
+    if load.device in ("auto", "cuda") and torch.cuda.is_available():
         load.device = f"cuda:{torch.cuda.current_device()}"
-    load.model_name, load.medusa_heads, load.adapter = (_absolute(load.model_name), _absolute(load.medusa_heads),
-                                                        _absolute(load.adapter))
+    load.model_name, load.medusa_heads, load.adapter = (
+        _absolute(load.model_name),
+        _absolute(load.medusa_heads),
+        _absolute(load.adapter),
+    )
     sandbox = None
     if settings.sandbox:
         from medusa.grading.sandbox import check_supported, sandbox_spec
 
         check_supported()
-        sandbox = sandbox_spec(folder, model_paths([settings.model_name, settings.medusa_heads, settings.adapter,
-                                                    facts.base, facts.heads_source]), private_paths(settings))
-    config = ChildConfig(spec, asdict(load), settings.threads or torch.get_num_threads(), settings.seed,
-                         [] if where.endswith(".py") else [str(folder)], sandbox)
+        sandbox = sandbox_spec(
+            folder,
+            model_paths(
+                [
+                    settings.model_name,
+                    settings.medusa_heads,
+                    settings.adapter,
+                    facts.base,
+                    facts.heads_source,
+                ]
+            ),
+            private_paths(settings),
+        )
+    config = ChildConfig(
+        spec,
+        asdict(load),
+        settings.threads or torch.get_num_threads(),
+        settings.seed,
+        [] if where.endswith(".py") else [str(folder)],
+        sandbox,
+    )
     process = SubmissionProcess(config, settings.debug)
     try:
         process.start()

@@ -1,12 +1,13 @@
 """A submission's generator as one more decoder of an evaluation run, answered by its own process.
 
-The runner calls :class:`StudentDecoder` per example as it calls our engines. The reply from the submission's
-process (:mod:`medusa.grading.isolation`) is only data and is checked again here: ids within the vocabulary, a
-shape that fits them, errors cut to one line. A submission that fails on one example (raises, calls ``sys.exit``,
-returns something that is not token ids, runs past ``--timeout``, kills its own process) fails that example only:
-the result carries the error's first line and the submission's file:line, a new process takes over, and the run
-goes on. Failures that no example can escape (an import error, a constructor error, a submission that needs CUDA on
-a machine without it) stop the run with one line.
+The runner calls :class:`StudentDecoder` per example as it calls our engines. The reply from the
+submission's process (:mod:`medusa.grading.isolation`) is only data and is checked again here: ids
+within the vocabulary, a shape that fits them, errors cut to one line. A submission that fails on
+one example (raises, calls ``sys.exit``, returns something that is not token ids, runs past
+``--timeout``, kills its own process) fails that example only: the result carries the error's first
+line and the submission's file:line, a new process takes over, and the run goes on. Failures that no
+example can escape (an import error, a constructor error, a submission that needs CUDA on a machine
+without it) stop the run with one line.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _text(value) -> str | None:
 
 
 def read_reply(reply: dict, vocab_size: int) -> tuple[list[int], list[int]]:
-    """The ids and shape of a ``result`` reply; ValueError when they are not what a well-behaved child sends."""
+    """The ids and shape of a ``result`` reply; ValueError when they are not what a well-behaved
+    child sends."""
     ids, shape = reply.get("ids"), reply.get("shape")
     if not (isinstance(ids, list) and isinstance(shape, list) and 1 <= len(shape) <= 2):
         raise ValueError("no ids")
@@ -47,12 +49,14 @@ def read_reply(reply: dict, vocab_size: int) -> tuple[list[int], list[int]]:
 
 @dataclass
 class StudentResult(GenerationResult):
-    """One example's outcome: the scored ids, the contract checks, or the error that failed the example."""
+    """One example's outcome: the scored ids, the contract checks, or the error that failed the
+    example."""
 
     checks: dict | None = None
     error: str | None = None
     error_at: str | None = None
-    generated_tokens: int | None = None  # what the speed counts: the returned ids minus an echoed prompt
+    # what the speed counts: the returned ids minus an echoed prompt
+    generated_tokens: int | None = None
 
     def row_fields(self) -> dict:
         """What predictions.jsonl records beyond our decoders' fields."""
@@ -66,7 +70,8 @@ def failed(error: str, at: str | None = None) -> StudentResult:
 
 @dataclass
 class StudentDecoder:
-    """Gets the submission's process ready (constructed with the course's arguments), then runs it per example."""
+    """Gets the submission's process ready (constructed with the course's arguments), then runs it
+    per example."""
 
     process: SubmissionProcess
     class_name: str
@@ -86,7 +91,9 @@ class StudentDecoder:
                 "beam_width": self.beam_width, "max_len": self.max_len}
         self.process.ready(args, self.timeout, self.class_name)
 
-    def __call__(self, prompt_ids: list[int], stops: set[int], device: torch.device | None = None) -> StudentResult:
+    def __call__(
+        self, prompt_ids: list[int], stops: set[int], device: torch.device | None = None
+    ) -> StudentResult:
         try:
             reply = self.process.call(prompt_ids, self.timeout)
         except SubmissionTimedOut as exc:
@@ -105,8 +112,11 @@ class StudentDecoder:
             return failed(f"the submission's process sent a malformed reply ({exc})")
         checks = check_output(ids, shape, prompt_ids, self.max_len, self.eos_id)
         tokens, reason = scored_tokens(ids, self.max_len, stops)
-        return StudentResult(tokens, [], reason, checks=checks.to_dict(), generated_tokens=checks.generated_tokens)
+        return StudentResult(
+            tokens, [], reason, checks=checks.to_dict(), generated_tokens=checks.generated_tokens
+        )
 
     def stop(self) -> None:
-        """Freeze the submission's process and kill anything it started (before the grader writes its files)."""
+        """Freeze the submission's process and kill anything it started (before the grader writes
+        its files)."""
         self.process.pause()

@@ -1,11 +1,12 @@
 """What a submission returned, read as token ids, with the facts the grading report checks.
 
-The course's contract: ``__call__(input_ids [1, P])`` returns the generated ids only, shape (T,), T ≤
-max_output_len, ending at EOS. Values that cannot be token ids (text, floats, ids outside the vocabulary, a batch
-of several sequences) fail the example; a [1, T] batch of one is read but reported as not 1-D, and an output that
-is empty, repeats the prompt, runs past the length limit or goes on after EOS is scored as returned and flagged.
-Speed counts the ids the submission generated: the returned ids minus an echoed prompt, up to EOS and at most
-max_output_len (padding past either is not generation).
+The course's contract: ``__call__(input_ids [1, P])`` returns the generated ids only, shape (T,), T
+≤ max_output_len, ending at EOS. Values that cannot be token ids (text, floats, ids outside the
+vocabulary, a batch of several sequences) fail the example; a [1, T] batch of one is read but
+reported as not 1-D, and an output that is empty, repeats the prompt, runs past the length limit or
+goes on after EOS is scored as returned and flagged. Speed counts the ids the submission generated:
+the returned ids minus an echoed prompt, up to EOS and at most max_output_len (padding past either
+is not generation).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import torch
 
 
 class BadOutput(ValueError):
-    """The returned value cannot be read as generated token ids; the message says what was returned."""
+    """The returned value cannot be read as generated token ids; the message says what was returned.
+    """
 
 
-PARTIAL_ECHO = 8  # an output that starts with this many prompt tokens (or is all prompt tokens) echoes part of it
+# an output that starts with this many prompt tokens (or is all prompt tokens) echoes part of it
+PARTIAL_ECHO = 8
 
 
 @dataclass
@@ -32,8 +35,10 @@ class OutputChecks:
     starts_with_prompt: bool
     over_length: bool
     tokens_after_eos: int
-    partial_prompt_echo: bool = False  # starts with part of the prompt (an echo cut short): generated ids unknown
-    generated_tokens: int | None = None  # minus an echoed prompt, to EOS, ≤ max_len; None when it cannot be told
+    # starts with part of the prompt (an echo cut short): generated ids unknown
+    partial_prompt_echo: bool = False
+    # minus an echoed prompt, to EOS, ≤ max_len; None when it cannot be told
+    generated_tokens: int | None = None
 
     @property
     def empty(self) -> bool:
@@ -49,15 +54,21 @@ def as_token_ids(value, vocab_size: int) -> tuple[list[int], list[int]]:
     if value is None:
         raise BadOutput("returned None; return the generated ids as a 1-D tensor")
     if isinstance(value, (str, bytes)):
-        raise BadOutput(f"returned a {type(value).__name__} ({value[:40]!r}); return token ids, not text")
+        raise BadOutput(
+            f"returned a {type(value).__name__} ({value[:40]!r}); return token ids, not text"
+        )
     if not isinstance(value, torch.Tensor):
         try:
             value = torch.as_tensor(value)
         except Exception:
-            raise BadOutput(f"returned a {type(value).__name__} that is not a tensor of token ids") from None
+            raise BadOutput(
+                f"returned a {type(value).__name__} that is not a tensor of token ids"
+            ) from None
     shape = list(value.shape)
     if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
-        raise BadOutput(f"returned {str(value.dtype).replace('torch.', '')} values; return integer token ids")
+        raise BadOutput(
+            f"returned {str(value.dtype).replace('torch.', '')} values; return integer token ids"
+        )
     if value.dim() == 0:
         raise BadOutput("returned a single number, not a sequence; return a 1-D tensor of ids")
     if value.dim() > 2 or (value.dim() == 2 and shape[0] != 1):
@@ -69,9 +80,12 @@ def as_token_ids(value, vocab_size: int) -> tuple[list[int], list[int]]:
     return ids, shape
 
 
-def check_output(ids: list[int], shape: list[int], prompt: list[int], max_len: int, eos_id: int) -> OutputChecks:
-    """The contract's checks on ids already read by :func:`as_token_ids`; EOS is the id the submission was given,
-    looked for after the prompt when the output repeats it (a chat prompt holds end-of-turn ids itself)."""
+def check_output(
+    ids: list[int], shape: list[int], prompt: list[int], max_len: int, eos_id: int
+) -> OutputChecks:
+    """The contract's checks on ids already read by :func:`as_token_ids`; EOS is the id the
+    submission was given, looked for after the prompt when the output repeats it (a chat prompt
+    holds end-of-turn ids itself)."""
     repeats_prompt = bool(prompt) and ids[: len(prompt)] == prompt
     shared = 0
     for a, b in zip(ids, prompt):
@@ -89,12 +103,15 @@ def check_output(ids: list[int], shape: list[int], prompt: list[int], max_len: i
         over_length=len(ids) > max_len,
         tokens_after_eos=0 if first_stop is None else len(generated) - first_stop - 1,
         partial_prompt_echo=partial,
-        generated_tokens=None if partial else min(len(generated) if first_stop is None else first_stop, max_len),
+        generated_tokens=(
+            None if partial else min(len(generated) if first_stop is None else first_stop, max_len)
+        ),
     )
 
 
 def scored_tokens(ids: list[int], max_len: int, stops: set[int]) -> tuple[list[int], str]:
-    """What is scored, as for our own decoders: up to the first stop id (excluded), at most ``max_len``."""
+    """What is scored, as for our own decoders: up to the first stop id (excluded), at most
+    ``max_len``."""
     cut = next((i for i, t in enumerate(ids) if t in stops), None)
     if cut is not None and cut <= max_len:
         return ids[:cut], "eos"

@@ -1,10 +1,12 @@
-"""The submission's side of grading: import a student's ``MedusaTextGenerator`` and run it, in its own process.
+"""The submission's side of grading: import a student's ``MedusaTextGenerator`` and run it, in its
+own process.
 
-The course's starter code builds ``MedusaTextGenerator(model, decoding_strategy, eos_id, use_no_medusa_heads,
-beam_width, max_output_len)`` and calls it with ``input_ids`` of shape [1, P], expecting the generated ids only
-(shape (T,), T ≤ max_output_len). Our model answers the FasterDecoding calls such code makes. Everything here runs
-in :mod:`medusa.grading.child`, never in the grader: what comes back is plain data (ids, a shape, an error's first
-line and the submission's file:line), which :mod:`medusa.grading.student` checks again.
+The course's starter code builds ``MedusaTextGenerator(model, decoding_strategy, eos_id,
+use_no_medusa_heads, beam_width, max_output_len)`` and calls it with ``input_ids`` of shape [1, P],
+expecting the generated ids only (shape (T,), T ≤ max_output_len). Our model answers the
+FasterDecoding calls such code makes. Everything here runs in :mod:`medusa.grading.child`, never in
+the grader: what comes back is plain data (ids, a shape, an error's first line and the submission's
+file:line), which :mod:`medusa.grading.student` checks again.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ MAX_ERROR = 300  # characters of an error's first line that are kept
 
 
 def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message``: submissions' errors can span many lines (shapes, tracebacks)."""
+    """``Type: first line of the message``: submissions' errors can span many lines (shapes,
+    tracebacks)."""
     if isinstance(exc, SystemExit):
         return f"called sys.exit({exc.code!r})" if exc.code is not None else "called sys.exit()"
     try:
@@ -54,7 +57,8 @@ def needs_cuda(exc: BaseException) -> bool:
 
 
 class NeedsCuda(MedusaError):
-    """The one failure of an example that stops the run: the submission needs a GPU this machine lacks."""
+    """The one failure of an example that stops the run: the submission needs a GPU this machine
+    lacks."""
 
     def __init__(self, where: str | None) -> None:
         at = f" ({where})" if where else ""
@@ -68,7 +72,8 @@ def cuda_error(where: str | None) -> NeedsCuda:
 
 
 def failure_site(exc: BaseException, files: set[str]) -> str | None:
-    """``file:line`` of a submission's failure; a CUDA call on a machine without CUDA stops the run instead."""
+    """``file:line`` of a submission's failure; a CUDA call on a machine without CUDA stops the run
+    instead."""
     at = location(exc, files)
     if needs_cuda(exc):
         raise cuda_error(at) from None
@@ -83,12 +88,15 @@ def split_spec(spec: str) -> tuple[str, str]:
     if not where or not name:
         raise MedusaError(f"--generator {spec!r}: use FILE.py:ClassName or module:ClassName")
     if where.endswith(".py") and not Path(where).is_file():
-        raise MedusaError(f"--generator: {where} does not exist: check the path (FILE.py:ClassName)")
+        raise MedusaError(
+            f"--generator: {where} does not exist: check the path (FILE.py:ClassName)"
+        )
     return where, name
 
 
 def load_generator_class(spec: str) -> type:
-    """The submission's class; its folder goes on ``sys.path`` as ``python generate_medusa.py`` would put it."""
+    """The submission's class; its folder goes on ``sys.path`` as ``python generate_medusa.py``
+    would put it."""
     where, name = split_spec(spec)
     try:
         if where.endswith(".py"):
@@ -106,9 +114,13 @@ def load_generator_class(spec: str) -> type:
         raise
     except ModuleNotFoundError as exc:  # the submission imports a package this environment lacks
         at = location(exc, {str(Path(where).resolve())})
-        raise MedusaError(f"--generator: {where} imports {exc.name!r}, which is not installed here"
-                          + (f" ({at})" if at else "") + "; pip install it, then grade again") from None
-    except BaseException as exc:  # the student's file failing to import is their bug, reported in one line
+        raise MedusaError(
+            f"--generator: {where} imports {exc.name!r}, which is not installed here"
+            + (f" ({at})" if at else "")
+            + "; pip install it, then grade again"
+        ) from None
+    # the student's file failing to import is their bug, reported in one line
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         at = failure_site(exc, {str(Path(where).resolve())})
@@ -116,14 +128,19 @@ def load_generator_class(spec: str) -> type:
                           + (f" ({at})" if at else "")) from None
     cls = getattr(module, name, None)
     if not isinstance(cls, type):
-        own = sorted(n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__)
+        own = sorted(
+            n
+            for n, v in vars(module).items()
+            if isinstance(v, type) and v.__module__ == module.__name__
+        )
         raise MedusaError(f"--generator: {where} has no {name}; "
                           + (f"its classes: {', '.join(own)}" if own else "it defines no class"))
     return cls
 
 
 class Submission:
-    """The student's generator built once, then called per example; every failure becomes a reply, not a crash."""
+    """The student's generator built once, then called per example; every failure becomes a reply,
+    not a crash."""
 
     def __init__(self, cls: type, model, strategy: str, eos_id: int, heads: int, beam_width: int,
                  max_len: int) -> None:
@@ -156,7 +173,8 @@ class Submission:
         try:
             with torch.inference_mode():
                 out = self.generator(torch.tensor([prompt_ids], device=device))
-            if device.type == "cuda":  # the grader's clock stops when this reply arrives: count queued kernels
+            # the grader's clock stops when this reply arrives: count queued kernels
+            if device.type == "cuda":
                 torch.cuda.synchronize(device)
         except KeyboardInterrupt:
             raise

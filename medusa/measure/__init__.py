@@ -1,1 +1,2 @@
-"""Measuring heads: tree calibration (`calibrate-tree`), replayed acceptance (`measure-acceptance`)."""
+"""Measuring heads: tree calibration (`calibrate-tree`), replayed acceptance (`measure-acceptance`).
+"""

@@ -1,5 +1,5 @@
-"""The model a measurement command loads, and the prompts it builds: the settings, flags and loading that
-``measure-acceptance`` and ``calibrate-tree`` share (each adds its own data and outputs)."""
+"""The model a measurement command loads, and the prompts it builds: the settings, flags and loading
+that ``measure-acceptance`` and ``calibrate-tree`` share (each adds its own data and outputs)."""
 
 from __future__ import annotations
 
@@ -32,14 +32,19 @@ def add_model_arguments(p: argparse.ArgumentParser, d: MeasuredModelSettings) ->
     ModelSpec.add_arguments(p, d, only=("device", "device_map", "dtype", "hf_token"))
 
 
-def load_measured_model(s: MeasuredModelSettings, purpose: str) -> tuple[MedusaModel, MeasuredModelSettings]:
-    """The model with its heads (refused without: there is nothing to ``purpose``), and the settings with ``auto``
-    prompt style settled for its tokenizer (the seed prompt for a model without a chat template)."""
+def load_measured_model(
+    s: MeasuredModelSettings, purpose: str
+) -> tuple[MedusaModel, MeasuredModelSettings]:
+    """The model with its heads (refused without: there is nothing to ``purpose``), and the settings
+    with ``auto`` prompt style settled for its tokenizer (the seed prompt for a model without a chat
+    template)."""
     from medusa.evaluation.preflight import settle_prompt_style
 
     check_device_map(s)
     model = load_model(s.load_settings())
     s = settle_prompt_style(s, model.tokenizer, model.info.base)
     if not model.num_heads:
-        raise MedusaError(f"{s.model_name} has no Medusa heads to {purpose}; pass --medusa-heads PATH")
+        raise MedusaError(
+            f"{s.model_name} has no Medusa heads to {purpose}; pass --medusa-heads PATH"
+        )
     return model, s

@@ -1,9 +1,11 @@
-"""The draft vocabulary: the token ids a path-dependent drafter drafts from (FR-Spec's frequency-ranked subset).
+"""The draft vocabulary: the token ids a path-dependent drafter drafts from (FR-Spec's
+frequency-ranked subset).
 
-Projecting each tree level's states onto all 49,152 SmolLM2 tokens was about half of the autoregressive drafter's
-time on the H200, though a Hindi→English translator writes a few thousand distinct tokens. The ``size`` tokens its
-own self-distilled text uses most cover nearly every position; the rest are never drafted (verification still
-scores every token, so outputs are unchanged; where such a token comes, that step accepts fewer tokens).
+Projecting each tree level's states onto all 49,152 SmolLM2 tokens was about half of the
+autoregressive drafter's time on the H200, though a Hindi→English translator writes a few thousand
+distinct tokens. The ``size`` tokens its own self-distilled text uses most cover nearly every
+position; the rest are never drafted (verification still scores every token, so outputs are
+unchanged; where such a token comes, that step accepts fewer tokens).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import torch
 
 
 def frequent_tokens(rows: Iterable[dict], size: int, vocab_size: int) -> torch.Tensor:
-    """The ``size`` token ids most frequent in the rows' continuations (``ids`` after ``prompt_len``), ties to the
-    lower id, sorted; filled up with the lowest unseen ids when the text holds fewer distinct tokens."""
+    """The ``size`` token ids most frequent in the rows' continuations (``ids`` after
+    ``prompt_len``), ties to the lower id, sorted; filled up with the lowest unseen ids when the
+    text holds fewer distinct tokens."""
     if not 0 < size <= vocab_size:
         raise ValueError(f"a draft vocabulary holds 1..{vocab_size} tokens, not {size}")
     counts: Counter[int] = Counter()

