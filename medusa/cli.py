@@ -21,8 +21,8 @@ from medusa.errors import MedusaError
 from medusa.model.hub import fail_fast_offline
 from medusa.output_dir import claimed_folder
 from medusa.settings import CPU_DEMO_TREE_SIZE, SETUPS, RunSettings
-from medusa.arg_types import (SEED, checked_number, positive_int, probability,
-                              settings_from_namespace)
+from medusa.arg_types import (NON_NEGATIVE, NON_NEGATIVE_COUNT, SEED, checked_number, positive_int,
+                              probability, settings_from_namespace)
 from medusa.runtime.threads import apply_threads, threads_arg
 
 DESCRIPTION = (
@@ -137,6 +137,28 @@ def add_strategy_flags(more) -> None:
             " log-probability, drafted whole even near --max-output-len and cut there; lossy; the"
             " default when grading multi-head)"
         ),
+    )
+    more.add_argument(
+        "--temperature",
+        type=NON_NEGATIVE,
+        default=DecodeSettings.temperature,
+        help=(
+            "0 decodes greedily (the default); above 0, -ds single-head samples from the base"
+            " model's logits divided by it, cut by --top-k and --top-p (reseeded per example"
+            " from --seed and its prompt)"
+        ),
+    )
+    more.add_argument(
+        "--top-k",
+        type=NON_NEGATIVE_COUNT,
+        default=DecodeSettings.top_k,
+        help="sampling: draw from the K most likely tokens only (0: all)",
+    )
+    more.add_argument(
+        "--top-p",
+        type=probability,
+        default=DecodeSettings.top_p,
+        help="sampling: draw from the smallest set of tokens whose probability reaches P (1: all)",
     )
     more.add_argument(
         "--tree",
@@ -416,6 +438,7 @@ def is_demo(args: argparse.Namespace, setup: str) -> bool:
         and not args.bare_embedded
         and not args.generator
         and not args.assignment_table
+        and not args.temperature
     )
 
 

@@ -47,6 +47,9 @@ class RunSettings(ModelSpec, DataSpec):
     # -ds tree: a dynamic tree of N nodes, --use-no-medusa-heads deep
     dynamic_tree: int | None = None
     adaptive: bool = False
+    temperature: float = DecodeSettings.temperature
+    top_k: int = DecodeSettings.top_k
+    top_p: float = DecodeSettings.top_p
     compare_single_head: bool = False
     # a student's MedusaTextGenerator, FILE.py:Class, run instead of our decoder
     generator: str | None = None

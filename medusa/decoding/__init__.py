@@ -43,6 +43,11 @@ class DecodeSettings:
     adaptive: bool = False
     # multi-head + rescore: the course's algorithm exactly (multi_head.course_reference)
     course_reference: bool = False
+    # single-head at temperature > 0 samples (medusa/decoding/sampling.py); 0 is greedy
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
 
 
 # --decoding-strategy NAME → its class (one line per strategy)
@@ -69,7 +74,14 @@ def make_strategy(settings: DecodeSettings | str) -> Strategy:
     settings)."""
     if isinstance(settings, str):
         settings = DecodeSettings(strategy=settings)
-    strategy = strategy_class(settings.strategy).from_settings(settings)
+    kind = strategy_class(settings.strategy)
+    if settings.temperature > 0 and not kind.samples:
+        raise MedusaError(
+            f"--temperature {settings.temperature:g} samples with -ds single-head;"
+            f" {settings.strategy} verifies at temperature 0 (greedy, typical or rescore"
+            " acceptance)"
+        )
+    strategy = kind.from_settings(settings)
     return Adaptive(strategy) if settings.adaptive else strategy
 
 

@@ -73,6 +73,8 @@ class DecodeState:
     # next token);
     # None for heads that do not look at the path (``head_logits`` says everything then)
     level_logits: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # a token drawn at this state (sampling), kept so that every rule that asks gets the same one
+    drawn: int | None = None
 
     def argmax(self) -> int:
         """The base model's greedy next token; cached, since several rules ask and each ask syncs a
@@ -83,12 +85,8 @@ class DecodeState:
 
     def advance(self, logits: torch.Tensor, head_logits: torch.Tensor | None,
                 level_logits: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        self.logits, self.head_logits, self._argmax, self.level_logits = (
-            logits,
-            head_logits,
-            None,
-            level_logits,
-        )
+        self.logits, self.head_logits, self._argmax = logits, head_logits, None
+        self.level_logits, self.drawn = level_logits, None
 
 
 @dataclass
@@ -132,6 +130,7 @@ class Strategy(ABC):
     num_heads: int = 0
     uses_heads = True  # it drafts with the heads: -nmh and the acceptance rule apply
     uses_beams = False  # it drafts beams: --beam-width applies
+    samples = False  # it decodes at --temperature above 0 (medusa/decoding/sampling.py)
     # measure/replay.py can replay it under greedy acceptance (its draft reads only the state)
     replayable = False
     # the deepest rank of a head's ranked list its drafts read (replay measures at least that many)
@@ -179,6 +178,9 @@ class Strategy(ABC):
         position, ``root`` the base's argmax there (replay's lookup, for strategies that are
         :attr:`replayable`)."""
         raise NotImplementedError(f"{self.name} drafts cannot be looked up in ranked lists")
+
+    def begin(self, prompt_ids: list[int]) -> None:
+        """Called before each decode with its prompt (a sampling strategy reseeds here)."""
 
     def first_token(self, state: DecodeState) -> int | None:
         """The token this rule will surely accept first, if it is decided before verification

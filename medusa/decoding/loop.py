@@ -30,6 +30,7 @@ def decode(stepper: Stepper, strategy: Strategy, prompt_ids: list[int], max_new_
         result.accepted_per_step,
         result.drafted_depth_per_step,
     )
+    strategy.begin(prompt_ids)
     state = stepper.prefill(strategy, prompt_ids, generated)
     while True:
         budget = max_new_tokens - len(generated)

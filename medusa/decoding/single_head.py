@@ -1,5 +1,5 @@
-"""Greedy decoding with the base LM head alone: the reference every other strategy is checked
-against."""
+"""Decoding with the base LM head alone: greedy, the reference every other strategy is checked
+against, or sampled at a temperature above 0 (:mod:`medusa.decoding.sampling`)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,38 @@ import torch
 
 from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
 from medusa.decoding.fixed_tree import DevicePlan, FixedTree
+from medusa.decoding.sampling import Sampler, Sampling
 
 
 class SingleHead(Strategy):
-    """Drafts one node, the base model's argmax, which is accepted by definition."""
+    """Drafts one node, the base model's argmax (or a token drawn from its processed
+    distribution), which is accepted by definition."""
+
+    def __init__(self, sampling: Sampling | None = None) -> None:
+        self.sampler = None if sampling is None or sampling.greedy else Sampler(sampling)
+
+    @classmethod
+    def from_settings(cls, settings) -> "SingleHead":
+        return cls(Sampling(settings.temperature, settings.top_k, settings.top_p, settings.seed))
 
     name = "single-head"
     uses_heads = False
+    samples = True
 
     @classmethod
     def table_label(cls, beam_width: int | None, heads: int | None) -> str:
         return "Single head"
 
+    def begin(self, prompt_ids: list[int]) -> None:
+        if self.sampler is not None:
+            self.sampler.begin(prompt_ids)
+
     def first_token(self, state: DecodeState) -> int:
-        return state.argmax()
+        if self.sampler is None:
+            return state.argmax()
+        if state.drawn is None:
+            state.drawn = self.sampler.sample(state.logits)
+        return state.drawn
 
     def draft(self, state: DecodeState, budget: int) -> Tree:
         return Tree([self.first_token(state)], [-1])
@@ -28,7 +46,9 @@ class SingleHead(Strategy):
     def accept(self, state: DecodeState, tree: Tree, verified: Verified) -> list[int]:
         return [0]
 
-    def device_plan(self, device: torch.device, sequential: bool = False) -> DevicePlan:
+    def device_plan(self, device: torch.device, sequential: bool = False) -> DevicePlan | None:
+        if self.sampler is not None:  # draws on the host: the eager step
+            return None
         root = torch.zeros((), dtype=torch.long, device=device)
         return DevicePlan(
             FixedTree([-1], device),
