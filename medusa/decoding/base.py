@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from medusa.decoding.fixed_tree import DevicePlan
+from medusa.errors import MedusaError
 
 if TYPE_CHECKING:
     from medusa.decoding import DecodeSettings
@@ -177,7 +178,7 @@ class Strategy(ABC):
         """The draft from ranked lists: the base's (log-probs, ids) [R] and the heads' [K, R] at one
         position, ``root`` the base's argmax there (replay's lookup, for strategies that are
         :attr:`replayable`)."""
-        raise NotImplementedError(f"{self.name} drafts cannot be looked up in ranked lists")
+        raise MedusaError(f"replay measures the multi-head and tree strategies, not {self.name}")
 
     def begin(self, prompt_ids: list[int]) -> None:
         """Called before each decode with its prompt (a sampling strategy reseeds here)."""

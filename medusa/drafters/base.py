@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from abc import ABCMeta, abstractmethod
+
 import torch
 from torch import nn
 
@@ -81,7 +83,7 @@ def zero_projections(config: HeadConfig) -> nn.ModuleList:
     return projections
 
 
-class Drafter(nn.Module):
+class Drafter(nn.Module, metaclass=ABCMeta):
     """K heads; ``self.heads[k](x)`` gives head k's logits from what it reads, whether its
     projection is owned or shared. Subclasses set the class attributes, build their own modules in
     :meth:`build` and answer :meth:`head_logits`; independent kinds need nothing else."""
@@ -143,11 +145,11 @@ class Drafter(nn.Module):
         …)."""
         return {}
 
+    @abstractmethod
     def head_logits(self, hidden: torch.Tensor, next_tokens: torch.Tensor | None, num_heads: int
                     ) -> torch.Tensor:
         """The first ``num_heads`` heads' logits [K, *hidden.shape[:-1], V]; ``next_tokens`` where
         it reads them."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------- the interface callers use
 
@@ -350,17 +352,17 @@ class PathDrafter(Drafter):
     path_dependent = True
     reads_next_token = True
 
+    @abstractmethod
     def path_start(self, hidden: torch.Tensor, tokens: torch.Tensor, context=None
                    ) -> tuple[torch.Tensor, ...]:
         """The state after t_0 (``tokens`` [N]) at ``hidden`` [N, H]; ``context``: what a kind
         that :attr:`needs_context` attends over (a
         :class:`~medusa.model.drafter_context.ContextView`)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def path_advance(self, state: tuple[torch.Tensor, ...], tokens: torch.Tensor, j: int,
                      context=None) -> tuple[torch.Tensor, ...]:
         """The state after t_j from the state after t_{j-1} (rows aligned)."""
-        raise NotImplementedError
 
     def head_logits(self, hidden: torch.Tensor, next_tokens: torch.Tensor | None, num_heads: int
                     ) -> torch.Tensor:

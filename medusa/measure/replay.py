@@ -89,13 +89,8 @@ def _teacher_forced_whole(
 
 
 def _draft(strategy: Strategy, ranked: RankedPositions, p: int, root: int, budget: int) -> Tree:
-    try:
-        return strategy.draft_from_ranks(root, (ranked.base_lp[p], ranked.base_ids[p]),
-                                         (ranked.head_lp[:, p], ranked.head_ids[:, p]), budget)
-    except NotImplementedError:
-        raise MedusaError(
-            f"replay measures the multi-head and tree strategies, not {strategy.name}"
-        ) from None
+    return strategy.draft_from_ranks(root, (ranked.base_lp[p], ranked.base_ids[p]),
+                                     (ranked.head_lp[:, p], ranked.head_ids[:, p]), budget)
 
 
 def _matched_depth(tree: Tree, target: list[int]) -> int:
