@@ -132,10 +132,13 @@ def add_strategy_flags(more) -> None:
         choices=list(ACCEPTANCE_RULES),
         default=None,
         help=(
-            "greedy (lossless: same tokens as single-head; the default), typical (confidence"
-            " threshold) or rescore (the course's step 3: the best whole candidate by base"
-            " log-probability, drafted whole even near --max-output-len and cut there; lossy; the"
-            " default when grading multi-head)"
+            "greedy (lossless: same tokens as single-head at --temperature 0, and above it"
+            " speculative sampling, which keeps the base model's sampling distribution exactly;"
+            " the default), typical (confidence threshold; lossy; above --temperature 0 it samples"
+            " its first and bonus tokens as Medusa's does) or rescore (the course's step 3: the"
+            " best whole candidate by base log-probability, drafted whole even near"
+            " --max-output-len and cut there; lossy; temperature 0 only; the default when grading"
+            " multi-head)"
         ),
     )
     more.add_argument(
@@ -143,9 +146,10 @@ def add_strategy_flags(more) -> None:
         type=NON_NEGATIVE,
         default=DecodeSettings.temperature,
         help=(
-            "0 decodes greedily (the default); above 0, -ds single-head samples from the base"
+            "0 decodes greedily (the default); above 0 every strategy samples from the base"
             " model's logits divided by it, cut by --top-k and --top-p (reseeded per example"
-            " from --seed and its prompt)"
+            " from --seed and its prompt); multi-head and tree verify their drafts by"
+            " speculative sampling, so their outputs have single-head sampling's distribution"
         ),
     )
     more.add_argument(

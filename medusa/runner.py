@@ -561,7 +561,10 @@ def _passes(run: Loaded, out_dir: Path, process) -> tuple[list, object]:
     settings, strategy = run.settings, run.strategy
     runs = [Pass("main", strategy, PREDICTIONS)]
     if settings.compare_single_head and strategy.name != "single-head":
-        runs.insert(0, Pass("baseline", make_strategy("single-head"), BASELINE))
+        d = run.decoding  # sampled, single-head samples the same distribution
+        single = DecodeSettings(temperature=d.temperature, top_k=d.top_k, top_p=d.top_p,
+                                seed=d.seed)
+        runs.insert(0, Pass("baseline", make_strategy(single), BASELINE))
     if not settings.generator:
         return runs, None
     process.set_log(out_dir / LOG)  # the constructor's output goes with this run's rows
@@ -624,7 +627,23 @@ def _summary(run: Loaded, rows_of: dict[str, list[dict]], data_info, tree_used: 
     }
     if "baseline" in rows_of:
         add_baseline(summary, rows, rows_of["baseline"], settings.tgt_lang)
+        if run.decoding.acceptance == "greedy" and not run.decoding.temperature:
+            summary["divergence"] = _divergence(run, rows, rows_of["baseline"])
     return summary
+
+
+def _divergence(run: Loaded, rows: list[dict], baseline: list[dict]) -> dict:
+    """Where lossless outputs part from single-head's, with the base model's logit margin there
+    (:mod:`medusa.evaluation.divergence`)."""
+    from medusa.evaluation import divergence
+
+    settings = run.settings
+    differ = [row for row, base in zip(rows, baseline) if row["token_ids"] != base["token_ids"]]
+    ids = encode_prompts(run.model.tokenizer, [row["source"] for row in differ], settings.src_lang,
+                         settings.tgt_lang, settings.prompt_style, settings.max_input_len)
+    found = divergence.divergences(run.model, {row["index"]: i for row, i in zip(differ, ids)},
+                                   rows, baseline)
+    return {**divergence.report(found), "line": divergence.describe(found)}
 
 
 def add_baseline(summary: dict, rows: list[dict], baseline: list[dict], tgt_lang: str) -> None:
@@ -741,7 +760,11 @@ def print_summary(summary: dict) -> None:
             f"speedup vs single-head: {summary['speedup_vs_single_head']:.3f}x"
             f" ({s['tokens_per_second']:.2f} vs {base['tokens_per_second']:.2f} tokens/s);"
             f" identical outputs: {summary['identical_to_single_head']}/{summary['examples']}"
+            + (" (sampled: equal in distribution, not token by token)"
+               if summary["settings"].get("temperature") else "")
         )
+    if "divergence" in summary:
+        print(summary["divergence"]["line"])
     sys.stdout.flush()
 
 

@@ -140,6 +140,42 @@ def test_graphs_replay_equals_the_uncaptured_step_for_every_rule():
                 a.tokens, a.accepted_per_step, a.drafted_depth_per_step), settings
 
 
+@pytest.mark.parametrize("drafter", ["medusa", "sequential", "autoregressive"])
+def test_sampled_decodes_captured_equal_uncaptured_and_eager_fp32(drafter):
+    """Speculative sampling (and sampled typical acceptance) inside the captured step: the draws are
+    device tensors filled before each replay, so captured, uncaptured and eager decodes of one seed
+    give the same tokens, and a captured step still reads the host once."""
+    import test_autoregressive_drafter
+    import test_sequential_heads
+    from test_decoding_multi_head import with_heads
+
+    from medusa.decoding import DecodeSettings
+    from medusa.decoding.engine import StaticEngine
+
+    model = {
+        "medusa": lambda: with_heads("llama", 2, num_heads=4, noise=0.3),
+        "sequential": lambda: test_sequential_heads._model(2, 0.25),
+        "autoregressive": lambda: test_autoregressive_drafter._model(2, 0.15),
+    }[drafter]().to("cuda")
+    captured, plain = StaticEngine(model, capture=True, quiet=True), StaticEngine(
+        model, capture=False
+    )
+    for settings in (
+        DecodeSettings(temperature=0.8, seed=1),
+        DecodeSettings("tree", 4, temperature=0.7, seed=2),
+        DecodeSettings("tree", 3, temperature=1.0, top_p=0.9, adaptive=True, seed=3),
+        DecodeSettings("multi-head", 3, 3, temperature=0.7, top_k=20, seed=4),
+        DecodeSettings("tree", 4, acceptance="typical", temperature=0.7, seed=5),
+    ):
+        for prompt in ([5, 17, 33, 48, 60], [9] * 40):
+            ref = generate(model, make_strategy(settings), prompt, 40, {2})
+            a = plain.generate(make_strategy(settings), prompt, 40, {2})
+            b = captured.generate(make_strategy(settings), prompt, 40, {2})
+            assert b.tokens == a.tokens == ref.tokens, settings
+            assert b.accepted_per_step == a.accepted_per_step == ref.accepted_per_step
+    assert captured.fell_back == []
+
+
 def test_graphs_engine_token_input_heads_and_capture_once():
     from test_replay import _medusa
 

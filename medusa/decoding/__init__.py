@@ -43,7 +43,8 @@ class DecodeSettings:
     adaptive: bool = False
     # multi-head + rescore: the course's algorithm exactly (multi_head.course_reference)
     course_reference: bool = False
-    # single-head at temperature > 0 samples (medusa/decoding/sampling.py); 0 is greedy
+    # above 0 every strategy samples (medusa/decoding/sampling.py), losslessly under greedy
+    # acceptance (speculative sampling); 0 is greedy
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
@@ -77,9 +78,8 @@ def make_strategy(settings: DecodeSettings | str) -> Strategy:
     kind = strategy_class(settings.strategy)
     if settings.temperature > 0 and not kind.samples:
         raise MedusaError(
-            f"--temperature {settings.temperature:g} samples with -ds single-head;"
-            f" {settings.strategy} verifies at temperature 0 (greedy, typical or rescore"
-            " acceptance)"
+            f"-ds {settings.strategy} decodes at temperature 0 only:"
+            f" drop --temperature {settings.temperature:g}"
         )
     strategy = kind.from_settings(settings)
     return Adaptive(strategy) if settings.adaptive else strategy

@@ -24,6 +24,7 @@ class Adaptive(Strategy):
         self.name = f"{inner.name}+adaptive"
         self.num_heads = inner.num_heads
         self.by_path = inner.by_path
+        self.sampler = inner.sampler
         self.smoothing = smoothing
         self.mean_accepted = float(inner.num_heads + 1)  # start optimistic: every head in use
         self.depth_counts: Counter[int] = Counter()  # heads used per step, for the report

@@ -18,6 +18,7 @@ from medusa.errors import MedusaError
 
 if TYPE_CHECKING:
     from medusa.decoding import DecodeSettings
+    from medusa.decoding.sampling import Sampler
 
 
 @dataclass
@@ -85,9 +86,10 @@ class DecodeState:
         return self._argmax
 
     def advance(self, logits: torch.Tensor, head_logits: torch.Tensor | None,
-                level_logits: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                level_logits: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                drawn: int | None = None) -> None:
         self.logits, self.head_logits, self._argmax = logits, head_logits, None
-        self.level_logits, self.drawn = level_logits, None
+        self.level_logits, self.drawn = level_logits, drawn
 
 
 @dataclass
@@ -103,6 +105,8 @@ class Verified:
     hidden: torch.Tensor
     # [N] the draft tokens on the model's device, shared by verify and acceptance
     tokens: torch.Tensor
+    # sampling: the token drawn after the accepted path, the next step's first token
+    bonus: int | None = None
 
 
 @dataclass
@@ -132,6 +136,8 @@ class Strategy(ABC):
     uses_heads = True  # it drafts with the heads: -nmh and the acceptance rule apply
     uses_beams = False  # it drafts beams: --beam-width applies
     samples = False  # it decodes at --temperature above 0 (medusa/decoding/sampling.py)
+    # a sampled decode's draws (the acceptance rule's); None at temperature 0
+    sampler: "Sampler | None" = None
     # measure/replay.py can replay it under greedy acceptance (its draft reads only the state)
     replayable = False
     # the deepest rank of a head's ranked list its drafts read (replay measures at least that many)
@@ -181,7 +187,9 @@ class Strategy(ABC):
         raise MedusaError(f"replay measures the multi-head and tree strategies, not {self.name}")
 
     def begin(self, prompt_ids: list[int]) -> None:
-        """Called before each decode with its prompt (a sampling strategy reseeds here)."""
+        """Called before each decode with its prompt: a sampled decode reseeds its draws."""
+        if self.sampler is not None:
+            self.sampler.begin(prompt_ids)
 
     def first_token(self, state: DecodeState) -> int | None:
         """The token this rule will surely accept first, if it is decided before verification

@@ -31,12 +31,14 @@ class DynamicTree(Strategy):
         if size < 1 or depth < 1 or branch < 1:
             raise MedusaError("--dynamic-tree needs at least 1 node, 1 head and 1 branch")
         self.size, self.num_heads, self.branch, self.acceptance = size, depth, branch, acceptance
+        self.sampler = acceptance.sampler and acceptance.sampler.for_depth(depth)
 
     def first_token(self, state: DecodeState) -> int | None:
         return self.acceptance.first_token(state)
 
     def draft(self, state: DecodeState, budget: int) -> Tree:
-        root = state.argmax()
+        root = self.first_token(state)
+        root = state.argmax() if root is None else root
         levels = state.level_logits or (
             lambda paths: state.head_logits[paths.shape[1] - 1].expand(len(paths), -1)
         )

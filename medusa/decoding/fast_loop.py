@@ -19,6 +19,7 @@ from medusa.model import MedusaModel
 from medusa.decoding.base import DecodeState, GenerationResult, Strategy
 from medusa.decoding.fixed_tree import DevicePlan, causal_prefill_mask
 from medusa.decoding.loop import decode
+from medusa.decoding.sampling import gumbel_draw
 from medusa.decoding.static_cache import StaticKVCache
 from medusa.model.drafter_context import ContextView
 
@@ -50,8 +51,9 @@ def _row(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 class FastDecoder:
     """One strategy's step on one static cache. Buffers: the ``committed`` length, the ``max_depth``
     the next draft may reach, the base logits and last hidden state after the last committed token
-    (``last_logits``, ``last_hidden``: what the next draft starts from) and ``out``: [accepted
-    length, next argmax, accepted tokens…]."""
+    (``last_logits``, ``last_hidden``: what the next draft starts from), ``out``: [accepted
+    length, next first token, accepted tokens…], and for a sampled decode ``noise``, the uniforms
+    the next step draws with ([depth + 2, V], refilled before every prefill and step)."""
 
     def __init__(
         self,
@@ -79,6 +81,9 @@ class FastDecoder:
         self.last_logits = torch.zeros(vocab, dtype=self.dtype, device=device)
         self.last_hidden = torch.zeros(hidden, dtype=self.dtype, device=device)
         self.out = torch.zeros(2 + self.width, dtype=torch.long, device=device)
+        self.sampling = plan.sampling
+        self.noise = (None if self.sampling is None else
+                      torch.zeros(self.width + 1, vocab, dtype=torch.float32, device=device))
         # staged for a padded prefill
         self.prompt = torch.zeros(cache.capacity, dtype=torch.long, device=device)
         self.prompt_len = torch.zeros((), dtype=torch.long, device=device)
@@ -98,11 +103,17 @@ class FastDecoder:
             hidden = hidden[-1]
         return hidden, self.model.lm_head(hidden)
 
-    def _commit(self, hidden: torch.Tensor, logits: torch.Tensor) -> None:
-        """Keep the state after the last accepted token; the next draft starts from it."""
+    def _commit(self, hidden: torch.Tensor, logits: torch.Tensor, row: torch.Tensor | int) -> None:
+        """Keep the state after the last accepted token; the next draft starts from it, and from
+        the next first token: the argmax, or a draw with the uniforms' ``row`` (the accepted
+        node's depth + 1; 0 after the prompt)."""
         self.last_hidden.copy_(hidden)
         self.last_logits.copy_(logits)
-        self.out[1].copy_(logits.argmax())
+        if self.sampling is None:
+            self.out[1].copy_(logits.argmax())
+        else:
+            uniforms = self.noise[row] if isinstance(row, int) else _row(self.noise, row)
+            self.out[1].copy_(gumbel_draw(logits, uniforms, self.sampling))
 
     def _write_context(
         self, hidden: torch.Tensor, tokens: torch.Tensor, start: int | torch.Tensor
@@ -144,7 +155,7 @@ class FastDecoder:
             hidden, logits = self._forward(ids, positions[None], mask, True)
         self.committed.fill_(n)
         self.out.zero_()
-        self._commit(hidden, logits)
+        self._commit(hidden, logits, 0)
         self.cache.length_hint = n
 
     def stage(self, prompt_ids: list[int]) -> int:
@@ -178,7 +189,7 @@ class FastDecoder:
             self._write_context(hidden.last_hidden_state[0, :bucket - 1], self.prompt[1:bucket], 0)
         self.committed.copy_(self.prompt_len)
         self.out.zero_()
-        self._commit(last, self.model.lm_head(last))
+        self._commit(last, self.model.lm_head(last), 0)
 
     def draft(self) -> torch.Tensor:
         """The next verify's [N] tokens, from the heads (or drafter) at the last committed state;
@@ -197,7 +208,7 @@ class FastDecoder:
             heads = self.model.level_drafter(self.last_hidden)
         else:
             heads = self.model.project_heads(self.last_hidden, self.last_logits, plan.num_heads)
-        return plan.draft(self.last_logits, heads, self.max_depth)
+        return plan.draft(self.last_logits, heads, self.max_depth, self.out[1])
 
     def step(self) -> None:
         """Draft, verify the draft in one forward, accept on the device, move the accepted K/V rows
@@ -207,13 +218,16 @@ class FastDecoder:
         lets :class:`~medusa.decoding.engine.StaticEngine` capture it once and replay it every step.
         """
         tree, committed, plan = self.plan.tree, self.committed, self.plan
+        root = self.out[1].clone()
         tokens = self.draft()
         self.cache.write_slots = committed + self.node_offsets
         positions = (committed + tree.depth)[None]
         hidden, logits = self._forward(
             tokens[None], positions, tree.mask(committed, self.columns, self.dtype)
         )
-        best = plan.select(tree, self.last_logits, logits, tokens, self.max_depth)
+        best = plan.select(
+            tree, self.last_logits, logits, tokens, self.max_depth, root, self.noise
+        )
         path = _row(tree.path, best)
         length = _row(tree.depth, best) + 1
         if self.width > 1:
@@ -225,7 +239,7 @@ class FastDecoder:
         committed.add_(length)
         self.out[0].copy_(length)
         self.out[2:].copy_(tokens.index_select(0, path))
-        self._commit(_row(hidden, best), _row(logits, best))
+        self._commit(_row(hidden, best), _row(logits, best), length)
 
     def read(self) -> list[int]:
         """The ``out`` buffer on the host: the one synchronisation per step."""
@@ -251,9 +265,17 @@ class FastStepper:
     def prefill(
         self, strategy: Strategy, prompt_ids: list[int], generated: list[int]
     ) -> DecodeState:
+        self._draw(strategy, 1)
         self.run_prefill(prompt_ids)
         self.out = self.decoder.read()
         return self.advance(DecodeState(self.decoder.last_logits, None, generated))
+
+    def _draw(self, strategy: Strategy, rows: int | None) -> None:
+        """A sampled decode's next uniforms, in the rows the coming prefill or step reads (the
+        eager step draws the same blocks: :class:`~medusa.decoding.sampling.Sampler`)."""
+        if self.decoder.noise is not None:
+            assert rows <= len(self.decoder.noise), "the draws outgrow the layout's depth"
+            strategy.sampler.fill(self.decoder.noise[:rows])
 
     def step(self, strategy: Strategy, state: DecodeState, reach: int) -> tuple[list[int], int]:
         """A draft deeper than ``reach`` (or than the strategy's adaptive depth) is verified whole;
@@ -265,6 +287,7 @@ class FastStepper:
         if wanted is not None:
             limit = min(limit, wanted)
         decoder.set_depth_limit(limit)
+        self._draw(strategy, strategy.sampler and strategy.sampler.rows)
         self.run_step()
         self.out = out = decoder.read()
         strategy.observe(out[0])
@@ -272,7 +295,9 @@ class FastStepper:
         return out[2 : 2 + out[0]], limit + 1
 
     def advance(self, state: DecodeState) -> DecodeState:
-        return DecodeState(self.decoder.last_logits, None, state.generated, _argmax=self.out[1])
+        if self.decoder.noise is None:
+            return DecodeState(self.decoder.last_logits, None, state.generated, _argmax=self.out[1])
+        return DecodeState(self.decoder.last_logits, None, state.generated, drawn=self.out[1])
 
 
 def generate_fast(

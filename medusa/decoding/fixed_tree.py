@@ -12,9 +12,12 @@ Acceptance then needs no host round trip: a node is accepted when all its ancest
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
+
+if TYPE_CHECKING:
+    from medusa.decoding.sampling import Sampling
 
 
 class FixedTree:
@@ -105,8 +108,8 @@ def causal_prefill_mask(length: int, columns: torch.Tensor, dtype: torch.dtype) 
     return blocked.masked_fill_(~allowed, torch.finfo(dtype).min)[None, None]
 
 
-Select = Callable[[FixedTree, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-Draft = Callable[[torch.Tensor, "torch.Tensor | None", torch.Tensor], torch.Tensor]
+Select = Callable[..., torch.Tensor]
+Draft = Callable[[torch.Tensor, "torch.Tensor | None", torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -114,13 +117,17 @@ class DevicePlan:
     """What a strategy gives the fast engine: its fixed layout, how many heads it reads, and two
     tensor functions.
 
-    ``draft(last_logits [V], head_logits [K, V] | None, max_depth) → tokens [N]`` fills the layout
-    (nodes deeper than ``max_depth`` are verified but never accepted); ``select(tree, last_logits,
-    logits [N, V], tokens [N], max_depth) → best node`` applies the acceptance rule. Neither may
-    synchronise with the host: both run inside a captured CUDA graph.
+    ``draft(last_logits [V], head_logits [K, V] | None, max_depth, root) → tokens [N]`` fills the
+    layout (nodes deeper than ``max_depth`` are verified but never accepted; ``root`` is the first
+    token: the argmax, or the token the last step drew); ``select(tree, last_logits, logits [N, V],
+    tokens [N], max_depth, root, noise) → best node`` applies the acceptance rule (``noise``: the
+    step's uniforms when it samples). Neither may synchronise with the host: both run inside a
+    captured CUDA graph. ``sampling``: the distribution the next first token is drawn from after
+    each step (None: the argmax).
     """
 
     tree: FixedTree
     num_heads: int
     draft: Draft
     select: Select
+    sampling: "Sampling | None" = None

@@ -9,7 +9,6 @@ from medusa.errors import MedusaError
 from medusa.decoding.accept import Acceptance, make_acceptance
 from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
 from medusa.decoding.draft import (
-    beam_candidates,
     beam_candidates_ranked,
     beam_search,
     beam_search_by_level,
@@ -17,6 +16,7 @@ from medusa.decoding.draft import (
     trie_from_candidates,
 )
 from medusa.decoding.fixed_tree import DevicePlan, FixedTree
+from medusa.decoding.sampling import Sampling
 
 
 class MultiHead(Strategy):
@@ -26,11 +26,13 @@ class MultiHead(Strategy):
     name = "multi-head"
     uses_beams = True
     replayable = True
+    samples = True
 
     @classmethod
     def from_settings(cls, settings) -> "MultiHead":
         acceptance = make_acceptance(
-            settings.acceptance, settings.posterior_threshold, settings.posterior_alpha
+            settings.acceptance, settings.posterior_threshold, settings.posterior_alpha,
+            Sampling(settings.temperature, settings.top_k, settings.top_p, settings.seed),
         )
         if not settings.course_reference:
             return cls(settings.num_heads, settings.beam_width, acceptance)
@@ -63,6 +65,7 @@ class MultiHead(Strategy):
             acceptance,
             by_path,
         )
+        self.sampler = acceptance.sampler and acceptance.sampler.for_depth(num_heads)
 
     @property
     def is_course_reference(self) -> bool:
@@ -72,11 +75,14 @@ class MultiHead(Strategy):
         return self.acceptance.first_token(state)
 
     def draft(self, state: DecodeState, budget: int) -> Tree:
+        """Sampled, every beam starts with the drawn first token (a beam from another root could
+        never be accepted); greedy, sequential heads search below the argmax alone and independent
+        ones search freely and keep the beams that start with it."""
         heads = min(self.num_heads, budget - 1)
         # sequential heads: each beam's next level depends on its own tokens
         if state.level_logits is not None:
             # other roots are never accepted
-            root = state.argmax() if self.acceptance.name == "greedy" else None
+            root = self.acceptance.first_token(state) if self.fixed_root else None
             candidates, _ = beam_search_by_level(
                 state.logits.float().log_softmax(-1),
                 state.level_logits,
@@ -85,11 +91,18 @@ class MultiHead(Strategy):
                 root,
             )
             return self.acceptance.prune(state, trie_from_candidates(candidates))
-        levels = [state.logits] + [state.head_logits[h] for h in range(heads)]
-        candidates, _ = beam_candidates(
-            [lv.float().log_softmax(-1) for lv in levels], self.beam_width
-        )
+        levels = [lv.float().log_softmax(-1).topk(self.beam_width)
+                  for lv in [state.logits] + [state.head_logits[h] for h in range(heads)]]
+        if self.sampler is not None:
+            root = torch.tensor([self.acceptance.first_token(state)], device=state.logits.device)
+            levels[0] = (torch.zeros(1, device=root.device), root)
+        candidates, _ = beam_candidates_ranked(levels, self.beam_width)
         return self.acceptance.prune(state, trie_from_candidates(candidates))
+
+    @property
+    def fixed_root(self) -> bool:
+        """Greedy and sampled rules accept only paths from their first token."""
+        return self.acceptance.name == "greedy" or self.sampler is not None
 
     def draft_ranked(self, levels: list[tuple[torch.Tensor, torch.Tensor]], budget: int) -> Tree:
         """The same trie from precomputed (log-probs, ids) per level: base first, then the heads
@@ -120,22 +133,24 @@ class MultiHead(Strategy):
         s, w = self.num_heads, self.beam_width
         parents = [-1 if d == 0 else b * (s + 1) + d - 1 for b in range(w) for d in range(s + 1)]
         greedy = self.acceptance.name == "greedy"
+        fixed, sampled = self.fixed_root, self.sampler is not None
 
-        def draft(logits: torch.Tensor, head_logits, max_depth: torch.Tensor) -> torch.Tensor:
+        def draft(logits: torch.Tensor, head_logits, max_depth: torch.Tensor,
+                  root: torch.Tensor) -> torch.Tensor:
             # head_logits is the per-path function: each beam extended below its own tokens
             if sequential:
-                # as the host search: greedy keeps argmax roots only
-                root = logits.argmax() if greedy else None
+                # as the host search: greedy and sampled rules search below their root only
                 states = beam_states_by_level(
-                    logits.float().log_softmax(-1), head_logits, s, w, root
+                    logits.float().log_softmax(-1), head_logits, s, w, root if fixed else None
                 )
-                # the root alone
-                states = [seqs.expand(w, -1) if seqs.shape[0] == 1 else seqs for seqs in states]
             else:
-                levels = [logits] + [head_logits[h] for h in range(s)]
-                states = beam_search(
-                    [lv.float().log_softmax(-1).topk(w) for lv in levels], w, keep_levels=True
-                )
+                levels = [lv.float().log_softmax(-1).topk(w)
+                          for lv in [logits] + [head_logits[h] for h in range(s)]]
+                if sampled:
+                    levels[0] = (torch.zeros(1, device=root.device), root.view(1))
+                states = beam_search(levels, w, keep_levels=True)
+            # the root alone
+            states = [seqs.expand(w, -1) if seqs.shape[0] == 1 else seqs for seqs in states]
             padded = torch.stack(
                 [torch.nn.functional.pad(seqs, (0, s + 1 - seqs.shape[1])) for seqs in states]
             )
@@ -143,10 +158,11 @@ class MultiHead(Strategy):
             # the best beam starts with the argmax; on exact ties make sure it is that token
             # (lossless)
             if greedy:
-                seqs[0, 0] = logits.argmax()
+                seqs[0, 0] = root
             return seqs.reshape(-1)
 
-        return DevicePlan(FixedTree(parents, device), s, draft, self.acceptance.select_on_device)
+        return DevicePlan(FixedTree(parents, device), s, draft, self.acceptance.select_on_device,
+                          self.acceptance.sampling)
 
 
 def course_reference(num_heads: int, beam_width: int) -> MultiHead:

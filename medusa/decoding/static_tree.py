@@ -17,6 +17,7 @@ from medusa.decoding.accept import Acceptance, make_acceptance
 from medusa.decoding.dynamic_tree import DynamicTree
 from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
 from medusa.decoding.fixed_tree import DevicePlan, FixedTree
+from medusa.decoding.sampling import Sampling
 
 
 class StaticTree(Strategy):
@@ -25,13 +26,15 @@ class StaticTree(Strategy):
 
     name = "tree"
     replayable = True
+    samples = True
 
     @classmethod
     def from_settings(cls, settings) -> Strategy:
         """A dynamic tree when the settings ask for one (--dynamic-tree), else the tree file, the
         tree rebuilt at --tree-size from its calibration, or the built-in tree for the heads."""
         acceptance = make_acceptance(
-            settings.acceptance, settings.posterior_threshold, settings.posterior_alpha
+            settings.acceptance, settings.posterior_threshold, settings.posterior_alpha,
+            Sampling(settings.temperature, settings.top_k, settings.top_p, settings.seed),
         )
         if settings.dynamic_tree:
             return DynamicTree(settings.dynamic_tree, settings.num_heads, acceptance)
@@ -54,6 +57,7 @@ class StaticTree(Strategy):
         self.paths = paths
         self.acceptance = acceptance
         self.num_heads = max(heads) + 1
+        self.sampler = acceptance.sampler and acceptance.sampler.for_depth(self.num_heads)
         self.max_rank = max(ranks) + 1
         # node 0 is the root; path i becomes node i + 1
         self._parents = [-1] + [p + 1 if p >= 0 else 0 for p in parents]
@@ -69,9 +73,11 @@ class StaticTree(Strategy):
         return torch.topk(head_logits[: self.num_heads], self.max_rank, dim=-1).indices
 
     def draft(self, state: DecodeState, budget: int) -> Tree:
+        root = self.first_token(state)
+        root = state.argmax() if root is None else root
         if state.level_logits is not None:
-            return self.draft_by_depth(state.argmax(), state.level_logits, budget)
-        return self.draft_ranked(state.argmax(), self.ranked(state.head_logits).tolist(), budget)
+            return self.draft_by_depth(root, state.level_logits, budget)
+        return self.draft_ranked(root, self.ranked(state.head_logits).tolist(), budget)
 
     def draft_by_depth(self, root: int, level_logits, budget: int) -> Tree:
         """Sequential heads: depth d's nodes are the ranked tokens of head d−1 below *their own
@@ -120,13 +126,13 @@ class StaticTree(Strategy):
         heads = torch.tensor(self._heads, device=device)
         ranks = torch.tensor(self._ranks, device=device)
 
-        def draft(
-            logits: torch.Tensor, head_logits: torch.Tensor, max_depth: torch.Tensor
-        ) -> torch.Tensor:
-            return torch.cat([logits.argmax()[None], self.ranked(head_logits)[heads, ranks]])
+        def draft(logits: torch.Tensor, head_logits: torch.Tensor, max_depth: torch.Tensor,
+                  root: torch.Tensor) -> torch.Tensor:
+            return torch.cat([root[None], self.ranked(head_logits)[heads, ranks]])
 
+        rule, sampling = self.acceptance.select_on_device, self.acceptance.sampling
         if not sequential:
-            return DevicePlan(tree, self.num_heads, draft, self.acceptance.select_on_device)
+            return DevicePlan(tree, self.num_heads, draft, rule, sampling)
         # per depth: parent nodes' path columns, each parent's row in the level above, each child's
         levels = []
         # node → its row among the last level's parents      parent row and rank
@@ -143,16 +149,16 @@ class StaticTree(Strategy):
             last_row = row
 
         def draft_by_depth(
-            logits: torch.Tensor, level_logits, max_depth: torch.Tensor
+            logits: torch.Tensor, level_logits, max_depth: torch.Tensor, root: torch.Tensor
         ) -> torch.Tensor:
             tokens = torch.zeros(tree.size, dtype=torch.long, device=logits.device)
-            tokens[0] = logits.argmax()
+            tokens[0] = root
             for nodes, path_columns, above, rows, node_ranks in levels:
                 top = level_top(level_logits, tokens[path_columns], self.max_rank, above)
                 tokens[nodes] = top[rows, node_ranks]
             return tokens
 
-        return DevicePlan(tree, self.num_heads, draft_by_depth, self.acceptance.select_on_device)
+        return DevicePlan(tree, self.num_heads, draft_by_depth, rule, sampling)
 
 
 def level_top(

@@ -84,7 +84,7 @@ class EagerStepper:
         self.last_hidden = verified.hidden[last]
         heads = (self.model.project_heads(self.last_hidden, verified.logits[last], self.num_heads)
                  if self.num_heads and not self.per_path else None)
-        state.advance(verified.logits[last], heads, self._levels())
+        state.advance(verified.logits[last], heads, self._levels(), verified.bonus)
         return state
 
     def _levels(self):

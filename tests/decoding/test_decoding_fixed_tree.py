@@ -8,9 +8,10 @@ import random
 import pytest
 import torch
 
-from medusa.decoding.accept import Greedy, Rescore, Typical
+from medusa.decoding.accept import Greedy, Rescore, SpeculativeSampling, Typical
 from medusa.decoding.base import DecodeState, Tree, Verified
 from medusa.decoding.fixed_tree import FixedTree, causal_prefill_mask
+from medusa.decoding.sampling import Sampler, Sampling
 from medusa.decoding.verify import tree_attention_mask
 
 
@@ -94,7 +95,8 @@ def _host_path(rule, parents, last, logits, tokens, limit):
 
 def _device_path(rule, parents, last, logits, tokens, limit):
     tree = FixedTree(parents, "cpu")
-    best = int(rule.select_on_device(tree, last, logits, tokens, torch.tensor(limit)))
+    best = int(rule.select_on_device(tree, last, logits, tokens, torch.tensor(limit),
+                                     last.argmax(), None))
     return tree.path[best][: int(tree.depth[best]) + 1].tolist()
 
 
@@ -116,6 +118,35 @@ def test_on_device_acceptance_equals_the_host_rules(seed):
             )
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_sampled_acceptance_on_device_equals_the_host_rules(seed):
+    """Speculative sampling and sampled typical acceptance: the host rule (drawing its own uniforms)
+    and the device rule (given the same uniforms) accept the same path and the same bonus token."""
+    parents, last, logits, tokens = _case(seed)
+    fixed = FixedTree(parents, "cpu")
+    root = tokens[0]  # the drawn first token sits at the first node
+    sampling = Sampling(temperature=0.8, top_k=6, seed=seed)
+    for make in (lambda: SpeculativeSampling(sampling),
+                 lambda: Typical(0.09, 0.3, sampling)):
+        for limit in sorted({fixed.max_depth, max(fixed.max_depth - 1, 0), 0}):
+            rule = make()
+            rule.sampler.for_depth(fixed.max_depth)
+            noise = Sampler(sampling, fixed.max_depth).step_block(logits)
+            depths = fixed.depth.tolist()
+            keep = [i for i in range(len(parents)) if depths[i] <= limit]
+            index = {old: new for new, old in enumerate(keep)}
+            tree = Tree([int(tokens[i]) for i in keep],
+                        [index[parents[i]] if parents[i] >= 0 else -1 for i in keep])
+            state = DecodeState(last, None, drawn=int(root))
+            verified = Verified(logits[keep], torch.zeros(len(keep), 1), tokens[keep])
+            host = [keep[i] for i in rule.accept(state, tree, verified)]
+            best = int(rule.select_on_device(fixed, last, logits, tokens, torch.tensor(limit),
+                                             root, noise))
+            assert fixed.path[best][: depths[best] + 1].tolist() == host, (rule.name, limit)
+            bonus = rule.sampler.draw(logits[best], noise[depths[best] + 1])
+            assert int(bonus) == verified.bonus, (rule.name, limit)
+
+
 def test_greedy_accepts_the_longest_matching_chain():
     vocab = 6
     parents = [-1, 0, 0, 1, 3]
@@ -128,7 +159,10 @@ def test_greedy_accepts_the_longest_matching_chain():
     logits[3, 0] = 5  # after node 3: 0, node 4 holds 5: rejected
     tokens = torch.tensor([2, 4, 1, 3, 5])
     tree = FixedTree(parents, "cpu")
-    best = Greedy().select_on_device(tree, last, logits, tokens, torch.tensor(tree.max_depth))
+    root = last.argmax()
+    best = Greedy().select_on_device(tree, last, logits, tokens, torch.tensor(tree.max_depth), root,
+                                     None)
     assert int(best) == 3 and tree.path[3].tolist()[:3] == [0, 1, 3]
-    best = Greedy().select_on_device(tree, last, logits, tokens, torch.tensor(1))  # depth limit
+    # a depth limit
+    best = Greedy().select_on_device(tree, last, logits, tokens, torch.tensor(1), root, None)
     assert int(best) == 1

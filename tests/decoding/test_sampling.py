@@ -14,6 +14,7 @@ from test_decoding_multi_head import prompts, with_heads
 from medusa.decoding import DecodeSettings, generate, make_strategy
 from medusa.decoding.engine import StaticEngine
 from medusa.decoding.sampling import Sampling, processed_probs
+from medusa.decoding.static_tree import StaticTree
 from medusa.errors import MedusaError
 
 
@@ -80,8 +81,9 @@ def test_the_static_engine_decodes_samples_with_the_eager_step():
     assert not math.isnan(sum(eager))
 
 
-def test_strategies_that_verify_greedily_refuse_a_temperature():
-    with pytest.raises(MedusaError, match="samples with -ds single-head"):
+def test_a_strategy_that_cannot_sample_refuses_a_temperature(monkeypatch):
+    monkeypatch.setattr(StaticTree, "samples", False)
+    with pytest.raises(MedusaError, match="decodes at temperature 0 only"):
         make_strategy(DecodeSettings("tree", 2, temperature=0.7))
 
 
@@ -91,7 +93,8 @@ def test_strategies_that_verify_greedily_refuse_a_temperature():
         (["--temperature", "-1"], "--temperature"),
         (["--top-p", "0"], "--top-p"),
         (["--top-k", "-2"], "--top-k"),
-        (["-ds", "multi-head", "--temperature", "0.7"], "samples with -ds single-head"),
+        (["-ds", "multi-head", "--acceptance", "rescore", "--temperature", "0.7"],
+         "rescore verifies at temperature 0"),
     ],
 )
 def test_bad_sampling_flags_are_one_line_errors(args, needle, tiny_model_dir, tmp_path, capsys):

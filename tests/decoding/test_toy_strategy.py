@@ -41,8 +41,8 @@ class TopChain(Strategy):
             return None
         tree = FixedTree(list(range(-1, self.num_heads)), device)
 
-        def draft(logits, head_logits, max_depth):
-            return torch.cat([logits.argmax()[None], head_logits[: self.num_heads].argmax(-1)])
+        def draft(logits, head_logits, max_depth, root):
+            return torch.cat([root[None], head_logits[: self.num_heads].argmax(-1)])
 
         return DevicePlan(tree, self.num_heads, draft, self.acceptance.select_on_device)
 
