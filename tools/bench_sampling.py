@@ -1,6 +1,6 @@
-"""Sampling speed and quality in one process: transformers ``generate(do_sample=True)`` with a static
-cache against our single-head sampling and the shipped tree's lossless speculative sampling, at
-each temperature; and Medusa's typical acceptance (``p > min(ε, α·exp(−H))``, α = √ε) beside
+"""Sampling speed and quality in one process: transformers ``generate(do_sample=True)`` with a
+static cache against our single-head sampling and the shipped tree's lossless speculative sampling,
+at each temperature; and Medusa's typical acceptance (``p > min(ε, α·exp(−H))``, α = √ε) beside
 lossless sampling at one temperature. Prints two tables, writes a JSON record and a plot.
 
     python tools/bench_sampling.py                       # embedded default, 30 FLORES-200 rows
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="embedded", help="embedded (default) or a heads folder")
     p.add_argument("-d", "--dataset", default="flores200-sample",
-                   help="rows to translate, Hindi to English (flores200-sample: FLORES-200 devtest)")
+                   help="Hindi rows to translate (flores200-sample: FLORES-200 devtest)")
     p.add_argument("-n", type=int, default=30, help="prompts (30)")
     p.add_argument("-mol", "--max-new-tokens", type=int, default=128)
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-hf", action="store_true", help="leave generate out")
     p.add_argument("--out", default=None, help="JSON results file")
-    p.add_argument("--plot", default=None, help="PNG of chrF and τ against ε (default: beside --out)")
+    p.add_argument("--plot", default=None,
+                   help="PNG of chrF and τ against ε (default: beside --out)")
     return p.parse_args(argv)
 
 
@@ -82,8 +83,8 @@ def load(args):
     prompts = [encode_prompt(model.tokenizer, ex.source, "hin_Deva", "eng_Latn", "chat", 1000)
                for ex in examples]
     refs = [process_reference(model.tokenizer, ex.target, args.max_new_tokens) for ex in examples]
-    return model, prompts, refs, stop_token_ids(model.tokenizer, model.base_model), \
-        model.info.extra.get("tree")
+    stops = stop_token_ids(model.tokenizer, model.base_model)
+    return model, prompts, refs, stops, model.info.extra.get("tree")
 
 
 def make_methods(args, tree_file: str | None) -> dict[str, object]:

@@ -48,7 +48,8 @@ def test_bf16_logits_round_in_steps_of_two_to_the_minus_seven():
     model.base_model.to(torch.bfloat16)
     model.heads.to(torch.bfloat16)
     with torch.inference_mode():
-        top = model.step(torch.tensor([[3, 4, 5]]), None, last_only=True).logits[0, -1].float().max()
+        logits = model.step(torch.tensor([[3, 4, 5]]), None, last_only=True).logits[0, -1]
+    top = logits.float().max()
     margin, step = margin_at(model, [3, 4, 5], [])
     assert margin >= 0 and step == 2 ** -7 * max(abs(float(top)), 1.0)
     tie = Divergence(7, 2, 11, 12, margin=step, rounding_step=step, near_tie=True)
