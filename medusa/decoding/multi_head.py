@@ -9,6 +9,7 @@ from medusa.errors import MedusaError
 from medusa.decoding.accept import Acceptance, make_acceptance
 from medusa.decoding.base import DecodeState, Strategy, Tree, Verified
 from medusa.decoding.draft import (
+    beam_candidates,
     beam_candidates_ranked,
     beam_search,
     beam_search_by_level,
@@ -91,12 +92,15 @@ class MultiHead(Strategy):
                 root,
             )
             return self.acceptance.prune(state, trie_from_candidates(candidates))
-        levels = [lv.float().log_softmax(-1).topk(self.beam_width)
+        levels = [lv.float().log_softmax(-1)
                   for lv in [state.logits] + [state.head_logits[h] for h in range(heads)]]
-        if self.sampler is not None:
+        if self.sampler is None:
+            candidates, _ = beam_candidates(levels, self.beam_width)
+        else:
             root = torch.tensor([self.acceptance.first_token(state)], device=state.logits.device)
-            levels[0] = (torch.zeros(1, device=root.device), root)
-        candidates, _ = beam_candidates_ranked(levels, self.beam_width)
+            ranked = [(torch.zeros(1, device=root.device), root)]
+            ranked += [lv.topk(self.beam_width) for lv in levels[1:]]
+            candidates, _ = beam_candidates_ranked(ranked, self.beam_width)
         return self.acceptance.prune(state, trie_from_candidates(candidates))
 
     @property

@@ -10,6 +10,11 @@
 #               63-node built-in tree under graphs and compiled; Medusa tokens/s projected from PROJECT_TAU
 #                                                                               -> $OUT/bench-7b.json
 #   1b          the same on the Llama-3.2-1B shape                              -> $OUT/bench-1b.json
+#   sampling    the shipped default, fp32, 30 flores200-sample rows, <= 128 new tokens: generate sampling with a static
+#               cache, our single-head sampling and the shipped tree's speculative sampling at T = 0, 0.3, 0.7, 1.0,
+#               and typical acceptance at eps = 0.01, 0.03, 0.09, 0.3 (alpha = sqrt(eps)) at T = 0.7; chrF beside
+#               each (tools/bench_sampling.py; TEMPERATURES, EPSILONS override)
+#                                                                               -> $OUT/bench-sampling.json, .png
 #   7b-profile  the 7B shape's single-head step and 63-node verify under compiled and compiled-tuned (inductor's
 #               coordinate-descent tuning), with their kernel profiles          -> $OUT/bench-7b-profile.json
 # Inputs (environment):
@@ -19,15 +24,15 @@
 #   ROUNDS=2              timed rounds (medians are reported)
 #   PROJECT_TAU=3.116     the shipped drafter's τ on all 1024 IN22-Gen rows (H200, fp32, graphs engine)
 # Usage:
-#   bash tools/gpu/bench.sh [embedded] [7b] [1b] [7b-profile] [all]
+#   bash tools/gpu/bench.sh [embedded] [7b] [1b] [sampling] [7b-profile] [all]
 #   MODEL=embedded:faithful OUT=results/bench-faithful bash tools/gpu/bench.sh embedded
 #   ENGINES=eager,graphs bash tools/gpu/bench.sh 1b
-# Run time on one H100/H200: embedded about 6 min (compiling takes most), 7b about 4 min, 1b about 3 min, 7b-profile
-# about 6 min (four compiles).
+# Run time on one H100/H200: embedded about 6 min (compiling takes most), 7b about 4 min, 1b about 3 min, sampling
+# about 8 min, 7b-profile about 6 min (four compiles).
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
-check_args "embedded 7b 1b 7b-profile all" "$@"
+check_args "embedded 7b 1b sampling 7b-profile all" "$@"
 OUT=${OUT:-results/bench}
 MODEL=${MODEL:-embedded} ROUNDS=${ROUNDS:-2} PROJECT_TAU=${PROJECT_TAU:-3.116}
 start_run bench
@@ -50,6 +55,11 @@ fi
 if wants 1b; then
   bench bench-1b hf-static,single-head,tree graphs,compiled --model shape:llama-3.2-1b --step-costs \
     --project-tau "$PROJECT_TAU"
+fi
+if wants sampling; then
+  step bench-sampling "$PY" tools/bench_sampling.py --model "$MODEL" -n 30 -mol 128 --rounds "$ROUNDS" \
+    --temperatures "${TEMPERATURES:-0,0.3,0.7,1.0}" --epsilons "${EPSILONS:-0.01,0.03,0.09,0.3}" \
+    --out "$OUT/bench-sampling.json"
 fi
 if [[ " ${STAGES[*]} " == *" 7b-profile "* ]]; then  # not part of all
   ROUNDS=1 bench bench-7b-profile single-head,tree-63 compiled,compiled-tuned --model shape:llama-2-7b --step-costs \
