@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from bench_decode import _git_commit, sync  # noqa: E402
+import bench_decode  # noqa: E402
+from bench_decode import _git_commit, sync, timed_rounds  # noqa: E402
 
 from medusa.decoding import DecodeSettings, make_strategy  # noqa: E402
 from medusa.decoding.engine import StaticEngine  # noqa: E402
 from medusa.evaluation.metrics import sacrebleu_scores  # noqa: E402
-from medusa.runner import Timer  # noqa: E402
 
 
 @dataclass
@@ -104,60 +104,38 @@ def make_methods(args, tree_file: str | None) -> dict[str, object]:
     return methods
 
 
-class Decoder:
-    def __init__(self, model, engine, stops: set[int], max_new: int) -> None:
-        self.model, self.engine, self.stops, self.max_new = model, engine, stops, max_new
-        self.strategies: dict[str, object] = {}
+class Decoder(bench_decode.Decoder):
+    """bench_decode's decoder (ours: a (strategy, engine) pair), with ``generate`` sampled."""
 
-    def __call__(self, name: str, method, ids: list[int]) -> tuple[list[int], int]:
+    def __call__(self, method, ids: list[int]) -> tuple[list[int], int]:
         """(generated ids without the stop token, decoding steps)"""
-        if isinstance(method, HFSample):
-            sampled = method.temperature > 0
-            extra = dict(do_sample=True, temperature=method.temperature, top_k=0, top_p=1.0) \
-                if sampled else dict(do_sample=False)
-            out = self.model.base_model.generate(
-                torch.tensor([ids], device=self.model.device), max_new_tokens=self.max_new,
-                cache_implementation="static", pad_token_id=min(self.stops),
-                eos_token_id=sorted(self.stops), **extra)
-            toks = out[0, len(ids):].tolist()
-            while toks and toks[-1] in self.stops:
-                toks.pop()
-            return toks, max(len(toks), 1)
-        if name not in self.strategies:  # one strategy object each: its captured step is kept
-            self.strategies[name] = make_strategy(method)
-        result = self.engine.generate(self.strategies[name], ids, self.max_new, self.stops)
-        return result.tokens, max(result.steps, 1)
+        if not isinstance(method, HFSample):
+            return super().__call__(method, ids)
+        sampled = method.temperature > 0
+        extra = (dict(do_sample=True, temperature=method.temperature, top_k=0, top_p=1.0)
+                 if sampled else dict(do_sample=False))
+        out = self.model.base_model.generate(
+            torch.tensor([ids], device=self.model.device), max_new_tokens=self.max_new_tokens,
+            cache_implementation="static", pad_token_id=min(self.stops),
+            eos_token_id=sorted(self.stops), **extra)
+        toks = out[0, len(ids):].tolist()
+        while toks and toks[-1] in self.stops:
+            toks.pop()
+        return toks, max(len(toks), 1)
 
 
-def run(methods: dict, decode: Decoder, prompts: list[list[int]], rounds: int):
-    """Warm-up, then interleaved timed rounds: per method the tokens/s and τ of each round and the
-    last round's outputs."""
+def warm_up(methods: dict, decode: Decoder, prompts: list[list[int]]) -> None:
+    """Untimed: our captured steps are built, ``generate`` static decodes every prompt (it
+    compiles per shape)."""
     for name, method in methods.items():
         start = time.perf_counter()
-        if not isinstance(method, HFSample):
-            decode.strategies[name] = make_strategy(method)
-            decode.engine.prepare(decode.strategies[name], max(map(len, prompts)), decode.max_new)
-        for ids in prompts if isinstance(method, HFSample) else prompts[:1]:
-            decode(name, method, ids)
+        hf = isinstance(method, HFSample)
+        if not hf:
+            method[1].prepare(method[0], max(map(len, prompts)), decode.max_new_tokens)
+        for ids in prompts if hf else prompts[:1]:
+            decode(method, ids)
         sync()
         print(f"warm-up {name}: {time.perf_counter() - start:.1f} s", flush=True)
-    results = {name: {"tokens_per_s": [], "tau": []} for name in methods}
-    outputs: dict[str, list[list[int]]] = {}
-    names = list(methods)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            tokens = steps = 0
-            seconds = 0.0
-            outputs[name] = []
-            for ids in prompts:
-                with Timer(decode.model.device) as t:
-                    toks, n = decode(name, methods[name], ids)
-                seconds, tokens, steps = seconds + t.seconds, tokens + len(toks), steps + n
-                outputs[name].append(toks)
-            results[name]["tokens_per_s"].append(tokens / seconds)
-            results[name]["tau"].append(tokens / steps)
-        print(f"round {r + 1}/{rounds} done", flush=True)
-    return results, outputs
 
 
 def summarise(results: dict, outputs: dict, tokenizer, refs: list[str]) -> dict:
@@ -231,10 +209,12 @@ def main(argv: list[str] | None = None) -> None:
     model, prompts, refs, stops, tree_file = load(args)
     print(f"model: {model.info.base} + heads {model.info.heads}; {model.info.extra.get('dtype')};"
           f" {len(prompts)} prompts; loaded in {time.perf_counter() - t0:.1f} s", flush=True)
-    methods = make_methods(args, tree_file)
-    decode = Decoder(model, StaticEngine(model, capture=cuda, quiet=True), stops,
-                     args.max_new_tokens)
-    results, outputs = run(methods, decode, prompts, args.rounds)
+    engine = StaticEngine(model, capture=cuda, quiet=True)
+    methods = {name: m if isinstance(m, HFSample) else (make_strategy(m), engine)
+               for name, m in make_methods(args, tree_file).items()}
+    decode = Decoder(model, stops, args.max_new_tokens)
+    warm_up(methods, decode, prompts)
+    results, outputs = timed_rounds(methods, decode, prompts, args.rounds)
     summary = summarise(results, outputs, model.tokenizer, refs)
     print_tables(summary)
     record = {

@@ -228,7 +228,7 @@ class Typical(Acceptance):
             first = self.first_token(state)
             firsts = torch.tensor([p < 0 for p in tree.parents], device=ok.device)
             ok = torch.where(firsts, verified.tokens == first, ok)
-            drawn = node_draws(self.sampler, tree, verified)
+            block = self.sampler.step_block(verified.logits)
         path = deepest_valid_path(tree, ok.tolist(), tok_lp.tolist())
         # only possible through rounding at a near-uniform distribution: fall back to the best first
         # token
@@ -236,8 +236,10 @@ class Typical(Acceptance):
             firsts = [i for i, p in enumerate(tree.parents) if p < 0]
             lps = tok_lp.tolist()
             path = [max(firsts, key=lambda i: lps[i])]
-        if self.sampler is not None:
-            verified.bonus = int(drawn[path[-1]])
+        if self.sampler is not None:  # only the bonus is drawn: the rule thresholds the rest
+            last = path[-1]
+            verified.bonus = int(self.sampler.draw(verified.logits[last],
+                                                   block[tree.depths[last] + 1]))
         return path
 
     def select_on_device(self, tree, last_logits, logits, tokens, max_depth, root, noise):

@@ -218,7 +218,7 @@ class FastDecoder:
         lets :class:`~medusa.decoding.engine.StaticEngine` capture it once and replay it every step.
         """
         tree, committed, plan = self.plan.tree, self.committed, self.plan
-        root = self.out[1].clone()
+        root = self.out[1]  # read by the draft and the rule before _commit rewrites it
         tokens = self.draft()
         self.cache.write_slots = committed + self.node_offsets
         positions = (committed + tree.depth)[None]
