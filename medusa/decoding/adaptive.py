@@ -2,7 +2,8 @@
 accepting.
 
 Wraps any drafting strategy and clamps the draft depth it may use each step to ``ceil(EMA of
-accepted tokens)`` heads, between 1 and the strategy's own maximum. Deep drafts that keep failing
+accepted tokens)`` heads, between 1 and the strategy's own maximum; the EMA starts at the maximum in
+every decode. Deep drafts that keep failing
 cost verify width (compute on a CPU, memory traffic for the heads) for nothing; when acceptance
 rises, the depth follows.
 """
@@ -33,6 +34,12 @@ class Adaptive(Strategy):
     @property
     def whole_candidates(self) -> bool:
         return self.inner.whole_candidates
+
+    def begin(self, prompt_ids: list[int]) -> None:
+        """Each decode starts optimistic again, so a row's output and statistics do not depend on
+        the rows decoded before it (nor on their order in a batch, nor on a resumed run)."""
+        super().begin(prompt_ids)
+        self.mean_accepted = float(self.num_heads + 1)
 
     def heads_to_use(self) -> int:
         return max(1, min(self.num_heads, math.ceil(self.mean_accepted - 1e-9)))

@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -24,6 +24,8 @@ from medusa.model import MedusaModel
 from medusa.decoding import ENGINES
 from medusa.decoding.attention import ATTENTIONS, resolve_attention, use_attention
 from medusa.decoding.base import GenerationResult, Strategy
+from medusa.decoding.batch_loop import Finished, decode_batch
+from medusa.decoding.batch_step import BatchDecoder
 from medusa.decoding.fast_loop import FastDecoder, generate_fast, prefill_bucket, prefill_buckets
 from medusa.decoding.fixed_tree import DevicePlan
 from medusa.decoding.loop import generate
@@ -37,18 +39,41 @@ class Engine(ABC):
     name = ""
     setup_seconds = 0.0  # capture/compile time so far: printed, never timed
 
-    def prepare(self, strategy: Strategy, max_prompt_len: int, max_new_tokens: int) -> None:
-        """Get ready to decode prompts of up to ``max_prompt_len`` tokens (before timing starts)."""
+    def prepare(self, strategy: Strategy, max_prompt_len: int, max_new_tokens: int,
+                batch_size: int = 1) -> None:
+        """Get ready to decode prompts of up to ``max_prompt_len`` tokens, ``batch_size`` rows at a
+        time (before timing starts)."""
 
     @abstractmethod
     def generate(self, strategy: Strategy, prompt_ids: list[int], max_new_tokens: int,
                  stop_ids: set[int]) -> GenerationResult:
         """Generated ids only (no prompt, no stop token), at most ``max_new_tokens`` of them."""
 
+    def generate_batch(self, strategy: Strategy, prompts: list[list[int]], max_new_tokens: int,
+                       stop_ids: set[int], batch_size: int) -> Iterator[Finished]:
+        """Every prompt decoded ``batch_size`` at a time, yielded as each finishes. Here: one at a
+        time (batch size 1); the fast engine decodes rows together."""
+        if batch_size != 1:
+            raise MedusaError(
+                f"--batch-size {batch_size} needs the fast engine (--engine auto, graphs or"
+                f" compiled); the {self.name} engine decodes one row at a time"
+            )
+        for index, ids in enumerate(prompts):
+            start = time.perf_counter()
+            result = self.generate(strategy, ids, max_new_tokens, stop_ids)
+            _sync(self)
+            yield Finished(index, result, time.perf_counter() - start)
+
     def describe(self, setup_before: float = 0.0) -> dict:
         """Name and the setup seconds spent since ``setup_before`` (one run of several sharing the
         engine)."""
         return {"name": self.name, "setup_seconds": round(self.setup_seconds - setup_before, 3)}
+
+
+def _sync(engine: Engine) -> None:
+    device = getattr(getattr(engine, "model", None), "device", None)
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class EagerEngine(Engine):
@@ -71,6 +96,9 @@ class _Prepared:
     decoders: list[tuple[FastDecoder, Callable[[], None]]] = field(default_factory=list)
     # the plan drafts a path-dependent drafter depth by depth (Strategy.by_path)
     per_path: bool = False
+    # batched steps by (rows, capacity)
+    batches: dict[tuple[int, int], tuple[BatchDecoder, Callable[[], None]]] = field(
+        default_factory=dict)
 
 
 class StaticEngine(Engine):
@@ -222,10 +250,75 @@ class StaticEngine(Engine):
             self._prefills[id(decoder)] = Prefill(decoder, self.capture, self.attention)
         return self._prefills[id(decoder)]
 
-    def prepare(self, strategy, max_prompt_len, max_new_tokens):
+    def _batch(self, strategy: Strategy, prepared: _Prepared, total_len: int, rows: int):
+        """The batched step for ``rows`` rows on a cache that fits ``total_len`` tokens per row,
+        built (captured) once, beside the one-row decoder whose prefill fills its rows."""
+        if prepared.plan is None:
+            raise MedusaError(
+                f"the {strategy.name} strategy has no fast-engine step, so it decodes one row at a"
+                " time: drop --batch-size"
+            )
+        row, _ = self._decoder(strategy, prepared, total_len)
+        if row is None:
+            raise MedusaError(
+                f"the {strategy.name} step of this model runs in the eager loop, one row at a"
+                " time: drop --batch-size"
+            )
+        key = (rows, row.cache.capacity)
+        if key in prepared.batches:
+            return prepared.batches[key]
+        if row.context:
+            raise MedusaError(
+                "a drafter that keeps its own context decodes one row at a time: drop --batch-size"
+            )
+        start = time.perf_counter()
+        with torch.inference_mode():
+            cache = StaticKVCache(self.model.config, row.cache.capacity, self.model.device,
+                                  self.model.dtype, batch=rows)
+            batch = BatchDecoder(self.model, prepared.plan, cache, row)
+            step = self.compiled(batch.step)
+            try:
+                with use_attention(self.model, self.attention):
+                    run = (capture_run(step, self.model.device, reset=batch.reset_for_capture)
+                           if self.capture else step)
+            except RuntimeError as exc:
+                reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
+                raise MedusaError(
+                    f"the batched {strategy.name} step of this model cannot run under --engine"
+                    f" {self.name} ({reason}); drop --batch-size"
+                ) from None
+        seconds = time.perf_counter() - start
+        self.setup_seconds += seconds
+        if self.capture and not self.quiet:
+            say(f"engine {self.name}: captured the {strategy.name} step for {rows} rows"
+                f" ({prepared.plan.tree.size} draft nodes each, {row.cache.capacity}-slot cache)"
+                f" in {seconds:.2f} s (not timed)")
+        prepared.batches[key] = batch, run
+        return batch, run
+
+    def generate_batch(self, strategy, prompts, max_new_tokens, stop_ids, batch_size):
+        """Rows decode together (:mod:`medusa.decoding.batch_loop`); batch size 1 is the one-row
+        loop."""
+        if batch_size == 1 or not prompts:
+            yield from super().generate_batch(strategy, prompts, max_new_tokens, stop_ids, 1)
+            return
+        prepared = self._plan(strategy)
+        longest = max(map(len, prompts))
+        batch, run = self._batch(strategy, prepared, longest + max_new_tokens, batch_size)
+        prefill = self.prefill_for(batch.row) if self.capture_prefill else None
+        before = 0.0 if prefill is None else prefill.setup_seconds
+        with use_attention(self.model, self.attention) if not self.capture else nullcontext():
+            yield from decode_batch(batch, strategy, prompts, max_new_tokens, stop_ids, run,
+                                    prefill)
+        if prefill is not None:
+            self.setup_seconds += prefill.setup_seconds - before
+
+    def prepare(self, strategy, max_prompt_len, max_new_tokens, batch_size: int = 1):
         prepared = self._plan(strategy)
         if prepared.plan is None:
             return
+        if batch_size > 1:
+            self._batch(strategy, prepared, max_prompt_len + max_new_tokens, batch_size)
         decoder, _ = self._decoder(strategy, prepared, max_prompt_len + max_new_tokens)
         if decoder is not None and self.capture and self.capture_prefill:
             prefill = self.prefill_for(decoder)

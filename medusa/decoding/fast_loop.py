@@ -18,7 +18,7 @@ import torch
 from medusa.model import MedusaModel
 from medusa.decoding.base import DecodeState, GenerationResult, Strategy
 from medusa.decoding.fixed_tree import DevicePlan, causal_prefill_mask
-from medusa.decoding.loop import decode
+from medusa.decoding.loop import decode, depth_limit
 from medusa.decoding.sampling import gumbel_draw
 from medusa.decoding.static_cache import StaticKVCache
 from medusa.model.drafter_context import ContextView
@@ -282,10 +282,7 @@ class FastStepper:
         a device-side depth limit keeps its deeper nodes from acceptance. The strategy observes what
         the device accepted, as its host-side ``accept`` does in the eager step."""
         decoder = self.decoder
-        limit = min(decoder.plan.tree.max_depth, reach - 1)
-        wanted = strategy.depth_limit()
-        if wanted is not None:
-            limit = min(limit, wanted)
+        limit = depth_limit(decoder.plan.tree.max_depth, strategy, reach)
         decoder.set_depth_limit(limit)
         self._draw(strategy, strategy.sampler and strategy.sampler.rows)
         self.run_step()

@@ -59,14 +59,17 @@ class FixedTree:
     def mask(
         self, committed: torch.Tensor, columns: torch.Tensor, dtype: torch.dtype
     ) -> torch.Tensor:
-        """[1, 1, N, capacity] additive mask: the committed prefix, then each node's ancestors and
-        itself, which sit at slots ``committed + node``."""
-        rel = columns - committed
+        """Additive mask [1, 1, N, capacity] (``committed`` 0-d) or [B, 1, N, capacity]
+        (``committed`` [B], one row per sequence): the committed prefix, then each node's ancestors
+        and itself, which sit at slots ``committed + node``."""
+        rel = columns - committed[..., None]
         inside = (rel >= 0) & (rel < self.size)
-        own = self.ancestors.index_select(1, rel.clamp(0, self.size - 1))
-        allowed = (columns < committed)[None, :] | (inside[None, :] & own)
+        own = self.ancestors.index_select(1, rel.clamp(0, self.size - 1).reshape(-1))
+        own = own.view(self.size, *rel.shape).movedim(0, -2)
+        allowed = (rel < 0)[..., None, :] | (inside[..., None, :] & own)
         blocked = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-        return blocked.masked_fill_(~allowed, torch.finfo(dtype).min)[None, None]
+        blocked = blocked.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(-3)
+        return blocked if committed.dim() else blocked[None]
 
     def parent_rows(self, last_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """[N, V] float logits each node's token is judged by: its parent's, or the committed last

@@ -151,8 +151,9 @@ class StaticTree(Strategy):
         def draft_by_depth(
             logits: torch.Tensor, level_logits, max_depth: torch.Tensor, root: torch.Tensor
         ) -> torch.Tensor:
-            tokens = torch.zeros(tree.size, dtype=torch.long, device=logits.device)
-            tokens[0] = root
+            # every node below the root is written level by level (the root's copies included:
+            # out of place, so torch.vmap can batch the draft)
+            tokens = root.expand(tree.size).clone()
             for nodes, path_columns, above, rows, node_ranks in levels:
                 top = level_top(level_logits, tokens[path_columns], self.max_rank, above)
                 tokens[nodes] = top[rows, node_ranks]
