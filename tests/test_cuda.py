@@ -176,6 +176,37 @@ def test_sampled_decodes_captured_equal_uncaptured_and_eager_fp32(drafter):
     assert captured.fell_back == []
 
 
+@pytest.mark.parametrize("drafter", ["medusa", "autoregressive"])
+def test_batched_captured_rows_equal_one_row_captured_fp32(drafter):
+    """The batched step under capture (B rows, per-row masks and acceptance, refill): every row's
+    tokens and per-step counts equal its one-row captured decode, greedy and sampled."""
+    import test_autoregressive_drafter
+    from test_decoding_multi_head import prompts, with_heads
+
+    from medusa.decoding import DecodeSettings
+    from medusa.decoding.engine import StaticEngine
+
+    model = {
+        "medusa": lambda: with_heads("llama", 2, num_heads=4, noise=0.3),
+        "autoregressive": lambda: test_autoregressive_drafter._model(2, 0.15),
+    }[drafter]().to("cuda")
+    engine = StaticEngine(model, capture=True, quiet=True)
+    rows = prompts(3, n=6) + [[9] * 40, [5, 6]]
+    for settings in (
+        DecodeSettings("single-head"),
+        DecodeSettings("tree", 4),
+        DecodeSettings("multi-head", 3, 3),
+        DecodeSettings("tree", 4, temperature=0.7, seed=2),
+    ):
+        ref = [engine.generate(make_strategy(settings), ids, 40, {2}) for ids in rows]
+        for batch_size in (3, 16):
+            done = engine.generate_batch(make_strategy(settings), rows, 40, {2}, batch_size)
+            for f in done:
+                assert f.result.tokens == ref[f.index].tokens, (settings, batch_size, f.index)
+                assert f.result.accepted_per_step == ref[f.index].accepted_per_step
+    assert engine.fell_back == []
+
+
 def test_graphs_engine_token_input_heads_and_capture_once():
     from test_replay import _medusa
 

@@ -172,8 +172,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--rounds", type=int, default=3, help="timed rounds (the method order rotates each round)"
     )
-    p.add_argument("--methods", default="hf-dynamic,hf-static,single-head,tree,mh-w2s2,mh-w5s5",
-                   help="also tree-N: the tree cut to N nodes (e.g. tree-31)")
+    p.add_argument("--methods", default=None,
+                   help="default hf-dynamic,hf-static,single-head,tree,mh-w2s2,mh-w5s5 (with"
+                   " --batch-sizes: hf-static,single-head,tree); also tree-N: the tree cut to N"
+                   " nodes (e.g. tree-31)")
+    p.add_argument("--batch-sizes", default=None,
+                   help="comma list, e.g. 1,4,16,64: batched decoding instead (tools/bench_batch.py:"
+                   " throughput, per-row latency, τ per batch size, against generate static on the"
+                   " same batches)")
     p.add_argument(
         "--engines",
         default="eager,graphs",
@@ -221,6 +227,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="JSON results file")
     args = p.parse_args(argv)
     shape = args.model.startswith("shape:")
+    if args.methods is None:
+        args.methods = ("hf-static,single-head,tree" if args.batch_sizes else
+                        "hf-dynamic,hf-static,single-head,tree,mh-w2s2,mh-w5s5")
+    elif args.batch_sizes and "hf-dynamic" in args.methods.split(","):
+        p.error("--batch-sizes compares against generate with a static cache: drop hf-dynamic")
     args.n = args.n or (2 if shape else 20)
     args.max_new_tokens = args.max_new_tokens or (64 if shape else 128)
     return args
@@ -228,6 +239,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.batch_sizes:
+        import bench_batch
+
+        return bench_batch.main_batched(args)
     cuda = torch.cuda.is_available()
     if not cuda:
         print(

@@ -14,6 +14,8 @@ depth] tensor per step.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from medusa.decoding.fast_loop import FastDecoder
@@ -21,6 +23,10 @@ from medusa.decoding.fixed_tree import DevicePlan
 from medusa.decoding.sampling import gumbel_draw
 from medusa.decoding.static_cache import StaticKVCache
 from medusa.model import MedusaModel
+
+
+# on the CPU torch.vmap runs a drafter's attention row by row (no batching rule): right, only slower
+warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet")
 
 
 class BatchDecoder:

@@ -72,3 +72,28 @@ def test_bench_decode_refuses_an_unknown_engine():
         cwd=ROOT,
     )
     assert done.returncode != 0 and "unknown engine warp" in done.stderr
+
+
+def test_bench_decode_batch_sizes_compare_batched_generate_and_ours(tmp_path):
+    """--batch-sizes: per batch size, generate static on left-padded batches and our batched
+    single-head and tree; ours give the one-row single-head tokens on every row."""
+    out = tmp_path / "batch.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench_decode.py"), "--model", "shape:tiny",
+         "-n", "5", "-mol", "6", "--rounds", "1", "--batch-sizes", "1,2,4",
+         "--methods", "hf-static,single-head,tree-15", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(out.read_text())
+    methods = record["methods"]
+    assert set(methods) == {f"B{b}/{m}" for b in (1, 2, 4)
+                            for m in ("hf-static", "single-head", "tree-15")}
+    for name, row in methods.items():
+        assert row["tokens_per_s"] > 0 and row["latency_p50_s"] > 0, name
+        assert row["tokens"] == 5 * 6, name  # no stop ids: every row runs to the budget
+        if not name.endswith("hf-static"):
+            assert row["identical_to_single_head_one_row"] == 5, name
+    assert "speedup_vs_hf-static" in methods["B4/tree-15"]
+    assert "speedup_vs_single-head" in methods["B2/tree-15"]
+    assert record["batch_sizes"] == [1, 2, 4] and "| B |" in done.stdout

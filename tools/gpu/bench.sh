@@ -15,6 +15,10 @@
 #               and typical acceptance at eps = 0.01, 0.03, 0.09, 0.3 (alpha = sqrt(eps)) at T = 0.7; chrF beside
 #               each (tools/bench_sampling.py; TEMPERATURES, EPSILONS override)
 #                                                                               -> $OUT/bench-sampling.json, .png
+#   batch       the shipped default, fp32, the 50 in22-gen-sample prompts, <= 128 new tokens, at batch sizes 1, 4,
+#               16, 32 (BATCH_SIZES): generate with a static cache on left-padded batches against our batched
+#               single-head and tree (continuous refill); throughput, per-row latency, τ
+#               (tools/bench_decode.py --batch-sizes)                             -> $OUT/bench-batch.json
 #   7b-profile  the 7B shape's single-head step and 63-node verify under compiled and compiled-tuned (inductor's
 #               coordinate-descent tuning), with their kernel profiles          -> $OUT/bench-7b-profile.json
 # Inputs (environment):
@@ -24,15 +28,15 @@
 #   ROUNDS=2              timed rounds (medians are reported)
 #   PROJECT_TAU=3.116     the shipped drafter's τ on all 1024 IN22-Gen rows (H200, fp32, graphs engine)
 # Usage:
-#   bash tools/gpu/bench.sh [embedded] [7b] [1b] [sampling] [7b-profile] [all]
+#   bash tools/gpu/bench.sh [embedded] [7b] [1b] [sampling] [batch] [7b-profile] [all]
 #   MODEL=embedded:faithful OUT=results/bench-faithful bash tools/gpu/bench.sh embedded
 #   ENGINES=eager,graphs bash tools/gpu/bench.sh 1b
 # Run time on one H100/H200: embedded about 6 min (compiling takes most), 7b about 4 min, 1b about 3 min, sampling
-# about 8 min, 7b-profile about 6 min (four compiles).
+# about 8 min, batch about 6 min, 7b-profile about 6 min (four compiles).
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
-check_args "embedded 7b 1b sampling 7b-profile all" "$@"
+check_args "embedded 7b 1b sampling batch 7b-profile all" "$@"
 OUT=${OUT:-results/bench}
 MODEL=${MODEL:-embedded} ROUNDS=${ROUNDS:-2} PROJECT_TAU=${PROJECT_TAU:-3.116}
 start_run bench
@@ -60,6 +64,11 @@ if wants sampling; then
   step bench-sampling "$PY" tools/bench_sampling.py --model "$MODEL" -n 30 -mol 128 --rounds "$ROUNDS" \
     --temperatures "${TEMPERATURES:-0,0.3,0.7,1.0}" --epsilons "${EPSILONS:-0.01,0.03,0.09,0.3}" \
     --out "$OUT/bench-sampling.json"
+fi
+if wants batch; then
+  step bench-batch "$PY" tools/bench_decode.py --model "$MODEL" -d in22-gen-sample -n 50 -mol 128 \
+    --dtype float32 --batch-sizes "${BATCH_SIZES:-1,4,16,32}" --methods "${METHODS:-hf-static,single-head,tree}" \
+    --rounds "$ROUNDS" --out "$OUT/bench-batch.json"
 fi
 if [[ " ${STAGES[*]} " == *" 7b-profile "* ]]; then  # not part of all
   ROUNDS=1 bench bench-7b-profile single-head,tree-63 compiled,compiled-tuned --model shape:llama-2-7b --step-costs \
