@@ -178,7 +178,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    " nodes (e.g. tree-31)")
     p.add_argument("--batch-sizes", default=None,
                    help="comma list, e.g. 1,4,16,64: batched decoding instead"
-                   " (tools/bench_batch.py: throughput, per-row latency, τ per batch size, against generate static on the"
+                   " (tools/bench_batch.py: throughput, per-row latency, τ per batch size, against"
+                   " generate static on the"
                    " same batches)")
     p.add_argument(
         "--engines",
