@@ -313,6 +313,17 @@ def add_run_flags(more) -> None:
         ),
     )
     more.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        help=(
+            "rows decoded together (1): each row drafts and accepts on its own, all rows verify in"
+            " one forward, and a finished row takes the next example at once; output files keep"
+            " the dataset's order. Runs in the fast engine (graphs or compiled on CUDA, its"
+            " uncaptured step on a CPU); the eager loop decodes one row at a time"
+        ),
+    )
+    more.add_argument(
         "--output-dir",
         "-o",
         default=None,

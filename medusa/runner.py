@@ -208,7 +208,8 @@ def decode_examples(
         )
     )
     if student is None and todo:
-        engine.prepare(strategy, max(len(ids) for ids in prompts.values()), settings.max_output_len)
+        longest = max(len(ids) for ids in prompts.values())
+        engine.prepare(strategy, longest, settings.max_output_len, settings.batch_size)
     if student is not None:
         student.process.set_log(log.path.parent / LOG)
         warn_eos_in_prompt(tokenizer, prompts.values(), student.eos_id, settings.prompt_style)
@@ -264,7 +265,8 @@ def _decode_rows(
             settings.max_input_len,
         )
 
-    if settings.warmup:  # first-call costs (allocations, kernel selection) stay out of the timings
+    if settings.warmup and (student is not None or settings.batch_size == 1):
+        # first-call costs (allocations, kernel selection) stay out of the timings
         first = prompts[todo[0].index] if todo else prompt_of(examples[0].source)
         # never a timed prompt: a submission that memoises its answers gains nothing
         if student is not None:
@@ -279,6 +281,9 @@ def _decode_rows(
             )
     if len(todo) < len(examples):
         say(f"resuming: {len(examples) - len(todo)} examples already in {log.path}")
+    if student is None and settings.batch_size > 1:
+        _decode_batched(model, strategy, todo, prompts, settings, log, stops, engine)
+        return [log.done[ex.index] for ex in examples]
     from tqdm.auto import tqdm
 
     bar = tqdm(
@@ -292,38 +297,76 @@ def _decode_rows(
         ids = prompts[ex.index]
         with Timer(model.device) as timer:
             result = decode(ids, settings.max_output_len)
-        prediction = tokenizer.decode(result.tokens, skip_special_tokens=True)
-        reference = (
-            process_reference(tokenizer, ex.target, settings.max_output_len)
-            if ex.target is not None
-            else None
-        )
-        log.write({
-            "index": ex.index,
-            "source": ex.source,
-            "target": ex.target,
-            "reference": reference,
-            "prediction": prediction,
-            "prompt_tokens": len(ids),
-            "tokens": len(result.tokens),
-            "seconds": timer.seconds,
-            "steps": result.steps,
-            "stop_reason": result.stop_reason,
-            "accepted_per_step": result.accepted_per_step,
-            "drafted_depth_per_step": result.drafted_depth_per_step,
-            "token_ids": result.tokens,
-            **(result.row_fields() if student is not None else {}),
-        })
+        row = log_row(tokenizer, ex, ids, result, timer.seconds, settings.max_output_len,
+                      result.row_fields() if student is not None else {})
+        log.write(row)
         if student is not None and result.error:
             beside_bar(bar, f"[{ex.index}] failed: {result.error}"
                        + (f" ({result.error_at})" if result.error_at else ""))
         elif settings.debug:
-            beside_bar(
-                bar,
-                f"[{ex.index}] {prediction!r}  (ref: {reference!r}, {len(result.tokens)} tokens, "
-                f"{result.steps} steps, {timer.seconds:.3f} s)",
-            )
+            say_row(bar, row)
     return [log.done[ex.index] for ex in examples]
+
+
+def log_row(tokenizer, ex: Example, ids: list[int], result, seconds: float, max_output_len: int,
+            extra: dict) -> dict:
+    """One example's line in predictions.jsonl."""
+    reference = (process_reference(tokenizer, ex.target, max_output_len)
+                 if ex.target is not None else None)
+    return {
+        "index": ex.index,
+        "source": ex.source,
+        "target": ex.target,
+        "reference": reference,
+        "prediction": tokenizer.decode(result.tokens, skip_special_tokens=True),
+        "prompt_tokens": len(ids),
+        "tokens": len(result.tokens),
+        "seconds": seconds,
+        "steps": result.steps,
+        "stop_reason": result.stop_reason,
+        "accepted_per_step": result.accepted_per_step,
+        "drafted_depth_per_step": result.drafted_depth_per_step,
+        "token_ids": result.tokens,
+        **extra,
+    }
+
+
+def say_row(bar, row: dict) -> None:
+    """--debug: the row's prediction, reference and counts beside the progress bar."""
+    beside_bar(
+        bar,
+        f"[{row['index']}] {row['prediction']!r}  (ref: {row['reference']!r}, {row['tokens']}"
+        f" tokens, {row['steps']} steps, {row['seconds']:.3f} s)",
+    )
+
+
+def _decode_batched(model: MedusaModel, strategy: Strategy, todo: list[Example],
+                    prompts: dict[int, list[int]], settings: RunSettings, log: PredictionLog,
+                    stops: set[int], engine: Engine) -> None:
+    """``--batch-size`` rows at a time (:meth:`Engine.generate_batch`): each row is logged as it
+    finishes (the file is put back in dataset order after the pass), with ``seconds`` its share of
+    the wall time (each step's time split among the rows it advanced, plus its own prefill), so
+    RTF and tokens/s sum to the batch's throughput, and ``latency_seconds`` its own admission to
+    finish."""
+    from tqdm.auto import tqdm
+
+    tokenizer, batch = model.tokenizer, settings.batch_size
+    if settings.warmup and todo:  # the batched step's first-call costs stay out of the timings
+        list(engine.generate_batch(strategy, [prompts[todo[0].index]],
+                                   min(8, settings.max_output_len), stops, batch))
+    bar = tqdm(total=len(todo), desc=f"{strategy.name} ×{batch}", unit="ex",
+               dynamic_ncols=True, disable=quiet())
+    with bar:
+        for done in engine.generate_batch(strategy, [prompts[ex.index] for ex in todo],
+                                          settings.max_output_len, stops, batch):
+            ex = todo[done.index]
+            row = log_row(tokenizer, ex, prompts[ex.index], done.result, done.seconds,
+                          settings.max_output_len,
+                          {"latency_seconds": done.latency, "batch_size": batch})
+            log.write(row)
+            bar.update()
+            if settings.debug:
+                say_row(bar, row)
 
 
 def beside_bar(bar, message: str) -> None:
@@ -366,7 +409,9 @@ def score_rows(rows: list[dict], tgt_lang: str) -> dict:
 
 
 def speed_stats(rows: list[dict]) -> dict:
-    """RTF, tokens/s, τ (mean tokens accepted per decoding step) and each head's acceptance rate.
+    """RTF, tokens/s, τ (mean tokens accepted per decoding step) and each head's acceptance rate;
+    batched rows (``--batch-size``) also give latency percentiles. A batched row's ``seconds`` is
+    its share of the wall time, so RTF and tokens/s are the batch's throughput there.
 
     Examples a submission failed (``error`` set) are left out: their time is not generation time; so
     are those whose generated ids cannot be told (an output that starts with part of the prompt). A
@@ -387,7 +432,13 @@ def speed_stats(rows: list[dict]) -> dict:
     for h in range(deepest - 1):  # head h is accepted when a step keeps at least h + 2 tokens
         tried = [a for a, d in zip(accepted, drafted) if d >= h + 2]
         head_rates.append(sum(a >= h + 2 for a in tried) / len(tried) if tried else math.nan)
+    latency = sorted(r["latency_seconds"] for r in rows if "latency_seconds" in r)
+    last = len(latency) - 1
+    batched = {  # --batch-size: each row's own admission-to-finish time
+        f"latency_seconds_p{q}": latency[min(last, round(q / 100 * last))] for q in (50, 90, 99)
+    } if latency else {}
     return {
+        **batched,
         "rtf": speed.rtf,
         "tokens_per_second": speed.tokens_per_second,
         "generation_seconds": speed.seconds,
@@ -497,6 +548,18 @@ def _rows(settings: RunSettings) -> tuple[list[Example], object]:
     return examples, data_info
 
 
+def check_batch(settings: RunSettings) -> None:
+    """--batch-size above 1 needs our fast engine: refused before anything loads."""
+    if settings.batch_size == 1:
+        return
+    if settings.generator:
+        raise MedusaError(f"--generator decodes a submission one example at a time: drop"
+                          f" --batch-size {settings.batch_size}")
+    if settings.engine == "eager":
+        raise MedusaError(f"--batch-size {settings.batch_size} needs the fast engine; the eager"
+                          " loop decodes one row at a time: use --engine auto or drop --batch-size")
+
+
 def _load(settings: RunSettings, model: MedusaModel | None, engine: Engine | None, checked,
           asked_prompt: str) -> Loaded:
     """Bad strategy settings, head counts and engines fail on the checkpoint's facts before the
@@ -504,6 +567,7 @@ def _load(settings: RunSettings, model: MedusaModel | None, engine: Engine | Non
     its tokenizer settles, the engine and the strategy."""
     if checked is not None:
         settings = checked.settings
+    check_batch(settings)
     early = make_strategy(decode_settings(settings, model, checked.facts.tree if checked else None))
     if checked is not None:
         if checked.facts.num_heads is not None:
@@ -514,7 +578,8 @@ def _load(settings: RunSettings, model: MedusaModel | None, engine: Engine | Non
     settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
     if checked is not None:
         say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
-    engine = engine or make_engine(model, engine_for(model, settings.engine))
+    engine = engine or make_engine(model, engine_for(model, settings.engine),
+                                   settings.batch_size)
     setup_before = engine.setup_seconds
     decoding = decode_settings(settings, model)
     strategy = make_strategy(decoding)
@@ -792,6 +857,10 @@ def print_block(m: dict, s: dict, examples: int, settings: dict, failed: int | N
         f"tokens/s: {_fmt2(s['tokens_per_second'])} ({s['generated_tokens']} tokens in"
         f" {s['generation_seconds']:.2f} s, {examples} examples)"
     )
+    if "latency_seconds_p50" in s:
+        print(f"batch: {settings.get('batch_size')} rows (tokens/s and RTF are the batch's"
+              f" throughput); latency per example p50 {s['latency_seconds_p50']:.3f} s, p90"
+              f" {s['latency_seconds_p90']:.3f} s, p99 {s['latency_seconds_p99']:.3f} s")
     if failed:
         print(
             f"failed examples: {failed}/{examples} (empty predictions in the scores; left out of"
@@ -881,6 +950,7 @@ def _table_with(
     settings: RunSettings, base_dir: Path, checked, asked_prompt: str, needed: int
 ) -> list[dict]:
     settings = checked.settings
+    check_batch(settings)
     if checked.facts.num_heads is not None:
         check_table_heads(checked.facts.num_heads, needed, settings.model_name)
     check_device_map(settings, processes().count)
@@ -889,7 +959,7 @@ def _table_with(
     settings = settle_prompt_style(settings, model.tokenizer, model.info.base)
     say(prompt_note(settings.prompt_style, asked_prompt == "auto", model.info.base))
     # shared by the rows: each strategy is captured once
-    engine = make_engine(model, engine_for(model, settings.engine))
+    engine = make_engine(model, engine_for(model, settings.engine), settings.batch_size)
     # refuse before spending time on the first rows
     check_table_heads(model.num_heads, needed, model.info.name)
     rows = []

@@ -59,6 +59,8 @@ class RunSettings(ModelSpec, DataSpec):
     sandbox: bool = False
     max_output_len: int = SEED_NEW_TOKENS
     engine: str = "auto"  # auto = graphs on CUDA, eager on CPU (medusa/decoding/engine.py)
+    # rows decoded together by the fast engine (medusa/decoding/batch_loop.py)
+    batch_size: int = 1
     output_dir: str | None = None
     seed: int = 0
     warmup: bool = True

@@ -780,3 +780,77 @@ def test_grading_a_student_generator(tiny_heads_dir, tmp_path, capsys):
             capsys,
         )
         assert code == 2 and needle in err, err
+
+
+def test_batched_run_equals_one_row_at_a_time_in_dataset_order(tiny_heads_dir, tmp_path, capsys):
+    """--batch-size 3 on the CPU (the fast step uncaptured): the same predictions and per-step
+    counts as the one-row run, rows in dataset order, latency percentiles in the summary and on
+    the console; an interrupted batched run resumes at the same batch size and not at another."""
+    base = ["-m", str(tiny_heads_dir), "-n", "7", "-mol", "12", "--prompt-style", "seed",
+            "-ds", "tree", "-nmh", "3", "--compare-single-head"]
+    assert run_cli(base + ["-o", str(tmp_path / "one")], capsys)[0] == 0
+    code, out, err = run_cli(base + ["-o", str(tmp_path / "three"), "--batch-size", "3"], capsys)
+    assert code == 0, err
+    assert "batch: 3 rows" in out and "latency per example p50" in out
+    for name in ("predictions.jsonl", "baseline-single-head.jsonl"):
+        one = [json.loads(x) for x in (tmp_path / "one" / name).read_text().splitlines()]
+        three = [json.loads(x) for x in (tmp_path / "three" / name).read_text().splitlines()]
+        assert [r["index"] for r in three] == list(range(7))
+        for a, b in zip(one, three):
+            assert (a["token_ids"], a["accepted_per_step"]) == (b["token_ids"],
+                                                                b["accepted_per_step"])
+            assert b["batch_size"] == 3 and 0 < b["seconds"] <= b["latency_seconds"]
+    summary = json.loads((tmp_path / "three" / "summary.json").read_text())
+    speed = summary["speed"]
+    assert speed["latency_seconds_p50"] <= speed["latency_seconds_p90"]
+    assert summary["identical_to_single_head"] == 7
+    # interrupted after 4 rows (the last line cut off): resumed at the same batch size
+    path = tmp_path / "three" / "predictions.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:4]) + "\n" + lines[4][:20])
+    (tmp_path / "three" / "summary.json").unlink()
+    code, _, err = run_cli(base + ["-o", str(tmp_path / "three"), "--batch-size", "2"] +
+                           ["--resume"], capsys)
+    assert code == 2 and "batch_size: 3 then, 2 now" in err
+    code, _, err = run_cli(base + ["-o", str(tmp_path / "three"), "--batch-size", "3",
+                                   "--resume"], capsys)
+    assert code == 0, err
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(7))
+    assert [r["token_ids"] for r in rows] == [json.loads(x)["token_ids"] for x in (
+        tmp_path / "one" / "predictions.jsonl").read_text().splitlines()]
+
+
+def test_batch_size_needs_the_fast_engine(tiny_heads_dir, tmp_path, capsys):
+    code, _, err = run_cli(["-m", str(tiny_heads_dir), "-n", "2", "-o", str(tmp_path / "r"),
+                            "--batch-size", "2", "--engine", "eager"], capsys)
+    assert code == 2 and "needs the fast engine" in err and "Traceback" not in err
+    assert "loading base model" not in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["-m", str(tiny_heads_dir), "--batch-size", "0"])
+    assert exit_.value.code == 2 and "--batch-size: must be at least 1" in capsys.readouterr().err
+
+
+def test_assignment_table_at_a_batch_size_decodes_the_same_tokens(tiny_model_dir, tmp_path,
+                                                                   capsys):
+    """--assignment-table --batch-size 3: every row's predictions equal the one-row table's (the
+    course's rescore rows included)."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lm = base.get_output_embeddings()
+    heads = MedusaHeads(
+        HeadConfig(5, 1, lm.weight.shape[1], lm.weight.shape[0], shared_lm_head=True), lm
+    )
+    save_heads(heads, tmp_path / "h5", str(tiny_model_dir))
+    common = ["-m", str(tmp_path / "h5"), "-n", "4", "-mol", "6", "--prompt-style", "seed",
+              "--assignment-table"]
+    assert run_cli(common + ["-o", str(tmp_path / "one")], capsys)[0] == 0
+    code, _, err = run_cli(common + ["-o", str(tmp_path / "three"), "--batch-size", "3"], capsys)
+    assert code == 0, err
+    configs = sorted(p.name for p in (tmp_path / "one").iterdir() if p.is_dir())
+    assert len(configs) == 7
+    for name in configs:
+        one, three = ([json.loads(x)["token_ids"] for x in (tmp_path / d / name /
+                      "predictions.jsonl").read_text().splitlines()] for d in ("one", "three"))
+        assert three == one, name

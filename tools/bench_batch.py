@@ -67,7 +67,7 @@ def decode_all(model, method, prompts: list[list[int]], max_new: int, stops: set
     else:
         strategy, engine = method
         for f in engine.generate_batch(strategy, prompts, max_new, stops, batch):
-            outputs[f.index], latency[f.index] = f.result.tokens, f.seconds
+            outputs[f.index], latency[f.index] = f.result.tokens, f.latency
             steps += max(f.result.steps, 1)
     sync()
     wall = time.perf_counter() - start

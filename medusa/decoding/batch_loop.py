@@ -5,8 +5,10 @@ full until the prompts run out.
 
 Each row has its own copy of the strategy (adaptive depth and sampled draws are per decode); the
 device step is :class:`~medusa.decoding.batch_step.BatchDecoder`'s. Rows are returned as they
-finish, each with its latency: the wall time from its admission (before its prefill) to the step
-that completed it, measured on the host after that step's one synchronisation.
+finish, each with two times measured on the host after a step's one synchronisation: its latency
+(from its admission, before its prefill, to the step that completed it) and its share of the wall
+time (its own admission, plus each step's time split evenly among the rows that step advanced), so
+the shares of all rows add up to the batch's wall time and seconds per token stay a throughput.
 """
 
 from __future__ import annotations
@@ -29,16 +31,19 @@ class _Row:
     strategy: Strategy
     progress: RowProgress
     start: float  # host time at admission
+    share: float = 0.0  # seconds of the batch's wall time charged to this row
     reach: int = 0
 
 
 @dataclass
 class Finished:
-    """One finished row: its position among the prompts, its output, and its latency in seconds."""
+    """One finished row: its position among the prompts, its output, its share of the wall time
+    and its latency, in seconds."""
 
     index: int
     result: GenerationResult
     seconds: float
+    latency: float
 
 
 @torch.inference_mode()
@@ -69,7 +74,8 @@ def decode_batch(
 
     def finish(b: int) -> Finished:
         row = rows[b]
-        return Finished(row.index, row.progress.result, time.perf_counter() - row.start)
+        return Finished(row.index, row.progress.result, row.share,
+                        time.perf_counter() - row.start)
 
     def admit(b: int) -> Iterator[Finished]:
         """Fill row ``b`` with the next prompt that needs a step (prompts decided by their first
@@ -85,9 +91,11 @@ def decode_batch(
             rows[b] = row = _Row(index, rs, RowProgress(rs, max_new_tokens, stop_ids), start)
             reach = row.progress.reach(state_of(first))
             if reach is None:
+                row.share = time.perf_counter() - start
                 yield finish(b)
                 continue
             batch.admit(b, len(ids))
+            row.share = time.perf_counter() - start
             row.reach = reach
             limits[b] = depth_limit(batch.plan.tree.max_depth, rs, reach)
             return
@@ -97,6 +105,7 @@ def decode_batch(
     for b in range(batch.batch):
         yield from admit(b)
     while any(row is not None for row in rows):
+        start = time.perf_counter()
         batch.set_depth_limits(limits)
         if batch.noise is not None:
             for b, row in enumerate(rows):
@@ -104,6 +113,10 @@ def decode_batch(
                     row.strategy.sampler.fill(batch.noise[b, :sampler_rows])
         run_step()
         out = batch.read()
+        live = [row for row in rows if row is not None]
+        seconds = (time.perf_counter() - start) / len(live)
+        for row in live:
+            row.share += seconds
         for b, row in enumerate(rows):
             if row is None:
                 continue

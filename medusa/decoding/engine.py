@@ -62,7 +62,8 @@ class Engine(ABC):
             start = time.perf_counter()
             result = self.generate(strategy, ids, max_new_tokens, stop_ids)
             _sync(self)
-            yield Finished(index, result, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            yield Finished(index, result, seconds, seconds)
 
     def describe(self, setup_before: float = 0.0) -> dict:
         """Name and the setup seconds spent since ``setup_before`` (one run of several sharing the
@@ -453,12 +454,20 @@ def resolve_engine(name: str, device: torch.device) -> str:
     return name
 
 
-def make_engine(model: MedusaModel, name: str = "auto") -> Engine:
+def make_engine(model: MedusaModel, name: str = "auto", batch_size: int = 1) -> Engine:
     """``auto`` falls back to the eager loop, with a note, for a strategy whose step cannot be
-    captured."""
+    captured; with ``batch_size`` above 1 on a CPU it is the fast step uncaptured (rows decode
+    together only there)."""
     resolved = resolve_engine(name, model.device)
     if resolved == "eager":
-        return EagerEngine(model)
+        if batch_size == 1:
+            return EagerEngine(model)
+        if name == "eager":
+            raise MedusaError(
+                f"--batch-size {batch_size} needs the fast engine; the eager loop decodes one row"
+                " at a time: use --engine auto or drop --batch-size"
+            )
+        return StaticEngine(model, capture=False)
     return StaticEngine(
         model, capture=True, compile=resolved == "compiled", fallback=name == "auto"
     )

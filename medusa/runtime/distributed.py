@@ -267,9 +267,9 @@ def decode_shared(
             decode(log, examples)
         finally:
             log.close()
-        if resume:
-            # rows a shard held come before the new ones in the file: dataset order again
-            merge_shards(path)
+        # rows a shard held come before the new ones, and batched rows land as they finish:
+        # dataset order again (a file already in order is left as it is)
+        merge_shards(path)
         return [log.done[ex.index] for ex in examples]
 
     on_main(lambda: merge_shards(path) if resume else refuse_started(path), group)

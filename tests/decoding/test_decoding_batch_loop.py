@@ -6,6 +6,8 @@ The graphs engine replays exactly this batched step; here it runs uncaptured
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 import test_autoregressive_drafter
@@ -52,8 +54,13 @@ def test_batched_rows_equal_one_row_at_a_time(drafter):
     for settings in SETTINGS:
         ref = [engine.generate(make_strategy(settings), ids, 25, {2}) for ids in rows]
         for batch_size in (3, 8, 11):
+            start = time.perf_counter()
             done = list(engine.generate_batch(make_strategy(settings), rows, 25, {2}, batch_size))
+            wall = time.perf_counter() - start
             assert sorted(f.index for f in done) == list(range(len(rows)))
+            # the rows' shares split the wall time; none exceeds the row's own latency
+            assert sum(f.seconds for f in done) <= wall
+            assert all(f.seconds <= f.latency for f in done)
             for f in done:
                 want = ref[f.index]
                 assert f.result.tokens == want.tokens, (settings, batch_size, f.index)

@@ -380,6 +380,20 @@ def test_accelerate_launch_two_processes_equals_one(five_heads_dir, tmp_path):
     assert tokens(tmp_path / "two") == tokens(tmp_path / "one")
 
 
+def test_accelerate_launch_batched_equals_one_row(five_heads_dir, tmp_path):
+    """Two processes, each decoding its share --batch-size 2 rows at a time: the one-process,
+    one-row tokens, in dataset order."""
+    common = ["-m", str(five_heads_dir), "-n", "5", "-mol", "8", "--prompt-style", "seed",
+              "-ds", "tree", "-nmh", "3"]
+    one = plain([*common, "-o", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr
+    two = launch([*common, "-o", str(tmp_path / "two"), "--batch-size", "2"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert tokens(tmp_path / "two") == tokens(tmp_path / "one")
+    rows = read_predictions(tmp_path / "two" / "predictions.jsonl")
+    assert [r["index"] for r in rows] == list(range(5)) and {r["batch_size"] for r in rows} == {2}
+
+
 def test_accelerate_launch_table_and_generator(five_heads_dir, tmp_path):
     table = launch(
         [
