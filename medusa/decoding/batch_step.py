@@ -8,9 +8,8 @@ kernels, so a strategy needs no batched version of its own and a row decodes exa
 alone. Prompts are prefilled one at a time by a one-row
 :class:`~medusa.decoding.fast_loop.FastDecoder` (its captured prefill buckets) and copied into a
 free row (:meth:`BatchDecoder.admit`): rows that finish are refilled while the others go on. Like
-the one-row step, :meth:`step` touches
-only device tensors, so a CUDA graph per (B, tree size) replays it, and the host reads one [B, 2 +
-depth] tensor per step.
+the one-row step, :meth:`BatchDecoder.step` touches only device tensors, so a CUDA graph per (B,
+tree size) replays it, and the host reads one [B, 2 + depth] tensor per step.
 """
 
 from __future__ import annotations
