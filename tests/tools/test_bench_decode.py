@@ -81,7 +81,7 @@ def test_bench_decode_batch_sizes_compare_batched_generate_and_ours(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "bench_decode.py"), "--model", "shape:tiny",
          "-n", "5", "-mol", "6", "--rounds", "1", "--batch-sizes", "1,2,4",
-         "--methods", "hf-static,single-head,tree-15", "--out", str(out)],
+         "--methods", "hf-static,single-head,tree-15", "--project-tau", "3", "--out", str(out)],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -95,5 +95,8 @@ def test_bench_decode_batch_sizes_compare_batched_generate_and_ours(tmp_path):
         if not name.endswith("hf-static"):
             assert row["identical_to_single_head_one_row"] == 5, name
     assert "speedup_vs_hf-static" in methods["B4/tree-15"]
+    tree = methods["B4/tree-15"]
+    assert tree["projected_tokens_per_s"] == tree["tokens_per_s"] * 3 / tree["tau"]
+    assert "projected_tokens_per_s" not in methods["B4/single-head"]
     assert "speedup_vs_single-head" in methods["B2/tree-15"]
     assert record["batch_sizes"] == [1, 2, 4] and "| B |" in done.stdout

@@ -19,6 +19,8 @@
 #               16, 32 (BATCH_SIZES): generate with a static cache on left-padded batches against our batched
 #               single-head and tree (continuous refill); throughput, per-row latency, τ
 #               (tools/bench_decode.py --batch-sizes)                             -> $OUT/bench-batch.json
+#               and the Llama-2-7B shape, bf16, identity heads, 32 prompts of 160 tokens, <= 64 new tokens
+#               (Medusa tokens/s projected from PROJECT_TAU)                      -> $OUT/bench-batch-7b.json
 #   7b-profile  the 7B shape's single-head step and 63-node verify under compiled and compiled-tuned (inductor's
 #               coordinate-descent tuning), with their kernel profiles          -> $OUT/bench-7b-profile.json
 # Inputs (environment):
@@ -32,7 +34,7 @@
 #   MODEL=embedded:faithful OUT=results/bench-faithful bash tools/gpu/bench.sh embedded
 #   ENGINES=eager,graphs bash tools/gpu/bench.sh 1b
 # Run time on one H100/H200: embedded about 6 min (compiling takes most), 7b about 4 min, 1b about 3 min, sampling
-# about 8 min, batch about 6 min, 7b-profile about 6 min (four compiles).
+# about 8 min, batch about 10 min, 7b-profile about 6 min (four compiles).
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
@@ -69,6 +71,9 @@ if wants batch; then
   step bench-batch "$PY" tools/bench_decode.py --model "$MODEL" -d in22-gen-sample -n 50 -mol 128 \
     --dtype float32 --batch-sizes "${BATCH_SIZES:-1,4,16,32}" --methods "${METHODS:-hf-static,single-head,tree}" \
     --rounds "$ROUNDS" --out "$OUT/bench-batch.json"
+  step bench-batch-7b "$PY" tools/bench_decode.py --model shape:llama-2-7b -n 32 \
+    --batch-sizes "${BATCH_SIZES:-1,4,16,32}" --methods "${METHODS:-hf-static,single-head,tree}" \
+    --project-tau "$PROJECT_TAU" --rounds "$ROUNDS" --out "$OUT/bench-batch-7b.json"
 fi
 if [[ " ${STAGES[*]} " == *" 7b-profile "* ]]; then  # not part of all
   ROUNDS=1 bench bench-7b-profile single-head,tree-63 compiled,compiled-tuned --model shape:llama-2-7b --step-costs \
