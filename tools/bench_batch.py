@@ -17,8 +17,6 @@ to that τ at the measured cost per step, and labelled a projection.
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
 import sys
 import time
@@ -27,7 +25,7 @@ from pathlib import Path
 import torch
 
 import bench_decode
-from bench_decode import _git_commit, make_methods, sync
+from bench_decode import make_methods, provenance, sync, write_record
 from medusa.decoding.engine import StaticEngine
 
 
@@ -155,17 +153,9 @@ def main_batched(args) -> None:
         "batch_sizes": sizes,
         "rounds": args.rounds,
         "methods": summary,
-        "gpu": torch.cuda.get_device_name() if cuda else None,
-        "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__,
-        "python": platform.python_version(),
-        "git_commit": _git_commit(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **provenance(),
     }
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-        print(f"results: {args.out}")
+    write_record(record, args.out)
 
 
 def print_table(summary: dict, n: int) -> None:

@@ -300,17 +300,29 @@ def main(argv: list[str] | None = None) -> None:
         "methods": summary,
         "captured_step_ms": step_costs,
         "captured_step_profile": profiles,
-        "gpu": torch.cuda.get_device_name() if cuda else None,
+        **provenance(),
+    }
+    write_record(record, args.out)
+
+
+def provenance() -> dict:
+    """Where a record was measured: GPU, library versions, commit and date."""
+    return {
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
         "python": platform.python_version(),
         "git_commit": _git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-        print(f"results: {args.out}")
+
+
+def write_record(record: dict, out: str | None) -> None:
+    """The JSON record at ``out`` (when given)."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(record, indent=2) + "\n")
+        print(f"results: {out}")
 
 
 def make_engines(model, names: str, cuda: bool) -> dict[str, object]:

@@ -19,9 +19,7 @@ seeded per prompt (``--seed``); ``generate`` draws from torch's global generator
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import statistics
 import sys
 import time
@@ -33,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import bench_decode  # noqa: E402
-from bench_decode import _git_commit, sync, timed_rounds  # noqa: E402
+from bench_decode import provenance, sync, timed_rounds, write_record  # noqa: E402
 
 from medusa.decoding import DecodeSettings, make_strategy  # noqa: E402
 from medusa.decoding.engine import StaticEngine  # noqa: E402
@@ -229,18 +227,11 @@ def main(argv: list[str] | None = None) -> None:
         "seed": args.seed,
         "typical_temperature": args.typical_temperature,
         "methods": summary,
-        "gpu": torch.cuda.get_device_name() if cuda else None,
-        "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__,
-        "python": platform.python_version(),
-        "git_commit": _git_commit(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **provenance(),
     }
+    write_record(record, args.out)
     if args.out:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"results: {out}")
         plot(summary, args.typical_temperature, Path(args.plot or out.with_suffix(".png")))
     elif args.plot:
         plot(summary, args.typical_temperature, Path(args.plot))
